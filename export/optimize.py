@@ -1,0 +1,65 @@
+"""Fuse the fp32 graph with onnxruntime's transformer optimizer, then derive fp16 and int8 from it."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import onnx
+
+# The fused operators worth recording (what the optimizer reports, minus the zeros).
+FUSED_OP_TYPES = (
+    "Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "BiasGelu",
+    "Gelu", "FastGelu", "QAttention", "DynamicQuantizeMatMul", "MatMulInteger",
+)
+
+
+def fused_op_counts(path: Path) -> dict[str, int]:
+    counts = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    return {op: counts[op] for op in FUSED_OP_TYPES if counts[op]}
+
+
+def _quiet() -> None:
+    for name in ("onnxruntime.transformers", "onnxruntime.quantization", "fusion", "onnx_model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int):
+    """Fused fp32 graph (Attention, SkipLayerNormalization, BiasGelu). Returns the optimizer's model."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    _quiet()
+    # opt_level=0: fusions from the Python optimizer only; onnxruntime applies its own graph optimizations
+    # when the session loads, and a graph saved after level 1+ is tied to the provider it was made for.
+    model = optimize_model(
+        str(raw), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=False
+    )
+    model.save_model_to_file(str(out))
+    return model
+
+
+def to_fp16(fused_model, out: Path) -> None:
+    """fp16 weights and compute, float32 inputs and outputs (the runtime's contract)."""
+    fused_model.convert_float_to_float16(keep_io_types=True)
+    fused_model.save_model_to_file(str(out))
+
+
+def to_int8(fused: Path, out: Path) -> None:
+    """Dynamic int8 quantization of the fused graph's MatMuls and Attention (weights int8, per tensor).
+
+    `DefaultTensorType=FLOAT` is needed because the fused contrib ops have no type inference the
+    quantizer can use.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _quiet()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer warns through the root logger about pre-processing
+    try:
+        quantize_dynamic(
+            str(fused), str(out), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+        )
+    finally:
+        root.setLevel(level)

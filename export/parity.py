@@ -1,0 +1,61 @@
+"""Compare every exported graph with the PyTorch model it came from, and fail the export on drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import EXIT_PARITY, ExportError
+from .onnx_export import INPUT_NAME
+from .synthetic import parity_batch
+
+# Minimum cosine similarity between ONNX (CPU provider) and PyTorch CLS embeddings, per precision.
+THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+
+
+def parity_inputs(processor: Any, count: int = 8) -> np.ndarray:
+    """Photo-like images through the model's own processor: the pixels the reference pipeline sees."""
+    return processor(images=parity_batch(count), return_tensors="np")["pixel_values"].astype(np.float32)
+
+
+def torch_cls(encoder: torch.nn.Module, pixel_values: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = encoder(pixel_values=torch.from_numpy(pixel_values)).last_hidden_state[:, 0]
+    return out.float().numpy()
+
+
+def onnx_cls(path: Path, pixel_values: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {INPUT_NAME: pixel_values})[0].astype(np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def measure(precision: str, path: Path, reference: np.ndarray, pixel_values: np.ndarray) -> dict[str, float]:
+    cos = cosines(onnx_cls(path, pixel_values), reference)
+    return {
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+        "threshold": THRESHOLDS[precision],
+        "images": int(len(cos)),
+    }
+
+
+def enforce(precision: str, figures: dict[str, float]) -> None:
+    if figures["min_cosine"] < figures["threshold"]:
+        raise ExportError(
+            f"Parity check failed for {precision}: min cosine {figures['min_cosine']:.6f} against PyTorch is below "
+            f"{figures['threshold']}. The bundle was not written.",
+            EXIT_PARITY,
+        )

@@ -1,0 +1,187 @@
+"""The export, end to end: load -> export -> fuse -> fp16 -> int8 -> parity -> manifest -> publish.
+
+Everything is written into a temporary directory beside `--out` and renamed into place only when
+every graph has passed its parity check, so a failure at any step leaves nothing at `--out`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+
+from edge_search.runtime.bundle import MANIFEST_NAME, PRECISIONS, SCHEMA_VERSION, Manifest, ModelFile, TensorSpec, sha256_file
+
+from . import optimize, parity
+from .errors import EXIT_STORAGE, EXIT_USAGE, ExportError
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
+from .preprocess_config import preprocess_config
+from .source import DEFAULT_MODEL, load_source
+
+# A step reporter: called with a step name, used as a context manager around the step.
+StepReporter = Callable[[str], contextlib.AbstractContextManager]
+
+
+@contextlib.contextmanager
+def _silent_step(_name: str) -> Iterator[None]:
+    yield
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {}
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            found[dist] = md.version(dist)
+    return found
+
+
+def _refuse_external_data(path: Path) -> None:
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise ExportError(f"{path.name} needs external data files, which the runtime refuses (model over 2 GB?).")
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} exists and is not a directory.", EXIT_USAGE)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(
+            f"--out {out} already exists and is not empty. Pass --force to replace it, or choose another --out.",
+            EXIT_USAGE,
+        )
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the finished staging directory into place (old bundle removed only after the rename)."""
+    retired = None
+    if out.exists():
+        retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, retired)
+    os.replace(staging, out)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def export_bundle(
+    *,
+    model: str = DEFAULT_MODEL,
+    out: Path,
+    revision: str | None = None,
+    precisions: tuple[str, ...] = PRECISIONS,
+    opset: int = DEFAULT_OPSET,
+    force: bool = False,
+    random_weights: bool = False,
+    step: StepReporter = _silent_step,
+) -> Manifest:
+    out = Path(out).expanduser().absolute()
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown or not precisions:
+        raise ExportError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.", EXIT_USAGE)
+    precisions = tuple(p for p in PRECISIONS if p in precisions)
+    _prepare_out(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(os.path.join(out.parent, f".{out.name}.partial-{os.getpid()}"))
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise ExportError(f"Cannot create the bundle beside {out}: {exc.strerror}.", EXIT_STORAGE) from exc
+    try:
+        manifest = _build(model, revision, staging, precisions, opset, random_weights, step)
+        _publish(staging, out)
+        return manifest
+    except OSError as exc:
+        raise ExportError(f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}.", EXIT_STORAGE) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(model, revision, staging: Path, precisions, opset, random_weights, step) -> Manifest:
+    with step("load"):
+        source = load_source(model, revision=revision, random_weights=random_weights)
+        pre = preprocess_config(source.processor)
+        height, width = pre.input_hw()
+        config = source.config
+    work = staging / ".work"
+    work.mkdir()
+    raw = work / "raw.onnx"
+    with step("export"):
+        export_onnx(source.encoder, raw, height=height, width=width, opset=opset)
+    fused_path = work / "fused.fp32.onnx"
+    with step("fuse"):
+        fused_model = optimize.fuse(raw, fused_path, num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+    graphs: dict[str, Path] = {}
+    if "fp32" in precisions:
+        graphs["fp32"] = staging / "model.fp32.onnx"
+        shutil.copyfile(fused_path, graphs["fp32"])
+    if "int8" in precisions:
+        with step("int8"):
+            graphs["int8"] = staging / "model.int8.onnx"
+            optimize.to_int8(fused_path, graphs["int8"])
+    if "fp16" in precisions:
+        with step("fp16"):
+            graphs["fp16"] = staging / "model.fp16.onnx"
+            optimize.to_fp16(fused_model, graphs["fp16"])
+
+    files: dict[str, ModelFile] = {}
+    with step("parity"):
+        pixels = parity.parity_inputs(source.processor)
+        reference = parity.torch_cls(source.encoder, pixels)
+        for precision in PRECISIONS:
+            if precision not in graphs:
+                continue
+            path = graphs[precision]
+            _refuse_external_data(path)
+            figures = parity.measure(precision, path, reference, pixels)
+            parity.enforce(precision, figures)
+            files[precision] = ModelFile(
+                precision=precision,
+                path=path.name,
+                sha256=sha256_file(path),
+                bytes=path.stat().st_size,
+                input=TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
+                output=TensorSpec(OUTPUT_NAME, "float32", ["batch", int(config.hidden_size)]),
+                fused_ops=optimize.fused_op_counts(path),
+                parity=figures,
+            )
+    shutil.rmtree(work)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        model_id=source.model_id,
+        revision=source.revision,
+        commit=source.commit,
+        architecture=source.architecture,
+        model_type=source.model_type,
+        embedding_dim=int(config.hidden_size),
+        random_weights=source.random_weights,
+        preprocess=pre,
+        files=files,
+        opset=opset,
+        versions=_versions(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest_path = staging / MANIFEST_NAME
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest.to_dict(), handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    for path in staging.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    return manifest

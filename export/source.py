@@ -1,0 +1,150 @@
+"""Load the model to export: a hub id or a local checkpoint, or its architecture with random weights.
+
+Only encoders whose CLS token is the image embedding and whose self-attention is ViT-shaped are
+supported (ViT, DeiT, DINOv2), because the export swaps in an attention module that onnxruntime fuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import EXIT_SOURCE, EXIT_USAGE, ExportError
+
+DEFAULT_MODEL = "google/vit-base-patch16-224"
+SUPPORTED_MODEL_TYPES = ("vit", "deit", "dinov2")
+RANDOM_WEIGHTS_SEED = 0
+
+
+@dataclass
+class Source:
+    """A loaded encoder (eval mode, float32) and what the manifest must say about it."""
+
+    encoder: nn.Module
+    config: Any
+    processor: Any
+    model_id: str
+    revision: str | None
+    commit: str | None
+    random_weights: bool
+
+    @property
+    def architecture(self) -> str:
+        return type(self.encoder).__name__
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.model_type)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def _builtin_default() -> tuple[Any, Any]:
+    """ViT-B/16 at 224 px exactly as `google/vit-base-patch16-224` configures it, with no network."""
+    from transformers import ViTConfig, ViTImageProcessor
+
+    config = ViTConfig(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        image_size=224, patch_size=16, num_channels=3, qkv_bias=True, hidden_act="gelu",
+        layer_norm_eps=1e-12,
+    )
+    processor = ViTImageProcessor(
+        do_resize=True, size={"height": 224, "width": 224}, resample=2, do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    return config, processor
+
+
+def _hub_failure(model_id: str, exc: Exception) -> ExportError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ExportError(
+        f"Could not fetch {model_id!r} from the Hugging Face hub ({reason}). This machine may be offline. "
+        f"Ways out: pass a local checkpoint directory to --model (one made by `save_pretrained`, with "
+        f"config.json and preprocessor_config.json); or set HF_HUB_OFFLINE=1 if the model is already in the "
+        f"local Hugging Face cache; or use --random-weights to build the architecture with random weights "
+        f"(for speed benchmarks and smoke runs only).",
+        EXIT_SOURCE,
+    )
+
+
+def _check_supported(config: Any, model_id: str) -> None:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ExportError(
+            f"{model_id!r} is a {model_type!r} model, which export-model does not support. Supported: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (ViT, DeiT, DINOv2 checkpoints, with or without a "
+            "classification head; the encoder's CLS token is the embedding).",
+            EXIT_SOURCE,
+        )
+
+
+def _encoder_class(model_type: str):
+    from transformers import DeiTModel, Dinov2Model, ViTModel
+
+    return {"vit": ViTModel, "deit": DeiTModel, "dinov2": Dinov2Model}[model_type]
+
+
+def _encoder_kwargs(model_type: str) -> dict[str, Any]:
+    return {"add_pooling_layer": False} if model_type in ("vit", "deit") else {}
+
+
+def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, random_weights: bool = False) -> Source:
+    """Resolve `model` (hub id or directory) into an encoder plus its image processor."""
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoImageProcessor
+
+    local = Path(model).expanduser()
+    is_local = local.exists()
+    if is_local and not (local / "config.json").is_file():
+        raise ExportError(f"{local} is not a checkpoint directory (it has no config.json).", EXIT_USAGE)
+    if not is_local and (model.startswith((".", "/", "~")) or os.sep + os.sep in model):
+        raise ExportError(f"No checkpoint directory at {model}.", EXIT_USAGE)
+    ref = str(local) if is_local else model
+
+    try:
+        config = AutoConfig.from_pretrained(ref, revision=revision)
+        processor = AutoImageProcessor.from_pretrained(ref, revision=revision, use_fast=False)
+    except Exception as exc:  # hub / network / cache errors come in many types
+        if random_weights and model == DEFAULT_MODEL:
+            config, processor = _builtin_default()
+        elif is_local:
+            raise ExportError(f"Cannot read the checkpoint at {local}: {exc}", EXIT_USAGE) from exc
+        else:
+            raise _hub_failure(model, exc) from exc
+    _check_supported(config, model)
+    config._attn_implementation = "sdpa"
+    model_type = config.model_type
+    encoder_class = _encoder_class(model_type)
+
+    if random_weights:
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        encoder = encoder_class(config, **_encoder_kwargs(model_type))
+    else:
+        try:
+            encoder = encoder_class.from_pretrained(ref, revision=revision, **_encoder_kwargs(model_type))
+        except Exception as exc:
+            if is_local:
+                raise ExportError(f"Cannot load the weights at {local}: {exc}", EXIT_USAGE) from exc
+            raise _hub_failure(model, exc) from exc
+    encoder = encoder.float().eval()
+    commit = getattr(config, "_commit_hash", None)
+    return Source(
+        encoder=encoder,
+        config=config,
+        processor=processor,
+        model_id=str(local.resolve()) if is_local else model,
+        revision=revision,
+        commit=commit,
+        random_weights=random_weights,
+    )

@@ -1,0 +1,238 @@
+"""The bundle contract: `manifest.json` plus one ONNX graph per precision.
+
+The exporter writes a `Manifest` through `Manifest.to_dict`; the runtime reads it back through
+`Bundle.load`, so both halves agree on every field. Files are size-checked on every load and
+sha256-checked once per (size, mtime) state, remembered in a small cache, so that a query does not
+hash 300 MB each time while a truncated or tampered model is still refused before onnxruntime sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[Any]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One ONNX graph of the bundle and what the exporter measured about it."""
+
+    precision: str
+    path: str
+    sha256: str
+    bytes: int
+    input: TensorSpec
+    output: TensorSpec
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    parity: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The model's own image-processor settings, as the exporter read them."""
+
+    processor_class: str
+    do_convert_rgb: bool
+    do_resize: bool
+    size: dict[str, int]
+    resample: int
+    do_center_crop: bool
+    crop_size: dict[str, int] | None
+    do_rescale: bool
+    rescale_factor: float
+    do_normalize: bool
+    image_mean: list[float]
+    image_std: list[float]
+
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the tensor the graph takes."""
+        if self.do_center_crop and self.crop_size:
+            return int(self.crop_size["height"]), int(self.crop_size["width"])
+        if "height" in self.size:
+            return int(self.size["height"]), int(self.size["width"])
+        edge = int(self.size["shortest_edge"])
+        return edge, edge
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    model_id: str
+    revision: str | None
+    commit: str | None
+    architecture: str
+    model_type: str
+    embedding_dim: int
+    random_weights: bool
+    preprocess: PreprocessConfig
+    files: dict[str, ModelFile]
+    opset: int
+    versions: dict[str, str]
+    created_at: str
+    external_data: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Manifest":
+        try:
+            version = raw["schema_version"]
+            if version != SCHEMA_VERSION:
+                raise BundleError(
+                    f"The bundle's manifest has schema version {version}; this edge-search reads version "
+                    f"{SCHEMA_VERSION}. Re-export the model with the matching export-model."
+                )
+            files = {
+                precision: ModelFile(
+                    **{
+                        **spec,
+                        "input": TensorSpec(**spec["input"]),
+                        "output": TensorSpec(**spec["output"]),
+                    }
+                )
+                for precision, spec in raw["files"].items()
+            }
+            fields = {key: raw[key] for key in cls.__dataclass_fields__ if key in raw}
+            fields.update(preprocess=PreprocessConfig(**raw["preprocess"]), files=files)
+            manifest = cls(**fields)
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"The bundle's manifest is malformed ({type(exc).__name__}: {exc}).") from exc
+        for precision in manifest.files:
+            if precision not in PRECISIONS:
+                raise BundleError(f"The manifest lists an unknown precision {precision!r}.")
+        if manifest.external_data:
+            raise BundleError("The bundle's graphs reference external data files, which edge-search refuses.")
+        return manifest
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _VerifiedCache:
+    """Remembers which (path, size, mtime_ns, sha256) states were hashed and found good."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or Path(platformdirs.user_cache_dir("edge-search")) / "verified-models.json"
+
+    def _read(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _key(file: Path, stat: os.stat_result) -> str:
+        return f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    def known_good(self, file: Path, stat: os.stat_result, sha: str) -> bool:
+        return self._read().get(self._key(file, stat)) == sha
+
+    def remember(self, file: Path, stat: os.stat_result, sha: str) -> None:
+        entries = self._read()
+        entries[self._key(file, stat)] = sha
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entries))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a re-hash next time
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, size-checked bundle directory."""
+
+    root: Path
+    manifest: Manifest
+    manifest_sha256: str
+
+    @classmethod
+    def load(cls, root: Path | str) -> "Bundle":
+        root = Path(root).expanduser()
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"No model bundle at {root} (no {MANIFEST_NAME} there). Create one with `export-model --out {root}`, "
+                "or point --model / EDGE_SEARCH_MODEL at an existing bundle."
+            )
+        try:
+            raw_bytes = manifest_path.read_bytes()
+            raw = json.loads(raw_bytes)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"Cannot read {manifest_path}: {exc}.") from exc
+        if not isinstance(raw, dict):
+            raise BundleError(f"{manifest_path} is not a JSON object.")
+        manifest = Manifest.from_dict(raw)
+        bundle = cls(root=root, manifest=manifest, manifest_sha256=hashlib.sha256(raw_bytes).hexdigest())
+        for spec in manifest.files.values():
+            bundle._check_size(spec)
+        return bundle
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(p for p in PRECISIONS if p in self.manifest.files)
+
+    def _check_size(self, spec: ModelFile) -> os.stat_result:
+        path = self.root / spec.path
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise BundleError(f"The bundle at {self.root} is incomplete: {spec.path} is missing ({exc.strerror}).") from exc
+        if stat.st_size != spec.bytes:
+            raise BundleError(
+                f"{path} has {stat.st_size} bytes but the manifest says {spec.bytes}: the file is truncated or "
+                "was replaced. Re-export or re-copy the bundle."
+            )
+        return stat
+
+    def model_path(self, precision: str, *, cache: _VerifiedCache | None = None) -> Path:
+        """The verified path of one graph: size always, sha256 unless this exact file state was verified before."""
+        spec = self.manifest.files.get(precision)
+        if spec is None:
+            raise BundleError(
+                f"The bundle at {self.root} has no {precision} graph (it has: {', '.join(self.precisions)})."
+            )
+        path = self.root / spec.path
+        stat = self._check_size(spec)
+        cache = cache or _VerifiedCache()
+        if not cache.known_good(path, stat, spec.sha256):
+            actual = sha256_file(path)
+            if actual != spec.sha256:
+                raise BundleError(
+                    f"{path} does not match its manifest (sha256 {actual[:12]}… instead of {spec.sha256[:12]}…): "
+                    "the file was altered or corrupted. Re-export or re-copy the bundle."
+                )
+            cache.remember(path, stat, spec.sha256)
+        return path
+
+    @property
+    def identity(self) -> str:
+        """What a catalog records to know which bundle built it."""
+        return self.manifest_sha256

@@ -1,0 +1,100 @@
+"""Paths in, unit vectors out: decoding runs ahead of the model in a bounded thread pool.
+
+Pillow releases the GIL while it decodes and resizes, so the pool keeps the cores busy while
+onnxruntime runs a batch. A bad file becomes an error result for that file; the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageDecodeError
+from .preprocess import Preprocessor
+from .providers import default_threads
+from .session import EmbeddingSession
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    path: Path
+    vector: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.vector is not None
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    def __init__(
+        self,
+        session: EmbeddingSession,
+        preprocessor: Preprocessor,
+        *,
+        batch_size: int = 8,
+        workers: int | None = None,
+    ):
+        self.session = session
+        self.preprocessor = preprocessor
+        self.batch_size = max(1, batch_size)
+        self.workers = workers or default_threads()
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return l2_normalize(self.session.run(pixels))
+
+    def _load(self, path: Path) -> np.ndarray | str:
+        try:
+            return self.preprocessor.load(path)
+        except ImageDecodeError as exc:
+            return exc.reason
+        except MemoryError:
+            return "out of memory while decoding"
+
+    def embed(self, paths: Iterable[Path | str]) -> Iterator[EmbedResult]:
+        """Results in input order; decoding of later files overlaps inference of earlier ones."""
+        pending: list[tuple[Path, np.ndarray | str]] = []
+        ready = 0
+        window = self.batch_size * 2 + self.workers
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
+            in_flight: deque[tuple[Path, Future]] = deque()
+            source = iter(paths)
+            exhausted = False
+            while in_flight or not exhausted:
+                while not exhausted and len(in_flight) < window:
+                    try:
+                        path = Path(next(source))
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    in_flight.append((path, pool.submit(self._load, path)))
+                if not in_flight:
+                    break
+                path, future = in_flight.popleft()
+                item = future.result()
+                pending.append((path, item))
+                ready += not isinstance(item, str)
+                if ready >= self.batch_size:
+                    yield from self._flush(pending)
+                    pending, ready = [], 0
+            if pending:
+                yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[Path, np.ndarray | str]]) -> Iterator[EmbedResult]:
+        arrays = [item for _, item in pending if not isinstance(item, str)]
+        vectors = iter(self.embed_pixels(np.stack(arrays)) if arrays else [])
+        for path, item in pending:
+            if isinstance(item, str):
+                yield EmbedResult(path, error=item)
+            else:
+                yield EmbedResult(path, vector=next(vectors))

@@ -1,0 +1,92 @@
+"""Which execution provider and precision to use: a pure decision, then a check of what really started.
+
+onnxruntime-gpu lists CUDA as available even where CUDA cannot start, and then silently runs on the
+CPU. So `available` only decides what to *try*; `confirm` looks at `session.get_providers()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ProviderError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# What `auto` precision means on each device, best first (the bundle may lack some graphs).
+AUTO_PRECISION = {"cuda": ("fp16", "fp32"), "cpu": ("int8", "fp32")}
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """CUDA settings that matter on small GPU boxes (None = onnxruntime's default)."""
+
+    device_id: int = 0
+    mem_limit_bytes: int | None = None
+    arena_strategy: str | None = None  # "kNextPowerOfTwo" or "kSameAsRequested"
+
+    def as_provider_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"device_id": self.device_id}
+        if self.mem_limit_bytes:
+            options["gpu_mem_limit"] = self.mem_limit_bytes
+        if self.arena_strategy:
+            options["arena_extend_strategy"] = self.arena_strategy
+        return options
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One attempt: a device, a precision and the provider list handed to onnxruntime."""
+
+    device: str
+    precision: str
+    providers: list[Any] = field(default_factory=list)
+
+
+def _pick_precision(device: str, requested: str, have: tuple[str, ...]) -> str:
+    if requested != "auto":
+        return requested
+    for precision in AUTO_PRECISION[device]:
+        if precision in have:
+            return precision
+    return have[0]
+
+
+def resolve(
+    device: str, precision: str, available: list[str], have: tuple[str, ...], cuda: CudaOptions = CudaOptions()
+) -> list[Plan]:
+    """The plans to try, in order. Pure: `available` is onnxruntime's (untrusted) list of providers."""
+    if device not in DEVICES:
+        raise ProviderError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}.")
+    if precision not in PRECISION_CHOICES:
+        raise ProviderError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
+    cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
+    cpu_plan = Plan("cpu", _pick_precision("cpu", precision, have), [CPU])
+    if device == "cpu":
+        return [cpu_plan]
+    if device == "cuda":
+        if CUDA not in available:
+            raise ProviderError(
+                "--device cuda was requested, but this onnxruntime has no CUDA provider (install the `gpu` extra: "
+                "onnxruntime-gpu, and not the CPU-only onnxruntime beside it)."
+            )
+        return [cuda_plan]
+    return [cuda_plan, cpu_plan] if CUDA in available else [cpu_plan]
+
+
+def started_on(plan: Plan, session_providers: list[str]) -> bool:
+    """Whether the session really runs on the plan's device (CUDA must come first)."""
+    if plan.device == "cuda":
+        return bool(session_providers) and session_providers[0] == CUDA
+    return CPU in session_providers
+
+
+def default_threads() -> int:
+    """The CPUs this process may use (cgroup/affinity aware), not the machine's core count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,100 @@
+"""An onnxruntime session over one bundle graph, behind a small Protocol so tests can fake it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .bundle import Bundle
+from .errors import BundleError, ProviderError
+from .providers import CudaOptions, Plan, default_threads, resolve, started_on
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+class EmbeddingSession(Protocol):
+    device: str
+    precision: str
+    provider: str
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [n, 3, H, W] -> float32 [n, dim] (not yet normalised)."""
+
+
+@dataclass
+class OrtSession:
+    session: Any
+    device: str
+    precision: str
+    input_name: str
+    input_dtype: Any
+    output_name: str
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        feed = {self.input_name: np.ascontiguousarray(pixels, dtype=self.input_dtype)}
+        return np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def open_session(
+    bundle: Bundle,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    cuda: CudaOptions = CudaOptions(),
+    available: list[str] | None = None,
+    session_factory: Callable[..., Any] | None = None,
+) -> tuple[OrtSession, list[str]]:
+    """Open the best session the request allows. Returns it and notes on plans that fell through."""
+    ort = _ort()
+    available = list(ort.get_available_providers()) if available is None else available
+    factory = session_factory or ort.InferenceSession
+    notes: list[str] = []
+    plans = resolve(device, precision, available, bundle.precisions, cuda)
+    for index, plan in enumerate(plans):
+        path = bundle.model_path(plan.precision)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = factory(str(path), sess_options=options, providers=plan.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeError types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if plan.device == "cuda" and index + 1 < len(plans):
+                notes.append(f"CUDA could not start ({reason}); using the CPU.")
+                continue
+            raise BundleError(f"onnxruntime could not load {path}: {reason}") from exc
+        got = list(session.get_providers())
+        if not started_on(plan, got):
+            reason = f"onnxruntime fell back to {', '.join(got) or 'nothing'}; CUDA or cuDNN libraries may be missing or no GPU is visible"
+            if index + 1 < len(plans):
+                notes.append(f"CUDA could not start ({reason}); using the CPU.")
+                continue
+            raise ProviderError(f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto.")
+        spec = session.get_inputs()[0]
+        return (
+            OrtSession(
+                session=session,
+                device=plan.device,
+                precision=plan.precision,
+                input_name=spec.name,
+                input_dtype=_ORT_TYPES.get(spec.type, np.float32),
+                output_name=session.get_outputs()[0].name,
+            ),
+            notes,
+        )
+    raise ProviderError("No execution provider could start.")  # unreachable: resolve never returns []
