@@ -6,6 +6,8 @@ onnxruntime runs a batch. A bad file becomes an error result for that file; the 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,11 +22,15 @@ from .providers import default_threads
 from .session import EmbeddingSession
 
 
+MAX_FILE_BYTES = 512 * 1024 * 1024  # larger "images" are refused before they are read into memory
+
+
 @dataclass(frozen=True)
 class EmbedResult:
     path: Path
     vector: np.ndarray | None = None
     error: str | None = None
+    sha256: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,17 +59,31 @@ class Embedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return l2_normalize(self.session.run(pixels))
 
-    def _load(self, path: Path) -> np.ndarray | str:
+    def _load(self, path: Path) -> tuple[np.ndarray, str] | str:
+        """(pixels, sha256 of the file) or the reason it failed; the file is read once."""
         try:
-            return self.preprocessor.load(path)
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > MAX_FILE_BYTES:
+                    return f"file too large ({size} bytes)"
+                data = handle.read()
+            return self.preprocessor.load_bytes(data, path), hashlib.sha256(data).hexdigest()
         except ImageDecodeError as exc:
             return exc.reason
+        except FileNotFoundError:
+            return "file not found (deleted?)"
+        except IsADirectoryError:
+            return "is a directory"
+        except PermissionError:
+            return "permission denied"
+        except OSError as exc:
+            return f"cannot read ({exc.strerror or exc})"
         except MemoryError:
             return "out of memory while decoding"
 
     def embed(self, paths: Iterable[Path | str]) -> Iterator[EmbedResult]:
         """Results in input order; decoding of later files overlaps inference of earlier ones."""
-        pending: list[tuple[Path, np.ndarray | str]] = []
+        pending: list = []
         ready = 0
         window = self.batch_size * 2 + self.workers
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
@@ -90,11 +110,11 @@ class Embedder:
             if pending:
                 yield from self._flush(pending)
 
-    def _flush(self, pending: list[tuple[Path, np.ndarray | str]]) -> Iterator[EmbedResult]:
-        arrays = [item for _, item in pending if not isinstance(item, str)]
+    def _flush(self, pending: list) -> Iterator[EmbedResult]:
+        arrays = [item[0] for _, item in pending if not isinstance(item, str)]
         vectors = iter(self.embed_pixels(np.stack(arrays)) if arrays else [])
         for path, item in pending:
             if isinstance(item, str):
                 yield EmbedResult(path, error=item)
             else:
-                yield EmbedResult(path, vector=next(vectors))
+                yield EmbedResult(path, vector=next(vectors), sha256=item[1])

@@ -11,6 +11,7 @@ Only an allowlist of formats is opened, so Ghostscript (EPS) and friends are nev
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +54,18 @@ def allowed_formats() -> tuple[str, ...]:
     return _ALLOWED
 
 
-def open_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_hw: tuple[int, int] | None = None) -> Image.Image:
-    """Decode frame 0 of an allowed image file, upright (EXIF), fully loaded; raises ImageDecodeError."""
+def open_image(
+    path, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_hw: tuple[int, int] | None = None, label: Path | str | None = None
+) -> Image.Image:
+    """Decode frame 0 of an allowed image (a path or file object), upright (EXIF), fully loaded.
+
+    Raises ImageDecodeError naming `label` (default: the path).
+    """
+    source, path = path, label if label is not None else path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=allowed_formats())
+            image = Image.open(source, formats=allowed_formats())
         width, height = image.size
         if width * height > max_pixels:
             image.close()
@@ -76,7 +83,7 @@ def open_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_
     except PermissionError:
         raise ImageDecodeError(path, "permission denied") from None
     except UnidentifiedImageError:
-        reason = "empty file" if _is_empty(path) else "not an image in a supported format"
+        reason = "empty file" if _is_empty(source) else "not an image in a supported format"
         raise ImageDecodeError(path, reason) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, f"decompression bomb: {exc}") from None
@@ -84,10 +91,12 @@ def open_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_
         raise ImageDecodeError(path, f"corrupt or truncated image ({exc})") from None
 
 
-def _is_empty(path: Path | str) -> bool:
+def _is_empty(source) -> bool:
+    if isinstance(source, io.BytesIO):
+        return not source.getbuffer().nbytes
     try:
-        return Path(path).stat().st_size == 0
-    except OSError:
+        return Path(source).stat().st_size == 0
+    except (OSError, TypeError):
         return False
 
 
@@ -167,16 +176,25 @@ class Preprocessor:
 
     def load(self, path: Path | str) -> np.ndarray:
         """Decode and preprocess one file; raises ImageDecodeError for that file only."""
+        return self._load(path, path)
+
+    def load_bytes(self, data: bytes, label: Path | str) -> np.ndarray:
+        """Same as `load` on a file already read into memory (so it is hashed and decoded from one read)."""
+        if not data:
+            raise ImageDecodeError(label, "empty file")
+        return self._load(io.BytesIO(data), label)
+
+    def _load(self, source, label: Path | str) -> np.ndarray:
         draft = None
         if self.jpeg_draft:
             # Ask the JPEG decoder for at least twice the resize target: DCT scaling stays well above
             # the size the resize filter works from.
             draft = tuple(2 * v for v in self._resize_hw(*self.input_hw))
-        image = open_image(path, max_pixels=self.max_pixels, draft_hw=draft)
+        image = open_image(source, max_pixels=self.max_pixels, draft_hw=draft, label=label)
         try:
             return self.from_image(image)
         except (OSError, ValueError) as exc:
-            raise ImageDecodeError(path, f"cannot convert the pixels ({exc})") from None
+            raise ImageDecodeError(label, f"cannot convert the pixels ({exc})") from None
 
     def from_image(self, image: Image.Image) -> np.ndarray:
         """An already-decoded image -> float32 CHW."""

@@ -48,6 +48,21 @@ def _ort():
     return onnxruntime
 
 
+def _cuda_failure_reason(ort) -> str:
+    """Why the CUDA provider library does not load (the message onnxruntime only logs), if we can tell."""
+    import ctypes
+    import os
+
+    library = os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime_providers_cuda.so")
+    if not os.path.exists(library):
+        return "this onnxruntime build has no CUDA provider library"
+    try:
+        ctypes.CDLL(library)
+    except OSError as exc:
+        return f"{str(exc).split(': ', 1)[-1]} (CUDA / cuDNN runtime libraries missing)"
+    return "no usable GPU is visible, or the driver is too old"
+
+
 def open_session(
     bundle: Bundle,
     *,
@@ -60,6 +75,7 @@ def open_session(
 ) -> tuple[OrtSession, list[str]]:
     """Open the best session the request allows. Returns it and notes on plans that fell through."""
     ort = _ort()
+    ort.set_default_logger_severity(4)  # a CUDA provider that cannot start is reported by us, in one line
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession
     notes: list[str] = []
@@ -80,7 +96,7 @@ def open_session(
             raise BundleError(f"onnxruntime could not load {path}: {reason}") from exc
         got = list(session.get_providers())
         if not started_on(plan, got):
-            reason = f"onnxruntime fell back to {', '.join(got) or 'nothing'}; CUDA or cuDNN libraries may be missing or no GPU is visible"
+            reason = f"onnxruntime fell back to {', '.join(got) or 'nothing'}: {_cuda_failure_reason(ort)}"
             if index + 1 < len(plans):
                 notes.append(f"CUDA could not start ({reason}); using the CPU.")
                 continue

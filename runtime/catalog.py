@@ -1,0 +1,239 @@
+"""The SQLite catalog: the source of truth, one row per image file plus a `meta` table.
+
+Paths are stored as the raw bytes of the file system (`os.fsencode`), so names that are not valid
+UTF-8 survive unchanged. Row ids are the usearch keys (AUTOINCREMENT: a key is never reused).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexCorrupt, IndexMissing, StorageError
+
+SCHEMA_VERSION = 1
+CATALOG_NAME = "catalog.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    embedding BLOB,
+    indexed_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileState:
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    status: str
+
+
+def encode_path(path: Path | str) -> bytes:
+    return os.fsencode(os.path.abspath(path))
+
+
+def decode_path(raw: bytes) -> str:
+    """A str that round-trips to the same bytes (undecodable bytes become surrogate escapes)."""
+    return os.fsdecode(raw)
+
+
+def _storage_error(exc: sqlite3.Error, action: str) -> StorageError | IndexCorrupt:
+    text = str(exc)
+    if "full" in text or "readonly" in text or "read-only" in text or "unable to open" in text or "I/O" in text:
+        return StorageError(f"Cannot {action}: {text}.")
+    return IndexCorrupt(f"The catalog cannot be used ({text}). Run `edge-search verify` for details.")
+
+
+class Catalog:
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self.db = connection
+        self.path = path
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, index_dir: Path, *, create: bool) -> "Catalog":
+        path = Path(index_dir) / CATALOG_NAME
+        if not path.exists():
+            if not create:
+                raise IndexMissing(
+                    f"No index at {index_dir} yet. Build one with `edge-search index DIR` "
+                    "(or point --index / EDGE_SEARCH_INDEX at an existing one)."
+                )
+            try:
+                Path(index_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"Cannot create the index directory {index_dir}: {exc.strerror}.") from exc
+        try:
+            if create:
+                db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                if db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                db = cls._open_reader(path)
+            catalog = cls(db, path)
+            catalog._check_schema()
+            return catalog
+        except sqlite3.DatabaseError as exc:
+            raise _storage_error(exc, f"open the catalog {path}") from exc
+
+    @staticmethod
+    def _open_reader(path: Path) -> sqlite3.Connection:
+        """Readers never write, but WAL needs the -shm file; fall back to immutable mode where we cannot."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            db.execute("SELECT count(*) FROM meta").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None)
+            db.execute("SELECT count(*) FROM meta").fetchone()
+            return db
+
+    def _check_schema(self) -> None:
+        version = self.get_meta("schema_version")
+        if version is None or int(version) != SCHEMA_VERSION:
+            raise IndexCorrupt(
+                f"The catalog {self.path} has schema version {version}, this edge-search reads {SCHEMA_VERSION}. "
+                "Delete the index directory and index again."
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, values: dict[str, object]) -> None:
+        """Atomically set several meta values (one durable transaction)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(k, str(v)) for k, v in values.items()],
+            )
+
+    # -- transactions --------------------------------------------------------------------------
+    def transaction(self):
+        catalog = self
+
+        class _Tx:
+            def __enter__(self):
+                catalog.db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                try:
+                    if exc_type is None:
+                        catalog.db.execute("COMMIT")
+                    else:
+                        catalog.db.execute("ROLLBACK")
+                except sqlite3.Error as err:
+                    if catalog.db.in_transaction:
+                        catalog.db.execute("ROLLBACK")
+                    raise _storage_error(err, "commit to the catalog") from err
+                if isinstance(exc, sqlite3.Error):
+                    raise _storage_error(exc, "write to the catalog") from exc
+                return False
+
+        return _Tx()
+
+    # -- files ---------------------------------------------------------------------------------
+    def states(self) -> dict[bytes, FileState]:
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, status FROM files")
+        return {row[1]: FileState(*row) for row in rows}
+
+    def upsert_results(self, rows: Iterable[tuple[bytes, int, int, str | None, np.ndarray | None, str | None]]) -> None:
+        """(path, size, mtime_ns, sha256, vector or None, error or None) per file, in one transaction.
+
+        A changed file gets a new id (the old key disappears from the index), so a stale vector is
+        never served under the new content.
+        """
+        now = time.time()
+        with self.transaction():
+            for path, size, mtime_ns, sha, vector, error in rows:
+                self.db.execute("DELETE FROM files WHERE path=?", (path,))
+                self.db.execute(
+                    "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        path, size, mtime_ns, sha,
+                        "ok" if vector is not None else "failed",
+                        error,
+                        None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
+                        now,
+                    ),
+                )
+
+    def delete_paths(self, paths: Iterable[bytes]) -> int:
+        paths = list(paths)
+        with self.transaction():
+            for chunk in range(0, len(paths), 500):
+                part = paths[chunk : chunk + 500]
+                self.db.execute(f"DELETE FROM files WHERE path IN ({','.join('?' * len(part))})", part)
+        return len(paths)
+
+    def count(self, status: str = "ok") -> int:
+        return self.db.execute("SELECT count(*) FROM files WHERE status=?", (status,)).fetchone()[0]
+
+    def ok_ids(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT id FROM files WHERE status='ok'")}
+
+    def vectors(self, ids: Iterable[int] | None = None, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(keys, float32 vectors) in chunks, for all ok rows or only `ids`."""
+        if ids is None:
+            cursor = self.db.execute("SELECT id, embedding FROM files WHERE status='ok' ORDER BY id")
+            while rows := cursor.fetchmany(chunk):
+                yield self._stack(rows)
+            return
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT id, embedding FROM files WHERE status='ok' AND id IN ({','.join('?' * len(part))})", part
+            ).fetchall()
+            if rows:
+                yield self._stack(rows)
+
+    @staticmethod
+    def _stack(rows) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.array([r[0] for r in rows], dtype=np.uint64)
+        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return keys, vectors
+
+    def paths_for(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        rows = self.db.execute(f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return {row[0]: decode_path(row[1]) for row in rows}
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(decode_path(p), e) for p, e in self.db.execute("SELECT path, error FROM files WHERE status='failed'")]
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def duplicate_paths(self) -> int:
+        return self.db.execute("SELECT count(*) - count(DISTINCT path) FROM files").fetchone()[0]
