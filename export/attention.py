@@ -67,3 +67,29 @@ def make_fusable(model: nn.Module) -> int:
     for parent, name, child in swaps:
         setattr(parent, name, FusableSelfAttention(child))
     return len(swaps)
+
+
+def _scale_linear(linear: nn.Linear, scale: torch.Tensor) -> None:
+    with torch.no_grad():
+        linear.weight.mul_(scale[:, None])
+        if linear.bias is not None:
+            linear.bias.mul_(scale)
+
+
+def fold_layer_scale(model: nn.Module) -> int:
+    """Fold DINOv2's LayerScale (a per-channel Mul after attention and MLP) into the preceding Linear.
+
+    The Mul sits between the attention's output projection and the residual Add, where the fusion
+    expects nothing; folding it into the projection's weights gives the same function without it.
+    """
+    folded = 0
+    for layer in model.modules():
+        if not all(hasattr(layer, name) for name in ("layer_scale1", "layer_scale2", "attention", "mlp")):
+            continue
+        mlp_out = getattr(layer.mlp, "fc2", None) or getattr(layer.mlp, "weights_out", None)
+        _scale_linear(layer.attention.output.dense, layer.layer_scale1.lambda1)
+        _scale_linear(mlp_out, layer.layer_scale2.lambda1)
+        layer.layer_scale1 = nn.Identity()
+        layer.layer_scale2 = nn.Identity()
+        folded += 1
+    return folded

@@ -19,7 +19,7 @@ from .onnx_export import DEFAULT_OPSET
 from .source import DEFAULT_MODEL
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _step_reporter(console: Console):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .attention import make_fusable
+from .attention import fold_layer_scale, make_fusable
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
@@ -36,6 +36,7 @@ def exportable(encoder: nn.Module) -> tuple[nn.Module, int]:
     """A copy of the encoder with fusable attention, wrapped to emit CLS; returns it and the swap count."""
     patched = copy.deepcopy(encoder).eval()
     swapped = make_fusable(patched)
+    fold_layer_scale(patched)
     return ClsEmbedding(patched).eval(), swapped
 
 

@@ -112,17 +112,22 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
         raise ExportError(f"No checkpoint directory at {model}.", EXIT_USAGE)
     ref = str(local) if is_local else model
 
-    try:
-        config = AutoConfig.from_pretrained(ref, revision=revision)
-        processor = AutoImageProcessor.from_pretrained(ref, revision=revision, use_fast=False)
-    except Exception as exc:  # hub / network / cache errors come in many types
-        if random_weights and model == DEFAULT_MODEL:
-            config, processor = _builtin_default()
-        elif is_local:
-            raise ExportError(f"Cannot read the checkpoint at {local}: {exc}", EXIT_USAGE) from exc
-        else:
+    def fetch(loader):
+        try:
+            return loader.from_pretrained(ref, revision=revision, **({"use_fast": False} if loader is AutoImageProcessor else {}))
+        except Exception as exc:  # hub / network / cache errors come in many types
+            if is_local:
+                raise ExportError(f"Cannot read the checkpoint at {local}: {str(exc).strip()}", EXIT_USAGE) from exc
             raise _hub_failure(model, exc) from exc
-    _check_supported(config, model)
+
+    try:
+        config = fetch(AutoConfig)
+        _check_supported(config, model)
+        processor = fetch(AutoImageProcessor)
+    except ExportError:
+        if not (random_weights and model == DEFAULT_MODEL):
+            raise
+        config, processor = _builtin_default()
     config._attn_implementation = "sdpa"
     model_type = config.model_type
     encoder_class = _encoder_class(model_type)

@@ -59,7 +59,7 @@ def _cuda_failure_reason(ort) -> str:
     try:
         ctypes.CDLL(library)
     except OSError as exc:
-        return f"{str(exc).split(': ', 1)[-1]} (CUDA / cuDNN runtime libraries missing)"
+        return f"{exc} (CUDA / cuDNN runtime libraries missing)"
     return "no usable GPU is visible, or the driver is too old"
 
 

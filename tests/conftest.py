@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny ViT checkpoint, its bundle exported through the real code path, images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_VIT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8)
+
+
+def save_tiny(directory: Path, model_type: str = "vit") -> Path:
+    """A random-weight encoder + its image processor, written with save_pretrained (seeded, no network)."""
+    import torch
+    from transformers import (BitImageProcessor, DeiTConfig, DeiTImageProcessor, DeiTModel, Dinov2Config,
+                              Dinov2Model, ViTConfig, ViTForImageClassification, ViTImageProcessor)
+
+    torch.manual_seed(0)
+    if model_type == "vit":
+        model = ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=3))
+        processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    elif model_type == "deit":
+        model = DeiTModel(DeiTConfig(**TINY_VIT))
+        processor = DeiTImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
+    elif model_type == "dinov2":
+        model = Dinov2Model(Dinov2Config(**{**TINY_VIT, "image_size": 64}))
+        processor = BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
+                                      do_center_crop=True, resample=3, image_mean=[0.485, 0.456, 0.406],
+                                      image_std=[0.229, 0.224, 0.225])
+    else:
+        raise ValueError(model_type)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A ViTForImageClassification checkpoint (head included, as many hub checkpoints are)."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    from edge_search.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(model=str(tiny_checkpoint), out=out)
+    return out
+
+
+def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:
+    from edge_search.export.synthetic import photo_like
+
+    return photo_like(seed, width, height)
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """Twelve distinct photo-like images in a folder with a subfolder, in mixed formats."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    formats = [".jpg", ".png", ".webp", ".bmp", ".gif", ".tiff"]
+    for i in range(12):
+        folder = root / "sub" if i % 4 == 0 else root
+        photo(100 + i, 120 + 10 * i, 100 + 7 * i).save(folder / f"img{i:02d}{formats[i % len(formats)]}")
+    return root
+
+
+def cli_env(tmp_path: Path, bundle: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_SEARCH_")}
+    env.update(EDGE_SEARCH_MODEL=str(bundle), EDGE_SEARCH_INDEX=str(tmp_path / "index"), EDGE_SEARCH_DEVICE="cpu",
+               XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"))
+    env.update(extra)
+    return env
+
+
+def edge_search(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "edge_search.runtime", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.atleast_2d(a) / np.linalg.norm(np.atleast_2d(a), axis=1, keepdims=True)
+    b = np.atleast_2d(b) / np.linalg.norm(np.atleast_2d(b), axis=1, keepdims=True)
+    return (a * b).sum(axis=1)

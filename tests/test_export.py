@@ -1,0 +1,171 @@
+"""export-model: what a bundle holds, what the manifest promises, and when an export refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import save_tiny
+
+from edge_search.export import parity
+from edge_search.export.errors import EXIT_PARITY, EXIT_SOURCE, EXIT_USAGE, ExportError
+from edge_search.export.pipeline import export_bundle
+from edge_search.runtime.bundle import Bundle, sha256_file
+
+OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HF_HUB_DOWNLOAD_TIMEOUT": "3",
+           "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def export_model(*args: str, tmp_path: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), **OFFLINE, **(extra_env or {})}
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-m", "edge_search.export", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cli_bundle(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "bundle"
+    result = export_model("--model", str(tiny_checkpoint), "--out", str(out), tmp_path=out.parent)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_bundle_holds_three_graphs_and_a_manifest(cli_bundle):
+    out, _ = cli_bundle
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp16.onnx", "model.fp32.onnx", "model.int8.onnx"]
+
+
+def test_manifest_records_model_files_hashes_and_preprocessing(cli_bundle, tiny_checkpoint):
+    out, _ = cli_bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1
+    assert manifest["model_id"] == str(tiny_checkpoint.resolve())
+    assert manifest["architecture"] == "ViTModel" and manifest["model_type"] == "vit"
+    assert manifest["embedding_dim"] == 48 and manifest["random_weights"] is False
+    assert {"torch", "transformers", "onnx"} <= manifest["versions"].keys()
+    pre = manifest["preprocess"]
+    assert pre["size"] == {"height": 32, "width": 32} and pre["resample"] == 2
+    assert pre["image_mean"] == [0.5, 0.5, 0.5] and pre["image_std"] == [0.5, 0.5, 0.5]
+    assert pre["rescale_factor"] == pytest.approx(1 / 255)
+    for precision, spec in manifest["files"].items():
+        path = out / spec["path"]
+        assert spec["sha256"] == sha256_file(path) and spec["bytes"] == path.stat().st_size
+        assert spec["input"] == {"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 32, 32]}
+        assert spec["output"] == {"name": "embedding", "dtype": "float32", "shape": ["batch", 48]}
+    Bundle.load(out)  # the runtime reads what the exporter wrote
+
+
+def test_parity_is_measured_recorded_and_printed(cli_bundle):
+    out, result = cli_bundle
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["fp32"]["parity"]["min_cosine"] >= 0.99999
+    assert files["fp16"]["parity"]["min_cosine"] >= 0.999
+    assert files["int8"]["parity"]["min_cosine"] >= 0.99
+    assert all(f["parity"]["images"] >= 8 for f in files.values())
+    assert "parity min cos" in result.stdout
+
+
+def test_attention_is_fused_into_one_node_per_layer(cli_bundle):
+    out, _ = cli_bundle
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["fp32"]["fused_ops"]["Attention"] == 2
+    assert files["fp32"]["fused_ops"]["SkipLayerNormalization"] == 4
+    assert files["fp16"]["fused_ops"]["Attention"] == 2
+    assert files["int8"]["fused_ops"]["QAttention"] == 2
+    ops = {n.op_type for n in onnx.load(str(out / "model.fp32.onnx")).graph.node}
+    assert "Softmax" not in ops
+
+
+def test_graphs_have_a_dynamic_batch_and_float32_io(cli_bundle):
+    import onnxruntime as ort
+
+    out, _ = cli_bundle
+    for name in ("model.fp32.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        session = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+        assert inp.type == outp.type == "tensor(float)"
+        for batch in (1, 3):
+            assert session.run(None, {inp.name: np.zeros((batch, 3, 32, 32), np.float32)})[0].shape == (batch, 48)
+
+
+def test_existing_output_is_refused_without_force(cli_bundle, tiny_checkpoint, tmp_path):
+    out, _ = cli_bundle
+    before = sha256_file(out / "manifest.json")
+    result = export_model("--model", str(tiny_checkpoint), "--out", str(out), tmp_path=tmp_path)
+    assert result.returncode == EXIT_USAGE
+    assert "--force" in result.stderr and "Traceback" not in result.stderr
+    assert sha256_file(out / "manifest.json") == before
+
+
+def test_force_replaces_an_existing_bundle(tiny_checkpoint, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = export_model("--model", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32", "--force", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx"]
+
+
+def test_unreachable_hub_ends_in_one_readable_paragraph(tmp_path):
+    out = tmp_path / "b"
+    result = export_model("--model", "google/vit-base-patch16-224", "--out", str(out), tmp_path=tmp_path)
+    assert result.returncode == EXIT_SOURCE
+    assert "Traceback" not in result.stderr
+    for way_out in ("local checkpoint directory", "HF_HUB_OFFLINE=1", "--random-weights"):
+        assert way_out in result.stderr
+    assert not out.exists()
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    from transformers import ConvNextConfig, ConvNextModel
+
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).save_pretrained(tmp_path / "convnext")
+    result = export_model("--model", str(tmp_path / "convnext"), "--out", str(tmp_path / "b"), tmp_path=tmp_path)
+    assert result.returncode == EXIT_SOURCE
+    assert "'convnext'" in result.stderr and "vit, deit, dinov2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_local_directory_is_a_usage_error(tmp_path):
+    result = export_model("--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"), tmp_path=tmp_path)
+    assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr
+
+
+def test_a_parity_failure_half_way_leaves_nothing_at_out(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(parity.THRESHOLDS, "int8", 1.01)  # unreachable: int8 never matches fp32 exactly
+    out = tmp_path / "b"
+    with pytest.raises(ExportError) as failure:
+        export_bundle(model=str(tiny_checkpoint), out=out)
+    assert failure.value.exit_code == EXIT_PARITY
+    assert "int8" in str(failure.value)
+    assert list(tmp_path.iterdir()) == []  # neither the bundle nor the staging directory
+
+
+@pytest.mark.parametrize("model_type", ["deit", "dinov2"])
+def test_other_vit_style_encoders_export_with_fused_attention(model_type, tmp_path):
+    checkpoint = save_tiny(tmp_path / model_type, model_type)
+    manifest = export_bundle(model=str(checkpoint), out=tmp_path / "b", precisions=("fp32", "int8"))
+    assert manifest.model_type == model_type
+    assert manifest.files["fp32"].fused_ops["Attention"] == 2
+    assert manifest.files["fp32"].parity["min_cosine"] >= 0.99999
+    assert manifest.preprocess.do_center_crop and manifest.preprocess.input_hw() == (32, 32)
+
+
+def test_random_weights_build_the_default_architecture_offline(monkeypatch, tmp_path):
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    from edge_search.export.source import DEFAULT_MODEL, load_source
+
+    source = load_source(DEFAULT_MODEL, random_weights=True)
+    config, processor = source.config, source.processor
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.patch_size, config.image_size) == (768, 12, 12, 16, 224)
+    assert processor.size == {"height": 224, "width": 224} and processor.resample == 2
+    assert list(processor.image_mean) == [0.5, 0.5, 0.5] and list(processor.image_std) == [0.5, 0.5, 0.5]
+    assert source.random_weights and source.architecture == "ViTModel"
