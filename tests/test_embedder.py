@@ -1,0 +1,69 @@
+"""Embeddings: the runtime reproduces the transformers pipeline, batches survive bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import cosine, photo
+
+from edge_search.runtime.bundle import Bundle
+from edge_search.runtime.embedder import Embedder
+from edge_search.runtime.preprocess import Preprocessor
+from edge_search.runtime.session import open_session
+
+THRESHOLD = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+
+
+def reference_embeddings(checkpoint, paths) -> np.ndarray:
+    """The original pipeline: ViTImageProcessor + ViTModel, CLS of the last hidden state, L2-normalised."""
+    import torch
+    from PIL import Image
+    from transformers import ViTImageProcessor, ViTModel
+
+    processor = ViTImageProcessor.from_pretrained(checkpoint)
+    model = ViTModel.from_pretrained(checkpoint, add_pooling_layer=False).eval()
+    images = [Image.open(p).convert("RGB") for p in paths]
+    with torch.no_grad():
+        cls = model(**processor(images=images, return_tensors="pt")).last_hidden_state[:, 0].numpy()
+    return cls / np.linalg.norm(cls, axis=1, keepdims=True)
+
+
+def make_embedder(bundle_dir, precision, batch_size=4) -> Embedder:
+    bundle = Bundle.load(bundle_dir)
+    session, _ = open_session(bundle, device="cpu", precision=precision)
+    return Embedder(session, Preprocessor.from_manifest(bundle.manifest), batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parity")
+    paths = []
+    for i, (w, h) in enumerate([(320, 240), (240, 320), (64, 64), (1000, 300), (33, 77), (500, 500), (224, 224), (150, 90)]):
+        path = root / f"p{i}.{'jpg' if i % 2 else 'png'}"
+        photo(500 + i, w, h).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_runtime_matches_the_pytorch_pipeline(precision, tiny_bundle, tiny_checkpoint, photo_files):
+    expected = reference_embeddings(tiny_checkpoint, photo_files)
+    results = list(make_embedder(tiny_bundle, precision).embed(photo_files))
+    got = np.stack([r.vector for r in results])
+    assert [r.path for r in results] == photo_files
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5) and got.dtype == np.float32
+    assert cosine(got, expected).min() >= THRESHOLD[precision]
+
+
+def test_a_bad_file_is_reported_and_the_batch_goes_on(tiny_bundle, photo_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    paths = [photo_files[0], broken, photo_files[1], tmp_path / "missing.png", photo_files[2]]
+    results = list(make_embedder(tiny_bundle, "fp32", batch_size=2).embed(paths))
+    assert [r.path for r in results] == paths
+    assert [r.ok for r in results] == [True, False, True, False, True]
+    assert "not an image" in results[1].error and "not found" in results[3].error
+    alone = list(make_embedder(tiny_bundle, "fp32").embed([photo_files[1]]))[0].vector
+    assert cosine(results[2].vector, alone)[0] > 0.99999
+    assert results[0].sha256 and len(results[0].sha256) == 64

@@ -1,0 +1,53 @@
+"""The device side works where torch, transformers and optimum cannot be imported at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import photo
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
+            raise ImportError('blocked for this test: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ['edge-search'] + sys.argv[1:]
+from edge_search.runtime.cli import main
+main()
+"""
+
+
+def run_blocked(*args, env):
+    return subprocess.run([sys.executable, "-c", BLOCKER, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_runtime_and_cli_work_without_torch_transformers_or_optimum(tiny_bundle, tmp_path):
+    for i in range(3):
+        photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
+    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    embedded = run_blocked("embed", "--json", str(tmp_path / "0.jpg"), env=env)
+    assert embedded.returncode == 0, embedded.stderr
+    assert len(json.loads(embedded.stdout.splitlines()[0])["embedding"]) == 48
+    indexed = run_blocked("index", str(tmp_path), env=env)
+    assert indexed.returncode == 0, indexed.stderr
+    queried = run_blocked("query", "--json", str(tmp_path / "1.jpg"), env=env)
+    assert queried.returncode == 0, queried.stderr
+    assert json.loads(queried.stdout)["results"][0]["path"] == str(tmp_path / "1.jpg")
+
+
+def test_no_runtime_module_imports_torch_transformers_or_optimum():
+    code = (
+        "import sys, pkgutil, importlib, edge_search.runtime as r\n"
+        "for m in pkgutil.iter_modules(r.__path__):\n"
+        "    if m.name != '__main__': importlib.import_module('edge_search.runtime.' + m.name)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'transformers', 'optimum')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
