@@ -26,9 +26,10 @@ DTYPES = ("f16", "f32", "i8")
 DEFAULT_DTYPE = "f16"
 DEFAULT_CONNECTIVITY = 16
 DEFAULT_EXPANSION_ADD = 128
-DEFAULT_EXPANSION_SEARCH = 64
-# Up to this many vectors a query scans them all (exact results, a few ms); above it, HNSW.
-EXACT_SEARCH_MAX = 20_000
+DEFAULT_EXPANSION_SEARCH = 128  # recall@10 0.993 on 20k clustered 768-d vectors (0.969 at 64)
+# Up to this many vectors a query scans them all: exact results at ~1.6 ms (f16, 768-d, 2 cores), what HNSW
+# costs at 20k; above it, HNSW.
+EXACT_SEARCH_MAX = 10_000
 _GEN_FILE = re.compile(r"^index\.(\d+)\.usearch$")
 
 
