@@ -350,6 +350,7 @@ def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
             "bundle_path": meta.get("bundle_path"),
             "bundle_sha256": meta.get("bundle_sha256"),
             "random_weights": bool(int(meta.get("random_weights", 0))),
+            "index_count": int(meta.get("index_count", 0)),
             "generation": int(meta.get("generation", 0)),
             "index_file": meta.get("index_file"),
             "last_indexed_at": meta.get("last_indexed_at"),
