@@ -67,3 +67,17 @@ def test_a_bad_file_is_reported_and_the_batch_goes_on(tiny_bundle, photo_files, 
     alone = list(make_embedder(tiny_bundle, "fp32").embed([photo_files[1]]))[0].vector
     assert cosine(results[2].vector, alone)[0] > 0.99999
     assert results[0].sha256 and len(results[0].sha256) == 64
+
+
+def test_jpeg_draft_decoding_of_large_photos_stays_within_cosine_0_9999_of_full_decoding(tiny_bundle, tmp_path):
+    bundle = Bundle.load(tiny_bundle)
+    session, _ = open_session(bundle, device="cpu", precision="fp32")
+    full = Embedder(session, Preprocessor.from_manifest(bundle.manifest, jpeg_draft=False))
+    draft = Embedder(session, Preprocessor.from_manifest(bundle.manifest, jpeg_draft=True))
+    paths = []
+    for i, (w, h) in enumerate([(2000, 1500), (1500, 2000), (1200, 1200), (3000, 1000)]):
+        paths.append(tmp_path / f"big{i}.jpg")
+        photo(700 + i, w, h).save(paths[-1], quality=92)
+    a = np.stack([r.vector for r in full.embed(paths)])
+    b = np.stack([r.vector for r in draft.embed(paths)])
+    assert cosine(a, b).min() >= 0.9999
