@@ -1,0 +1,223 @@
+"""Benchmarks: model throughput per provider x precision x batch, end-to-end indexing, vector index.
+
+Timings are medians over alternating rounds with their spread, on this machine, in this process.
+The default bundle is ViT-B/16 with RANDOM weights (speed does not depend on weight values); the
+report says so. Not yet here: the torch + chromadb baseline pipeline (it needs its own virtualenv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    import onnxruntime as ort
+
+    return {
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "host": socket.gethostname(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+        "available_providers": ort.get_available_providers(),
+    }
+
+
+def default_bundle(quick: bool) -> Path:
+    """A random-weight bundle, exported once and cached: tiny ViT for --quick, ViT-B/16 otherwise."""
+    from edge_search.export.pipeline import export_bundle
+
+    name = "tiny-vit-random" if quick else "vit-b16-random"
+    out = CACHE / name
+    if (out / "manifest.json").exists():
+        return out
+    if quick:
+        import torch
+        from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+        torch.manual_seed(0)
+        checkpoint = CACHE / "tiny-vit-checkpoint"
+        ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                           image_size=64, patch_size=16)).save_pretrained(checkpoint)
+        ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(checkpoint)
+        export_bundle(model=str(checkpoint), out=out, force=True)
+    else:
+        export_bundle(out=out, random_weights=True, force=True)
+    return out
+
+
+def generate_images(directory: Path, count: int, quick: bool) -> Path:
+    """Camera-like JPEGs from 1 to 12 MP (fixed seed), made once."""
+    from PIL import Image
+
+    from edge_search.export.synthetic import photo_like
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = [(1152, 864), (2048, 1536), (3264, 2448), (4000, 3000)] if not quick else [(1152, 864), (1600, 1200)]
+    for i in range(count):
+        path = directory / f"img{i:04d}.jpg"
+        if not path.exists():
+            w, h = sizes[i % len(sizes)]
+            small = photo_like(4242 + i, w // 4, h // 4).resize((w, h), Image.BICUBIC)
+            noise = np.random.default_rng(i).integers(-6, 7, (h, w, 3))
+            Image.fromarray((np.asarray(small, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return directory
+
+
+def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[dict]:
+    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.errors import EdgeSearchError
+    from edge_search.runtime.session import open_session
+
+    bundle = Bundle.load(bundle_dir)
+    h, w = bundle.manifest.preprocess.input_hw()
+    rows = []
+    import onnxruntime as ort
+
+    devices = ["cuda", "cpu"] if "CUDAExecutionProvider" in ort.get_available_providers() else ["cpu"]
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        rows.append({"provider": "TensorRT", "status": "not run: this onnxruntime has no TensorRT provider"})
+    if "cuda" not in devices:
+        rows.append({"provider": "CUDA", "status": "not run: this onnxruntime has no CUDA provider"})
+    for device in devices:
+        for precision in bundle.precisions:
+            try:
+                session, _ = open_session(bundle, device=device, precision=precision)
+            except EdgeSearchError as exc:
+                rows.append({"provider": device.upper(), "precision": precision, "status": f"not run: {str(exc)[:160]}"})
+                continue
+            for batch in batches:
+                pixels = np.random.default_rng(0).normal(size=(batch, 3, h, w)).astype(np.float32)
+                session.run(pixels)
+                latencies = []
+                for _ in range(rounds):
+                    started = time.perf_counter()
+                    session.run(pixels)
+                    latencies.append(time.perf_counter() - started)
+                rows.append({
+                    "provider": session.provider, "precision": precision, "batch": batch, "status": "ok",
+                    "images_per_s": round(batch / statistics.median(latencies), 2),
+                    "p50_ms": round(1000 * statistics.median(latencies), 1),
+                    "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
+                    "rss_mb": round(rss_mb(), 1),
+                })
+            del session
+    return rows
+
+
+def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: Path) -> list[dict]:
+    import shutil
+
+    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.embedder import Embedder
+    from edge_search.runtime.indexer import run_index
+    from edge_search.runtime.preprocess import Preprocessor
+    from edge_search.runtime.session import open_session
+    from edge_search.runtime.store import IndexWriter
+
+    bundle = Bundle.load(bundle_dir)
+    rows = []
+    for precision in precisions:
+        session, _ = open_session(bundle, device="cpu", precision=precision)
+        embedder = Embedder(session, Preprocessor.from_manifest(bundle.manifest), batch_size=8)
+        index_dir = workdir / f"index-{precision}"
+        shutil.rmtree(index_dir, ignore_errors=True)
+        with IndexWriter(index_dir, bundle, precision=precision) as writer:
+            summary = run_index(writer, embedder, [images])
+        rows.append({"pipeline": "edge-search index", "precision": precision, "provider": session.provider,
+                     "images": summary.count, "seconds": round(summary.seconds, 2),
+                     "images_per_s": round(summary.count / summary.seconds, 2)})
+    rows.append({"pipeline": "original (transformers + torch fp32 + chromadb)", "status": "not run yet: needs its own virtualenv (issue 5)"})
+    return rows
+
+
+def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
+    import onnxruntime  # noqa: F401  (before usearch, see runtime/vector_index.py)
+
+    from edge_search.runtime import vector_index as vi
+
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        centres = rng.normal(size=(max(n // 100, 10), 768)).astype(np.float32)
+        basis = rng.normal(size=(24, 768)).astype(np.float32) / np.sqrt(24)
+        data = 0.6 * centres[rng.integers(0, len(centres), n + queries)] + rng.normal(size=(n + queries, 24)).astype(np.float32) @ basis
+        data += rng.normal(scale=0.02, size=data.shape).astype(np.float32)
+        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        base, probe = data[:n], data[n:]
+        truth = np.argsort(-(probe @ base.T), axis=1)[:, :10]
+        for dtype in ("f32", "f16", "i8"):
+            index = vi.IndexSettings(dim=768, dtype=dtype).new_index()
+            started = time.perf_counter()
+            index.add(np.arange(n, dtype=np.uint64), base, threads=len(os.sched_getaffinity(0)))
+            build = time.perf_counter() - started
+            for exact in (False, True):
+                started = time.perf_counter()
+                found = [index.search(q, 10, exact=exact).keys for q in probe]
+                seconds = time.perf_counter() - started
+                recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+                rows.append({"vectors": n, "dtype": dtype, "search": "exact" if exact else "hnsw", "build_s": round(build, 2),
+                             "queries_per_s": round(len(probe) / seconds, 1), "recall_at_10": round(recall, 4),
+                             "memory_mb": round(index.memory_usage / 2**20, 1)})
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# edge-search benchmarks — {report['date']}", "", f"Machine: {report['machine']['cpu']}, "
+             f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB; onnxruntime {report['machine']['onnxruntime']}. "
+             f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).", ""]
+    for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
+                        ("Vector index", report["vector_index"])):
+        lines += [f"## {title}", ""]
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few images, small index")
+    parser.add_argument("--model", type=Path, help="bundle directory [default: a cached random-weight export]")
+    parser.add_argument("--images", type=Path, help="folder of photos [default: generated camera-like JPEGs]")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+
+    from edge_search.runtime.bundle import Bundle
+
+    bundle_dir = args.model or default_bundle(args.quick)
+    manifest = Bundle.load(bundle_dir).manifest
+    images = args.images or generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
+    report = {
+        "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id,
+        "architecture": manifest.architecture,
+        "random_weights": manifest.random_weights or (args.model is None),  # our default bundles are random-weight
+        "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10),
+        "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE),
+        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000]),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{report['date']}-{socket.gethostname()}{'-quick' if args.quick else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"\nwritten: {stem}.json, {stem}.md")

@@ -1,0 +1,24 @@
+"""The benchmark script cannot rot: its smoke mode runs end to end (timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_all_sections(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (report_file,) = tmp_path.glob("*.json")
+    report = json.loads(report_file.read_text())
+    assert report["random_weights"] is True
+    assert any(row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider" for row in report["model_throughput"])
+    assert report["end_to_end"][0]["images"] == 8
+    assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
+    for title in ("Model throughput", "End-to-end indexing", "Vector index"):
+        assert f"## {title}" in result.stdout
