@@ -2,7 +2,7 @@
 
 Timings are medians over alternating rounds with their spread, on this machine, in this process.
 The default bundle is ViT-B/16 with RANDOM weights (speed does not depend on weight values); the
-report says so. Not yet here: the torch + chromadb baseline pipeline (it needs its own virtualenv).
+report says so. The original torch + chromadb pipeline runs side by side from its own cached virtualenv (compare.py).
 """
 
 from __future__ import annotations
@@ -40,27 +40,31 @@ def machine() -> dict:
     }
 
 
-def default_bundle(quick: bool) -> Path:
-    """A random-weight bundle, exported once and cached: tiny ViT for --quick, ViT-B/16 otherwise."""
+def default_bundle(quick: bool) -> tuple[Path, Path]:
+    """A random-weight checkpoint (seeded) and the bundle exported from it, made once and cached.
+
+    Tiny ViT for --quick, ViT-B/16 (google/vit-base-patch16-224's architecture) otherwise. The original
+    pipeline loads the same checkpoint, so both sides run the same weights.
+    """
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
     from edge_search.export.pipeline import export_bundle
 
     name = "tiny-vit-random" if quick else "vit-b16-random"
-    out = CACHE / name
-    if (out / "manifest.json").exists():
-        return out
+    checkpoint, out = CACHE / f"{name}-checkpoint", CACHE / name
+    if (out / "manifest.json").exists() and (checkpoint / "config.json").exists():
+        return out, checkpoint
+    torch.manual_seed(0)
     if quick:
-        import torch
-        from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-        torch.manual_seed(0)
-        checkpoint = CACHE / "tiny-vit-checkpoint"
-        ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                           image_size=64, patch_size=16)).save_pretrained(checkpoint)
-        ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(checkpoint)
-        export_bundle(model=str(checkpoint), out=out, force=True)
+        config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64, patch_size=16)
+        processor = ViTImageProcessor(size={"height": 64, "width": 64})
     else:
-        export_bundle(out=out, random_weights=True, force=True)
-    return out
+        config, processor = ViTConfig(), ViTImageProcessor()  # the defaults are ViT-B/16 at 224 px, mean = std = 0.5
+    ViTModel(config, add_pooling_layer=False).save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    export_bundle(model=str(checkpoint), out=out, force=True)
+    return out, checkpoint
 
 
 def generate_images(directory: Path, count: int, quick: bool) -> Path:
@@ -144,7 +148,6 @@ def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: P
         rows.append({"pipeline": "edge-search index", "precision": precision, "provider": session.provider,
                      "images": summary.count, "seconds": round(summary.seconds, 2),
                      "images_per_s": round(summary.count / summary.seconds, 2)})
-    rows.append({"pipeline": "original (transformers + torch fp32 + chromadb)", "status": "not run yet: needs its own virtualenv (issue 5)"})
     return rows
 
 
@@ -190,6 +193,18 @@ def markdown(report: dict) -> str:
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
         lines.append("")
+    side = report.get("side_by_side")
+    if side and "indexing" in side:
+        ix, cq = side["indexing"], side["cold_query"]
+        lines += ["## Against the original pipeline (torch fp32 + chromadb)", "",
+                  f"Same {side['images']} images, same weights; edge-search {side['precision']} on the CPU. Ratios: median (min-max) over alternating runs.", "",
+                  "| measure | edge-search | original | ratio |", "|---|---|---|---|",
+                  f"| indexing, images/s | {ix['edge_images_per_s']} | {ix['original_images_per_s']} | {ix['speedup']['median']}× ({ix['speedup']['min']}-{ix['speedup']['max']}) |",
+                  f"| cold query, s | {cq['edge_s']} | {cq['original_s']} | {cq['speedup']['median']}× faster ({cq['speedup']['min']}-{cq['speedup']['max']}) |",
+                  f"| cold query peak RSS, MB | {cq['edge_peak_rss_mb']} | {cq['original_peak_rss_mb']} | {round(cq['edge_peak_rss_mb'] / cq['original_peak_rss_mb'], 2)} |",
+                  f"| warm query, ms | {side['warm_query_ms']['edge']} | {side['warm_query_ms']['original']} | {round(side['warm_query_ms']['original'] / side['warm_query_ms']['edge'], 2)}× |", ""]
+    elif side:
+        lines += ["## Against the original pipeline", "", side["status"], ""]
     return "\n".join(lines)
 
 
@@ -199,12 +214,19 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="bundle directory [default: a cached random-weight export]")
     parser.add_argument("--images", type=Path, help="folder of photos [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
     args = parser.parse_args()
 
     from edge_search.runtime.bundle import Bundle
 
-    bundle_dir = args.model or default_bundle(args.quick)
-    manifest = Bundle.load(bundle_dir).manifest
+    if args.model:
+        bundle_dir = args.model
+        manifest = Bundle.load(bundle_dir).manifest
+        checkpoint = Path(manifest.model_id) if Path(manifest.model_id).is_dir() else None
+    else:
+        bundle_dir, checkpoint = default_bundle(args.quick)
+        manifest = Bundle.load(bundle_dir).manifest
     images = args.images or generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
     report = {
         "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id,
@@ -214,6 +236,12 @@ def main() -> None:
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE),
         "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000]),
     }
+    if args.baseline and checkpoint is not None:
+        from .compare import side_by_side
+
+        report["side_by_side"] = side_by_side(bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3)
+    elif args.baseline:
+        report["side_by_side"] = {"status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{report['date']}-{socket.gethostname()}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))

@@ -154,6 +154,7 @@ def index(
     connectivity: Annotated[Optional[int], typer.Option(help="HNSW connectivity (M).")] = None,
     expansion_add: Annotated[Optional[int], typer.Option(help="HNSW expansion while building.")] = None,
     expansion_search: Annotated[Optional[int], typer.Option(help="HNSW expansion while searching.")] = None,
+    publish_every: Annotated[float, typer.Option(help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
@@ -164,19 +165,18 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     from . import vector_index as vi
-    from .catalog import Catalog
     from .indexer import run_index
-    from .store import IndexWriter
+    from .store import IndexWriter, settings_from_meta
 
     directory = _index_dir(index)
-    recorded = _recorded_bundle(directory)
+    recorded = _recorded_meta(directory)
     request = ModelRequest(model, device, precision, threads, batch_size, cuda_device_id, cuda_mem_limit, cuda_arena)
-    bundle, session, embedder = _load_model(request, recorded)
+    bundle, session, embedder = _load_model(request, recorded.get("bundle_path"))
     settings = None
     if any(v is not None for v in (vector_dtype, connectivity, expansion_add, expansion_search)):
         if vector_dtype is not None and vector_dtype not in vi.DTYPES:
             raise typer.BadParameter(f"--dtype must be one of {', '.join(vi.DTYPES)}")
-        current = _recorded_settings(directory)
+        current = settings_from_meta(recorded) if "dim" in recorded else None
         settings = vi.IndexSettings(
             dim=bundle.manifest.embedding_dim,
             dtype=vector_dtype or (current.dtype if current else vi.DEFAULT_DTYPE),
@@ -189,7 +189,7 @@ def index(
             err.print(f"Indexing into {directory} with {bundle.manifest.model_id} · {session.provider} {session.precision}")
         with _Progress(enabled=err.is_terminal and not as_json) as progress:
             summary = run_index(
-                writer, embedder, dirs, excludes=tuple(exclude or ()), prune=not no_prune,
+                writer, embedder, dirs, excludes=tuple(exclude or ()), prune=not no_prune, publish_every_s=publish_every,
                 on_total=progress.start, on_progress=progress.advance,
             )
     if as_json:
@@ -208,32 +208,17 @@ def index(
         raise typer.Exit(EXIT_IMAGES_FAILED)
 
 
-def _recorded_bundle(directory: Path) -> str | None:
+def _recorded_meta(directory: Path) -> dict[str, str]:
+    """The meta table of an existing index, or {} where there is none yet."""
     from .catalog import Catalog
     from .errors import IndexMissing
 
     try:
         catalog = Catalog.open(directory, create=False)
     except IndexMissing:
-        return None
+        return {}
     try:
-        return catalog.get_meta("bundle_path")
-    finally:
-        catalog.close()
-
-
-def _recorded_settings(directory: Path):
-    from .catalog import Catalog
-    from .errors import IndexMissing
-    from .store import settings_from_meta
-
-    try:
-        catalog = Catalog.open(directory, create=False)
-    except IndexMissing:
-        return None
-    try:
-        meta = catalog.meta()
-        return settings_from_meta(meta) if "dim" in meta else None
+        return catalog.meta()
     finally:
         catalog.close()
 
@@ -379,13 +364,13 @@ def remove(
     from .store import IndexWriter
 
     directory = _index_dir(index)
-    recorded = _recorded_bundle(directory)
-    if recorded is None and model is None:
+    recorded = _recorded_meta(directory)
+    if not recorded:
         from .errors import IndexMissing
 
         raise IndexMissing(f"No index at {directory} yet; nothing to remove.")
-    bundle = Bundle.load(model or Path(recorded))
-    with IndexWriter(directory, bundle, precision=_recorded_meta(directory, "precision") or "fp32") as writer:
+    bundle = Bundle.load(model or Path(recorded["bundle_path"]))
+    with IndexWriter(directory, bundle, precision=recorded.get("precision", "fp32")) as writer:
         targets = [encode_path(p) for p in paths]
         doomed = [p for p in writer.catalog.states() if _under(p, targets)]
         removed = writer.catalog.delete_paths(doomed)
@@ -396,14 +381,23 @@ def remove(
         typer.echo(f"removed {removed} file(s) (generation {generation})")
 
 
-def _recorded_meta(directory: Path, key: str) -> str | None:
-    from .catalog import Catalog
+# ---------------------------------------------------------------------------------------------- verify
+@app.command(help="Check the bundle's hashes, the catalog, the index file and which providers really start.")
+def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = False) -> None:
+    from .doctor import check_bundle, check_index, check_providers
+    from .locations import default_bundle_dir
 
-    catalog = Catalog.open(directory, create=False)
-    try:
-        return catalog.get_meta(key)
-    finally:
-        catalog.close()
+    directory = _index_dir(index)
+    bundle_root = model or Path(_recorded_meta(directory).get("bundle_path") or default_bundle_dir())
+    checks = check_bundle(bundle_root) + check_index(directory) + check_providers(bundle_root)
+    if as_json:
+        emit_json({"ok": all(c.ok for c in checks), "checks": [c.__dict__ for c in checks]})
+    else:
+        for check in checks:
+            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+            err.print(f"{mark} {check.name:<14} {check.detail}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(8)
 
 
 # ---------------------------------------------------------------------------------------------- main

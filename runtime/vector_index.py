@@ -9,6 +9,7 @@ bit-flipped or foreign file is detected instead of crashing the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -70,7 +71,10 @@ def write_atomically(index: Index, directory: Path, generation: int) -> tuple[st
     name = file_name(generation)
     tmp = directory / f".{name}.{os.getpid()}.tmp"
     try:
-        index.save(str(tmp))
+        try:
+            index.save(str(tmp))
+        except RuntimeError as exc:  # usearch reports a failed write (disk full, file too large) this way
+            raise OSError(errno.EIO, f"usearch could not write {tmp.name}: {exc}") from exc
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         digest = sha256_file(tmp)

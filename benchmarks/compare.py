@@ -1,0 +1,118 @@
+"""edge-search against the original pipeline, side by side on the same images, weights and machine.
+
+Runs alternate (A B A B ...) and each ratio is reported as the median with its min-max spread.
+The original pipeline runs in a cached virtualenv of its own (torch + transformers + chromadb).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BASELINE = HERE / "baseline" / "original_pipeline.py"
+
+
+def baseline_python(cache: Path) -> Path:
+    """The baseline's interpreter, creating its virtualenv once (torch==2.13.0 first: a local CPU wheel)."""
+    venv = cache / "baseline-venv"
+    python = venv / "bin" / "python"
+    marker = venv / ".complete"
+    if marker.exists():
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["--upgrade", "pip"], check=True)
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + [f"transformers=={md.version('transformers')}", "chromadb", "pillow"], check=True)
+    marker.touch()
+    return python
+
+
+def run_measured(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """Like `timed`, but reaps the child with wait4 to read its own peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout.read()
+    errors = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}… exited {proc.returncode}: {errors[-1500:]}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def edge_env(bundle: Path, index: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_SEARCH_")}
+    env.update(EDGE_SEARCH_MODEL=str(bundle), EDGE_SEARCH_INDEX=str(index))
+    return env
+
+
+def spread(ratios: list[float]) -> dict:
+    return {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2), "max": round(max(ratios), 2), "runs": len(ratios)}
+
+
+def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8") -> dict:
+    python = baseline_python(workdir)
+    edge = [sys.executable, "-m", "edge_search.runtime"]
+    count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    query_image = sorted(images.iterdir())[0]
+    index_rows, query_rows = [], []
+    for round_ in range(rounds):
+        edge_index, chroma = workdir / "ab-edge-index", workdir / "ab-chroma"
+        shutil.rmtree(edge_index, ignore_errors=True)
+        shutil.rmtree(chroma, ignore_errors=True)
+        a, _, _ = run_measured(edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index))
+        b, _, _ = run_measured([str(python), str(BASELINE), "index", str(checkpoint), str(chroma), str(images)])
+        index_rows.append({"round": round_, "edge_s": a, "original_s": b})
+        qa, ra, _ = run_measured(edge + ["query", str(query_image), "--precision", precision, "--json"], edge_env(bundle, edge_index))
+        qb, rb, _ = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(chroma), str(query_image)])
+        query_rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})
+    _, _, warm_out = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(workdir / "ab-chroma"), str(query_image), "--warm", "10"])
+    return {
+        "images": count,
+        "indexing": {
+            "edge_images_per_s": round(count / statistics.median(r["edge_s"] for r in index_rows), 2),
+            "original_images_per_s": round(count / statistics.median(r["original_s"] for r in index_rows), 2),
+            "speedup": spread([r["original_s"] / r["edge_s"] for r in index_rows]),
+            "note": "whole process wall time, start-up and model load included, fresh index each run",
+        },
+        "cold_query": {
+            "edge_s": round(statistics.median(r["edge_s"] for r in query_rows), 3),
+            "original_s": round(statistics.median(r["original_s"] for r in query_rows), 3),
+            "speedup": spread([r["original_s"] / r["edge_s"] for r in query_rows]),
+            "edge_peak_rss_mb": round(statistics.median(r["edge_rss_mb"] for r in query_rows), 1),
+            "original_peak_rss_mb": round(statistics.median(r["original_rss_mb"] for r in query_rows), 1),
+        },
+        "warm_query_ms": {"original": round(json.loads(warm_out)["warm_ms"], 1), "edge": round(warm_edge_ms(bundle, workdir / "ab-edge-index", query_image, precision), 1)},
+        "precision": precision,
+    }
+
+
+def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats: int = 10) -> float:
+    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.embedder import Embedder
+    from edge_search.runtime.preprocess import Preprocessor
+    from edge_search.runtime.session import open_session
+    from edge_search.runtime.store import IndexReader
+
+    loaded = Bundle.load(bundle)
+    session, _ = open_session(loaded, device="cpu", precision=precision)
+    embedder = Embedder(session, Preprocessor.from_manifest(loaded.manifest), batch_size=1)
+    reader = IndexReader(index)
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        reader.search(embedder.embed_pixels(embedder.preprocessor.load(image)[None])[0], 10)
+        times.append(time.perf_counter() - started)
+    reader.close()
+    return statistics.median(times[1:]) * 1000
