@@ -20,16 +20,20 @@ HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baseline" / "original_pipeline.py"
 
 
-def baseline_python(cache: Path) -> Path:
-    """The baseline's interpreter, creating its virtualenv once (torch==2.13.0 first: a local CPU wheel)."""
-    venv = cache / "baseline-venv"
+def baseline_python() -> Path:
+    """The baseline's interpreter, creating its virtualenv once per machine (torch==2.13.0 first: a local
+    CPU wheel here) in the user cache, so that fresh checkouts and CI runs reuse it."""
+    import platformdirs
+
+    venv = platformdirs.user_cache_path("edge-search") / "benchmarks" / "baseline-venv"
+    venv.parent.mkdir(parents=True, exist_ok=True)
     python = venv / "bin" / "python"
     marker = venv / ".complete"
     if marker.exists():
         return python
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run(pip + ["--upgrade", "pip"], check=True)
     subprocess.run(pip + ["torch==2.13.0"], check=True)
     subprocess.run(pip + [f"transformers=={md.version('transformers')}", "chromadb", "pillow"], check=True)
@@ -38,17 +42,40 @@ def baseline_python(cache: Path) -> Path:
 
 
 def run_measured(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Like `timed`, but reaps the child with wait4 to read its own peak RSS."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    out = proc.stdout.read()
-    errors = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:4])}… exited {proc.returncode}: {errors[-1500:]}")
-    return seconds, usage.ru_maxrss / 1024, out
+    """(wall seconds, peak RSS in MB, stdout) of one subprocess.
+
+    The peak is the child's own VmHWM, polled: rusage's ru_maxrss would include this (large) parent's
+    RSS, which a forked child inherits.
+    """
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=errors, env=env, text=True)
+        peak = [0.0]
+
+        def watch() -> None:
+            while proc.poll() is None:
+                try:
+                    with open(f"/proc/{proc.pid}/status") as status:
+                        for line in status:
+                            if line.startswith("VmHWM:"):
+                                peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+                except OSError:
+                    pass
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        proc.wait()
+        seconds = time.perf_counter() - started
+        watcher.join()
+        out.seek(0)
+        errors.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:4])}… exited {proc.returncode}: {errors.read()[-1500:]}")
+        return seconds, peak[0], out.read()
 
 
 def edge_env(bundle: Path, index: Path) -> dict:
@@ -62,7 +89,7 @@ def spread(ratios: list[float]) -> dict:
 
 
 def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8") -> dict:
-    python = baseline_python(workdir)
+    python = baseline_python()
     edge = [sys.executable, "-m", "edge_search.runtime"]
     count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     query_image = sorted(images.iterdir())[0]

@@ -188,6 +188,8 @@ def markdown(report: dict) -> str:
              f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).", ""]
     for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
                         ("Vector index", report["vector_index"])):
+        if not rows:
+            continue
         lines += [f"## {title}", ""]
         keys = list(dict.fromkeys(k for row in rows for k in row))
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -214,6 +216,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="bundle directory [default: a cached random-weight export]")
     parser.add_argument("--images", type=Path, help="folder of photos [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline"},
+                        help="comma-separated subset of: model,e2e,vectors,baseline")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
     args = parser.parse_args()
@@ -232,11 +236,15 @@ def main() -> None:
         "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id,
         "architecture": manifest.architecture,
         "random_weights": manifest.random_weights or (args.model is None),  # our default bundles are random-weight
-        "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10),
-        "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE),
-        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000]),
+        "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10)
+        if "model" in args.sections else [],
+        "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
+        if "e2e" in args.sections else [],
+        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000]) if "vectors" in args.sections else [],
     }
-    if args.baseline and checkpoint is not None:
+    if "baseline" not in args.sections:
+        pass
+    elif args.baseline and checkpoint is not None:
         from .compare import side_by_side
 
         report["side_by_side"] = side_by_side(bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3)

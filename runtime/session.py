@@ -48,8 +48,12 @@ def _ort():
     return onnxruntime
 
 
-def _cuda_failure_reason(ort) -> str:
-    """Why the CUDA provider library does not load (the message onnxruntime only logs), if we can tell."""
+def _cuda_library_problem(ort) -> str | None:
+    """Why the CUDA provider library cannot load (a missing CUDA / cuDNN library), or None if it can.
+
+    A dlopen that fails on a missing dependency takes milliseconds; letting onnxruntime find out costs
+    about a second per process, which a cold query on a CPU-only box should not pay.
+    """
     import ctypes
     import os
 
@@ -57,10 +61,15 @@ def _cuda_failure_reason(ort) -> str:
     if not os.path.exists(library):
         return "this onnxruntime build has no CUDA provider library"
     try:
-        ctypes.CDLL(library)
+        ctypes.CDLL(library, mode=os.RTLD_LAZY | os.RTLD_LOCAL)
     except OSError as exc:
-        return f"{exc} (CUDA / cuDNN runtime libraries missing)"
-    return "no usable GPU is visible, or the driver is too old"
+        if "cannot open shared object file" in str(exc):
+            return f"{exc} (CUDA / cuDNN runtime libraries missing)"
+    return None
+
+
+def _cuda_failure_reason(ort) -> str:
+    return _cuda_library_problem(ort) or "no usable GPU is visible, or the driver is too old"
 
 
 def open_session(
@@ -81,6 +90,13 @@ def open_session(
     notes: list[str] = []
     plans = resolve(device, precision, available, bundle.precisions, cuda)
     for index, plan in enumerate(plans):
+        if plan.device == "cuda" and session_factory is None:
+            problem = _cuda_library_problem(ort)
+            if problem and index + 1 < len(plans):
+                notes.append(f"CUDA cannot start ({problem}); using the CPU.")
+                continue
+            if problem:
+                raise ProviderError(f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto.")
         path = bundle.model_path(plan.precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()

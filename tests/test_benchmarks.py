@@ -20,5 +20,7 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     assert any(row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider" for row in report["model_throughput"])
     assert report["end_to_end"][0]["images"] == 8
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
-    for title in ("Model throughput", "End-to-end indexing", "Vector index"):
+    side = report["side_by_side"]
+    assert side["images"] == 8 and side["indexing"]["speedup"]["runs"] == 2 and side["cold_query"]["original_peak_rss_mb"] > 0
+    for title in ("Model throughput", "End-to-end indexing", "Vector index", "Against the original pipeline"):
         assert f"## {title}" in result.stdout
