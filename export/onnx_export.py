@@ -2,7 +2,8 @@
 
 The graph takes `pixel_values` float32 [batch, 3, H, W] and returns `embedding` float32
 [batch, hidden] = last_hidden_state[:, 0]: the runtime never copies the token sequence.
-Self-attention is swapped for `FusableSelfAttention` first so that onnxruntime fuses it.
+Self-attention is swapped for `FusableSelfAttention` first so that onnxruntime fuses it, and the last
+layer runs for the CLS token only (`cls_only.py`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,22 @@ import torch
 from torch import nn
 
 from .attention import fold_layer_scale, make_fusable
+from .cls_only import ClsOnlyEncoder
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
 DEFAULT_OPSET = 17
 
 
-class ClsEmbedding(nn.Module):
-    """encoder(pixel_values).last_hidden_state[:, 0], the image embedding of ViT-style models."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.encoder(pixel_values=pixel_values).last_hidden_state[:, 0]
-
-
 def exportable(encoder: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of the encoder with fusable attention, wrapped to emit CLS; returns it and the swap count."""
+    """A copy of the encoder with fusable attention, LayerScale folded and a CLS-only last layer.
+
+    Returns it and the number of attentions swapped.
+    """
     patched = copy.deepcopy(encoder).eval()
     swapped = make_fusable(patched)
     fold_layer_scale(patched)
-    return ClsEmbedding(patched).eval(), swapped
+    return ClsOnlyEncoder(patched).eval(), swapped
 
 
 def export_onnx(encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET) -> int:
