@@ -102,6 +102,7 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
         rows.append({"provider": "CUDA", "status": "not run: this onnxruntime has no CUDA provider"})
     for device in devices:
         for precision in bundle.precisions:
+            baseline_rss = rss_mb()
             try:
                 session, _ = open_session(bundle, device=device, precision=precision)
             except EdgeSearchError as exc:
@@ -120,7 +121,7 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
                     "images_per_s": round(batch / statistics.median(latencies), 2),
                     "p50_ms": round(1000 * statistics.median(latencies), 1),
                     "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
-                    "rss_mb": round(rss_mb(), 1),
+                    "session_rss_mb": round(rss_mb() - baseline_rss, 1),  # growth over the process before the session
                 })
             del session
     return rows

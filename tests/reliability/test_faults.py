@@ -179,3 +179,34 @@ def test_queries_during_a_long_indexing_run_never_fail(slow_to_index, photo_dir,
             failures += 1
     indexer.wait(timeout=300)
     assert queries >= 3 and failures == 0
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """A read-only bind mount of a directory (needs root and mount rights, as on this project's machines)."""
+    mounts = []
+
+    def make(source: Path) -> Path:
+        target = tmp_path / f"{source.name}-ro"
+        target.mkdir()
+        for command in (["mount", "--bind", str(source), str(target)], ["mount", "-o", "remount,ro,bind", str(target)]):
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                pytest.skip("cannot make a read-only bind mount here (needs root)")
+            mounts.append(target) if command[1] == "--bind" else None
+        return target
+
+    yield make
+    for target in reversed(mounts):
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def test_a_read_only_index_directory_is_refused_by_the_indexer_but_queries_work(photo_dir, tiny_bundle, tmp_path, read_only_view):
+    env = cli_env(tmp_path, tiny_bundle)
+    assert edge_search("index", str(photo_dir), env=env).returncode == 0
+    read_only = dict(env, EDGE_SEARCH_INDEX=str(read_only_view(tmp_path / "index")))
+    refused = edge_search("index", str(photo_dir), env=read_only)
+    assert refused.returncode == 10 and "not writable" in refused.stderr and "Traceback" not in refused.stderr
+    served = edge_search("query", str(photo_dir / "sub" / "img04.gif"), "--json", env=read_only)
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["results"][0]["path"] == str(photo_dir / "sub" / "img04.gif")
+    assert json.loads(edge_search("info", "--json", env=read_only).stdout)["count"] == 12
