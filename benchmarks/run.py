@@ -29,6 +29,20 @@ def rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def gpu_memory_mb() -> float | None:
+    """GPU memory in use, from nvidia-smi where there is one (None elsewhere)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    try:
+        return float(out.stdout.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     import onnxruntime as ort
@@ -118,6 +132,7 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
                     latencies.append(time.perf_counter() - started)
                 rows.append({
                     "provider": session.provider, "precision": precision, "batch": batch, "status": "ok",
+                    "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
                     "images_per_s": round(batch / statistics.median(latencies), 2),
                     "p50_ms": round(1000 * statistics.median(latencies), 1),
                     "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
@@ -219,6 +234,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline"},
                         help="comma-separated subset of: model,e2e,vectors,baseline")
+    parser.add_argument("--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
     args = parser.parse_args()
@@ -241,7 +257,7 @@ def main() -> None:
         if "model" in args.sections else [],
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
         if "e2e" in args.sections else [],
-        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000]) if "vectors" in args.sections else [],
+        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000, 1_000_000]) if "vectors" in args.sections else [],
     }
     if "baseline" not in args.sections:
         pass
@@ -258,3 +274,8 @@ def main() -> None:
     stem.with_suffix(".md").write_text(text)
     print(text)
     print(f"\nwritten: {stem}.json, {stem}.md")
+    if args.plot:
+        from .plots import write_plots
+
+        for path in write_plots(report, stem):
+            print(f"written: {path}")
