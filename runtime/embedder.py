@@ -23,6 +23,7 @@ from .session import EmbeddingSession
 
 
 MAX_FILE_BYTES = 512 * 1024 * 1024  # larger "images" are refused before they are read into memory
+VANISHED = "file not found (deleted?)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class EmbedResult:
     @property
     def ok(self) -> bool:
         return self.vector is not None
+
+    @property
+    def vanished(self) -> bool:
+        """The file was deleted between the folder walk and its turn to be read."""
+        return self.error == VANISHED
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -71,7 +77,7 @@ class Embedder:
         except ImageDecodeError as exc:
             return exc.reason
         except FileNotFoundError:
-            return "file not found (deleted?)"
+            return VANISHED
         except IsADirectoryError:
             return "is a directory"
         except PermissionError:

@@ -172,8 +172,13 @@ def run_index(
     stats = dict(todo)
     batch: list = []
     last_publish = time.monotonic()
+    vanished: list[bytes] = []
     for result in embedder.embed(path for path, _ in todo):
         stat = stats[str(result.path)]
+        if result.vanished:
+            summary.problems.append((str(result.path), "deleted during indexing"))
+            vanished.append(encode_path(result.path))
+            continue
         batch.append((encode_path(result.path), stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
         if result.ok:
             summary.embedded += 1
@@ -195,7 +200,8 @@ def run_index(
         catalog.upsert_results(batch)
         if on_progress:
             on_progress(len(batch))
-    # Changed files that now fail must not keep serving their old vector: upsert replaced the row.
+    if vanished and prune:
+        summary.removed += catalog.delete_paths(vanished)
     summary.generation = writer.publish()
     summary.count = catalog.count()
     summary.seconds = time.perf_counter() - started

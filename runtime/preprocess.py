@@ -29,20 +29,22 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP
 DRAFT_FACTOR = 2
 
 
-def _heif_formats() -> tuple[str, ...]:
-    """Register pillow-heif when it is installed; HEIC / AVIF open through it."""
+def _optional_formats() -> tuple[str, ...]:
+    """HEIC through pillow-heif when it is installed; AVIF through Pillow's own plugin where built in."""
+    formats = []
     try:
         import pillow_heif
     except ImportError:
-        return ()
-    pillow_heif.register_heif_opener()
-    formats = ["HEIF"]
-    if hasattr(pillow_heif, "register_avif_opener"):
-        try:
-            pillow_heif.register_avif_opener()
-        except Exception:  # newer pillow-heif dropped AVIF in favour of Pillow's own
-            pass
-    formats.append("AVIF")
+        pass
+    else:
+        pillow_heif.register_heif_opener()
+        formats.append("HEIF")
+    try:
+        from PIL import AvifImagePlugin  # noqa: F401  (Pillow >= 11.2)
+
+        formats.append("AVIF")
+    except ImportError:
+        pass
     return tuple(formats)
 
 
@@ -57,7 +59,7 @@ def allowed_formats() -> tuple[str, ...]:
         from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin,  # noqa: F401
                          PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
 
-        _ALLOWED = tuple(f for f in BASE_FORMATS + _heif_formats() if f in Image.OPEN)
+        _ALLOWED = tuple(f for f in BASE_FORMATS + _optional_formats() if f in Image.OPEN)
     return _ALLOWED
 
 

@@ -124,3 +124,14 @@ def test_a_png_named_jpg_is_read_by_its_content(tmp_path):
     path = tmp_path / "really-a-png.jpg"
     photo(4, 50, 40).save(path, "PNG")
     assert open_image(path).size == (50, 40)
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif"])
+def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
+    pytest.importorskip("pillow_heif")
+    from edge_search.runtime.preprocess import allowed_formats
+
+    allowed_formats()  # registers pillow-heif's opener
+    path = tmp_path / f"phone{suffix}"
+    photo(9, 120, 90).save(path)
+    assert open_image(path).size == (120, 90)

@@ -61,6 +61,15 @@ def test_incremental_add_modify_delete(engine, photo_dir, tmp_path):
     assert all(h.path != str(photo_dir / "sub" / "img04.gif") for h in query(engine, index, photo_dir / "new.jpg", k=12))
 
 
+def test_a_file_deleted_during_indexing_is_reported_not_recorded_as_failed(engine, photo_dir, tmp_path):
+    bundle, embedder = engine
+    doomed = photo_dir / "img05.tiff"
+    with IndexWriter(tmp_path / "index", bundle, precision="fp32") as writer:
+        summary = run_index(writer, embedder, [photo_dir], on_total=lambda _: doomed.unlink())
+    assert summary.count == 11 and summary.failed == []
+    assert (str(doomed), "deleted during indexing") in summary.problems
+
+
 def test_no_prune_keeps_deleted_files(engine, photo_dir, tmp_path):
     index = tmp_path / "index"
     index_once(engine, index, [photo_dir])
