@@ -157,3 +157,16 @@ def test_hnsw_recall_at_10_with_default_settings(monkeypatch):
     found = [vi.search(index, q, 10)[0] for q in queries]
     recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)])
     assert recall >= 0.99
+
+
+def test_collections_up_to_the_switch_are_searched_exactly():
+    data = clustered(3_000, 768, 30, seed=9)
+    queries = clustered(50, 768, 30, seed=10)
+    index = vi.IndexSettings(dim=768, dtype="f32", expansion_search=4).new_index()  # a hopeless HNSW setting
+    index.add(np.arange(len(data), dtype=np.uint64), data)
+    assert len(index) <= vi.EXACT_SEARCH_MAX
+    truth = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    for query, expected in zip(queries, truth):
+        keys, scores = vi.search(index, query, 10)
+        assert keys.tolist() == expected.tolist()
+        assert np.allclose(scores, (data[expected] @ query), atol=1e-5)  # scores are cosine similarities
