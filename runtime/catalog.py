@@ -229,9 +229,6 @@ class Catalog:
         rows = self.db.execute(f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(ids))})", ids)
         return {row[0]: decode_path(row[1]) for row in rows}
 
-    def failures(self) -> list[tuple[str, str]]:
-        return [(decode_path(p), e) for p, e in self.db.execute("SELECT path, error FROM files WHERE status='failed'")]
-
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 

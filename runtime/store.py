@@ -69,6 +69,22 @@ def _current(catalog: Catalog) -> tuple[str | None, str | None]:
     return meta.get("index_file"), meta.get("index_sha256")
 
 
+def publish_generation(catalog: Catalog, directory: Path, index: Index, **meta: object) -> int:
+    """Write `index` as the next generation, commit it (file name + sha256) to the catalog, and only
+    then delete older generations and stray temp files. Callers hold the writer lock."""
+    generation = int(catalog.get_meta("generation") or 0) + 1
+    try:
+        name, sha = vi.write_atomically(index, directory, generation)
+    except OSError as exc:
+        raise StorageError(f"Cannot write the index file: {exc.strerror or exc}. The previous generation is still served.") from exc
+    catalog.set_meta({"generation": generation, "index_file": name, "index_sha256": sha, "index_count": len(index), **meta})
+    for path in vi.stale_files(directory, name):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    vi.fsync_dir(directory)
+    return generation
+
+
 def _build_from_catalog(catalog: Catalog, settings: vi.IndexSettings) -> Index:
     return vi.sync_with(settings.new_index(), catalog.ok_ids(), catalog.vectors)
 
@@ -182,26 +198,9 @@ class IndexWriter:
 
     def publish(self) -> int:
         """Bring the index in line with the catalog and publish it as a new generation; returns it."""
-        catalog = self.catalog
-        index = vi.sync_with(self._working_index(), catalog.ok_ids(), catalog.vectors)
-        generation = int(catalog.get_meta("generation") or 0) + 1
-        previous, _ = _current(catalog)
-        try:
-            name, sha = vi.write_atomically(index, self.directory, generation)
-        except OSError as exc:
-            raise StorageError(f"Cannot write the index file: {exc.strerror or exc}. The previous generation is still served.") from exc
-        catalog.set_meta({
-            "generation": generation,
-            "index_file": name,
-            "index_sha256": sha,
-            "index_count": len(index),
-            "last_indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
-        if previous and previous != name:
-            with contextlib.suppress(OSError):
-                (self.directory / previous).unlink()
-        vi.fsync_dir(self.directory)
-        return generation
+        index = vi.sync_with(self._working_index(), self.catalog.ok_ids(), self.catalog.vectors)
+        return publish_generation(self.catalog, self.directory, index,
+                                  last_indexed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 class IndexReader:
@@ -260,12 +259,7 @@ class IndexReader:
             writer_catalog = Catalog.open(self.directory, create=True)
             try:
                 index = _build_from_catalog(writer_catalog, settings_from_meta(meta))
-                generation = int(meta.get("generation") or 0) + 1
-                name, sha = vi.write_atomically(index, self.directory, generation)
-                writer_catalog.set_meta({"generation": generation, "index_file": name, "index_sha256": sha, "index_count": len(index)})
-                for path in vi.stale_files(self.directory, name):
-                    with contextlib.suppress(OSError):
-                        path.unlink()
+                generation = publish_generation(writer_catalog, self.directory, index)
                 self.notes.append(f"Republished the index file as generation {generation}.")
             finally:
                 writer_catalog.close()
