@@ -170,16 +170,12 @@ def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: P
 def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
     import onnxruntime  # noqa: F401  (before usearch, see runtime/vector_index.py)
 
+    from edge_search.export.synthetic import clustered_embeddings
     from edge_search.runtime import vector_index as vi
 
     rows = []
     for n in sizes:
-        rng = np.random.default_rng(n)
-        centres = rng.normal(size=(max(n // 100, 10), 768)).astype(np.float32)
-        basis = rng.normal(size=(24, 768)).astype(np.float32) / np.sqrt(24)
-        data = 0.6 * centres[rng.integers(0, len(centres), n + queries)] + rng.normal(size=(n + queries, 24)).astype(np.float32) @ basis
-        data += rng.normal(scale=0.02, size=data.shape).astype(np.float32)
-        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        data = clustered_embeddings(n + queries, 768, max(n // 100, 10), seed=n)
         base, probe = data[:n], data[n:]
         truth = np.argsort(-(probe @ base.T), axis=1)[:, :10]
         for dtype in ("f32", "f16", "i8"):

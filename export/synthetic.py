@@ -2,6 +2,7 @@
 
 Used where no real photos may be fetched: the export's parity batch, tests and benchmarks. Uniform
 noise alone is a poor proxy for photos (every patch looks alike to the model), hence the structure.
+Also clustered embedding-like vectors, for the vector-index tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -44,3 +45,15 @@ def parity_batch(count: int = 8, seed: int = 1234) -> list[Image.Image]:
     images.append(Image.fromarray(rng.integers(0, 256, (200, 260, 3), dtype=np.uint8), "RGB"))
     images.append(Image.new("RGB", (150, 150), (200, 120, 40)))
     return images
+
+
+def clustered_embeddings(n: int, dim: int, clusters: int, seed: int, rank: int = 24) -> np.ndarray:
+    """Unit vectors shaped like real embeddings: cluster centres plus variation along a few shared
+    directions (low intrinsic dimension) and a little isotropic noise. Pure isotropic noise has no
+    neighbours worth finding and HNSW scores ~0.4-0.6 on it."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    basis = rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(rank)
+    vectors = (0.6 * centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, rank)).astype(np.float32) @ basis
+               + rng.normal(scale=0.02, size=(n, dim)).astype(np.float32))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -151,9 +151,10 @@ def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def rescale_normalize(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """uint8 HWC -> float32 HWC; float64 rescale then float32 normalise, in transformers' order."""
-    values = pixels.astype(np.float32)
     if config.do_rescale:
         values = (pixels.astype(np.float64) * config.rescale_factor).astype(np.float32)
+    else:
+        values = pixels.astype(np.float32)
     if config.do_normalize:
         mean = np.array(config.image_mean, dtype=np.float32)
         std = np.array(config.image_std, dtype=np.float32)

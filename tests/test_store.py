@@ -11,6 +11,8 @@ import pytest
 
 from conftest import photo
 
+from edge_search.export.synthetic import clustered_embeddings as clustered
+
 from edge_search.runtime import vector_index as vi
 from edge_search.runtime.bundle import Bundle
 from edge_search.runtime.embedder import Embedder
@@ -133,18 +135,6 @@ def test_another_bundle_is_refused_with_how_to_reindex(engine, photo_dir, tmp_pa
     with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR"):
         with IndexWriter(index, Bundle.load(other), precision="fp32"):
             pass
-
-
-def clustered(n: int, dim: int, clusters: int, seed: int, rank: int = 24) -> np.ndarray:
-    """Unit vectors shaped like real embeddings: cluster centres plus variation along a few shared
-    directions (low intrinsic dimension) and a little isotropic noise. Pure isotropic noise has no
-    neighbours worth finding and HNSW scores ~0.4-0.6 on it."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    basis = rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(rank)
-    vectors = (0.6 * centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, rank)).astype(np.float32) @ basis
-               + rng.normal(scale=0.02, size=(n, dim)).astype(np.float32))
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def test_hnsw_recall_at_10_with_default_settings(monkeypatch):
