@@ -1,4 +1,8 @@
-"""`export-model`: the Typer front end of the export pipeline; the only place that prints or exits."""
+"""`export-model`: the Typer front end of the export pipeline; the only place that prints or exits.
+
+Heavy imports (torch, transformers, onnx) happen inside the command, so `--help`, `--version` and a
+search-only install's "install the export extra" message work without them.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from edge_search.runtime import __version__
+from edge_search.runtime import cli_edge
 from edge_search.runtime.bundle import PRECISIONS
 from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
 
-from .errors import ExportError
-from .onnx_export import DEFAULT_OPSET
-from .source import DEFAULT_MODEL
+from .defaults import DEFAULT_MODEL, DEFAULT_OPSET
+from .errors import ExportError, ExportStorageError, ExportUsageError, ParityError, SourceError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+# Exit codes of `export-model`, documented in README.md: the only place they are numbered.
+EXIT_CODES: dict[type, int] = {ExportUsageError: 2, SourceError: 3, ParityError: 4, ExportStorageError: 5}
+EXPORT_PACKAGES = ("torch", "transformers", "optimum", "onnx")
+
+app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
@@ -36,6 +45,28 @@ def _step_reporter(console: Console):
     return step
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"export-model (edge-search) {__version__}")
+        raise typer.Exit()
+
+
+def _import_pipeline():
+    """The export pipeline, or a SourceError naming the extra to install where its packages are missing."""
+    try:
+        from .pipeline import export_bundle
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in EXPORT_PACKAGES:
+            raise
+        raise ExportUsageError(
+            f"export-model needs {missing}, which this install lacks: it is a search-only install. On the "
+            "workstation that exports models, install the export extra: pip install torch==2.13.0 "
+            "'edge-search[export]' (any torch build that suits it). A device only needs a bundle copied over."
+        ) from None
+    return export_bundle
+
+
 @app.command(help="Export a Hugging Face ViT-style encoder to a verified ONNX bundle (fp32, fp16, int8 + manifest.json).")
 def export_model(
     model: Annotated[str, typer.Option(help="Hub id or local checkpoint directory.")] = DEFAULT_MODEL,
@@ -46,23 +77,21 @@ def export_model(
     precision: Annotated[
         Optional[list[str]], typer.Option(help="Graphs to write; repeat for several. [default: fp32, fp16, int8]")
     ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+    opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out.")] = False,
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only).")
     ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    from .pipeline import export_bundle
-
+    export_bundle = _import_pipeline()
     out = out or default_bundle_dir()
-    try:
-        manifest = export_bundle(
-            model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
-            force=force, random_weights=random_weights, step=_step_reporter(err),
-        )
-    except ExportError as exc:
-        err.print(f"[bold red]export-model:[/] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+    manifest = export_bundle(
+        model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
+        force=force, random_weights=random_weights, step=_step_reporter(err),
+    )
     typer.echo(f"Wrote {out} ({manifest.architecture}, dim {manifest.embedding_dim}, opset {manifest.opset})")
     for name, spec in manifest.files.items():
         fused = ", ".join(f"{op}×{n}" for op, n in spec.fused_ops.items()) or "none"
@@ -75,4 +104,6 @@ def export_model(
 
 
 def main() -> None:
-    app()
+    cli_edge.run(  # no arguments is fine here: it exports the default model
+        app, prog="export-model", table=EXIT_CODES, base_error=ExportError, brief=None, interrupted="Nothing was written to --out.",
+    )

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_OPSET  # noqa: F401  (re-exported)
 from .attention import fold_layer_scale, make_fusable
 from .cls_only import ClsOnlyEncoder
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
-DEFAULT_OPSET = 17
 
 
 def exportable(encoder: nn.Module) -> tuple[nn.Module, int]:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import EXIT_PARITY, ExportError
+from .errors import ParityError
 from .onnx_export import INPUT_NAME
 from .synthetic import parity_batch
 
@@ -54,8 +54,6 @@ def measure(precision: str, path: Path, reference: np.ndarray, pixel_values: np.
 
 def enforce(precision: str, figures: dict[str, float]) -> None:
     if figures["min_cosine"] < figures["threshold"]:
-        raise ExportError(
+        raise ParityError(
             f"Parity check failed for {precision}: min cosine {figures['min_cosine']:.6f} against PyTorch is below "
-            f"{figures['threshold']}. The bundle was not written.",
-            EXIT_PARITY,
-        )
+            f"{figures['threshold']}. The bundle was not written.")

@@ -20,7 +20,7 @@ import onnx
 from edge_search.runtime.bundle import MANIFEST_NAME, PRECISIONS, SCHEMA_VERSION, Manifest, ModelFile, TensorSpec, sha256_file
 
 from . import optimize, parity
-from .errors import EXIT_STORAGE, EXIT_USAGE, ExportError
+from .errors import ExportStorageError, ExportUsageError, SourceError
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
 from .preprocess_config import preprocess_config
 from .source import DEFAULT_MODEL, load_source
@@ -47,17 +47,15 @@ def _versions() -> dict[str, str]:
 def _refuse_external_data(path: Path) -> None:
     model = onnx.load(str(path), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        raise ExportError(f"{path.name} needs external data files, which the runtime refuses (model over 2 GB?).")
+        raise SourceError(f"{path.name} needs external data files, which the runtime refuses (model over 2 GB?).")
 
 
 def _prepare_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} exists and is not a directory.", EXIT_USAGE)
+        raise ExportUsageError(f"--out {out} exists and is not a directory.")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(
-            f"--out {out} already exists and is not empty. Pass --force to replace it, or choose another --out.",
-            EXIT_USAGE,
-        )
+        raise ExportUsageError(
+            f"--out {out} already exists and is not empty. Pass --force to replace it, or choose another --out.")
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -91,7 +89,7 @@ def export_bundle(
     out = Path(out).expanduser().absolute()
     unknown = set(precisions) - set(PRECISIONS)
     if unknown or not precisions:
-        raise ExportError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.", EXIT_USAGE)
+        raise ExportUsageError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
     precisions = tuple(p for p in PRECISIONS if p in precisions)
     _prepare_out(out, force)
     try:
@@ -100,13 +98,13 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as exc:
-        raise ExportError(f"Cannot create the bundle beside {out}: {exc.strerror}.", EXIT_STORAGE) from exc
+        raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
         manifest = _build(model, revision, staging, precisions, opset, random_weights, step)
         _publish(staging, out)
         return manifest
     except OSError as exc:
-        raise ExportError(f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}.", EXIT_STORAGE) from exc
+        raise ExportStorageError(f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -125,6 +123,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, st
     fused_path = work / "fused.fp32.onnx"
     with step("fuse"):
         fused_model = optimize.fuse(raw, fused_path, num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+    source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs: dict[str, Path] = {}
     if "fp32" in precisions:
         graphs["fp32"] = staging / "model.fp32.onnx"
@@ -174,6 +173,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, st
         opset=opset,
         versions=_versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_sha256=source_sha256,
     )
     manifest_path = staging / MANIFEST_NAME
     with open(manifest_path, "w") as handle:

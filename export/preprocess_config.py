@@ -6,7 +6,7 @@ from typing import Any
 
 from edge_search.runtime.bundle import PreprocessConfig
 
-from .errors import EXIT_SOURCE, ExportError
+from .errors import SourceError
 
 
 def _plain_size(size: Any) -> dict[str, int] | None:
@@ -21,7 +21,7 @@ def preprocess_config(processor: Any) -> PreprocessConfig:
     """Everything the runtime needs to reproduce `processor` with numpy + Pillow."""
     size = _plain_size(getattr(processor, "size", None)) or {}
     if not ({"height", "width"} <= size.keys() or "shortest_edge" in size):
-        raise ExportError(f"Unsupported image-processor size {size!r} ({type(processor).__name__}).", EXIT_SOURCE)
+        raise SourceError(f"Unsupported image-processor size {size!r} ({type(processor).__name__}).")
     do_center_crop = bool(getattr(processor, "do_center_crop", False))
     mean = getattr(processor, "image_mean", None) or [0.0, 0.0, 0.0]
     std = getattr(processor, "image_std", None) or [1.0, 1.0, 1.0]

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import EXIT_SOURCE, EXIT_USAGE, ExportError
+from .defaults import DEFAULT_MODEL
+from .errors import ExportError, ExportUsageError, SourceError
 
-DEFAULT_MODEL = "google/vit-base-patch16-224"
 SUPPORTED_MODEL_TYPES = ("vit", "deit", "dinov2")
 RANDOM_WEIGHTS_SEED = 0
 
@@ -68,25 +68,21 @@ def _builtin_default() -> tuple[Any, Any]:
 
 def _hub_failure(model_id: str, exc: Exception) -> ExportError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ExportError(
+    return SourceError(
         f"Could not fetch {model_id!r} from the Hugging Face hub ({reason}). This machine may be offline. "
         f"Ways out: pass a local checkpoint directory to --model (one made by `save_pretrained`, with "
         f"config.json and preprocessor_config.json); or set HF_HUB_OFFLINE=1 if the model is already in the "
         f"local Hugging Face cache; or use --random-weights to build the architecture with random weights "
-        f"(for speed benchmarks and smoke runs only).",
-        EXIT_SOURCE,
-    )
+        f"(for speed benchmarks and smoke runs only).")
 
 
 def _check_supported(config: Any, model_id: str) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ExportError(
+        raise SourceError(
             f"{model_id!r} is a {model_type!r} model, which export-model does not support. Supported: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (ViT, DeiT, DINOv2 checkpoints, with or without a "
-            "classification head; the encoder's CLS token is the embedding).",
-            EXIT_SOURCE,
-        )
+            "classification head; the encoder's CLS token is the embedding).")
 
 
 def _encoder_class(model_type: str):
@@ -107,9 +103,9 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
     local = Path(model).expanduser()
     is_local = local.exists()
     if is_local and not (local / "config.json").is_file():
-        raise ExportError(f"{local} is not a checkpoint directory (it has no config.json).", EXIT_USAGE)
+        raise ExportUsageError(f"{local} is not a checkpoint directory (it has no config.json).")
     if not is_local and (model.startswith((".", "/", "~")) or os.sep + os.sep in model):
-        raise ExportError(f"No checkpoint directory at {model}.", EXIT_USAGE)
+        raise ExportUsageError(f"No checkpoint directory at {model}.")
     ref = str(local) if is_local else model
 
     def fetch(loader):
@@ -117,7 +113,7 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
             return loader.from_pretrained(ref, revision=revision, **({"use_fast": False} if loader is AutoImageProcessor else {}))
         except Exception as exc:  # hub / network / cache errors come in many types
             if is_local:
-                raise ExportError(f"Cannot read the checkpoint at {local}: {str(exc).strip()}", EXIT_USAGE) from exc
+                raise ExportUsageError(f"Cannot read the checkpoint at {local}: {str(exc).strip()}") from exc
             raise _hub_failure(model, exc) from exc
 
     try:
@@ -140,7 +136,7 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
             encoder = encoder_class.from_pretrained(ref, revision=revision, **_encoder_kwargs(model_type))
         except Exception as exc:
             if is_local:
-                raise ExportError(f"Cannot load the weights at {local}: {exc}", EXIT_USAGE) from exc
+                raise ExportUsageError(f"Cannot load the weights at {local}: {exc}") from exc
             raise _hub_failure(model, exc) from exc
     encoder = encoder.float().eval()
     commit = getattr(config, "_commit_hash", None)

@@ -88,6 +88,9 @@ class Manifest:
     versions: dict[str, str]
     created_at: str
     external_data: bool = False
+    # sha256 of the fused fp32 graph every precision is derived from (written since manifest 1.1; older
+    # bundles fall back to their fp32 file, see `embedding_identity`).
+    source_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,5 +237,29 @@ class Bundle:
 
     @property
     def identity(self) -> str:
-        """What a catalog records to know which bundle built it."""
-        return self.manifest_sha256
+        """What a catalog records to know which bundle built it: see `embedding_identity`."""
+        return embedding_identity(self.manifest)
+
+
+def embedding_identity(manifest: Manifest) -> str:
+    """A hash of what determines the embeddings, and of nothing else.
+
+    In: the architecture, the embedding size, the preprocessing, and the weights (as the hash of the
+    fused fp32 graph every precision is made from). Out: timestamps, versions, parity figures, the
+    model id as spelled on the command line, and which precisions the bundle happens to carry. So
+    re-exporting the same checkpoint, or adding a precision, keeps the identity; other weights or
+    other preprocessing change it. Precisions of one identity may be mixed in an index (int8 and
+    fp16 answer within their parity bounds of fp32).
+    """
+    source = manifest.source_sha256
+    if source is None:  # bundles exported before source_sha256 existed
+        fp32 = manifest.files.get("fp32")
+        source = fp32.sha256 if fp32 else ",".join(sorted(f.sha256 for f in manifest.files.values()))
+    determining = {
+        "architecture": manifest.architecture,
+        "model_type": manifest.model_type,
+        "embedding_dim": manifest.embedding_dim,
+        "preprocess": asdict(manifest.preprocess),
+        "source_sha256": source,
+    }
+    return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()

@@ -1,4 +1,5 @@
-"""The SQLite catalog: the source of truth, one row per image file plus a `meta` table.
+"""The SQLite catalog: the source of truth, one row per image file, the roots a user indexed (with
+their exclude patterns) and a `meta` table (read and written as `IndexMeta`).
 
 Paths are stored as the raw bytes of the file system (`os.fsencode`), so names that are not valid
 UTF-8 survive unchanged. Row ids are the usearch keys (AUTOINCREMENT: a key is never reused).
@@ -6,6 +7,7 @@ UTF-8 survive unchanged. Row ids are the usearch keys (AUTOINCREMENT: a key is n
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -16,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorrupt, IndexMissing, StorageError
+from .meta import IndexMeta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the roots table and the sha256 lookup; version 1 catalogs are migrated on write
+READABLE_VERSIONS = (1, 2)
 CATALOG_NAME = "catalog.sqlite"
 
 _SCHEMA = """
@@ -33,6 +37,12 @@ CREATE TABLE IF NOT EXISTS files (
     embedding BLOB,
     indexed_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
+CREATE TABLE IF NOT EXISTS roots (
+    path BLOB PRIMARY KEY,
+    excludes TEXT NOT NULL,
+    include_hidden INTEGER NOT NULL
+);
 """
 
 
@@ -43,6 +53,22 @@ class FileState:
     size: int
     mtime_ns: int
     status: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Root:
+    """A folder (or file) the user indexed, remembered with how it was walked."""
+
+    path: str
+    excludes: tuple[str, ...] = ()
+    include_hidden: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
 
 
 def encode_path(path: Path | str) -> bytes:
@@ -67,6 +93,10 @@ class Catalog:
         self.path = path
 
     # -- opening -------------------------------------------------------------------------------
+    @staticmethod
+    def path_in(index_dir: Path) -> Path:
+        return Path(index_dir) / CATALOG_NAME
+
     @classmethod
     def open(cls, index_dir: Path, *, create: bool) -> "Catalog":
         path = Path(index_dir) / CATALOG_NAME
@@ -85,12 +115,14 @@ class Catalog:
                 db = sqlite3.connect(path, timeout=30, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
-                db.executescript(_SCHEMA)
-                if db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None:
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                catalog = cls(db, path)
+                if catalog.get_meta("schema_version") is not None:
+                    catalog._check_schema()
+                db.executescript(_SCHEMA)  # creates what is new, or what a version 1 catalog lacks
+                catalog.set_meta({"schema_version": SCHEMA_VERSION})
             else:
-                db = cls._open_reader(path)
-            catalog = cls(db, path)
+                catalog = cls(cls._open_reader(path), path)
             catalog._check_schema()
             return catalog
         except sqlite3.DatabaseError as exc:
@@ -110,9 +142,10 @@ class Catalog:
 
     def _check_schema(self) -> None:
         version = self.get_meta("schema_version")
-        if version is None or int(version) != SCHEMA_VERSION:
+        if version is None or int(version) not in READABLE_VERSIONS:
             raise IndexCorrupt(
-                f"The catalog {self.path} has schema version {version}, this edge-search reads {SCHEMA_VERSION}. "
+                f"The catalog {self.path} has schema version {version}, this edge-search reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))}. "
                 "Delete the index directory and index again."
             )
 
@@ -127,13 +160,24 @@ class Catalog:
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
 
+    def index_meta(self) -> IndexMeta:
+        return IndexMeta.from_rows(self.meta())
+
+    def write_index_meta(self, meta: IndexMeta) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM meta WHERE key='bundle_sha256'")  # superseded by bundle_identity
+            self._put_meta(meta.to_rows())
+
     def set_meta(self, values: dict[str, object]) -> None:
         """Atomically set several meta values (one durable transaction)."""
         with self.transaction():
-            self.db.executemany(
-                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                [(k, str(v)) for k, v in values.items()],
-            )
+            self._put_meta(values)
+
+    def _put_meta(self, values: dict[str, object]) -> None:
+        self.db.executemany(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [(k, str(v)) for k, v in values.items()],
+        )
 
     # -- transactions --------------------------------------------------------------------------
     def transaction(self):
@@ -161,8 +205,49 @@ class Catalog:
 
     # -- files ---------------------------------------------------------------------------------
     def states(self) -> dict[bytes, FileState]:
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, status FROM files")
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, sha256 FROM files")
         return {row[1]: FileState(*row) for row in rows}
+
+    def ok_ids_by_sha256(self) -> dict[str, int]:
+        """Content hash -> a row embedded from that content (what a moved or touched file can reuse)."""
+        return {row[0]: row[1] for row in self.db.execute("SELECT sha256, id FROM files WHERE status='ok' AND sha256 IS NOT NULL")}
+
+    def vector(self, key: int) -> np.ndarray | None:
+        row = self.db.execute("SELECT embedding FROM files WHERE id=? AND status='ok'", (int(key),)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def sha256_of(self, key: int) -> str | None:
+        row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
+        return row[0] if row else None
+
+    def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
+        """New (size, mtime_ns) for files whose content is unchanged: same key, same embedding."""
+        with self.transaction():
+            self.db.executemany("UPDATE files SET size=?, mtime_ns=? WHERE path=?", [(s, m, p) for p, s, m in rows])
+
+    def failures(self) -> list[Failure]:
+        rows = self.db.execute("SELECT path, error FROM files WHERE status='failed' ORDER BY path")
+        return [Failure(decode_path(path), error or "unknown error") for path, error in rows]
+
+    # -- roots ---------------------------------------------------------------------------------
+    def roots(self) -> list[Root]:
+        try:
+            rows = self.db.execute("SELECT path, excludes, include_hidden FROM roots ORDER BY path").fetchall()
+        except sqlite3.OperationalError:  # a version 1 catalog opened read-only: no roots remembered yet
+            return []
+        return [Root(decode_path(path), tuple(json.loads(excludes)), bool(hidden)) for path, excludes, hidden in rows]
+
+    def remember_roots(self, roots: Iterable[Root]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO roots VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET excludes=excluded.excludes, "
+                "include_hidden=excluded.include_hidden",
+                [(encode_path(r.path), json.dumps(list(r.excludes)), int(r.include_hidden)) for r in roots],
+            )
+
+    def forget_roots(self, paths: Iterable[bytes]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM roots WHERE path=?", [(p,) for p in paths])
 
     def upsert_results(self, rows: Iterable[tuple[bytes, int, int, str | None, np.ndarray | None, str | None]]) -> None:
         """(path, size, mtime_ns, sha256, vector or None, error or None) per file, in one transaction.

@@ -1,37 +1,49 @@
 """`edge-search verify`: every check a user needs when something looks wrong, each with a verdict.
 
 Bundle hashes (in full, ignoring the cache), the catalog (`PRAGMA integrity_check`, duplicates), the
-published index file against the catalog, and which execution providers really start.
+published index file against the catalog, and which execution providers really start. A provider that
+this machine cannot offer (CUDA on a CPU-only box) is information, not a failure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from . import vector_index as vi
 from .bundle import Bundle, sha256_file
 from .catalog import Catalog
 from .errors import EdgeSearchError
 
+Status = Literal["ok", "fail", "info"]
+
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    ok: bool
+    status: Status
     detail: str
 
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
 
-def check_bundle(root: Path) -> list[Check]:
+
+def _verdict(good: bool) -> Status:
+    return "ok" if good else "fail"
+
+
+def check_bundle_files(root: Path) -> list[Check]:
     try:
         bundle = Bundle.load(root)
     except EdgeSearchError as exc:
-        return [Check("bundle", False, str(exc))]
-    checks = [Check("bundle", True, f"{bundle.manifest.model_id} at {bundle.root} (schema {bundle.manifest.schema_version})")]
+        return [Check("bundle", "fail", str(exc))]
+    checks = [Check("bundle", "ok", f"{bundle.manifest.model_id} at {bundle.root} (schema {bundle.manifest.schema_version})")]
     for precision, spec in bundle.manifest.files.items():
-        actual = sha256_file(bundle.root / spec.path)
-        checks.append(Check(f"bundle {precision}", actual == spec.sha256,
-                            "sha256 matches the manifest" if actual == spec.sha256 else "sha256 differs from the manifest: re-export or re-copy"))
+        same = sha256_file(bundle.root / spec.path) == spec.sha256
+        checks.append(Check(f"bundle {precision}", _verdict(same),
+                            "sha256 matches the manifest" if same else "sha256 differs from the manifest: re-export or re-copy"))
     return checks
 
 
@@ -39,26 +51,26 @@ def check_index(directory: Path) -> list[Check]:
     try:
         catalog = Catalog.open(directory, create=False)
     except EdgeSearchError as exc:
-        return [Check("catalog", False, str(exc))]
+        return [Check("catalog", "fail", str(exc))]
     try:
         integrity = catalog.integrity_check()
-        checks = [Check("catalog", integrity == "ok", f"PRAGMA integrity_check: {integrity}")]
+        checks = [Check("catalog", _verdict(integrity == "ok"), f"PRAGMA integrity_check: {integrity}")]
         duplicates = catalog.duplicate_paths()
-        checks.append(Check("catalog rows", duplicates == 0, f"{catalog.count()} indexed, {catalog.count('failed')} failed, {duplicates} duplicate paths"))
-        meta = catalog.meta()
-        name, sha = meta.get("index_file"), meta.get("index_sha256")
-        if not name:
-            checks.append(Check("index file", False, "no generation published yet: run `edge-search index`"))
+        checks.append(Check("catalog rows", _verdict(duplicates == 0),
+                            f"{catalog.count()} indexed, {catalog.count('failed')} failed, {duplicates} duplicate paths"))
+        meta = catalog.index_meta()
+        if not meta.index_file:
+            checks.append(Check("index file", "fail", "no generation published yet: run `edge-search index`"))
             return checks
         try:
-            index = vi.load_verified(directory / name, sha, view=True)
+            index = vi.load_verified(directory / meta.index_file, meta.index_sha256 or "", view=True)
         except EdgeSearchError as exc:
-            checks.append(Check("index file", False, f"{exc} The next query or index run rebuilds it from the catalog."))
+            checks.append(Check("index file", "fail", f"{exc} The next query or index run rebuilds it from the catalog."))
             return checks
         want = catalog.ok_ids()
         have = {int(k) for k in index.keys} if len(index) else set()
         same = want == have
-        checks.append(Check("index file", same, f"{name}: sha256 ok, {len(have)} vectors" +
+        checks.append(Check("index file", _verdict(same), f"{meta.index_file}: sha256 ok, {len(have)} vectors" +
                             ("" if same else f"; {len(want - have)} missing, {len(have - want)} extra versus the catalog (the next index run reconciles)")))
         return checks
     finally:
@@ -78,12 +90,13 @@ def check_providers(root: Path) -> list[Check]:
     available = ort.get_available_providers()
     for device in ("cuda", "cpu"):
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+        absent: Status = "info" if device == "cuda" else "fail"  # no GPU here is a fact, not a fault
         if provider not in available:
-            checks.append(Check(f"provider {device}", device != "cpu", f"{provider} is not in this onnxruntime build"))
+            checks.append(Check(f"provider {device}", absent, f"{provider} is not in this onnxruntime build"))
             continue
         try:
             session, _ = open_session(bundle, device=device)
-            checks.append(Check(f"provider {device}", True, f"starts: {session.provider} with {session.precision}"))
+            checks.append(Check(f"provider {device}", "ok", f"starts: {session.provider} with {session.precision}"))
         except EdgeSearchError as exc:
-            checks.append(Check(f"provider {device}", device != "cpu", f"does not start: {exc}"))
+            checks.append(Check(f"provider {device}", absent, f"does not start: {exc}"))
     return checks

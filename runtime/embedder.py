@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class EmbedResult:
     vector: np.ndarray | None = None
     error: str | None = None
     sha256: str | None = None
+    known: bool = False  # the content hash is in `reuse`: not decoded, the caller has its embedding
 
     @property
     def ok(self) -> bool:
@@ -65,15 +67,19 @@ class Embedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return l2_normalize(self.session.run(pixels))
 
-    def _load(self, path: Path) -> tuple[np.ndarray, str] | str:
-        """(pixels, sha256 of the file) or the reason it failed; the file is read once."""
+    def _load(self, path: Path, reuse: Container[str]) -> tuple[np.ndarray | None, str] | str:
+        """(pixels, sha256 of the file) or the reason it failed; the file is read once, hashed before
+        it is decoded, and not decoded at all when its hash is in `reuse` (pixels None)."""
         try:
             with open(path, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 if size > MAX_FILE_BYTES:
                     return f"file too large ({size} bytes)"
                 data = handle.read()
-            return self.preprocessor.load_bytes(data, path), hashlib.sha256(data).hexdigest()
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in reuse:
+                return None, sha
+            return self.preprocessor.load_bytes(data, path), sha
         except ImageDecodeError as exc:
             return exc.reason
         except FileNotFoundError:
@@ -87,8 +93,14 @@ class Embedder:
         except MemoryError:
             return "out of memory while decoding"
 
-    def embed(self, paths: Iterable[Path | str]) -> Iterator[EmbedResult]:
-        """Results in input order; decoding of later files overlaps inference of earlier ones."""
+    def embed(
+        self, paths: Iterable[Path | str], *, reuse: Container[str] = frozenset(), stop: threading.Event | None = None
+    ) -> Iterator[EmbedResult]:
+        """Results in input order; decoding of later files overlaps inference of earlier ones.
+
+        Files whose sha256 is in `reuse` come back as `known` results without being decoded. Once
+        `stop` is set, no new file is started: what is decoded is embedded and returned, the rest dropped.
+        """
         pending: list = []
         ready = 0
         window = self.batch_size * 2 + self.workers
@@ -97,19 +109,27 @@ class Embedder:
             source = iter(paths)
             exhausted = False
             while in_flight or not exhausted:
+                if stop is not None and stop.is_set():
+                    for _, future in in_flight:
+                        future.cancel()
+                    break
                 while not exhausted and len(in_flight) < window:
                     try:
                         path = Path(next(source))
                     except StopIteration:
                         exhausted = True
                         break
-                    in_flight.append((path, pool.submit(self._load, path)))
+                    in_flight.append((path, pool.submit(self._load, path, reuse)))
                 if not in_flight:
                     break
                 path, future = in_flight.popleft()
                 item = future.result()
+                needs_model = not isinstance(item, str) and item[0] is not None
+                if not needs_model and not pending:
+                    yield from self._flush([(path, item)])  # failures and known files need no batch: report now
+                    continue
                 pending.append((path, item))
-                ready += not isinstance(item, str)
+                ready += needs_model
                 if ready >= self.batch_size:
                     yield from self._flush(pending)
                     pending, ready = [], 0
@@ -117,10 +137,12 @@ class Embedder:
                 yield from self._flush(pending)
 
     def _flush(self, pending: list) -> Iterator[EmbedResult]:
-        arrays = [item[0] for _, item in pending if not isinstance(item, str)]
+        arrays = [item[0] for _, item in pending if not isinstance(item, str) and item[0] is not None]
         vectors = iter(self.embed_pixels(np.stack(arrays)) if arrays else [])
         for path, item in pending:
             if isinstance(item, str):
                 yield EmbedResult(path, error=item)
+            elif item[0] is None:
+                yield EmbedResult(path, sha256=item[1], known=True)
             else:
                 yield EmbedResult(path, vector=next(vectors), sha256=item[1])

@@ -1,4 +1,5 @@
-"""The one exception family of the runtime; the CLI turns each into a message and an exit code."""
+"""The one exception family of the runtime. Each class says what went wrong; the CLI's `EXIT_CODES`
+table (runtime/cli/app.py) is the only place that turns them into exit numbers."""
 
 from __future__ import annotations
 
@@ -6,21 +7,19 @@ from pathlib import Path
 
 
 class EdgeSearchError(Exception):
-    """Base of every expected failure. `exit_code` is what the CLI exits with."""
+    """Base of every expected failure."""
 
-    exit_code = 1
+
+class UsageError(EdgeSearchError):
+    """A request that cannot mean anything: an unknown device, a folder that does not exist."""
 
 
 class BundleError(EdgeSearchError):
     """The model bundle is missing, incomplete, tampered with or of an unknown schema."""
 
-    exit_code = 3
-
 
 class ImageDecodeError(EdgeSearchError):
     """One image could not be turned into pixels; the caller skips it and goes on."""
-
-    exit_code = 4
 
     def __init__(self, path: Path | str, reason: str):
         self.path = path
@@ -28,22 +27,20 @@ class ImageDecodeError(EdgeSearchError):
         super().__init__(f"{path}: {reason}")
 
 
+class ImagesFailed(EdgeSearchError):
+    """A run finished, but some images could not be read (their reasons are in the result)."""
+
+
 class ProviderError(EdgeSearchError):
     """The requested execution provider or precision cannot run here."""
-
-    exit_code = 5
 
 
 class IndexMissing(EdgeSearchError):
     """There is no index where one was expected."""
 
-    exit_code = 6
-
 
 class IndexMismatch(EdgeSearchError):
     """The index was built with a different bundle than the one in use."""
-
-    exit_code = 7
 
     def __init__(self, message: str, *, expected: str, got: str):
         self.expected = expected
@@ -54,16 +51,14 @@ class IndexMismatch(EdgeSearchError):
 class IndexCorrupt(EdgeSearchError):
     """The catalog cannot be read, or the index file cannot be rebuilt."""
 
-    exit_code = 8
-
 
 class IndexBusy(EdgeSearchError):
     """Another indexer holds the writer lock."""
-
-    exit_code = 9
 
 
 class StorageError(EdgeSearchError):
     """Writing failed: disk full, read-only directory, permissions."""
 
-    exit_code = 10
+
+class Interrupted(EdgeSearchError):
+    """Ctrl-C or SIGTERM: what was embedded before it has been committed."""

@@ -1,208 +1,179 @@
-"""`edge-search index`: walk folders, embed what is new or changed, prune what vanished, publish.
+"""Bring the catalog in line with the files under the roots: embed what is new or changed, reuse the
+embedding of content already seen (moved, renamed or touched files), prune what vanished, publish.
 
 Commits go to the catalog in small transactions, so a kill loses at most the batch in flight and
 the next run resumes (unchanged files are recognised by size + mtime). The usearch file is
-republished every `publish_every_s` seconds while indexing runs, so queries see progress.
+republished every `publish_every_s` seconds while indexing runs, so queries see progress. When
+`stop` is set (Ctrl-C, SIGTERM), no new file is started; what was embedded is committed and published.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import itertools
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .catalog import encode_path
-from .embedder import Embedder
+from .catalog import Root, encode_path
+from .embedder import Embedder, EmbedResult
 from .store import IndexWriter
+from .walk import walk
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-)
-
-
-@dataclass
-class WalkResult:
-    files: dict[str, os.stat_result] = field(default_factory=dict)
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    unreadable_dirs: list[str] = field(default_factory=list)
-
-
-def _excluded(path: str, patterns: tuple[str, ...]) -> bool:
-    name = os.path.basename(path)
-    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
-
-
-def walk(roots: Iterable[Path], excludes: tuple[str, ...] = ()) -> WalkResult:
-    """Image files under `roots` (following symlinks, each real directory once) and what went wrong."""
-    result = WalkResult()
-    visited: set[tuple[int, int]] = set()
-
-    def visit(directory: str) -> None:
-        try:
-            st = os.stat(directory)
-        except OSError as exc:
-            result.problems.append((directory, f"cannot open folder ({exc.strerror})"))
-            result.unreadable_dirs.append(directory)
-            return
-        ident = (st.st_dev, st.st_ino)
-        if ident in visited:
-            result.problems.append((directory, "symlink loop or repeated folder, skipped"))
-            return
-        visited.add(ident)
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            result.problems.append((directory, f"cannot read folder ({exc.strerror})"))
-            result.unreadable_dirs.append(directory)
-            return
-        for entry in entries:
-            path = entry.path
-            if _excluded(path, excludes):
-                continue
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                visit(path)
-                continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                reason = "broken symlink" if entry.is_symlink() else "vanished during the walk"
-                result.problems.append((path, reason))
-                continue
-            except OSError as exc:
-                result.problems.append((path, f"cannot stat ({exc.strerror})"))
-                continue
-            result.files[os.path.abspath(path)] = stat
-
-    for root in roots:
-        root_path = os.path.abspath(os.fspath(root))
-        if os.path.isfile(root_path):
-            if os.path.splitext(root_path)[1].lower() in IMAGE_SUFFIXES:
-                result.files[root_path] = os.stat(root_path)
-            else:
-                result.problems.append((root_path, "not an image file name"))
-        elif not os.path.exists(root_path):
-            result.problems.append((root_path, "no such file or folder"))
-            result.unreadable_dirs.append(root_path)
-        else:
-            visit(root_path)
-    return result
+# Called once per file as it is settled: (path, what happened: "added" | "updated" | "moved" | "unchanged" | "failed" | "vanished").
+FileCallback = Callable[[str, str], None]
 
 
 @dataclass
-class IndexSummary:
+class IndexReport:
+    """What one index run did. `embedded` counts model runs; moved and touched files need none."""
+
     added: int = 0
     updated: int = 0
+    moved: int = 0
     removed: int = 0
     unchanged: int = 0
+    embedded: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
     count: int = 0
     generation: int = 0
     seconds: float = 0.0
-    embedded: int = 0
+    interrupted: bool = False
+    pending: int = 0  # files left for the next run when interrupted
 
     @property
     def images_per_s(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.moved or self.removed)
+
     def as_dict(self) -> dict:
         return {
-            "added": self.added, "updated": self.updated, "removed": self.removed, "unchanged": self.unchanged,
+            "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
+            "unchanged": self.unchanged, "embedded": self.embedded,
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "problems": [{"path": p, "reason": r} for p, r in self.problems],
+            "missing_roots": self.missing_roots,
             "count": self.count, "generation": self.generation, "seconds": round(self.seconds, 3),
-            "images_per_s": round(self.images_per_s, 2),
+            "images_per_s": round(self.images_per_s, 2), "interrupted": self.interrupted, "pending": self.pending,
         }
 
 
-def _under(path: bytes, prefixes: list[bytes]) -> bool:
+def under(path: bytes, prefixes: list[bytes]) -> bool:
+    """Whether `path` is one of `prefixes` or inside one of them (byte paths, as the catalog stores them)."""
     return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
 
 
 def run_index(
     writer: IndexWriter,
     embedder: Embedder,
-    roots: list[Path],
+    roots: Sequence[Root | str | os.PathLike],
     *,
-    excludes: tuple[str, ...] = (),
     prune: bool = True,
     commit_every: int = 32,
     publish_every_s: float = 30.0,
-    on_total: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> IndexSummary:
+    on_start: Callable[[int], None] | None = None,
+    on_file: FileCallback | None = None,
+    stop: threading.Event | None = None,
+) -> IndexReport:
     started = time.perf_counter()
+    roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots]
     catalog = writer.catalog
-    summary = IndexSummary()
-    found = walk(roots, excludes)
-    summary.problems = found.problems
+    report = IndexReport()
+    found = walk(roots)
+    report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
+    known = catalog.ok_ids_by_sha256()  # taken before pruning: a moved file's old row is still here
 
     todo: list[tuple[str, os.stat_result]] = []
-    seen: set[bytes] = set()
-    existed: set[str] = set()
     for path, stat in found.files.items():
-        key = encode_path(path)
-        seen.add(key)
-        state = states.get(key)
+        state = states.get(encode_path(path))
         if state and state.size == stat.st_size and state.mtime_ns == stat.st_mtime_ns:
-            summary.unchanged += 1
+            report.unchanged += 1
             continue
         todo.append((path, stat))
-        if state:
-            existed.add(path)
 
-    if prune:
-        roots_b = [encode_path(r) for r in roots]
-        keep_b = [encode_path(d) for d in found.unreadable_dirs]
-        gone = [p for p in states if p not in seen and _under(p, roots_b) and not _under(p, keep_b)]
-        summary.removed = catalog.delete_paths(gone) if gone else 0
-
-    if on_total:
-        on_total(len(todo))
+    if on_start:
+        on_start(len(todo))
     stats = dict(todo)
-    batch: list = []
-    last_publish = time.monotonic()
+    rows: list = []
+    touched: list = []
     vanished: list[bytes] = []
-    for result in embedder.embed(path for path, _ in todo):
-        stat = stats[str(result.path)]
-        if result.vanished:
-            summary.problems.append((str(result.path), "deleted during indexing"))
-            vanished.append(encode_path(result.path))
+    last_publish = time.monotonic()
+
+    def commit() -> None:
+        if rows:
+            catalog.upsert_results(rows)
+        if touched:
+            catalog.touch(touched)
+        rows.clear()
+        touched.clear()
+
+    settled = 0
+    retry: list[str] = []  # known content whose row was replaced during this run (files swapped names)
+    results = embedder.embed((path for path, _ in todo), reuse=known, stop=stop)
+    for result in itertools.chain(results, embedder.embed(retry, stop=stop)):  # `retry` is filled by then
+        path = str(result.path)
+        key = encode_path(path)
+        outcome = _settle(result, states.get(key), stats[path], found.files, catalog, known, rows, touched)
+        if outcome == "retry":
+            retry.append(path)
             continue
-        batch.append((encode_path(result.path), stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
-        if result.ok:
-            summary.embedded += 1
-            if str(result.path) in existed:
-                summary.updated += 1
-            else:
-                summary.added += 1
+        settled += 1
+        if outcome == "vanished":
+            report.problems.append((path, "deleted during indexing"))
+            vanished.append(key)
+        elif outcome == "failed":
+            report.failed.append((path, result.error or "unknown error"))
         else:
-            summary.failed.append((str(result.path), result.error or "unknown error"))
-        if len(batch) >= commit_every:
-            catalog.upsert_results(batch)
-            if on_progress:
-                on_progress(len(batch))
-            batch = []
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            report.embedded += result.ok
+        if on_file:
+            on_file(path, outcome)
+        if len(rows) + len(touched) >= commit_every:
+            commit()
             if time.monotonic() - last_publish > publish_every_s:
                 writer.publish()
                 last_publish = time.monotonic()
-    if batch:
-        catalog.upsert_results(batch)
-        if on_progress:
-            on_progress(len(batch))
-    if vanished and prune:
-        summary.removed += catalog.delete_paths(vanished)
-    summary.generation = writer.publish()
-    summary.count = catalog.count()
-    summary.seconds = time.perf_counter() - started
-    return summary
+    commit()
+    report.interrupted = bool(stop is not None and stop.is_set() and settled < len(todo))
+    report.pending = len(todo) - settled
+
+    if prune:
+        seen = {encode_path(p) for p in found.files}
+        roots_b = [encode_path(r.path) for r in roots]
+        keep_b = [encode_path(d) for d in found.unreadable_dirs]
+        gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
+        report.removed = catalog.delete_paths(gone + vanished) if gone or vanished else 0
+    report.generation = writer.publish_if_changed(report.changed)
+    report.count = catalog.count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched) -> str:
+    """Queue the catalog change for one file; returns what happened to it."""
+    key = encode_path(result.path)
+    if result.vanished:
+        return "vanished"
+    if result.known:
+        if state is not None and state.sha256 == result.sha256 and state.status == "ok":
+            touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
+            return "unchanged"
+        source = known[result.sha256]
+        vector = catalog.vector(source)
+        if vector is None:  # that row was replaced earlier in this run: embed this file after all
+            return "retry"
+        rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, vector, None))
+        source_path = catalog.paths_for([source]).get(source)
+        moved = source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
+        return "moved" if moved else ("updated" if state else "added")
+    rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
+    if not result.ok:
+        return "failed"
+    return "updated" if state else "added"

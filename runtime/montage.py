@@ -1,26 +1,52 @@
-"""The query image beside its results, labelled with rank and score: a picture of an answer."""
+"""The query beside its results, each tile labelled: a picture of an answer.
+
+A header names the query file(s); each tile shows rank, score (4 decimals, so 0.9996 is not "1.000")
+and the shortened file name; a file that is gone is marked missing; transparency is shown over a
+checkerboard, as image viewers do.
+"""
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import ImageDecodeError, StorageError
-from .preprocess import open_image, to_rgb
+from .preprocess import open_image
 
 TILE = 256
-LABEL_H = 28
+LABEL_H = 46
+HEADER_H = 34
 PAD = 8
+BACKGROUND = (18, 18, 18)
 
 
-def _tile(path: str | Path) -> Image.Image:
+def _checkerboard(size: tuple[int, int], square: int = 12) -> Image.Image:
+    board = Image.new("RGB", size, (204, 204, 204))
+    draw = ImageDraw.Draw(board)
+    for y in range(0, size[1], square):
+        for x in range((y // square) % 2 * square, size[0], 2 * square):
+            draw.rectangle([x, y, x + square - 1, y + square - 1], fill=(153, 153, 153))
+    return board
+
+
+def _tile(source) -> tuple[Image.Image, bool]:
+    """(tile, whether the image could be read)."""
     try:
-        image = to_rgb(open_image(path))
+        image = open_image(io.BytesIO(source) if isinstance(source, bytes) else source)
     except ImageDecodeError:
-        image = Image.new("RGB", (TILE, TILE), (90, 90, 90))
-    return ImageOps.pad(image, (TILE, TILE), color=(30, 30, 30))
+        return Image.new("RGB", (TILE, TILE), (70, 30, 30)), False
+    image = ImageOps.contain(image, (TILE, TILE))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        shown = _checkerboard(rgba.size)
+        shown.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        shown = image.convert("RGB")
+    return ImageOps.pad(shown, (TILE, TILE), color=(30, 30, 30)), True
 
 
 def _font(size: int):
@@ -30,24 +56,47 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def write_montage(query: str | Path, hits: Sequence, out: Path, columns: int = 6) -> Path:
-    """Query first (framed), then each hit with "#rank  score"; saved as JPEG or PNG by suffix."""
-    cells = [(query, "query")] + [(hit.path, f"#{hit.rank}  {hit.score:.3f}") for hit in hits]
+def _short(name: str, width: int = 26) -> str:
+    name = os.fsencode(name).decode("utf-8", "replace")
+    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2):]
+
+
+def hit_label(hit) -> str:
+    """Rank and score with 4 decimals: 0.9996 must not read as 1.000."""
+    return f"#{hit.rank}  {hit.score:.4f}"
+
+
+def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6) -> Path:
+    """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix."""
+    cells = [(source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None)
+             for label, source in zip(labels, sources)]
+    cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path) for hit in hits]
     columns = max(1, min(columns, len(cells)))
     rows = -(-len(cells) // columns)
-    sheet = Image.new("RGB", (PAD + columns * (TILE + PAD), PAD + rows * (TILE + LABEL_H + PAD)), (18, 18, 18))
+    width = PAD + columns * (TILE + PAD)
+    sheet = Image.new("RGB", (width, HEADER_H + PAD + rows * (TILE + LABEL_H + PAD)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = _font(18)
-    for i, (path, label) in enumerate(cells):
+    font, small = _font(18), _font(14)
+    header = "query: " + ", ".join(_short(str(label), 60) for label in labels) + f"  ·  {len(hits)} result(s)"
+    draw.text((PAD, PAD), header, fill=(255, 200, 0), font=font)
+    for i, (source, label, name, path) in enumerate(cells):
         x = PAD + (i % columns) * (TILE + PAD)
-        y = PAD + (i // columns) * (TILE + LABEL_H + PAD)
-        sheet.paste(_tile(path), (x, y))
-        if i == 0:
+        y = HEADER_H + PAD + (i // columns) * (TILE + LABEL_H + PAD)
+        tile, readable = _tile(source)
+        sheet.paste(tile, (x, y))
+        if not readable:
+            missing = path is not None and not os.path.exists(path)
+            draw.text((x + 10, y + TILE // 2 - 10), "missing file" if missing else "cannot be read", fill=(255, 120, 120), font=font)
+        if label == "query":
             draw.rectangle([x - 3, y - 3, x + TILE + 2, y + TILE + 2], outline=(255, 200, 0), width=3)
         draw.text((x + 4, y + TILE + 4), label, fill=(235, 235, 235), font=font)
+        draw.text((x + 4, y + TILE + 26), _short(name), fill=(180, 180, 180), font=small)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(out, quality=90) if out.suffix.lower() in (".jpg", ".jpeg") else sheet.save(out)
+        if out.suffix.lower() in (".jpg", ".jpeg"):
+            sheet.save(out, quality=90)
+        else:
+            sheet.save(out)
     except (OSError, ValueError) as exc:
         raise StorageError(f"Cannot write the montage {out}: {exc}") from exc
     return out

@@ -12,6 +12,7 @@ Only an allowlist of formats is opened, so Ghostscript (EPS) and friends are nev
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,12 +76,14 @@ def open_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source, formats=allowed_formats())
-        width, height = image.size
-        if width * height > max_pixels:
-            image.close()
-            raise ImageDecodeError(path, f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
         if draft_hw is not None and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_hw[1], draft_hw[0]))
+        width, height = image.size  # what will be decoded: a drafted JPEG costs a fraction of its full size
+        if width * height > max_pixels:
+            image.close()
+            raise ImageDecodeError(
+                path, f"{width}x{height} pixels exceeds the limit of {max_pixels / 1e6:.0f} megapixels "
+                "(a decompression bomb? if it is a real photo, raise the limit with --max-megapixels)")
         image.load()
         return ImageOps.exif_transpose(image)
     except ImageDecodeError:
@@ -92,12 +95,58 @@ def open_image(
     except PermissionError:
         raise ImageDecodeError(path, "permission denied") from None
     except UnidentifiedImageError:
-        reason = "empty file" if _is_empty(source) else "not an image in a supported format"
+        if _is_empty(source):
+            reason = "empty file"
+        elif _is_heif(source) and "HEIF" not in allowed_formats():
+            reason = "a HEIC/HEIF image: reading it needs the heic extra (pip install 'edge-search[heic]')"
+        else:
+            reason = "not an image in a supported format"
         raise ImageDecodeError(path, reason) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image ({exc})") from None
+
+
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _is_heif(source) -> bool:
+    """An ISO-BMFF file whose brand says HEIF (AVIF has its own brand and opens through Pillow)."""
+    try:
+        if isinstance(source, io.BytesIO):
+            head = source.getbuffer()[:12].tobytes()
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(12)
+    except (OSError, TypeError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def default_max_pixels(workers: int) -> int:
+    """The largest image (in pixels, after JPEG draft) that `workers` parallel decodes can hold in the
+    memory available now: ~24 bytes a pixel each (decoded RGB(A), its conversion and resize copies),
+    at most a quarter of available memory, between 24 and 178 megapixels (Pillow's own hard limit)."""
+    available = _available_memory()
+    if available is None:
+        return DEFAULT_MAX_PIXELS
+    fit = available // 4 // (24 * max(1, workers))
+    return int(min(max(fit, 24_000_000), 2 * DEFAULT_MAX_PIXELS))
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _is_empty(source) -> bool:

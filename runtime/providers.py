@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProviderError
+from .errors import ProviderError, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
@@ -60,9 +60,9 @@ def resolve(
 ) -> list[Plan]:
     """The plans to try, in order. Pure: `available` is onnxruntime's (untrusted) list of providers."""
     if device not in DEVICES:
-        raise ProviderError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}.")
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}.")
     if precision not in PRECISION_CHOICES:
-        raise ProviderError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
+        raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
     cpu_plan = Plan("cpu", _pick_precision("cpu", precision, have), [CPU])
     if device == "cpu":

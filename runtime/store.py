@@ -13,7 +13,8 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from .vector_index import Index
 from .bundle import Bundle
 from .catalog import Catalog
 from .errors import IndexBusy, IndexCorrupt, IndexMismatch, StorageError
+from .meta import IndexMeta
 
 LOCK_NAME = "writer.lock"
 HOLDER_NAME = "writer.json"
@@ -37,42 +39,36 @@ class Hit:
     key: int
 
 
-def settings_from_meta(meta: dict[str, str]) -> vi.IndexSettings:
-    return vi.IndexSettings(
-        dim=int(meta["dim"]),
-        dtype=meta.get("vector_dtype", vi.DEFAULT_DTYPE),
-        connectivity=int(meta.get("connectivity", vi.DEFAULT_CONNECTIVITY)),
-        expansion_add=int(meta.get("expansion_add", vi.DEFAULT_EXPANSION_ADD)),
-        expansion_search=int(meta.get("expansion_search", vi.DEFAULT_EXPANSION_SEARCH)),
-    )
-
-
 def check_bundle(catalog: Catalog, bundle: Bundle) -> None:
-    """Refuse a bundle other than the one the catalog was built with."""
-    recorded = catalog.get_meta("bundle_sha256")
-    if recorded is None or recorded == bundle.identity:
-        return
-    meta = catalog.meta()
+    """Refuse a bundle whose embeddings differ from those the catalog holds (see `embedding_identity`)."""
+    meta = catalog.index_meta()
+    if meta.bundle_identity is not None:
+        if meta.bundle_identity == bundle.identity:
+            return
+    elif meta.legacy_manifest_sha256 is None or meta.legacy_manifest_sha256 == bundle.manifest_sha256:
+        return  # a new index, or one from before bundle identities whose manifest is the very same file
+    recorded = meta.bundle_identity or meta.legacy_manifest_sha256 or ""
     raise IndexMismatch(
         f"The index at {catalog.path.parent} was built with a different model bundle "
-        f"({meta.get('model_id')}, manifest {recorded[:12]}…, at {meta.get('bundle_path')}) than the one in use "
-        f"({bundle.manifest.model_id}, manifest {bundle.identity[:12]}…, at {bundle.root}). Embeddings of "
-        "different bundles cannot be compared. Use the original bundle (--model), or index again into a new "
-        "location: `edge-search index DIR --index NEW_INDEX_DIR --model BUNDLE` (or delete the old index directory).",
+        f"({meta.model_id}, identity {recorded[:12]}…, at {meta.bundle_path}) than the one in use "
+        f"({bundle.manifest.model_id}, identity {bundle.identity[:12]}…, at {bundle.root}): other weights or "
+        "other preprocessing. Embeddings of different models cannot be compared. Use the original bundle "
+        "(--model), or index again into a new location: `edge-search index DIR --index NEW_INDEX_DIR --model "
+        "BUNDLE` (or delete the old index directory).",
         expected=recorded,
         got=bundle.identity,
     )
 
 
 def _current(catalog: Catalog) -> tuple[str | None, str | None]:
-    meta = catalog.meta()
-    return meta.get("index_file"), meta.get("index_sha256")
+    meta = catalog.index_meta()
+    return meta.index_file, meta.index_sha256
 
 
 def publish_generation(catalog: Catalog, directory: Path, index: Index, **meta: object) -> int:
     """Write `index` as the next generation, commit it (file name + sha256) to the catalog, and only
     then delete older generations and stray temp files. Callers hold the writer lock."""
-    generation = int(catalog.get_meta("generation") or 0) + 1
+    generation = catalog.index_meta().generation + 1
     try:
         name, sha = vi.write_atomically(index, directory, generation)
     except OSError as exc:
@@ -92,7 +88,8 @@ def _build_from_catalog(catalog: Catalog, settings: vi.IndexSettings) -> Index:
 class IndexWriter:
     """The single writer: binds the bundle, commits embeddings, publishes generations."""
 
-    def __init__(self, directory: Path, bundle: Bundle, *, precision: str, settings: vi.IndexSettings | None = None):
+    def __init__(self, directory: Path, bundle: Bundle | None, *, precision: str | None, settings: vi.IndexSettings | None = None):
+        """`bundle` None: a writer that only removes (the index must exist and be bound already)."""
         self.directory = Path(directory)
         self.bundle = bundle
         self.precision = precision
@@ -150,12 +147,18 @@ class IndexWriter:
             (self.directory / HOLDER_NAME).write_text(json.dumps(info))
 
     def _bind(self) -> None:
+        """Check the bundle, then record it (migrating older meta) and the index settings in force."""
         catalog = self.catalog
+        meta = catalog.index_meta()
+        if self.bundle is None:
+            if not meta.bound:
+                raise IndexCorrupt(f"The index at {self.directory} was never completed. Run `edge-search index DIR` again.")
+            self.settings, self._rebuild = meta.settings, False
+            return
         check_bundle(catalog, self.bundle)
-        meta = catalog.meta()
         manifest = self.bundle.manifest
-        if "dim" in meta:
-            current = settings_from_meta(meta)
+        if meta.bound:
+            current = meta.settings
             settings = self.requested or current
             if self.requested and self.requested.dim != current.dim:
                 raise IndexMismatch("The index's dimension differs from the bundle's.", expected=str(current.dim), got=str(self.requested.dim))
@@ -164,18 +167,14 @@ class IndexWriter:
             settings = self.requested or vi.IndexSettings(dim=manifest.embedding_dim)
             self._rebuild = True
         self.settings = settings
-        catalog.set_meta({
-            "bundle_sha256": self.bundle.identity,
-            "bundle_path": str(self.bundle.root.resolve()),
-            "model_id": manifest.model_id,
-            "dim": settings.dim,
-            "precision": self.precision,
-            "random_weights": int(manifest.random_weights),
-            "vector_dtype": settings.dtype,
-            "connectivity": settings.connectivity,
-            "expansion_add": settings.expansion_add,
-            "expansion_search": settings.expansion_search,
-        })
+        catalog.write_index_meta(replace(
+            meta.with_settings(settings),
+            bundle_identity=self.bundle.identity,
+            bundle_path=str(self.bundle.root.resolve()),
+            model_id=manifest.model_id,
+            precision=self.precision,
+            random_weights=manifest.random_weights,
+        ))
 
     def _remove_stale(self) -> None:
         keep, _ = _current(self.catalog)
@@ -196,6 +195,14 @@ class IndexWriter:
             self._index = self.settings.new_index()
         return self._index
 
+    def publish_if_changed(self, changed: bool) -> int:
+        """Publish only when the catalog's vectors changed or the published file is not there; returns
+        the generation in force. An index run that found nothing new writes nothing."""
+        meta = self.catalog.index_meta()
+        if not changed and not self._rebuild and meta.index_file and (self.directory / meta.index_file).is_file():
+            return meta.generation
+        return self.publish()
+
     def publish(self) -> int:
         """Bring the index in line with the catalog and publish it as a new generation; returns it."""
         index = vi.sync_with(self._working_index(), self.catalog.ok_ids(), self.catalog.vectors)
@@ -211,22 +218,26 @@ class IndexReader:
         self.catalog = Catalog.open(self.directory, create=False)
         self.notes: list[str] = []
         self._index: Index | None = None
+        self._generation = -1
 
     def close(self) -> None:
         self.catalog.close()
 
     @property
-    def meta(self) -> dict[str, str]:
-        return self.catalog.meta()
+    def meta(self) -> IndexMeta:
+        return self.catalog.index_meta()
 
     def index(self) -> Index:
-        if self._index is None:
+        """The last committed generation; a long-lived reader picks up newer ones as they are published."""
+        generation = self.meta.generation
+        if self._index is None or generation != self._generation:
             self._index = self._open_index()
+            self._generation = generation
         return self._index
 
     def _open_index(self) -> Index:
         meta = self.meta
-        if "dim" not in meta:
+        if not meta.bound:
             raise IndexCorrupt(f"The index at {self.directory} was never completed. Run `edge-search index DIR` again.")
         problem = "no generation has been published yet"
         for _attempt in range(3):
@@ -241,7 +252,7 @@ class IndexReader:
                     continue  # a writer published a new generation meanwhile: read that one
                 break
         self.notes.append(f"{problem} Rebuilt the index from the catalog.")
-        index = _build_from_catalog(self.catalog, settings_from_meta(meta))
+        index = _build_from_catalog(self.catalog, meta.settings)
         self._repair()
         return index
 
@@ -255,10 +266,9 @@ class IndexReader:
         except (Timeout, OSError):
             return
         try:
-            meta = self.meta
             writer_catalog = Catalog.open(self.directory, create=True)
             try:
-                index = _build_from_catalog(writer_catalog, settings_from_meta(meta))
+                index = _build_from_catalog(writer_catalog, writer_catalog.index_meta().settings)
                 generation = publish_generation(writer_catalog, self.directory, index)
                 self.notes.append(f"Republished the index file as generation {generation}.")
             finally:
@@ -268,15 +278,29 @@ class IndexReader:
         finally:
             lock.release()
 
-    def search(self, query: np.ndarray, k: int, min_score: float | None = None) -> list[Hit]:
-        keys, scores = vi.search(self.index(), query, k)
-        paths = self.catalog.paths_for(keys)
-        hits = []
-        for key, score in zip(keys, scores):
-            if min_score is not None and score < min_score:
-                continue
-            path = paths.get(int(key))
-            if path is None:
-                continue  # removed since the generation was published
-            hits.append(Hit(rank=len(hits) + 1, score=float(score), path=path, key=int(key)))
-        return hits
+    def search(
+        self, query: np.ndarray, k: int, min_score: float | None = None, keep: Callable[[str, int], bool] | None = None
+    ) -> list[Hit]:
+        """The `k` best hits at or above `min_score` for which `keep(path, key)` holds, best first.
+
+        With a filter, candidates are fetched in growing rounds until `k` pass or the index is exhausted.
+        """
+        index = self.index()
+        total = len(index)
+        want = k if keep is None else min(total, max(4 * k, 64))
+        while True:
+            keys, scores = vi.search(index, query, want)
+            paths = self.catalog.paths_for(keys)
+            hits: list[Hit] = []
+            for key, score in zip(keys, scores):
+                if min_score is not None and score < min_score:
+                    return hits
+                path = paths.get(int(key))
+                if path is None or (keep is not None and not keep(path, int(key))):
+                    continue  # removed since the generation was published, or filtered out
+                hits.append(Hit(rank=len(hits) + 1, score=float(score), path=path, key=int(key)))
+                if len(hits) == k:
+                    return hits
+            if want >= total:
+                return hits
+            want = min(total, want * 4)

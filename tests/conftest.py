@@ -90,3 +90,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.atleast_2d(a) / np.linalg.norm(np.atleast_2d(a), axis=1, keepdims=True)
     b = np.atleast_2d(b) / np.linalg.norm(np.atleast_2d(b), axis=1, keepdims=True)
     return (a * b).sum(axis=1)
+
+
+def console_script(name: str) -> str:
+    """The installed console script (as a user runs it), from the virtualenv running the tests."""
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not installed in {path.parent}: pip install the project first"
+    return str(path)
+
+
+def run_script(name: str, *args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([console_script(name), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -15,9 +15,12 @@ import pytest
 from conftest import save_tiny
 
 from edge_search.export import parity
-from edge_search.export.errors import EXIT_PARITY, EXIT_SOURCE, EXIT_USAGE, ExportError
+from edge_search.export.cli import EXIT_CODES
+from edge_search.export.errors import ExportUsageError, ParityError, SourceError
 from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.bundle import Bundle, sha256_file
+
+EXIT_USAGE, EXIT_SOURCE = EXIT_CODES[ExportUsageError], EXIT_CODES[SourceError]
 
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HF_HUB_DOWNLOAD_TIMEOUT": "3",
            "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -140,9 +143,8 @@ def test_missing_local_directory_is_a_usage_error(tmp_path):
 def test_a_parity_failure_half_way_leaves_nothing_at_out(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(parity.THRESHOLDS, "int8", 1.01)  # unreachable: int8 never matches fp32 exactly
     out = tmp_path / "b"
-    with pytest.raises(ExportError) as failure:
+    with pytest.raises(ParityError) as failure:
         export_bundle(model=str(tiny_checkpoint), out=out)
-    assert failure.value.exit_code == EXIT_PARITY
     assert "int8" in str(failure.value)
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor the staging directory
 

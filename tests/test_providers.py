@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_search.runtime.bundle import Bundle
-from edge_search.runtime.errors import ProviderError
+from edge_search.runtime.errors import ProviderError, UsageError
 from edge_search.runtime.providers import CPU, CUDA, CudaOptions, resolve
 from edge_search.runtime.session import open_session
 
@@ -39,10 +39,10 @@ def test_cuda_options_reach_the_provider():
     assert plan.providers[0] == (CUDA, {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"})
 
 
-def test_bad_choices_are_errors():
-    with pytest.raises(ProviderError):
+def test_bad_choices_are_usage_errors():
+    with pytest.raises(UsageError):
         resolve("tpu", "auto", [CPU], ALL)
-    with pytest.raises(ProviderError):
+    with pytest.raises(UsageError):
         resolve("cpu", "bf16", [CPU], ALL)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +69,7 @@ def test_a_file_deleted_during_indexing_is_reported_not_recorded_as_failed(engin
     bundle, embedder = engine
     doomed = photo_dir / "img05.tiff"
     with IndexWriter(tmp_path / "index", bundle, precision="fp32") as writer:
-        summary = run_index(writer, embedder, [photo_dir], on_total=lambda _: doomed.unlink())
+        summary = run_index(writer, embedder, [photo_dir], on_start=lambda _: doomed.unlink())
     assert summary.count == 11 and summary.failed == []
     assert (str(doomed), "deleted during indexing") in summary.problems
 
@@ -126,15 +128,36 @@ def test_a_damaged_index_file_is_rebuilt_from_sqlite(engine, photo_dir, tmp_path
     assert query(engine, index, target)[0].path == str(target)  # republished: the next reader is served directly
 
 
-def test_another_bundle_is_refused_with_how_to_reindex(engine, photo_dir, tmp_path):
+def _variant(bundle: Path, directory: Path, change) -> Bundle:
+    other = shutil.copytree(bundle, directory)
+    manifest = json.loads((other / "manifest.json").read_text())
+    change(manifest)
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    return Bundle.load(other)
+
+
+def test_a_bundle_with_other_preprocessing_or_weights_is_refused_with_how_to_reindex(engine, photo_dir, tmp_path):
     index = tmp_path / "index"
     index_once(engine, index, [photo_dir])
-    other = shutil.copytree(engine[0].root, tmp_path / "other")
-    manifest = (other / "manifest.json").read_text()
-    (other / "manifest.json").write_text(manifest.replace('"opset": 17', '"opset": 18'))
-    with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR"):
-        with IndexWriter(index, Bundle.load(other), precision="fp32"):
-            pass
+    other_mean = _variant(engine[0].root, tmp_path / "mean", lambda m: m["preprocess"].update(image_mean=[0.4, 0.4, 0.4]))
+    other_weights = _variant(engine[0].root, tmp_path / "weights", lambda m: m.update(source_sha256="0" * 64))
+    for other in (other_mean, other_weights):
+        with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR"):
+            with IndexWriter(index, other, precision="fp32"):
+                pass
+
+
+def test_what_does_not_change_embeddings_does_not_change_the_binding(engine, photo_dir, tmp_path):
+    """Timestamps, versions, opset notes, precisions carried: none of them locks a user out."""
+    index = tmp_path / "index"
+    index_once(engine, index, [photo_dir])
+
+    def cosmetic(manifest):
+        manifest.update(created_at="2030-01-01T00:00:00+00:00", versions={"torch": "9.9"}, model_id="/elsewhere/vit")
+        manifest["files"].pop("fp16")
+
+    with IndexWriter(index, _variant(engine[0].root, tmp_path / "same", cosmetic), precision="int8"):
+        pass
 
 
 def test_hnsw_recall_at_10_with_default_settings(monkeypatch):

@@ -30,7 +30,8 @@ def test_index_then_query_finds_the_image_itself_first(photo_dir, env, tmp_path)
     hit = edge_search("query", str(target), "-k", "3", "--json", env=env)
     assert hit.returncode == 0, hit.stderr
     answer = json.loads(hit.stdout)
-    assert answer["results"][0] == {"rank": 1, "score": pytest.approx(1.0, abs=1e-3), "path": str(target)}
+    assert answer["results"][0] == {"rank": 1, "score": pytest.approx(1.0, abs=1e-3), "path": str(target), "id": pytest.approx(answer["results"][0]["id"])}
+    assert isinstance(answer["results"][0]["id"], int)
     assert len(answer["results"]) == 3 and answer["provider"] == "CPUExecutionProvider" and answer["latency_ms"] > 0
     second = json.loads(edge_search("index", str(photo_dir), "--json", env=env).stdout)
     assert (second["added"], second["updated"], second["unchanged"]) == (0, 0, 12)

@@ -62,7 +62,7 @@ def zoo(tmp_path):
         photo(7, 300, 300).save(data, fmt)
         (root / name).write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
         bad[name] = (None, "corrupt or truncated")
-    Image.new("1", (12_000, 9_000)).save(root / "bomb.png")  # 108 MP of zeros: a few kB on disk
+    Image.new("1", (15_000, 13_000)).save(root / "bomb.png")  # 195 MP of zeros: a few kB on disk
     bad["bomb.png"] = (None, "decompression bomb")
     os.symlink(root, root / "loop")  # a symlink loop back to the folder itself
     return root, good, bad
@@ -126,7 +126,8 @@ def test_a_file_name_that_is_not_utf8_is_stored_and_printed_without_loss(tiny_bu
 
 
 def test_unreadable_folders_and_vanished_files_are_reported_not_fatal(tmp_path, monkeypatch):
-    from edge_search.runtime import indexer
+    from edge_search.runtime import walk
+    from edge_search.runtime.catalog import Root
 
     root = tmp_path / "tree"
     (root / "locked").mkdir(parents=True)
@@ -140,8 +141,8 @@ def test_unreadable_folders_and_vanished_files_are_reported_not_fatal(tmp_path, 
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)
 
-    monkeypatch.setattr(indexer.os, "scandir", scandir)
-    found = indexer.walk([root])
+    monkeypatch.setattr(walk.os, "scandir", scandir)
+    found = walk.walk([Root(str(root))])
     assert list(found.files) == [str(root / "ok.jpg")]
     problems = dict(found.problems)
     assert "cannot read folder" in problems[str(root / "locked")]

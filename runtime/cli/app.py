@@ -1,0 +1,66 @@
+"""The Typer app and its edge: the exit-code table, --version, shell completion, `main`."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .. import cli_edge
+from ..errors import (BundleError, EdgeSearchError, ImageDecodeError, ImagesFailed, IndexBusy, IndexCorrupt,
+                      IndexMismatch, IndexMissing, Interrupted, ProviderError, StorageError, UsageError)
+
+# Exit codes of `edge-search`, documented in README.md: the only place they are numbered.
+EXIT_CODES: dict[type, int] = {
+    UsageError: 2,
+    BundleError: 3,
+    ImageDecodeError: 4,
+    ImagesFailed: 4,
+    ProviderError: 5,
+    IndexMissing: 6,
+    IndexMismatch: 7,
+    IndexCorrupt: 8,
+    IndexBusy: 9,
+    StorageError: 10,
+    Interrupted: 130,
+}
+EXIT_VERIFY_FAILED = EXIT_CODES[IndexCorrupt]
+
+app = typer.Typer(
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Offline search-by-image: index a folder of photos, then find the ones that look like a given image.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Offline search-by-image: index a folder of photos, then find the ones that look like a given image."""
+
+
+BRIEF = (
+    "usage: edge-search COMMAND [OPTIONS] [ARGS]...\n"
+    "commands: index, query, info, remove, embed, verify  ·  edge-search --help for more, "
+    "edge-search COMMAND --help for one command"
+)
+
+
+def main() -> None:
+    from . import commands  # noqa: F401  (registers the commands)
+
+    warnings.filterwarnings("ignore", module="PIL")
+    cli_edge.run(
+        app, prog="edge-search", table=EXIT_CODES, base_error=EdgeSearchError, brief=lambda: BRIEF,
+        interrupted="Everything committed so far is kept; run the same command to resume.", fast_exit=True,
+    )

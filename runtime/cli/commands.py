@@ -1,0 +1,292 @@
+"""The commands: options in, one library call, rendering out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from ..errors import ImagesFailed, Interrupted, UsageError
+from ..library import Library, Model
+from .app import app
+from .options import (BatchOpt, CudaArenaOpt, CudaIdOpt, CudaMemOpt, Device, DeviceOpt, DraftOpt, IndexOpt, JsonOpt,
+                      MaxMpOpt, ModelOpt, MontageOpt, Precision, PrecisionOpt, ThreadsOpt, VerboseOpt, cuda_options)
+from .render import Progress, echo, emit_json, err, human, model_notes, warn
+
+
+def _model_options(device: Device, precision: Precision, threads, batch_size, cuda_device_id, cuda_mem_limit,
+                   cuda_arena, jpeg_draft, max_megapixels) -> dict:
+    return dict(device=device.value, precision=precision.value, threads=threads, batch_size=batch_size,
+                cuda=cuda_options(cuda_device_id, cuda_mem_limit, cuda_arena), jpeg_draft=jpeg_draft,
+                max_megapixels=max_megapixels)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """The first Ctrl-C or SIGTERM asks the run to stop after committing; a second Ctrl-C stops at once."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("\nstopping: committing what was embedded (Ctrl-C again to quit at once)…")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------------------- embed
+@app.command(help="Embed images and print one line per image (path and embedding, or the error).")
+def embed(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    threads: ThreadsOpt = None,
+    batch_size: BatchOpt = 8,
+    cuda_device_id: CudaIdOpt = 0,
+    cuda_mem_limit: CudaMemOpt = None,
+    cuda_arena: CudaArenaOpt = None,
+    jpeg_draft: DraftOpt = True,
+    max_megapixels: MaxMpOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    opened = Model.open(model, **_model_options(device, precision, threads, batch_size, cuda_device_id,
+                                                cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels))
+    model_notes(opened, opened.bundle.root, verbose)
+    started = time.perf_counter()
+    failed = done = 0
+    for result in opened.embed_paths(images):
+        done += 1
+        path = os.fspath(result.path)
+        if result.ok:
+            if as_json:
+                emit_json({"path": path, "embedding": [round(float(v), 7) for v in result.vector]})
+            else:
+                head = " ".join(f"{v:+.4f}" for v in result.vector[:4])
+                echo(f"{human(path)}\t{len(result.vector)}-d\t[{head} …]")
+        else:
+            failed += 1
+            if as_json:
+                emit_json({"path": path, "error": result.error})
+            else:
+                err.print(f"[red]error:[/] {human(path)}: {result.error}")
+    seconds = time.perf_counter() - started
+    summary = {
+        "summary": True, "images": done, "failed": failed, "provider": opened.provider, "precision": opened.precision,
+        "seconds": round(seconds, 3), "images_per_s": round(done / seconds, 2) if seconds else None,
+        "model": opened.bundle.manifest.model_id, "random_weights": opened.random_weights,
+    }
+    import json
+
+    err.print(json.dumps(summary) if as_json else
+              f"{done} image(s), {failed} failed · {opened.provider} {opened.precision} · {seconds:.2f}s")
+    if failed:
+        raise ImagesFailed(f"{failed} of {done} image(s) could not be read (listed above).")
+
+
+# ---------------------------------------------------------------------------------------------- index
+@app.command(help="Index (or update) image folders: new and changed files are embedded, moved ones keep their "
+                  "embedding, deleted ones are removed. With no folder, every folder indexed before is updated.")
+def index(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones].")] = None,
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")] = None,
+    include_hidden: Annotated[Optional[bool], typer.Option("--include-hidden/--skip-hidden", help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins [default: skip them, or what the folder remembered].")] = None,
+    no_prune: Annotated[bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")] = False,
+    vector_dtype: Annotated[Optional[str], typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")] = None,
+    connectivity: Annotated[Optional[int], typer.Option(min=2, help="HNSW connectivity (M).")] = None,
+    expansion_add: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while building.")] = None,
+    expansion_search: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while searching.")] = None,
+    publish_every: Annotated[float, typer.Option(min=0, help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    threads: ThreadsOpt = None,
+    batch_size: BatchOpt = 8,
+    cuda_device_id: CudaIdOpt = 0,
+    cuda_mem_limit: CudaMemOpt = None,
+    cuda_arena: CudaArenaOpt = None,
+    jpeg_draft: DraftOpt = True,
+    max_megapixels: MaxMpOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    library = Library(index)
+    if not dirs and not library.roots():
+        raise UsageError(f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
+                         "remembers none yet.")
+    opened = library.open_model(model, **_model_options(device, precision, threads, batch_size, cuda_device_id,
+                                                        cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels))
+    model_notes(opened, library.directory, verbose)
+    if not as_json:
+        err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {opened.provider} {opened.precision}")
+    settings = dict(dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search)
+    with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not as_json) as progress:
+        report = library.index(
+            opened, [os.fspath(d) for d in dirs] if dirs else None, excludes=exclude, include_hidden=include_hidden,
+            prune=not no_prune, settings=settings, publish_every_s=publish_every,
+            on_start=progress.start, on_file=progress.file, stop=stop,
+        )
+    if as_json:
+        emit_json({**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(library.directory)})
+    else:
+        for path, reason in report.problems:
+            err.print(f"[yellow]skipped:[/] {human(path)}: {reason}")
+        for path, reason in report.failed:
+            err.print(f"[red]failed:[/] {human(path)}: {reason}")
+        echo(
+            f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
+            f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
+            f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
+        )
+    if report.interrupted:
+        raise Interrupted(f"Stopped early: {report.count} images are indexed and committed; {report.pending} file(s) "
+                          "were left for later. Run the same command to resume.")
+    if report.missing_roots:
+        raise UsageError("No such file or folder: " + ", ".join(human(p) for p in report.missing_roots)
+                         + " (the other folders were indexed).")
+    if report.failed:
+        raise ImagesFailed(f"{len(report.failed)} image(s) could not be read (listed above); the others were indexed.")
+
+
+# ---------------------------------------------------------------------------------------------- query
+@app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
+                  "their average, i.e. what they have in common. '-' reads an image from standard input.")
+def query(
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Query image(s), or - for standard input.")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
+    min_score: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")] = None,
+    under: Annotated[Optional[Path], typer.Option(help="Only results inside this folder.")] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")] = False,
+    paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")] = False,
+    montage: MontageOpt = None,
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
+    threads: ThreadsOpt = None,
+    cuda_device_id: CudaIdOpt = 0,
+    cuda_mem_limit: CudaMemOpt = None,
+    cuda_arena: CudaArenaOpt = None,
+    jpeg_draft: DraftOpt = True,
+    max_megapixels: MaxMpOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    if images.count("-") > 1:
+        raise UsageError("Standard input ('-') can be read only once.")
+    sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
+    started = time.perf_counter()
+    library = Library(index)
+    library.reader()  # no index yet: say so before loading a model
+    options = _model_options(device, precision, threads, 1, cuda_device_id, cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # onnxruntime builds the session while this thread loads the index
+        pending = pool.submit(library.open_model, model, **options)
+        library.warm()
+        opened = pending.result()
+    model_notes(opened, library.directory, verbose)
+    result = library.query(opened, images=sources, k=k, min_score=min_score, under_dir=under, exclude_self=exclude_self)
+    library.close()
+    latency_ms = (time.perf_counter() - started) * 1000
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if montage is not None:
+        from ..montage import write_montage
+
+        write_montage(images, sources, result.hits, montage)
+    if as_json:
+        emit_json({
+            "query": images if len(images) > 1 else images[0],
+            "results": [{"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits],
+            "provider": result.provider, "precision": result.precision, "latency_ms": round(latency_ms, 1),
+            "montage": os.fspath(montage) if montage else None,
+        })
+        return
+    if paths_only:
+        for hit in result.hits:
+            echo(human(hit.path))
+        return
+    if not result.hits:
+        echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
+    for hit in result.hits:
+        echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
+    err.print(f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {latency_ms:.0f} ms"
+              + (f" · montage: {montage}" if montage else ""))
+
+
+# ---------------------------------------------------------------------------------------------- info
+@app.command(help="What the index holds and how it was built; --failed lists the files that could not be read.")
+def info(
+    index: IndexOpt = None,
+    failed: Annotated[bool, typer.Option("--failed", help="List the files that failed, with why.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    library = Library(index)
+    if failed:
+        failures = library.failures()
+        if as_json:
+            emit_json({"failed": [{"path": f.path, "reason": f.reason} for f in failures]})
+        else:
+            for failure in failures:
+                echo(f"{human(failure.path)}\t{failure.reason}")
+            err.print(f"{len(failures)} file(s) failed")
+        return
+    data = library.info().as_dict()
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        if key == "roots":
+            value = ", ".join(r["path"] + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
+                              + (" (hidden included)" if r["include_hidden"] else "") for r in value) or "none"
+        echo(f"{key:<17} {value}")
+
+
+# ---------------------------------------------------------------------------------------------- remove
+@app.command(help="Remove files (or everything under folders) from the index; a removed folder is also forgotten "
+                  "as a root. Needs no model.")
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders, as they were indexed.")],
+    index: IndexOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    report = Library(index).remove([os.path.abspath(p) for p in paths])
+    if as_json:
+        emit_json({"removed": report.removed, "forgotten_roots": report.forgotten_roots, "generation": report.generation})
+        return
+    echo(f"removed {report.removed} file(s) (generation {report.generation})")
+    for root in report.forgotten_roots:
+        err.print(f"forgot the root {human(root)}: `edge-search index` no longer updates it")
+
+
+# ---------------------------------------------------------------------------------------------- verify
+@app.command(help="Check the bundle's hashes, the catalog, the index file and which providers really start.")
+def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = False) -> None:
+    from .app import EXIT_VERIFY_FAILED
+
+    report = Library(index).verify(model)
+    if as_json:
+        emit_json({"ok": report.ok, "checks": [{"name": c.name, "status": c.status, "ok": c.ok, "detail": c.detail} for c in report.checks]})
+    else:
+        marks = {"ok": "ok  ", "fail": "FAIL", "info": "info"}
+        for check in report.checks:
+            echo(f"{marks[check.status]} {check.name:<14} {check.detail}")
+        echo("everything checks out" if report.ok else "some checks failed (FAIL above)")
+    if not report.ok:
+        raise typer.Exit(EXIT_VERIFY_FAILED)

@@ -1,0 +1,110 @@
+"""Everything the CLI shows: text for people (stderr for chatter, stdout for answers), JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import typer
+from rich.console import Console
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+CUDA_HINT = ("Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
+             "to skip the CUDA check; -v shows this note again.")
+
+
+def human(path: str) -> str:
+    """A printable form of a path whose bytes may not be UTF-8 (lossless in --json output instead)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=True) + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}")
+
+
+def model_notes(model, scope: Path, verbose: bool) -> None:
+    """Provider notes (CUDA fell through to the CPU) once per index, then only with -v; the random-weights
+    warning always (results are meaningless, which nobody should miss)."""
+    if model.random_weights:
+        warn(f"the bundle at {model.bundle.root} has RANDOM weights (speed tests only): results are meaningless.")
+    for note in model.notes:
+        if verbose or _first_time(f"{scope.resolve()}|{note}"):
+            err.print(f"[yellow]note:[/] {note} {CUDA_HINT}")
+
+
+def _first_time(key: str) -> bool:
+    """True once per key on this machine (remembered in the user cache; if that cannot be written, always)."""
+    path = Path(platformdirs.user_cache_dir("edge-search")) / "notes-shown.json"
+    try:
+        shown = set(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        shown = set()
+    if key in shown:
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(sorted(shown | {key})))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return True
+
+
+def short(path: str, width: int = 40) -> str:
+    """A path shortened from the left, so the file name survives."""
+    text = human(path)
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+class Progress:
+    """Per-file progress on a terminal: bar, done/total, rate, ETA and the current file. Silent when piped."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> "Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
+                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+                console=err, transient=True,
+            )
+            self._bar.__enter__()
+        return self
+
+    def start(self, total: int) -> None:
+        if self._bar is not None:
+            self._task = self._bar.add_task("indexing", total=total, rate="", current="")
+            self._t0 = time.perf_counter()
+            self._done = 0
+
+    def file(self, path: str, _outcome: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._done += 1
+            rate = self._done / max(time.perf_counter() - self._t0, 1e-9)
+            self._bar.update(self._task, advance=1, rate=f"{rate:5.1f} img/s", current=short(path, 32))
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def echo(text: str = "") -> None:
+    typer.echo(text)

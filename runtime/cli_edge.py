@@ -1,0 +1,82 @@
+"""The edge between a Typer app and the shell, shared by `edge-search` and `export-model`.
+
+Usage errors become one line and exit 2; the package's own errors become their message and the exit
+code from the caller's table; nothing the user can cause ends in a traceback. Library code never
+prints or exits: only this module and the command modules do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+import typer
+from rich.console import Console
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """Click's exceptions (vendored inside typer >= 0.29, the real `click` before): duck-typed on purpose."""
+    return hasattr(exc, "exit_code") and hasattr(exc, "format_message") and not isinstance(exc, typer.Exit)
+
+
+def _usage_line(prog: str, exc: BaseException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else prog
+    message = " ".join(exc.format_message().split())
+    return f"{command}: {message} (see `{command} --help`)"
+
+
+def exit_code_for(exc: BaseException, table: Mapping[type, int]) -> int:
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return EXIT_INTERNAL
+
+
+def run(
+    app: typer.Typer,
+    *,
+    prog: str,
+    table: Mapping[type, int],
+    base_error: type[Exception],
+    brief: Callable[[], str] | None,
+    interrupted: str,
+    fast_exit: bool = False,
+) -> None:
+    """Run `app` and turn whatever it ends with into an exit status."""
+    args = sys.argv[1:]
+    if not args and brief is not None:  # a command line with nothing on it is a usage error, not a traceback
+        err.print(brief())
+        sys.exit(EXIT_USAGE)
+    try:
+        code = app(args=args, prog_name=prog, standalone_mode=False)
+        code = code if isinstance(code, int) else EXIT_OK
+    except base_error as exc:
+        err.print(f"[bold red]{prog}:[/] {exc}")
+        code = exit_code_for(exc, table)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        err.print(f"{prog}: interrupted. {interrupted}")
+        code = EXIT_INTERRUPTED
+    except Exception as exc:
+        if not _is_click_error(exc):
+            raise
+        if exc.exit_code == 0:  # --help and friends end this way in non-standalone mode
+            code = EXIT_OK
+        else:
+            err.print(_usage_line(prog, exc))
+            code = EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if fast_exit:
+        os._exit(code)  # skips ~0.2 s of onnxruntime teardown; every command closed its files before returning
+    sys.exit(code)

@@ -1,0 +1,388 @@
+"""edge-search as a library: a `Model` (bundle + session + preprocessing, opened once) and a `Library`
+(one index directory). The CLI, the HTTP service and later commands are clients of these two; they
+return result objects and never print or exit.
+
+    from edge_search.runtime.library import Library
+
+    library = Library("~/photos-index")               # nothing is opened yet
+    model = library.open_model(device="cpu")         # the bundle the index recorded, else the default
+    library.index(model, ["~/Pictures"])             # the single writer, for the length of the call
+    for hit in library.query(model, images=["holiday.jpg"], k=5).hits:
+        print(hit.rank, hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import vector_index as vi  # first: it imports onnxruntime before usearch
+from .bundle import Bundle
+from .catalog import Catalog, Failure, Root, encode_path
+from .doctor import Check, check_bundle_files, check_index, check_providers
+from .embedder import EmbedResult, Embedder, l2_normalize
+from .errors import ImageDecodeError, IndexMissing, UsageError
+from .indexer import FileCallback, IndexReport, run_index, under
+from .locations import default_bundle_dir, default_index_dir
+from .meta import IndexMeta
+from .preprocess import Preprocessor, default_max_pixels
+from .providers import CudaOptions, default_threads
+from .session import OrtSession, open_session
+from .store import Hit, IndexReader, IndexWriter, check_bundle
+
+ImageSource = str | os.PathLike | bytes | Image.Image
+
+
+# ----------------------------------------------------------------------------------------------- Model
+@dataclass
+class Model:
+    """A bundle with its onnxruntime session and preprocessing: open once, embed many times."""
+
+    bundle: Bundle
+    session: OrtSession
+    preprocessor: Preprocessor
+    embedder: Embedder
+    notes: list[str] = field(default_factory=list)  # e.g. "CUDA cannot start (...); using the CPU."
+
+    @classmethod
+    def open(
+        cls,
+        bundle: Bundle | str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 8,
+        cuda: CudaOptions = CudaOptions(),
+        jpeg_draft: bool = True,
+        max_megapixels: float | None = None,
+    ) -> "Model":
+        """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location."""
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
+        workers = threads or default_threads()
+        max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(workers)
+        session, notes = open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
+        preprocessor = Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
+        embedder = Embedder(session, preprocessor, batch_size=batch_size, workers=threads)
+        return cls(bundle, session, preprocessor, embedder, notes)
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def precision(self) -> str:
+        return self.session.precision
+
+    @property
+    def random_weights(self) -> bool:
+        return self.bundle.manifest.random_weights
+
+    def embed_paths(self, paths: Iterable[str | os.PathLike], *, stop: threading.Event | None = None) -> Iterator[EmbedResult]:
+        """One result per path, in order: a unit vector, or the reason that file could not be read."""
+        return self.embedder.embed(paths, stop=stop)
+
+    def pixels(self, image: ImageSource, label: str | None = None) -> np.ndarray:
+        """Decode and preprocess one image (path, encoded bytes or a PIL image); ImageDecodeError if it cannot be."""
+        if isinstance(image, Image.Image):
+            return self.preprocessor.from_image(image)
+        if isinstance(image, bytes):
+            return self.preprocessor.load_bytes(image, label or "<bytes>")
+        return self.preprocessor.load(image)
+
+    def embed_image(self, image: ImageSource) -> np.ndarray:
+        """The unit embedding of one image."""
+        return self.embedder.embed_pixels(self.pixels(image)[None])[0]
+
+
+# ---------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class QueryResult:
+    hits: list[Hit]
+    provider: str | None = None
+    precision: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    removed: int
+    forgotten_roots: list[str]
+    generation: int
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    index: str
+    count: int
+    failed: int
+    meta: IndexMeta
+    roots: list[Root]
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.meta
+        return {
+            "index": self.index, "count": self.count, "failed": self.failed, "model": m.model_id, "dim": m.dim,
+            "precision": m.precision, "vector_dtype": m.vector_dtype, "connectivity": m.connectivity,
+            "expansion_search": m.expansion_search, "bundle_path": m.bundle_path,
+            "bundle_identity": m.bundle_identity, "random_weights": m.random_weights, "index_count": m.index_count,
+            "generation": m.generation, "index_file": m.index_file, "last_indexed_at": m.last_indexed_at,
+            "roots": [{"path": r.path, "excludes": list(r.excludes), "include_hidden": r.include_hidden} for r in self.roots],
+            "size_bytes": self.size_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+
+# --------------------------------------------------------------------------------------- Library
+class Library:
+    """One index directory. Reads take no lock and see the last committed generation (a long-lived
+    Library picks up newer ones); `index` and `remove` are the single writer for their duration."""
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.directory = Path(directory or default_index_dir()).expanduser()
+        self._reader: IndexReader | None = None
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- what is recorded -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return Catalog.path_in(self.directory).exists()
+
+    def meta(self) -> IndexMeta:
+        """The recorded meta, or an empty one where there is no index yet (no lock, no model needed)."""
+        if not self.exists():
+            return IndexMeta()
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            return catalog.index_meta()
+
+    def roots(self) -> list[Root]:
+        if not self.exists():
+            return []
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            return catalog.roots()
+
+    def failures(self) -> list[Failure]:
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            return catalog.failures()
+
+    def bundle_path(self) -> Path:
+        """The bundle this index was built with, else export-model's default location."""
+        recorded = self.meta().bundle_path
+        return Path(recorded) if recorded else default_bundle_dir()
+
+    def open_model(self, bundle: str | os.PathLike | None = None, **options: Any) -> Model:
+        """A Model for this index: `bundle` if given, else the recorded one. Options as for `Model.open`."""
+        return Model.open(Bundle.load(Path(bundle) if bundle else self.bundle_path()), **options)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def index(
+        self,
+        model: Model,
+        roots: Sequence[str | os.PathLike] | None = None,
+        *,
+        excludes: Sequence[str] | None = None,
+        include_hidden: bool | None = None,
+        prune: bool = True,
+        settings: dict[str, Any] | None = None,
+        publish_every_s: float = 30.0,
+        on_start: Callable[[int], None] | None = None,
+        on_file: FileCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> IndexReport:
+        """Index `roots` (or, when None, every root remembered from earlier runs) and remember them.
+
+        `excludes` / `include_hidden` given: they replace what a root remembered; None: the remembered
+        ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
+        are indexed; if none exists, UsageError before anything is created. `settings`: usearch options
+        (dtype, connectivity, expansion_add, expansion_search) for a new or rebuilt index.
+        """
+        remembered = {r.path: r for r in self.roots()}
+        if roots is None:
+            if not remembered:
+                raise UsageError(f"No folders to index: name one (`edge-search index DIR`); {self.directory} remembers none yet.")
+            wanted = list(remembered.values())
+        else:
+            wanted = [Root(os.path.abspath(os.path.expanduser(os.fspath(r)))) for r in roots]
+        wanted = [
+            Root(
+                r.path,
+                tuple(excludes) if excludes is not None else remembered.get(r.path, r).excludes,
+                include_hidden if include_hidden is not None else remembered.get(r.path, r).include_hidden,
+            )
+            for r in wanted
+        ]
+        if not any(os.path.exists(r.path) for r in wanted):
+            missing = ", ".join(r.path for r in wanted)
+            raise UsageError(f"Nothing to index: {missing} does not exist." if len(wanted) == 1
+                             else f"Nothing to index: none of {missing} exists.")
+        with IndexWriter(self.directory, model.bundle, precision=model.precision,
+                         settings=self._settings(model, settings)) as writer:
+            writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
+            return run_index(writer, model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
+                             on_start=on_start, on_file=on_file, stop=stop)
+
+    def _settings(self, model: Model, requested: dict[str, Any] | None) -> vi.IndexSettings | None:
+        requested = {k: v for k, v in (requested or {}).items() if v is not None}
+        if not requested:
+            return None
+        if "dtype" in requested and requested["dtype"] not in vi.DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(vi.DTYPES)}, not {requested['dtype']!r}.")
+        meta = self.meta()
+        base = meta.settings if meta.bound else vi.IndexSettings(dim=model.bundle.manifest.embedding_dim)
+        return vi.IndexSettings(**{**base.__dict__, **requested})
+
+    def remove(self, paths: Sequence[str | os.PathLike]) -> RemoveReport:
+        """Forget files, or everything under folders (and those folders as roots). No model needed."""
+        if not self.exists():
+            raise IndexMissing(f"No index at {self.directory} yet; nothing to remove.")
+        targets = [encode_path(os.path.expanduser(os.fspath(p))) for p in paths]
+        with IndexWriter(self.directory, None, precision=None) as writer:
+            catalog = writer.catalog
+            doomed = [p for p in catalog.states() if under(p, targets)]
+            removed = catalog.delete_paths(doomed)
+            forgotten = [r.path for r in catalog.roots() if under(encode_path(r.path), targets)]
+            catalog.forget_roots(encode_path(p) for p in forgotten)
+            generation = writer.publish_if_changed(bool(removed))
+        return RemoveReport(removed, forgotten, generation)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def reader(self) -> IndexReader:
+        """The lock-free reader of this library, opened once and kept (IndexMissing if no index yet)."""
+        if self._reader is None:
+            self._reader = IndexReader(self.directory)
+        return self._reader
+
+    def check_model(self, model: Model) -> None:
+        """IndexMismatch unless `model` makes embeddings comparable with this index's."""
+        check_bundle(self.reader().catalog, model.bundle)
+
+    def query(
+        self,
+        model: Model | None = None,
+        *,
+        images: Sequence[ImageSource] = (),
+        vector: np.ndarray | None = None,
+        key: int | None = None,
+        k: int = 10,
+        min_score: float | None = None,
+        under_dir: str | os.PathLike | None = None,
+        exclude_self: bool = False,
+    ) -> QueryResult:
+        """The `k` indexed images most similar to the query, best first.
+
+        The query is one of: `images` (one or more; their embeddings are averaged, which finds what
+        they have in common), a `vector` (unit or not), or the `key` of an indexed image ("more like
+        this"; needs no model). `under_dir` keeps results inside that folder; `exclude_self` drops
+        the query files themselves (same path or same content).
+        """
+        if k < 1:
+            raise UsageError(f"k must be at least 1, not {k}.")
+        if sum(x is not None and (not isinstance(x, Sequence) or len(x) > 0) for x in (images or None, vector, key)) != 1:
+            raise UsageError("Give exactly one query: images, a vector or a key.")
+        reader = self.reader()
+        excluded_paths: set[str] = set()
+        excluded_sha: set[str] = set()
+        if key is not None:
+            query = reader.catalog.vector(key)
+            if query is None:
+                raise UsageError(f"No indexed image has key {key}.")
+            if exclude_self:
+                excluded_sha.add(reader.catalog.sha256_of(key) or "")
+        elif vector is not None:
+            query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        else:
+            if model is None:
+                raise UsageError("A query by image needs a model (Library.open_model).")
+            check_bundle(reader.catalog, model.bundle)
+            pixels = np.stack([model.pixels(image) for image in images])
+            query = model.embedder.embed_pixels(pixels).mean(axis=0)
+            if exclude_self:
+                for image in images:
+                    excluded_paths.update(_self_paths(image))
+                    excluded_sha.add(_sha256(image))
+        query = l2_normalize(query[None])[0]
+        prefix = [encode_path(os.path.expanduser(os.fspath(under_dir)))] if under_dir else None
+        keep = None
+        if prefix or excluded_paths or excluded_sha:
+            by_key = reader.catalog
+            def keep(path: str, hit_key: int) -> bool:
+                if prefix and not under(os.fsencode(path), prefix):
+                    return False
+                if path in excluded_paths:
+                    return False
+                return not excluded_sha or by_key.sha256_of(hit_key) not in excluded_sha
+        hits = reader.search(query, k, min_score, keep)
+        notes = list(reader.notes)
+        reader.notes.clear()
+        return QueryResult(hits, model.provider if model else None, model.precision if model else None, notes)
+
+    def warm(self) -> None:
+        """Open the catalog and load the index now (a cold query overlaps this with model loading)."""
+        self.reader().index()
+
+    def info(self) -> LibraryInfo:
+        if not self.exists():
+            raise IndexMissing(f"No index at {self.directory} yet. Build one with `edge-search index DIR`.")
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            return LibraryInfo(
+                index=str(self.directory), count=catalog.count("ok"), failed=catalog.count("failed"),
+                meta=catalog.index_meta(), roots=catalog.roots(),
+                size_bytes=sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file()),
+            )
+
+    def verify(self, bundle: str | os.PathLike | None = None) -> VerifyReport:
+        """Every check a user needs when something looks wrong (IndexMissing if there is no index)."""
+        if not self.exists():
+            raise IndexMissing(f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`.")
+        root = Path(bundle) if bundle else self.bundle_path()
+        return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
+
+
+def _self_paths(image: ImageSource) -> set[str]:
+    if isinstance(image, (str, os.PathLike)):
+        return {os.path.abspath(os.fspath(image))}
+    return set()
+
+
+def _sha256(image: ImageSource) -> str:
+    if isinstance(image, bytes):
+        return hashlib.sha256(image).hexdigest()
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+__all__ = ["Library", "Model", "QueryResult", "RemoveReport", "LibraryInfo", "VerifyReport", "IndexReport", "Hit",
+           "Root", "Failure", "ImageDecodeError", "CudaOptions"]

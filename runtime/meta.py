@@ -1,0 +1,79 @@
+"""A typed view of the catalog's `meta` table, as `Manifest` is of the bundle's manifest.json.
+
+The table stays key/value text (readable with the sqlite3 shell, and old catalogs keep working);
+this module is the only one that knows the keys. `IndexMeta.from_rows` also migrates what older
+versions wrote: `bundle_sha256` (a hash of manifest.json, timestamps included) is superseded by
+`bundle_identity` (a hash of what determines embeddings), adopted on the first write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from . import vector_index as vi
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    schema_version: int = 0
+    bundle_identity: str | None = None
+    legacy_manifest_sha256: str | None = None  # catalogs written before bundle_identity existed
+    bundle_path: str | None = None
+    model_id: str | None = None
+    dim: int | None = None
+    precision: str | None = None
+    random_weights: bool = False
+    vector_dtype: str = vi.DEFAULT_DTYPE
+    connectivity: int = vi.DEFAULT_CONNECTIVITY
+    expansion_add: int = vi.DEFAULT_EXPANSION_ADD
+    expansion_search: int = vi.DEFAULT_EXPANSION_SEARCH
+    generation: int = 0
+    index_file: str | None = None
+    index_sha256: str | None = None
+    index_count: int = 0
+    last_indexed_at: str | None = None
+
+    @property
+    def bound(self) -> bool:
+        """Whether a writer ever bound this index to a bundle (and so fixed its dimension)."""
+        return self.dim is not None
+
+    @property
+    def settings(self) -> vi.IndexSettings:
+        return vi.IndexSettings(
+            dim=int(self.dim or 0), dtype=self.vector_dtype, connectivity=self.connectivity,
+            expansion_add=self.expansion_add, expansion_search=self.expansion_search,
+        )
+
+    def with_settings(self, settings: vi.IndexSettings) -> "IndexMeta":
+        return replace(self, dim=settings.dim, vector_dtype=settings.dtype, connectivity=settings.connectivity,
+                       expansion_add=settings.expansion_add, expansion_search=settings.expansion_search)
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, str]) -> "IndexMeta":
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            key = _LEGACY_KEYS.get(spec.name, spec.name)
+            if key not in rows:
+                continue
+            raw = rows[key]
+            if spec.name == "random_weights":
+                values[spec.name] = raw not in ("0", "False", "")
+            elif spec.type in ("int", "int | None"):
+                values[spec.name] = int(raw)
+            else:
+                values[spec.name] = raw
+        return cls(**values)
+
+    def to_rows(self) -> dict[str, str]:
+        """Every set field under its key (`legacy_manifest_sha256` is read, never written again)."""
+        rows = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is None or spec.name == "legacy_manifest_sha256":
+                continue
+            rows[spec.name] = str(int(value)) if isinstance(value, bool) else str(value)
+        return rows
+
+
+_LEGACY_KEYS = {"legacy_manifest_sha256": "bundle_sha256"}
