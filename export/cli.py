@@ -100,7 +100,7 @@ def export_model(
             f"(≥ {spec.parity['threshold']})  fused: {fused}"
         )
     if manifest.random_weights:
-        err.print("[yellow]warning:[/] this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.")
+        cli_edge.say("warning:", "yellow", "this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.")
 
 
 def main() -> None:

@@ -13,13 +13,19 @@ from collections.abc import Callable, Mapping
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)  # messages hold paths and [extras]
+
+
+def say(label: str, style: str, message: str) -> None:
+    """`label` in colour on a terminal, then `message` exactly as given (no markup is parsed in it)."""
+    err.print(Text.assemble((label, style), " ", message))
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -53,14 +59,15 @@ def run(
 ) -> None:
     """Run `app` and turn whatever it ends with into an exit status."""
     args = sys.argv[1:]
-    if not args and brief is not None:  # a command line with nothing on it is a usage error, not a traceback
+    completing = f"_{prog.replace('-', '_').upper()}_COMPLETE" in os.environ  # the shell asks for completions
+    if not args and brief is not None and not completing:  # nothing on the command line: a usage error
         err.print(brief())
         sys.exit(EXIT_USAGE)
     try:
         code = app(args=args, prog_name=prog, standalone_mode=False)
         code = code if isinstance(code, int) else EXIT_OK
     except base_error as exc:
-        err.print(f"[bold red]{prog}:[/] {exc}")
+        say(f"{prog}:", "bold red", str(exc))
         code = exit_code_for(exc, table)
     except typer.Exit as exc:
         code = exc.exit_code

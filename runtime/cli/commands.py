@@ -19,7 +19,7 @@ from ..library import Library, Model
 from .app import app
 from .options import (BatchOpt, CudaArenaOpt, CudaIdOpt, CudaMemOpt, Device, DeviceOpt, DraftOpt, IndexOpt, JsonOpt,
                       MaxMpOpt, ModelOpt, MontageOpt, Precision, PrecisionOpt, ThreadsOpt, VerboseOpt, cuda_options)
-from .render import Progress, echo, emit_json, err, human, model_notes, warn
+from .render import Progress, echo, emit_json, err, human, model_notes, say
 
 
 def _model_options(device: Device, precision: Precision, threads, batch_size, cuda_device_id, cuda_mem_limit,
@@ -84,7 +84,7 @@ def embed(
             if as_json:
                 emit_json({"path": path, "error": result.error})
             else:
-                err.print(f"[red]error:[/] {human(path)}: {result.error}")
+                say("error:", "red", f"{human(path)}: {result.error}")
     seconds = time.perf_counter() - started
     summary = {
         "summary": True, "images": done, "failed": failed, "provider": opened.provider, "precision": opened.precision,
@@ -146,9 +146,9 @@ def index(
         emit_json({**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(library.directory)})
     else:
         for path, reason in report.problems:
-            err.print(f"[yellow]skipped:[/] {human(path)}: {reason}")
+            say("skipped:", "yellow", f"{human(path)}: {reason}")
         for path, reason in report.failed:
-            err.print(f"[red]failed:[/] {human(path)}: {reason}")
+            say("failed:", "red", f"{human(path)}: {reason}")
         echo(
             f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
             f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
@@ -205,7 +205,7 @@ def query(
     library.close()
     latency_ms = (time.perf_counter() - started) * 1000
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
+        say("note:", "yellow", f"{note}")
     if montage is not None:
         from ..montage import write_montage
 

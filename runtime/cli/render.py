@@ -11,9 +11,8 @@ from typing import Any
 
 import platformdirs
 import typer
-from rich.console import Console
 
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+from ..cli_edge import err, say  # one stderr console, markup off: messages hold paths and "[extras]"
 
 CUDA_HINT = ("Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
              "to skip the CUDA check; -v shows this note again.")
@@ -30,7 +29,7 @@ def emit_json(obj: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}")
+    say("warning:", "yellow", message)
 
 
 def model_notes(model, scope: Path, verbose: bool) -> None:
@@ -40,7 +39,7 @@ def model_notes(model, scope: Path, verbose: bool) -> None:
         warn(f"the bundle at {model.bundle.root} has RANDOM weights (speed tests only): results are meaningless.")
     for note in model.notes:
         if verbose or _first_time(f"{scope.resolve()}|{note}"):
-            err.print(f"[yellow]note:[/] {note} {CUDA_HINT}")
+            say("note:", "yellow", f"{note} {CUDA_HINT}")
 
 
 def _first_time(key: str) -> bool:
@@ -83,7 +82,7 @@ class Progress:
 
             self._bar = RichProgress(
                 TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
-                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}", markup=False),
                 console=err, transient=True,
             )
             self._bar.__enter__()

@@ -25,28 +25,46 @@ def env(tmp_path, tiny_bundle):
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
+    """300 PNGs (no draft decoding for PNG): slow enough with one thread to be stopped half way."""
     root = tmp_path_factory.mktemp("many")
     for i in range(300):
-        photo(7000 + i, 96, 72).save(root / f"{i:03d}.jpg")
+        photo(7000 + i, 640, 480).save(root / f"{i:03d}.png")
     return root
 
 
-def test_ctrl_c_commits_what_was_embedded_says_so_and_a_rerun_resumes(many, tiny_bundle, tmp_path):
-    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
-    catalog = tmp_path / "index" / "catalog.sqlite"
-    proc = subprocess.Popen([console_script("edge-search"), "index", str(many)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def committed(catalog) -> int:
+    import sqlite3
+
+    if not catalog.exists():
+        return 0
+    try:
+        with sqlite3.connect(catalog) as db:
+            return db.execute("SELECT count(*) FROM files").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def index_then_signal(many, env, catalog, signum, *extra):
+    """Start indexing, send `signum` once the first commit landed, return (exit status, stdout, stderr)."""
+    proc = subprocess.Popen([console_script("edge-search"), "index", str(many), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not catalog.exists():
-            time.sleep(0.05)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        while time.monotonic() < deadline and committed(catalog) == 0 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_commits_what_was_embedded_says_so_and_a_rerun_resumes(many, tiny_bundle, tmp_path):
+    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
+    returncode, _, err = index_then_signal(many, env, tmp_path / "index" / "catalog.sqlite", signal.SIGINT)
+    assert returncode == 130, err
     assert "Traceback" not in err and "Run the same command to resume" in err
     kept = json.loads(run_script("edge-search", "info", "--json", env=env).stdout)
     assert 0 < kept["count"] < 300 and kept["index_count"] == kept["count"]  # committed and published
@@ -56,22 +74,14 @@ def test_ctrl_c_commits_what_was_embedded_says_so_and_a_rerun_resumes(many, tiny
 
 def test_sigterm_also_commits_and_exits_130(many, tiny_bundle, tmp_path):
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
-    proc = subprocess.Popen([console_script("edge-search"), "index", str(many), "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(3.0)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130
+    returncode, out, _ = index_then_signal(many, env, tmp_path / "index" / "catalog.sqlite", signal.SIGTERM, "--json")
+    assert returncode == 130
     report = json.loads(out)
     assert report["interrupted"] and report["pending"] > 0 and report["count"] + report["pending"] == 300
 
 
 def test_progress_advances_per_file_with_rate_eta_and_the_current_file_on_a_terminal(many, tiny_bundle, tmp_path):
-    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="4", COLUMNS="160")
+    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1", COLUMNS="200")
     leader, follower = pty.openpty()
     proc = subprocess.Popen([console_script("edge-search"), "index", str(many)], env=env, stdin=follower,
                             stdout=follower, stderr=follower)
@@ -100,7 +110,7 @@ def test_progress_advances_per_file_with_rate_eta_and_the_current_file_on_a_term
     assert proc.returncode == 0, text
     counts = {int(n) for n in __import__("re").findall(r"(\d+)/300", text)}
     assert any(0 < n < 32 for n in counts), sorted(counts)[:10]  # moves before the first commit of 32
-    assert "img/s" in text and "ETA" in text and ".jpg" in text
+    assert "img/s" in text and "ETA" in text and ".png" in text
 
 
 def test_nothing_on_stdout_but_the_summary_when_piped(photo_dir, env):
@@ -134,8 +144,8 @@ def test_query_conveniences_paths_only_stdin_under_exclude_self(photo_dir, env):
     results = json.loads(inside.stdout)["results"]
     assert len(results) == 3 and all(r["path"].startswith(str(photo_dir / "sub") + "/") for r in results)
     two = run_script("edge-search", "query", str(target), str(photo_dir / "img02.webp"), "--json", "-k", "2", env=env)
-    assert two.returncode == 0 and {r["path"] for r in json.loads(two.stdout)["results"]} == {
-        str(target), str(photo_dir / "img02.webp")}
+    answer = json.loads(two.stdout)  # what averaging finds is the library's test; here: the CLI takes both
+    assert two.returncode == 0 and answer["query"] == [str(target), str(photo_dir / "img02.webp")] and len(answer["results"]) == 2
 
 
 def test_index_with_no_folder_updates_the_remembered_ones_and_a_missing_root_exits_2(photo_dir, env, tmp_path):
