@@ -67,6 +67,19 @@ def _import_pipeline():
     return export_bundle
 
 
+def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
+    """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
+    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.errors import BundleError
+
+    try:
+        manifest = Bundle.load(out).manifest
+    except BundleError:
+        return False
+    same_model = manifest.model_id in (model, str(Path(model).expanduser().resolve()))
+    return same_model and manifest.random_weights == random_weights
+
+
 @app.command(help="Export a Hugging Face ViT-style encoder to a verified ONNX bundle (fp32, fp16, int8 + manifest.json).")
 def export_model(
     model: Annotated[str, typer.Option(help="Hub id or local checkpoint directory.")] = DEFAULT_MODEL,
@@ -79,6 +92,7 @@ def export_model(
     ] = None,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out.")] = False,
+    keep_existing: Annotated[bool, typer.Option("--keep-existing", help="If --out already holds a valid bundle of this model, keep it and succeed (makes set-up scripts safe to rerun).")] = False,
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only).")
     ] = False,
@@ -86,8 +100,11 @@ def export_model(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    export_bundle = _import_pipeline()
     out = out or default_bundle_dir()
+    if keep_existing and not force and _holds_bundle_of(out, model, random_weights):
+        typer.echo(f"Kept the existing bundle at {out} ({model}); --force replaces it.")
+        return
+    export_bundle = _import_pipeline()
     manifest = export_bundle(
         model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
         force=force, random_weights=random_weights, step=_step_reporter(err),

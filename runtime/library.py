@@ -161,6 +161,7 @@ class Library:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory or default_index_dir()).expanduser()
         self._reader: IndexReader | None = None
+        self._legacy_verdict: bool | None = None
 
     def __enter__(self) -> "Library":
         return self
@@ -245,7 +246,7 @@ class Library:
             raise UsageError(f"Nothing to index: {missing} does not exist." if len(wanted) == 1
                              else f"Nothing to index: none of {missing} exists.")
         with IndexWriter(self.directory, model.bundle, precision=model.precision,
-                         settings=self._settings(model, settings)) as writer:
+                         settings=self._settings(model, settings), adopt=self._legacy_reproduced(model)) as writer:
             writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
             return run_index(writer, model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
                              on_start=on_start, on_file=on_file, stop=stop)
@@ -283,7 +284,29 @@ class Library:
 
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""
-        check_bundle(self.reader().catalog, model.bundle)
+        if not self._legacy_reproduced(model):
+            check_bundle(self.reader().catalog, model.bundle)
+
+    def _legacy_reproduced(self, model: Model, sample: int = 4) -> bool:
+        """For an index from before bundle identities whose recorded manifest hash differs (the same
+        checkpoint re-exported, which used to lock users out): whether `model` reproduces the stored
+        embeddings of a few files still on disk unchanged. Cosine >= 0.99999 where both sides are fp32,
+        else >= 0.99 (int8's parity bound); another model's weights land far below."""
+        meta = self.meta()
+        manifest = model.bundle.manifest
+        if (meta.bundle_identity is not None or meta.legacy_manifest_sha256 in (None, model.bundle.manifest_sha256)
+                or meta.model_id != manifest.model_id or meta.dim != manifest.embedding_dim):
+            return False
+        if self._legacy_verdict is not None:
+            return self._legacy_verdict
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            rows = catalog.sample_ok(64)
+        unchanged = [(path, vector) for path, size, mtime, vector in rows if _same_file(path, size, mtime)][:sample]
+        threshold = 0.99999 if meta.precision == model.precision == "fp32" else 0.99
+        results = list(model.embed_paths(path for path, _ in unchanged))
+        self._legacy_verdict = bool(unchanged) and all(
+            r.ok and float(r.vector @ stored) >= threshold for r, (_, stored) in zip(results, unchanged))
+        return self._legacy_verdict
 
     def query(
         self,
@@ -322,7 +345,7 @@ class Library:
         else:
             if model is None:
                 raise UsageError("A query by image needs a model (Library.open_model).")
-            check_bundle(reader.catalog, model.bundle)
+            self.check_model(model)
             pixels = np.stack([model.pixels(image) for image in images])
             query = model.embedder.embed_pixels(pixels).mean(axis=0)
             if exclude_self:
@@ -365,6 +388,14 @@ class Library:
             raise IndexMissing(f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`.")
         root = Path(bundle) if bundle else self.bundle_path()
         return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
+
+
+def _same_file(path: str, size: int, mtime_ns: int) -> bool:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_size == size and stat.st_mtime_ns == mtime_ns
 
 
 def _self_paths(image: ImageSource) -> set[str]:

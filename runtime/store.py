@@ -88,8 +88,12 @@ def _build_from_catalog(catalog: Catalog, settings: vi.IndexSettings) -> Index:
 class IndexWriter:
     """The single writer: binds the bundle, commits embeddings, publishes generations."""
 
-    def __init__(self, directory: Path, bundle: Bundle | None, *, precision: str | None, settings: vi.IndexSettings | None = None):
-        """`bundle` None: a writer that only removes (the index must exist and be bound already)."""
+    def __init__(self, directory: Path, bundle: Bundle | None, *, precision: str | None,
+                 settings: vi.IndexSettings | None = None, adopt: bool = False):
+        """`bundle` None: a writer that only removes (the index must exist and be bound already).
+        `adopt`: bind to `bundle` although an older edge-search recorded another manifest hash (the
+        caller proved the bundle reproduces the stored embeddings)."""
+        self.adopt = adopt
         self.directory = Path(directory)
         self.bundle = bundle
         self.precision = precision
@@ -155,7 +159,8 @@ class IndexWriter:
                 raise IndexCorrupt(f"The index at {self.directory} was never completed. Run `edge-search index DIR` again.")
             self.settings, self._rebuild = meta.settings, False
             return
-        check_bundle(catalog, self.bundle)
+        if not self.adopt:
+            check_bundle(catalog, self.bundle)
         manifest = self.bundle.manifest
         if meta.bound:
             current = meta.settings

@@ -171,3 +171,11 @@ def test_random_weights_build_the_default_architecture_offline(monkeypatch, tmp_
     assert processor.size == {"height": 224, "width": 224} and processor.resample == 2
     assert list(processor.image_mean) == [0.5, 0.5, 0.5] and list(processor.image_std) == [0.5, 0.5, 0.5]
     assert source.random_weights and source.architecture == "ViTModel"
+
+
+def test_keep_existing_makes_the_set_up_line_safe_to_rerun(cli_bundle, tiny_checkpoint):
+    out, _ = cli_bundle
+    before = (out / "manifest.json").read_bytes()
+    again = export_model("--model", str(tiny_checkpoint), "--out", str(out), "--keep-existing", tmp_path=out.parent)
+    assert again.returncode == 0 and "Kept the existing bundle" in again.stdout
+    assert (out / "manifest.json").read_bytes() == before

@@ -204,3 +204,45 @@ def test_embeddings_are_unit_vectors_from_paths_bytes_or_pil_images(model, photo
     assert np.linalg.norm(from_path) == pytest.approx(1.0, abs=1e-5)
     assert float(from_path @ model.embed_image(path.read_bytes())) == pytest.approx(1.0, abs=1e-6)
     assert float(from_path @ from_pil) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_an_old_index_locked_out_by_a_re_export_is_adopted_when_the_bundle_reproduces_it(model, library, photo_dir,
+                                                                                         tiny_bundle, tmp_path):
+    """Before bundle identities, re-exporting the same checkpoint changed the recorded manifest hash."""
+    library.index(model, [photo_dir])
+    library.close()
+    with sqlite3.connect(library.directory / "catalog.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key='bundle_identity'")
+        db.execute("INSERT INTO meta VALUES ('bundle_sha256', ?)", ("f" * 64,))  # a manifest no longer there
+    assert library.query(model, images=[photo_dir / "img01.png"], k=1).hits[0].path == str(photo_dir / "img01.png")
+    assert library.index(model, [photo_dir]).unchanged == 12
+    assert Library(library.directory).meta().bundle_identity == Bundle.load(tiny_bundle).identity
+
+
+def test_an_old_index_is_not_adopted_by_a_bundle_with_other_weights(library, photo_dir, tmp_path):
+    from conftest import save_tiny
+    from edge_search.export.pipeline import export_bundle
+    from edge_search.runtime.errors import IndexMismatch
+
+    import torch
+
+    checkpoint = save_tiny(tmp_path / "ckpt")
+    first = export_bundle(model=str(checkpoint), out=tmp_path / "first", precisions=("fp32",))
+    Library(library.directory).index(Model.open(tmp_path / "first", device="cpu"), [photo_dir])
+    from transformers import ViTForImageClassification
+
+    retrained = ViTForImageClassification.from_pretrained(checkpoint)
+    with torch.no_grad():
+        for parameter in retrained.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    retrained.save_pretrained(checkpoint)
+    export_bundle(model=str(checkpoint), out=tmp_path / "second", precisions=("fp32",))
+    with sqlite3.connect(library.directory / "catalog.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key='bundle_identity'")
+        db.execute("INSERT INTO meta VALUES ('bundle_sha256', ?)", ("f" * 64,))
+    other = Model.open(tmp_path / "second", device="cpu")
+    assert other.bundle.manifest.model_id == first.model_id
+    with pytest.raises(IndexMismatch):
+        library.query(other, images=[photo_dir / "img01.png"])
+    with pytest.raises(IndexMismatch):
+        library.index(other, [photo_dir])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -91,8 +92,6 @@ def embed(
         "seconds": round(seconds, 3), "images_per_s": round(done / seconds, 2) if seconds else None,
         "model": opened.bundle.manifest.model_id, "random_weights": opened.random_weights,
     }
-    import json
-
     err.print(json.dumps(summary) if as_json else
               f"{done} image(s), {failed} failed · {opened.provider} {opened.precision} · {seconds:.2f}s")
     if failed:
@@ -205,7 +204,7 @@ def query(
     library.close()
     latency_ms = (time.perf_counter() - started) * 1000
     for note in result.notes:
-        say("note:", "yellow", f"{note}")
+        say("note:", "yellow", note)
     if montage is not None:
         from ..montage import write_montage
 
