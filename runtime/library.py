@@ -246,7 +246,7 @@ class Library:
             raise UsageError(f"Nothing to index: {missing} does not exist." if len(wanted) == 1
                              else f"Nothing to index: none of {missing} exists.")
         with IndexWriter(self.directory, model.bundle, precision=model.precision,
-                         settings=self._settings(model, settings), adopt=self._legacy_reproduced(model)) as writer:
+                         settings=self._settings(model, settings), adopt=self._legacy_reproduced(model, self.meta())) as writer:
             writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
             return run_index(writer, model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
                              on_start=on_start, on_file=on_file, stop=stop)
@@ -284,15 +284,15 @@ class Library:
 
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""
-        if not self._legacy_reproduced(model):
-            check_bundle(self.reader().catalog, model.bundle)
+        catalog = self.reader().catalog
+        if not self._legacy_reproduced(model, catalog.index_meta()):
+            check_bundle(catalog, model.bundle)
 
-    def _legacy_reproduced(self, model: Model, sample: int = 4) -> bool:
+    def _legacy_reproduced(self, model: Model, meta: IndexMeta, sample: int = 4) -> bool:
         """For an index from before bundle identities whose recorded manifest hash differs (the same
         checkpoint re-exported, which used to lock users out): whether `model` reproduces the stored
         embeddings of a few files still on disk unchanged. Cosine >= 0.99999 where both sides are fp32,
         else >= 0.99 (int8's parity bound); another model's weights land far below."""
-        meta = self.meta()
         manifest = model.bundle.manifest
         if (meta.bundle_identity is not None or meta.legacy_manifest_sha256 in (None, model.bundle.manifest_sha256)
                 or meta.model_id != manifest.model_id or meta.dim != manifest.embedding_dim):

@@ -18,16 +18,8 @@ import typer
 from ..errors import ImagesFailed, Interrupted, UsageError
 from ..library import Library, Model
 from .app import app
-from .options import (BatchOpt, CudaArenaOpt, CudaIdOpt, CudaMemOpt, Device, DeviceOpt, DraftOpt, IndexOpt, JsonOpt,
-                      MaxMpOpt, ModelOpt, MontageOpt, Precision, PrecisionOpt, ThreadsOpt, VerboseOpt, cuda_options)
+from .options import IndexOpt, JsonOpt, ModelOpt, MontageOpt, VerboseOpt, with_model_options
 from .render import Progress, echo, emit_json, err, human, model_notes, say
-
-
-def _model_options(device: Device, precision: Precision, threads, batch_size, cuda_device_id, cuda_mem_limit,
-                   cuda_arena, jpeg_draft, max_megapixels) -> dict:
-    return dict(device=device.value, precision=precision.value, threads=threads, batch_size=batch_size,
-                cuda=cuda_options(cuda_device_id, cuda_mem_limit, cuda_arena), jpeg_draft=jpeg_draft,
-                max_megapixels=max_megapixels)
 
 
 @contextlib.contextmanager
@@ -51,23 +43,15 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 # ---------------------------------------------------------------------------------------------- embed
 @app.command(help="Embed images and print one line per image (path and embedding, or the error).")
+@with_model_options()
 def embed(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     model: ModelOpt = None,
-    device: DeviceOpt = Device.auto,
-    precision: PrecisionOpt = Precision.auto,
-    threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 8,
-    cuda_device_id: CudaIdOpt = 0,
-    cuda_mem_limit: CudaMemOpt = None,
-    cuda_arena: CudaArenaOpt = None,
-    jpeg_draft: DraftOpt = True,
-    max_megapixels: MaxMpOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    model_options: dict | None = None,
 ) -> None:
-    opened = Model.open(model, **_model_options(device, precision, threads, batch_size, cuda_device_id,
-                                                cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels))
+    opened = Model.open(model, **model_options)
     model_notes(opened, opened.bundle.root, verbose)
     started = time.perf_counter()
     failed = done = 0
@@ -101,6 +85,7 @@ def embed(
 # ---------------------------------------------------------------------------------------------- index
 @app.command(help="Index (or update) image folders: new and changed files are embedded, moved ones keep their "
                   "embedding, deleted ones are removed. With no folder, every folder indexed before is updated.")
+@with_model_options()
 def index(
     dirs: Annotated[Optional[list[Path]], typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones].")] = None,
     index: IndexOpt = None,
@@ -113,24 +98,15 @@ def index(
     expansion_add: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while building.")] = None,
     expansion_search: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while searching.")] = None,
     publish_every: Annotated[float, typer.Option(min=0, help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
-    device: DeviceOpt = Device.auto,
-    precision: PrecisionOpt = Precision.auto,
-    threads: ThreadsOpt = None,
-    batch_size: BatchOpt = 8,
-    cuda_device_id: CudaIdOpt = 0,
-    cuda_mem_limit: CudaMemOpt = None,
-    cuda_arena: CudaArenaOpt = None,
-    jpeg_draft: DraftOpt = True,
-    max_megapixels: MaxMpOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    model_options: dict | None = None,
 ) -> None:
     library = Library(index)
     if not dirs and not library.roots():
         raise UsageError(f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
                          "remembers none yet.")
-    opened = library.open_model(model, **_model_options(device, precision, threads, batch_size, cuda_device_id,
-                                                        cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels))
+    opened = library.open_model(model, **model_options)
     model_notes(opened, library.directory, verbose)
     if not as_json:
         err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {opened.provider} {opened.precision}")
@@ -166,8 +142,9 @@ def index(
 # ---------------------------------------------------------------------------------------------- query
 @app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
                   "their average, i.e. what they have in common. '-' reads an image from standard input.")
+@with_model_options(batch=False)
 def query(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Query image(s), or - for standard input.")],
+    images: Annotated[list[str], typer.Argument(help="Query image(s), or - for standard input.")],
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
     min_score: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")] = None,
     under: Annotated[Optional[Path], typer.Option(help="Only results inside this folder.")] = None,
@@ -176,16 +153,9 @@ def query(
     montage: MontageOpt = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
-    device: DeviceOpt = Device.auto,
-    precision: PrecisionOpt = Precision.auto,
-    threads: ThreadsOpt = None,
-    cuda_device_id: CudaIdOpt = 0,
-    cuda_mem_limit: CudaMemOpt = None,
-    cuda_arena: CudaArenaOpt = None,
-    jpeg_draft: DraftOpt = True,
-    max_megapixels: MaxMpOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    model_options: dict | None = None,
 ) -> None:
     if images.count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
@@ -193,10 +163,9 @@ def query(
     started = time.perf_counter()
     library = Library(index)
     library.reader()  # no index yet: say so before loading a model
-    options = _model_options(device, precision, threads, 1, cuda_device_id, cuda_mem_limit, cuda_arena, jpeg_draft, max_megapixels)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # onnxruntime builds the session while this thread loads the index
-        pending = pool.submit(library.open_model, model, **options)
+        pending = pool.submit(library.open_model, model, **model_options)
         library.warm()
         opened = pending.result()
     model_notes(opened, library.directory, verbose)

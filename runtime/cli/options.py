@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -63,3 +65,39 @@ def montage_path(value: Optional[Path]) -> Optional[Path]:
 
 
 MontageOpt = Annotated[Optional[Path], typer.Option(callback=montage_path, help="Write the query and its results as a contact sheet to this .jpg/.png/.webp file.")]
+
+
+def with_model_options(*, batch: bool = True):
+    """Give a command the options that choose and run the model, declared here once.
+
+    The command receives them as one dict, `model_options`, ready for `Model.open` / `Library.open_model`.
+    """
+    shared = [
+        ("device", DeviceOpt, Device.auto), ("precision", PrecisionOpt, Precision.auto), ("threads", ThreadsOpt, None),
+        *([("batch_size", BatchOpt, 8)] if batch else []),
+        ("cuda_device_id", CudaIdOpt, 0), ("cuda_mem_limit", CudaMemOpt, None), ("cuda_arena", CudaArenaOpt, None),
+        ("jpeg_draft", DraftOpt, True), ("max_megapixels", MaxMpOpt, None),
+    ]
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)  # resolve the command's own annotations here
+        own = [p for p in signature.parameters.values() if p.name != "model_options"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+                 for name, annotation, default in shared]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            chosen = {name: kwargs.pop(name) for name, _, _ in shared}
+            model_options = dict(
+                device=chosen["device"].value, precision=chosen["precision"].value, threads=chosen["threads"],
+                batch_size=chosen.get("batch_size", 1),
+                cuda=cuda_options(chosen["cuda_device_id"], chosen["cuda_mem_limit"], chosen["cuda_arena"]),
+                jpeg_draft=chosen["jpeg_draft"], max_megapixels=chosen["max_megapixels"],
+            )
+            return command(**kwargs, model_options=model_options)
+
+        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        run.__signature__ = signature.replace(parameters=keyword + added)
+        return run
+
+    return decorate
