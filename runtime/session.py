@@ -32,14 +32,32 @@ class OrtSession:
     input_name: str
     input_dtype: Any
     output_name: str
+    per_image: bool = False  # dynamically quantized graphs: one image per call, see `run`
 
     @property
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        feed = {self.input_name: np.ascontiguousarray(pixels, dtype=self.input_dtype)}
-        return np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
+        """A dynamically quantized graph computes one activation scale per call, over the whole batch, so
+        an image's embedding would depend on its batch companions (cosine 0.999 alone vs in a batch):
+        such graphs run one image per call, which costs nothing measurable on a CPU (batch 1 runs as
+        fast as batch 8 there), and makes index-time and query-time embeddings identical."""
+        pixels = np.ascontiguousarray(pixels, dtype=self.input_dtype)
+        if self.per_image and len(pixels) > 1:
+            return np.concatenate([self._run(pixels[i : i + 1]) for i in range(len(pixels))])
+        return self._run(pixels)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run([self.output_name], {self.input_name: pixels})[0], dtype=np.float32)
+
+
+DYNAMIC_QUANTIZATION_OPS = ("DynamicQuantizeMatMul", "MatMulInteger", "QAttention", "DynamicQuantizeLinear")
+
+
+def is_dynamically_quantized(fused_ops: dict[str, int]) -> bool:
+    """Whether a graph quantizes activations at run time (scale per call), by the exporter's op counts."""
+    return any(fused_ops.get(op) for op in DYNAMIC_QUANTIZATION_OPS)
 
 
 def _ort():
@@ -126,6 +144,7 @@ def open_session(
                 input_name=spec.name,
                 input_dtype=_ORT_TYPES.get(spec.type, np.float32),
                 output_name=session.get_outputs()[0].name,
+                per_image=is_dynamically_quantized(bundle.manifest.files[plan.precision].fused_ops),
             ),
             notes,
         )

@@ -81,3 +81,23 @@ def test_jpeg_draft_decoding_of_large_photos_stays_within_cosine_0_9999_of_full_
     a = np.stack([r.vector for r in full.embed(paths)])
     b = np.stack([r.vector for r in draft.embed(paths)])
     assert cosine(a, b).min() >= 0.9999
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_embedding_does_not_depend_on_the_other_images_in_its_batch(precision, tiny_bundle, photo_files):
+    """Dynamic int8 quantization scales activations per call: batched, a photo's embedding would drift
+    with its companions (and near-duplicates swap ranks between index and query time)."""
+    alone = np.stack([next(iter(make_embedder(tiny_bundle, precision, batch_size=1).embed([p]))).vector for p in photo_files])
+    together = np.stack([r.vector for r in make_embedder(tiny_bundle, precision, batch_size=8).embed(photo_files)])
+    assert len(photo_files) >= 8 and cosine(alone, together).min() >= 0.99999
+
+
+def test_the_int8_graph_is_batch_dependent_without_the_runtime_s_care(tiny_bundle, photo_files):
+    """Why the runtime runs dynamically quantized graphs per image: the graph itself mixes the batch."""
+    bundle = Bundle.load(tiny_bundle)
+    session, _ = open_session(bundle, device="cpu", precision="int8")
+    assert session.per_image
+    pixels = np.stack([Preprocessor.from_manifest(bundle.manifest).load(p) for p in photo_files[:8]])
+    batched = session._run(pixels)
+    single = np.concatenate([session._run(pixels[i : i + 1]) for i in range(8)])
+    assert not np.allclose(batched, single, atol=1e-6)
