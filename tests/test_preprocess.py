@@ -135,3 +135,18 @@ def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
     path = tmp_path / f"phone{suffix}"
     photo(9, 120, 90).save(path)
     assert open_image(path).size == (120, 90)
+
+
+def test_a_transparent_image_is_resized_before_it_is_laid_over_white_with_the_same_result():
+    from transformers import ViTImageProcessor
+
+    from edge_search.runtime.preprocess import over_white
+
+    rgb = photo(77, 900, 600)
+    alpha = Image.fromarray(np.tile(np.linspace(0, 255, 900, dtype=np.uint8), (600, 1)), "L")
+    rgba = rgb.copy()
+    rgba.putalpha(alpha)
+    runtime = runtime_for(ViTImageProcessor(size={"height": 224, "width": 224}))
+    fast, composited_first = runtime.from_image(rgba), runtime.from_image(over_white(rgba))
+    assert np.abs(fast - composited_first).max() <= 2.5 / 255 / 0.5  # rounding of two 8-bit steps, in normalised units
+    assert np.abs(fast[:, :, 0] - 1.0).max() < 0.05  # the fully transparent left edge shows white (1.0 after normalising)
