@@ -91,7 +91,7 @@ def spread(ratios: list[float]) -> dict:
 def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8") -> dict:
     python = baseline_python()
     edge = [sys.executable, "-m", "edge_search.runtime"]
-    count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     query_image = sorted(images.iterdir())[0]
     index_rows, query_rows = [], []
     for round_ in range(rounds):

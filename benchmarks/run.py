@@ -43,12 +43,17 @@ def gpu_memory_mb() -> float | None:
         return None
 
 
+# What decides int8 and fp32 kernel speed: AVX2 only, AVX-512, and the int8 dot-product units (VNNI, AMX).
+CPU_FLAGS_THAT_MATTER = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     import onnxruntime as ort
 
+    flags = next((set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo") if line.startswith("flags")), set())
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "cpu": cpu, "cpu_flags": sorted(flags & CPU_FLAGS_THAT_MATTER), "cores": len(os.sched_getaffinity(0)), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
         "host": socket.gethostname(), "python": platform.python_version(), "onnxruntime": ort.__version__,
         "available_providers": ort.get_available_providers(),
     }
@@ -195,7 +200,8 @@ def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# edge-search benchmarks — {report['date']}", "", f"Machine: {report['machine']['cpu']}, "
+    lines = [f"# edge-search benchmarks — {report['date']}", "", f"Machine: {report['machine']['cpu']} "
+             f"(flags: {', '.join(report['machine'].get('cpu_flags', [])) or 'none of note'}), "
              f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB; onnxruntime {report['machine']['onnxruntime']}. "
              f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).", ""]
     for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
@@ -226,7 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few images, small index")
     parser.add_argument("--model", type=Path, help="bundle directory [default: a cached random-weight export]")
-    parser.add_argument("--images", type=Path, help="folder of photos [default: generated camera-like JPEGs]")
+    parser.add_argument("--images", help="folder of photos, or `real` for Debian's wallpaper photographs "
+                        "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline"},
                         help="comma-separated subset of: model,e2e,vectors,baseline")
@@ -244,9 +251,16 @@ def main() -> None:
     else:
         bundle_dir, checkpoint = default_bundle(args.quick)
         manifest = Bundle.load(bundle_dir).manifest
-    images = args.images or generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
+    if args.images == "real":
+        from .real_photos import real_photos
+
+        images = real_photos(CACHE / "real-photos")
+    elif args.images:
+        images = Path(args.images)
+    else:
+        images = generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
     report = {
-        "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id,
+        "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id, "images": str(images),
         "architecture": manifest.architecture,
         "random_weights": manifest.random_weights or (args.model is None),  # our default bundles are random-weight
         "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10)
