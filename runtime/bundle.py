@@ -140,8 +140,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 class _VerifiedCache:
     """Remembers which (path, size, mtime_ns, sha256) states were hashed and found good."""
 
-    def __init__(self, path: Path | None = None):
-        self.path = path or Path(platformdirs.user_cache_dir("edge-search")) / "verified-models.json"
+    def __init__(self, path: Path | None = None, name: str = "verified-models.json"):
+        self.path = path or Path(platformdirs.user_cache_dir("edge-search")) / name
 
     def _read(self) -> dict[str, str]:
         try:
@@ -151,13 +151,14 @@ class _VerifiedCache:
 
     @staticmethod
     def _key(file: Path, stat: os.stat_result) -> str:
-        return f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        """The file's state: rewritten in place, replaced or truncated, one of these changes."""
+        return f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
 
     def known_good(self, file: Path, stat: os.stat_result, sha: str) -> bool:
         return self._read().get(self._key(file, stat)) == sha
 
     def remember(self, file: Path, stat: os.stat_result, sha: str) -> None:
-        entries = self._read()
+        entries = {key: value for key, value in self._read().items() if os.path.exists(key.split("|", 1)[0])}
         entries[self._key(file, stat)] = sha
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

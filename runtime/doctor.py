@@ -63,7 +63,7 @@ def check_index(directory: Path) -> list[Check]:
             checks.append(Check("index file", "fail", "no generation published yet: run `edge-search index`"))
             return checks
         try:
-            index = vi.load_verified(directory / meta.index_file, meta.index_sha256 or "", view=True)
+            index = vi.load_verified(directory / meta.index_file, meta.index_sha256 or "", view=True, full_hash=True)
         except EdgeSearchError as exc:
             checks.append(Check("index file", "fail", f"{exc} The next query or index run rebuilds it from the catalog."))
             return checks

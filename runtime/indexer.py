@@ -3,7 +3,8 @@ embedding of content already seen (moved, renamed or touched files), prune what 
 
 Commits go to the catalog in small transactions, so a kill loses at most the batch in flight and
 the next run resumes (unchanged files are recognised by size + mtime). The usearch file is
-republished every `publish_every_s` seconds while indexing runs, so queries see progress. When
+republished every `publish_every_s` seconds while indexing runs (and no sooner than ten times the last
+publish took, so a large index does not spend its time rewriting itself), so queries see progress. When
 `stop` is set (Ctrl-C, SIGTERM), no new file is started; what was embedded is committed and published.
 """
 
@@ -20,6 +21,10 @@ from .catalog import Root, encode_path
 from .embedder import Embedder, EmbedResult
 from .store import IndexWriter
 from .walk import walk
+
+# A publish rewrites and hashes the whole usearch file (~1.3 s of hashing alone at 1M vectors): while
+# indexing, wait at least this many times as long as the last publish took, so publishing stays ~10% of the work.
+PUBLISH_SHARE = 10
 
 # Called once per file as it is settled: (path, what happened: "added" | "updated" | "moved" | "unchanged" | "failed" | "vanished").
 FileCallback = Callable[[str, str], None]
@@ -105,6 +110,7 @@ def run_index(
     touched: list = []
     vanished: list[bytes] = []
     last_publish = time.monotonic()
+    publish_cost = 0.0  # seconds the last publish took: a large index is republished less often
 
     def commit() -> None:
         if rows:
@@ -137,9 +143,11 @@ def run_index(
             on_file(path, outcome)
         if len(rows) + len(touched) >= commit_every:
             commit()
-            if time.monotonic() - last_publish > publish_every_s:
+            if time.monotonic() - last_publish > max(publish_every_s, PUBLISH_SHARE * publish_cost):
+                started_publish = time.monotonic()
                 writer.publish()
                 last_publish = time.monotonic()
+                publish_cost = last_publish - started_publish
     commit()
     report.interrupted = bool(stop is not None and stop.is_set() and settled < len(todo))
     report.pending = len(todo) - settled

@@ -18,7 +18,7 @@ from edge_search.export.synthetic import clustered_embeddings as clustered
 from edge_search.runtime import vector_index as vi
 from edge_search.runtime.bundle import Bundle
 from edge_search.runtime.embedder import Embedder
-from edge_search.runtime.errors import IndexBusy, IndexMismatch
+from edge_search.runtime.errors import IndexBusy, IndexCorrupt, IndexMismatch
 from edge_search.runtime.indexer import run_index
 from edge_search.runtime.preprocess import Preprocessor
 from edge_search.runtime.session import open_session
@@ -183,3 +183,24 @@ def test_collections_up_to_the_switch_are_searched_exactly():
         keys, scores = vi.search(index, query, 10)
         assert keys.tolist() == expected.tolist()
         assert np.allclose(scores, (data[expected] @ query), atol=1e-5)  # scores are cosine similarities
+
+
+def test_readers_hash_an_index_file_once_per_state_and_still_catch_damage(tmp_path, monkeypatch):
+    """A full sha256 of a 1.5 GB index on every query would take seconds: it is done once per file state."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    index = vi.IndexSettings(dim=16).new_index()
+    index.add(np.arange(3000, dtype=np.uint64), clustered(3000, 16, 10, seed=1))
+    name, sha = vi.write_atomically(index, tmp_path, 1)
+    path = tmp_path / name
+    hashed = []
+    real = vi.sha256_file
+    monkeypatch.setattr(vi, "sha256_file", lambda p: hashed.append(p) or real(p))
+    for _ in range(3):
+        assert len(vi.load_verified(path, sha, view=True)) == 3000
+    assert hashed == []  # the writer remembered the state it wrote
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a bit flip in the middle: the file's state changes, so it is hashed again
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexCorrupt):
+        vi.load_verified(path, sha, view=True)
+    assert hashed == [path]
