@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .ceiling import K, M, N
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 
@@ -104,7 +106,8 @@ def generate_images(directory: Path, count: int, quick: bool) -> Path:
     return directory
 
 
-def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[dict]:
+def model_throughput(bundle_dir: Path, batches: list[int], rounds: int, limits: dict | None = None) -> list[dict]:
+    """Images/s per provider, precision and batch; on the CPU also as a fraction of `limits` (ViT-B/16 only)."""
     from edge_search.runtime.bundle import Bundle
     from edge_search.runtime.errors import EdgeSearchError
     from edge_search.runtime.session import open_session
@@ -143,8 +146,16 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
                     "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
                     "session_rss_mb": round(rss_mb() - baseline_rss, 1),  # growth over the process before the session
                 })
+                if limits and session.device == "cpu" and _is_vit_b16(bundle):
+                    from .ceiling import VIT_B16_GFLOP, fraction_of_ceiling
+
+                    rows[-1]["fraction_of_ceiling"] = fraction_of_ceiling(rows[-1]["images_per_s"], precision, limits, VIT_B16_GFLOP)
             del session
     return rows
+
+
+def _is_vit_b16(bundle) -> bool:
+    return bundle.manifest.embedding_dim == 768 and bundle.manifest.preprocess.input_hw() == (224, 224)
 
 
 def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: Path) -> list[dict]:
@@ -204,6 +215,11 @@ def markdown(report: dict) -> str:
              f"(flags: {', '.join(report['machine'].get('cpu_flags', [])) or 'none of note'}), "
              f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB; onnxruntime {report['machine']['onnxruntime']}. "
              f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).", ""]
+    if report.get("cpu_ceilings"):
+        c = report["cpu_ceilings"]
+        lines += [f"CPU ceilings through onnxruntime ({report['machine']['cores']} threads, a {'x'.join(map(str, (M, K, N)))} matmul): "
+                  f"fp32 MatMul {c['fp32_gflops']} GFLOP/s, int8 MatMulInteger {c['int8_gops']} GOP/s. "
+                  "`fraction_of_ceiling` = images/s x 35.2 GFLOP (ViT-B/16) / the matching ceiling.", ""]
     for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
                         ("Vector index", report["vector_index"])):
         if not rows:
@@ -244,6 +260,8 @@ def main() -> None:
 
     from edge_search.runtime.bundle import Bundle
 
+    from .ceiling import ceilings
+
     if args.model:
         bundle_dir = args.model
         manifest = Bundle.load(bundle_dir).manifest
@@ -259,11 +277,13 @@ def main() -> None:
         images = Path(args.images)
     else:
         images = generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
+    limits = ceilings(len(os.sched_getaffinity(0)), rounds=3 if args.quick else 20) if "model" in args.sections else {}
     report = {
         "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id, "images": str(images),
         "architecture": manifest.architecture,
         "random_weights": manifest.random_weights or (args.model is None),  # our default bundles are random-weight
-        "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10)
+        "cpu_ceilings": limits,
+        "model_throughput": model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10, limits)
         if "model" in args.sections else [],
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
         if "e2e" in args.sections else [],

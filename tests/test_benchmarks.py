@@ -17,6 +17,8 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     (report_file,) = tmp_path.glob("*.json")
     report = json.loads(report_file.read_text())
     assert report["random_weights"] is True
+    assert report["cpu_ceilings"]["fp32_gflops"] > 0 and report["cpu_ceilings"]["int8_gops"] > 0
+    assert isinstance(report["machine"]["cpu_flags"], list) and "(flags: " in result.stdout
     assert any(row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider" for row in report["model_throughput"])
     assert report["end_to_end"][0]["images"] == 8
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
