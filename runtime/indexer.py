@@ -90,7 +90,7 @@ def run_index(
     roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots]
     catalog = writer.catalog
     report = IndexReport()
-    found = walk(roots)
+    found = walk(roots, stop)
     report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
     known = catalog.ok_ids_by_sha256()  # taken before pruning: a moved file's old row is still here
@@ -149,10 +149,10 @@ def run_index(
                 last_publish = time.monotonic()
                 publish_cost = last_publish - started_publish
     commit()
-    report.interrupted = bool(stop is not None and stop.is_set() and settled < len(todo))
+    report.interrupted = bool(stop is not None and stop.is_set() and (settled < len(todo) or not found.complete))
     report.pending = len(todo) - settled
 
-    if prune:
+    if prune and found.complete:  # an interrupted walk did not see every file: prune nothing
         seen = {encode_path(p) for p in found.files}
         roots_b = [encode_path(r.path) for r in roots]
         keep_b = [encode_path(d) for d in found.unreadable_dirs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ class WalkResult:
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
+    complete: bool = True  # False when `stop` cut the walk short: what is not listed may still exist
 
 
 def _matches(path: str, patterns: Iterable[str]) -> bool:
@@ -42,15 +44,19 @@ def is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
 
 
-def walk(roots: Iterable[Root]) -> WalkResult:
+def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResult:
     """Image files under `roots` (following symlinks, each real directory once) and what went wrong.
 
-    A root itself is always walked, even if its own name is hidden; the rules apply below it.
+    A root itself is always walked, even if its own name is hidden; the rules apply below it. Once
+    `stop` is set (Ctrl-C on a large NAS share), the walk ends early and says it is incomplete.
     """
     result = WalkResult()
     visited: set[tuple[int, int]] = set()
 
     def visit(directory: str, skip: tuple[str, ...]) -> None:
+        if stop is not None and stop.is_set():
+            result.complete = False
+            return
         try:
             st = os.stat(directory)
         except OSError as exc:

@@ -246,3 +246,14 @@ def test_an_old_index_is_not_adopted_by_a_bundle_with_other_weights(library, pho
         library.query(other, images=[photo_dir / "img01.png"])
     with pytest.raises(IndexMismatch):
         library.index(other, [photo_dir])
+
+
+def test_a_stop_during_the_folder_walk_ends_the_run_and_prunes_nothing(model, library, photo_dir):
+    import threading
+
+    library.index(model, [photo_dir])
+    stop = threading.Event()
+    stop.set()  # as if Ctrl-C came while the walk was still listing folders
+    report = library.index(model, [photo_dir], stop=stop)
+    assert report.interrupted and (report.removed, report.added) == (0, 0)
+    assert library.info().count == 12
