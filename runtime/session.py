@@ -10,7 +10,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, ProviderError
-from .providers import CudaOptions, Plan, default_threads, resolve, started_on
+from .providers import CudaOptions, default_threads, resolve, started_on
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
