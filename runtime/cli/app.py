@@ -51,13 +51,13 @@ def _root(
 
 BRIEF = (
     "usage: edge-search COMMAND [OPTIONS] [ARGS]...\n"
-    "commands: index, query, info, remove, embed, verify  ·  edge-search --help for more, "
+    "commands: index, query, info, remove, embed, verify, serve  ·  edge-search --help for more, "
     "edge-search COMMAND --help for one command"
 )
 
 
 def main() -> None:
-    from . import commands  # noqa: F401  (registers the commands)
+    from . import commands, serve  # noqa: F401  (registers the commands)
 
     warnings.filterwarnings("ignore", module="PIL")
     cli_edge.run(

@@ -1,0 +1,86 @@
+"""`edge-search serve`: options in, the HTTP service out (runs until SIGTERM or Ctrl-C)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..library import Library
+from .app import app
+from .options import IndexOpt, ModelOpt, VerboseOpt, with_model_options
+from .render import err, model_notes
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve_imports():
+    try:
+        import uvicorn
+
+        from ..serve.app import ServiceConfig, make_app
+    except ImportError as exc:
+        raise UsageError(f"`edge-search serve` needs {exc.name}: install the serve extra "
+                         "(pip install 'edge-search[serve]').") from None
+    return uvicorn, ServiceConfig, make_app
+
+
+@app.command(help="Serve searches over HTTP from one warm process: a JSON API (see README). Binds 127.0.0.1 "
+                  "unless told otherwise; any other address needs a token (or an explicit --no-auth).")
+@with_model_options(batch=False)
+def serve(
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.", envvar="EDGE_SEARCH_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.", envvar="EDGE_SEARCH_PORT")] = 8765,
+    token: Annotated[Optional[str], typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow a non-loopback address without a token (anyone on the network can search and download your photos).")] = False,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
+    verbose: VerboseOpt = False,
+    model_options: dict | None = None,
+) -> None:
+    if not _is_loopback(host) and not token and not no_auth:
+        raise UsageError(f"Refusing to listen on {host} without a token: anyone on the network could search and "
+                         "download your photos. Pass --token (or EDGE_SEARCH_TOKEN), or --no-auth if you mean it.")
+    uvicorn, ServiceConfig, make_app = _serve_imports()
+    library = Library(index)
+    library.reader()  # no index yet: say so before loading a model
+    opened = library.open_model(model, **model_options)
+    model_notes(opened, library.directory, verbose)
+    library.check_model(opened)
+    service = make_app(library, opened, ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20))
+    err.print(f"edge-search serving {library.directory} on http://{host}:{port}/ · {opened.provider} {opened.precision}"
+              + (" · token required" if token else ""))
+    config = uvicorn.Config(service, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+                            timeout_graceful_shutdown=10)
+    _quiet_exit_server(uvicorn)(config).run()
+
+
+def _quiet_exit_server(uvicorn):
+    """uvicorn's Server, except that SIGTERM / Ctrl-C end it with exit 0 after the graceful shutdown
+    (uvicorn re-raises the signal afterwards, which makes a clean stop look like a crash, 143)."""
+    import contextlib
+    import signal
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return Server

@@ -1,0 +1,207 @@
+"""The HTTP API: Starlette routes over one `Library` and one warm `Model`.
+
+Every library call runs in one worker thread (SQLite connections and the onnxruntime session stay in
+the thread that opened them, and two cores are better spent on one query at a time than on two).
+Errors are JSON `{"error": ...}` with a 4xx/5xx status; an upload is size-limited before it is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import (EdgeSearchError, ImageDecodeError, IndexCorrupt, IndexMismatch, IndexMissing, StorageError,
+                      UsageError)
+from ..library import Library, Model
+from .thumbnails import ThumbnailCache
+
+HTTP_STATUS: dict[type, int] = {
+    UsageError: 400, ImageDecodeError: 400, IndexMissing: 503, IndexMismatch: 409, IndexCorrupt: 500, StorageError: 507,
+}
+TOKEN_COOKIE = "edge_search_token"
+
+
+@dataclass
+class ServiceConfig:
+    token: str | None = None
+    max_upload_bytes: int = 32 * 2**20
+    default_k: int = 24
+    max_k: int = 500
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Service:
+    """What the routes share: the library, the model, the worker thread, the thumbnail cache."""
+
+    def __init__(self, library: Library, model: Model, config: ServiceConfig):
+        library.close()  # its reader is reopened in the worker thread, which alone uses it from now on
+        self.library = library
+        self.model = model
+        self.config = config
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="library")
+        self.thumbs = ThumbnailCache(library.directory / "thumbs")
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: function(*args, **kwargs))
+
+    def close(self) -> None:
+        self.worker.submit(self.library.close).result()
+        self.worker.shutdown()
+
+    # -- helpers run in the worker ------------------------------------------------------------------
+    def path_of(self, key: int) -> str:
+        path = self.library.reader().catalog.paths_for([key]).get(key)
+        if path is None:
+            raise HttpError(404, f"No indexed image has id {key}.")
+        return path
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a whole number, not {value!r}.") from None
+    if not low <= number <= high:
+        raise HttpError(400, f"{name} must be between {low} and {high}.")
+    return number
+
+
+def _float(value: str | None, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a number, not {value!r}.") from None
+
+
+def _results(result) -> dict:
+    return {"results": [{"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits]}
+
+
+def make_app(library: Library, model: Model, config: ServiceConfig | None = None) -> Starlette:
+    config = config or ServiceConfig()
+    service = Service(library, model, config)
+
+    async def health(request: Request) -> Response:
+        count = await service.call(lambda: library.reader().catalog.count())
+        return JSONResponse({"ok": True, "count": count, "provider": model.provider, "precision": model.precision,
+                             "random_weights": model.random_weights})
+
+    async def info(request: Request) -> Response:
+        return JSONResponse((await service.call(library.info)).as_dict())
+
+    async def query(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.max_upload_bytes + 64 * 1024:
+            raise HttpError(413, f"The upload is larger than {config.max_upload_bytes // 2**20} MiB.")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HttpError(400, "Send the image as multipart/form-data in a field named `image`.")
+        async with request.form(max_files=1, max_fields=10, max_part_size=config.max_upload_bytes) as form:
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise HttpError(400, "No file in the form field `image`.")
+            data = await upload.read(config.max_upload_bytes + 1)
+            if len(data) > config.max_upload_bytes:
+                raise HttpError(413, f"The upload is larger than {config.max_upload_bytes // 2**20} MiB.")
+            if not data:
+                raise HttpError(400, "The uploaded file is empty.")
+            k = _int(form.get("k"), "k", config.default_k, 1, config.max_k)
+            min_score = _float(form.get("min_score"), "min_score")
+            under = form.get("under") or None
+        result = await service.call(library.query, model, images=[data], k=k, min_score=min_score, under_dir=under)
+        return JSONResponse(_results(result))
+
+    async def similar(request: Request) -> Response:
+        key = request.path_params["id"]
+        k = _int(request.query_params.get("k"), "k", config.default_k, 1, config.max_k)
+        result = await service.call(library.query, key=key, k=k, exclude_self=True)
+        return JSONResponse(_results(result))
+
+    async def image(request: Request) -> Response:
+        path = await service.call(service.path_of, request.path_params["id"])
+        if not os.path.isfile(path):
+            raise HttpError(404, "The file is no longer there (moved or deleted since it was indexed).")
+        return FileResponse(path)
+
+    async def thumb(request: Request) -> Response:
+        key = request.path_params["id"]
+        path = await service.call(service.path_of, key)
+        if not os.path.isfile(path):
+            raise HttpError(404, "The file is no longer there (moved or deleted since it was indexed).")
+        data = await asyncio.get_running_loop().run_in_executor(None, service.thumbs.get, key, path)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        return error(exc.status, str(exc))
+
+    async def on_library_error(request: Request, exc: Exception) -> Response:
+        status = next((code for cls, code in HTTP_STATUS.items() if isinstance(exc, cls)), 500)
+        if isinstance(exc, ImageDecodeError):
+            return error(status, f"The uploaded file cannot be searched with: {exc.reason}.")
+        return error(status, str(exc))
+
+    async def on_starlette_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        return error(status, getattr(exc, "detail", None) or "Request failed.")
+
+    routes = [
+        Route("/api/health", health),
+        Route("/api/info", info),
+        Route("/api/query", query, methods=["POST"]),
+        Route("/api/similar/{id:int}", similar),
+        Route("/api/image/{id:int}", image),
+        Route("/api/thumb/{id:int}", thumb),
+    ]
+    middleware = [Middleware(TokenAuth, token=config.token)] if config.token else []
+    from starlette.exceptions import HTTPException
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        service.close()  # SIGTERM: uvicorn finishes the requests in flight, then this closes the catalog
+
+    app = Starlette(
+        routes=routes, middleware=middleware, lifespan=lifespan,
+        exception_handlers={HttpError: on_http_error, EdgeSearchError: on_library_error, HTTPException: on_starlette_error},
+    )
+    app.state.service = service
+    return app
+
+
+class TokenAuth(BaseHTTPMiddleware):
+    """Every request needs the token: `Authorization: Bearer TOKEN`, or the cookie a login sets."""
+
+    def __init__(self, app, token: str):
+        super().__init__(app)
+        self.token = token.encode()
+
+    async def dispatch(self, request: Request, call_next):
+        header = request.headers.get("authorization", "")
+        offered = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+        if not hmac.compare_digest(offered.encode(), self.token):
+            return error(401, "This edge-search needs a token: send `Authorization: Bearer TOKEN`.")
+        return await call_next(request)

@@ -1,0 +1,71 @@
+"""Thumbnails made on first request and cached beside the index, within a size bound."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import ImageDecodeError
+from ..preprocess import open_image, to_rgb
+
+THUMB_EDGE = 320
+
+
+class ThumbnailCache:
+    """`<index>/thumbs/<id>.jpg`, oldest dropped first beyond `max_bytes`. A catalog id is never reused
+    for other content (a changed file gets a new id), so a cached thumbnail never goes stale."""
+
+    def __init__(self, directory: Path, max_bytes: int = 256 * 2**20):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._size: int | None = None
+
+    def get(self, key: int, source: str) -> bytes:
+        cached = self.directory / f"{key}.jpg"
+        try:
+            return cached.read_bytes()
+        except OSError:
+            pass
+        data = make_thumbnail(source)
+        self._store(cached, data)
+        return data
+
+    def _store(self, path: Path, data: bytes) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            return  # a read-only index still serves thumbnails, made each time
+        if self._size is None:
+            self._size = sum(p.stat().st_size for p in self.directory.glob("*.jpg"))
+        else:
+            self._size += len(data)
+        if self._size > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        files = sorted(self.directory.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            if total <= self.max_bytes * 0.8:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+        self._size = total
+
+
+def make_thumbnail(source: str) -> bytes:
+    """A JPEG no larger than THUMB_EDGE on its long side (ImageDecodeError if the file cannot be read)."""
+    image = open_image(source, draft_hw=(THUMB_EDGE, THUMB_EDGE))
+    image.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    to_rgb(image).save(buffer, "JPEG", quality=82)
+    return buffer.getvalue()
+
+
+__all__ = ["ThumbnailCache", "make_thumbnail", "ImageDecodeError"]
