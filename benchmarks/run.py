@@ -228,6 +228,15 @@ def markdown(report: dict) -> str:
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
         lines.append("")
+    service = report.get("service")
+    if service and "warm_1_client" in service:
+        lines += ["## The warm service against a cold CLI query", "",
+                  f"Same index and image, {service['precision']} on the CPU; service resident memory {service['service_rss_mb']} MB.", "",
+                  "| measure | p50 ms | p95 ms |", "|---|---|---|"]
+        for key, label in (("cold_cli_query", "`edge-search query` (new process)"), ("warm_1_client", "`POST /api/query`, 1 client"),
+                           ("warm_8_clients", "`POST /api/query`, 8 concurrent clients")):
+            lines.append(f"| {label} | {service[key]['p50_ms']} | {service[key]['p95_ms']} |")
+        lines += ["", f"Warm (1 client) is {service['speedup_p50']}x faster than cold at the median.", ""]
     side = report.get("side_by_side")
     if side and "indexing" in side:
         ix, cq = side["indexing"], side["cold_query"]
@@ -250,8 +259,8 @@ def main() -> None:
     parser.add_argument("--images", help="folder of photos, or `real` for Debian's wallpaper photographs "
                         "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline"},
-                        help="comma-separated subset of: model,e2e,vectors,baseline")
+    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline", "serve"},
+                        help="comma-separated subset of: model,e2e,vectors,baseline,serve")
     parser.add_argument("--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
@@ -288,6 +297,12 @@ def main() -> None:
         if "e2e" in args.sections else [],
         "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000, 1_000_000]) if "vectors" in args.sections else [],
     }
+    if "serve" in args.sections and report["end_to_end"]:
+        from .service import serve_vs_cold
+
+        query_image = sorted(p for p in images.iterdir() if p.is_file())[0]
+        report["service"] = serve_vs_cold(bundle_dir, CACHE / "index-int8", query_image,
+                                          cold_runs=2 if args.quick else 5, warm_requests=8 if args.quick else 24)
     if "baseline" not in args.sections:
         pass
     elif args.baseline and checkpoint is not None:

@@ -24,5 +24,7 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
     side = report["side_by_side"]
     assert side["images"] == 8 and side["indexing"]["speedup"]["runs"] == 2 and side["cold_query"]["original_peak_rss_mb"] > 0
-    for title in ("Model throughput", "End-to-end indexing", "Vector index", "Against the original pipeline"):
+    assert report["service"]["warm_8_clients"]["requests"] == 8 and report["service"]["cold_cli_query"]["p50_ms"] > 0
+    for title in ("Model throughput", "End-to-end indexing", "Vector index", "Against the original pipeline",
+                  "The warm service against a cold CLI query"):
         assert f"## {title}" in result.stdout
