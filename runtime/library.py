@@ -329,7 +329,7 @@ class Library:
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
-        if sum(x is not None and (not isinstance(x, Sequence) or len(x) > 0) for x in (images or None, vector, key)) != 1:
+        if sum((len(images) > 0, vector is not None, key is not None)) != 1:
             raise UsageError("Give exactly one query: images, a vector or a key.")
         reader = self.reader()
         excluded_paths: set[str] = set()
@@ -356,13 +356,14 @@ class Library:
         prefix = [encode_path(os.path.expanduser(os.fspath(under_dir)))] if under_dir else None
         keep = None
         if prefix or excluded_paths or excluded_sha:
-            by_key = reader.catalog
+            catalog = reader.catalog
+
             def keep(path: str, hit_key: int) -> bool:
                 if prefix and not under(os.fsencode(path), prefix):
                     return False
                 if path in excluded_paths:
                     return False
-                return not excluded_sha or by_key.sha256_of(hit_key) not in excluded_sha
+                return not excluded_sha or catalog.sha256_of(hit_key) not in excluded_sha
         hits = reader.search(query, k, min_score, keep)
         notes = list(reader.notes)
         reader.notes.clear()
