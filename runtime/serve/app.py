@@ -98,6 +98,15 @@ def _float(value: str | None, name: str) -> float | None:
         raise HttpError(400, f"{name} must be a number, not {value!r}.") from None
 
 
+async def _drain(request: Request, cap: int) -> None:
+    """Read and drop a refused body (up to `cap` bytes: beyond that the connection is simply closed)."""
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > cap:
+            break
+
+
 def _results(result) -> dict:
     return {"results": [{"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits]}
 
@@ -117,6 +126,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
     async def query(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > config.max_upload_bytes + 64 * 1024:
+            await _drain(request, cap=8 * config.max_upload_bytes)  # so the client reads the 413, not a reset
             raise HttpError(413, f"The upload is larger than {config.max_upload_bytes // 2**20} MiB.")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise HttpError(400, "Send the image as multipart/form-data in a field named `image`.")
