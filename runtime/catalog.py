@@ -99,7 +99,7 @@ class Catalog:
 
     @classmethod
     def open(cls, index_dir: Path, *, create: bool) -> "Catalog":
-        path = Path(index_dir) / CATALOG_NAME
+        path = cls.path_in(index_dir)
         if not path.exists():
             if not create:
                 raise IndexMissing(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
 import threading
+from collections import deque
 from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass

@@ -93,7 +93,6 @@ def run_index(
     found = walk(roots, stop)
     report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
-    known = catalog.ok_ids_by_sha256()  # taken before pruning: a moved file's old row is still here
 
     todo: list[tuple[str, os.stat_result]] = []
     for path, stat in found.files.items():
@@ -103,6 +102,9 @@ def run_index(
             continue
         todo.append((path, stat))
 
+    # content already embedded, by hash (taken before pruning: a moved file's old row is still there);
+    # only loaded when there is something to look up, so an unchanged run of a large index stays cheap
+    known = catalog.ok_ids_by_sha256() if todo else {}
     if on_start:
         on_start(len(todo))
     stats = dict(todo)
