@@ -276,14 +276,23 @@ class Catalog:
                         now,
                     ),
                 )
+            self._bump_version()
 
     def delete_paths(self, paths: Iterable[bytes]) -> int:
         paths = list(paths)
+        if not paths:
+            return 0
         with self.transaction():
             for chunk in range(0, len(paths), 500):
                 part = paths[chunk : chunk + 500]
                 self.db.execute(f"DELETE FROM files WHERE path IN ({','.join('?' * len(part))})", part)
+            self._bump_version()
         return len(paths)
+
+    def _bump_version(self) -> None:
+        """Inside a write transaction: record that the vectors changed (see `IndexMeta.published_is_current`)."""
+        self.db.execute("INSERT INTO meta VALUES ('catalog_version', '1') "
+                        "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
 
     def count(self, status: str = "ok") -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status=?", (status,)).fetchone()[0]

@@ -160,7 +160,7 @@ def run_index(
         keep_b = [encode_path(d) for d in found.unreadable_dirs]
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
         report.removed = catalog.delete_paths(gone + vanished) if gone or vanished else 0
-    report.generation = writer.publish_if_changed(report.changed)
+    report.generation = writer.publish_if_changed()
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started
     return report

@@ -272,7 +272,7 @@ class Library:
             removed = catalog.delete_paths(doomed)
             forgotten = [r.path for r in catalog.roots() if under(encode_path(r.path), targets)]
             catalog.forget_roots(encode_path(p) for p in forgotten)
-            generation = writer.publish_if_changed(bool(removed))
+            generation = writer.publish_if_changed()
         return RemoveReport(removed, forgotten, generation)
 
     # -- reading ----------------------------------------------------------------------------------

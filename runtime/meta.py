@@ -32,6 +32,14 @@ class IndexMeta:
     index_sha256: str | None = None
     index_count: int = 0
     last_indexed_at: str | None = None
+    catalog_version: int = 0  # bumped in the same transaction as every change to the vectors
+    published_version: int | None = None  # the catalog_version the published generation reflects
+
+    @property
+    def published_is_current(self) -> bool:
+        """Whether the published generation holds every committed vector change (a writer killed
+        between a commit and its publish leaves this False, so the next run publishes)."""
+        return self.index_file is not None and self.published_version == self.catalog_version
 
     @property
     def bound(self) -> bool:

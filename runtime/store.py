@@ -68,12 +68,14 @@ def _current(catalog: Catalog) -> tuple[str | None, str | None]:
 def publish_generation(catalog: Catalog, directory: Path, index: Index, **meta: object) -> int:
     """Write `index` as the next generation, commit it (file name + sha256) to the catalog, and only
     then delete older generations and stray temp files. Callers hold the writer lock."""
-    generation = catalog.index_meta().generation + 1
+    current = catalog.index_meta()
+    generation = current.generation + 1
     try:
         name, sha = vi.write_atomically(index, directory, generation)
     except OSError as exc:
         raise StorageError(f"Cannot write the index file: {exc.strerror or exc}. The previous generation is still served.") from exc
-    catalog.set_meta({"generation": generation, "index_file": name, "index_sha256": sha, "index_count": len(index), **meta})
+    catalog.set_meta({"generation": generation, "index_file": name, "index_sha256": sha, "index_count": len(index),
+                      "published_version": current.catalog_version, **meta})
     for path in vi.stale_files(directory, name):
         with contextlib.suppress(OSError):
             path.unlink()
@@ -200,11 +202,12 @@ class IndexWriter:
             self._index = self.settings.new_index()
         return self._index
 
-    def publish_if_changed(self, changed: bool) -> int:
-        """Publish only when the catalog's vectors changed or the published file is not there; returns
-        the generation in force. An index run that found nothing new writes nothing."""
+    def publish_if_changed(self) -> int:
+        """Publish only when the catalog's vectors changed since the last publish (by this run or by
+        one killed before it could publish) or the published file is gone; returns the generation in
+        force. An index run that found nothing new writes nothing."""
         meta = self.catalog.index_meta()
-        if not changed and not self._rebuild and meta.index_file and (self.directory / meta.index_file).is_file():
+        if not self._rebuild and meta.published_is_current and (self.directory / meta.index_file).is_file():
             return meta.generation
         return self.publish()
 

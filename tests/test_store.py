@@ -65,6 +65,33 @@ def test_incremental_add_modify_delete(engine, photo_dir, tmp_path):
     assert all(h.path != str(photo_dir / "sub" / "img04.gif") for h in query(engine, index, photo_dir / "new.jpg", k=12))
 
 
+def test_a_run_killed_between_commit_and_publish_is_published_by_the_next_run(engine, tmp_path, monkeypatch):
+    index = tmp_path / "index"
+    first = tmp_path / "first"
+    first.mkdir()
+    photo(1).save(first / "a.jpg")
+    index_once(engine, index, [first])
+    photo(2).save(first / "b.jpg")
+    photo(3).save(first / "c.jpg")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing the index file")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vi, "write_atomically", killed)
+        with pytest.raises(KeyboardInterrupt):
+            index_once(engine, index, [first])  # the catalog committed b and c; no generation holds them
+
+    again = index_once(engine, index, [first])
+    assert (again.added, again.unchanged) == (0, 3)  # nothing left to embed...
+    reader = IndexReader(index)
+    try:
+        assert len(reader.index()) == reader.catalog.count() == 3  # ...but the published index caught up
+    finally:
+        reader.close()
+    assert query(engine, index, first / "c.jpg")[0].path == str(first / "c.jpg")
+
+
 def test_a_file_deleted_during_indexing_is_reported_not_recorded_as_failed(engine, photo_dir, tmp_path):
     bundle, embedder = engine
     doomed = photo_dir / "img05.tiff"
