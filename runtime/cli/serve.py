@@ -47,6 +47,8 @@ def serve(
     token: Annotated[Optional[str], typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow a non-loopback address without a token (anyone on the network can search and download your photos).")] = False,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Keep the index current: watch the remembered folders and index what changes (the service becomes the index's writer). --no-watch: a read-only replica.")] = True,
+    rescan: Annotated[float, typer.Option(min=5, help="Seconds between full rescans of the watched folders (file events can be lost, and network shares send none).", envvar="EDGE_SEARCH_RESCAN")] = 300.0,
     verbose: VerboseOpt = False,
     model_options: dict | None = None,
 ) -> None:
@@ -59,12 +61,19 @@ def serve(
     opened = library.open_model(model, **model_options)
     model_notes(opened, library.directory, verbose)
     library.check_model(opened)
-    service = make_app(library, opened, ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20))
+    config = ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20, watch=watch, rescan_s=rescan, log=_log)
+    service = make_app(library, opened, config)
     err.print(f"edge-search serving {library.directory} on http://{host}:{port}/ · {opened.provider} {opened.precision}"
-              + (" · token required" if token else ""))
-    config = uvicorn.Config(service, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+              + (" · token required" if token else "") + (" · watching its folders" if watch else " · read-only"))
+    server_config = uvicorn.Config(service, host=host, port=port, log_level="warning", access_log=False, server_header=False,
                             timeout_graceful_shutdown=10)
-    _quiet_exit_server(uvicorn)(config).run()
+    _quiet_exit_server(uvicorn)(server_config).run()
+
+
+def _log(message: str) -> None:
+    import time
+
+    err.print(f"{time.strftime('%H:%M:%S')} {message}")
 
 
 def _quiet_exit_server(uvicorn):

@@ -3,6 +3,8 @@
 Every library call runs in one worker thread (SQLite connections and the onnxruntime session stay in
 the thread that opened them, and two cores are better spent on one query at a time than on two).
 Errors are JSON `{"error": ...}` with a 4xx/5xx status; an upload is size-limited before it is read.
+The page at `/` is static HTML + JS from `static/` (no build step, nothing from a CDN). With watching
+on, a `LibraryWatcher` thread is the library's single writer while the service runs.
 """
 
 from __future__ import annotations
@@ -10,22 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ..errors import (EdgeSearchError, ImageDecodeError, IndexCorrupt, IndexMismatch, IndexMissing, StorageError,
                       UsageError)
 from ..library import Library, Model
 from .thumbnails import ThumbnailCache
+from .watch import LibraryWatcher
+
+STATIC = Path(__file__).parent / "static"
+# the page loads only its own files; uploads are previewed from blob: URLs
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache",
+}
 
 HTTP_STATUS: dict[type, int] = {
     UsageError: 400, ImageDecodeError: 400, IndexMissing: 503, IndexMismatch: 409, IndexCorrupt: 500, StorageError: 507,
@@ -39,6 +53,10 @@ class ServiceConfig:
     max_upload_bytes: int = 32 * 2**20
     default_k: int = 24
     max_k: int = 500
+    watch: bool = False  # keep the library current (the service becomes its writer)
+    settle_s: float = 1.0  # quiet time after the last file event before indexing
+    rescan_s: float = 300.0  # full rescan interval (events can be lost; network shares send none)
+    log: Callable[[str], None] = field(default=lambda message: None)
 
 
 class HttpError(Exception):
@@ -61,11 +79,19 @@ class Service:
         self.config = config
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="library")
         self.thumbs = ThumbnailCache(library.directory / "thumbs")
+        self.watcher = (LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
+                        if config.watch else None)
+
+    def start(self) -> None:
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: function(*args, **kwargs))
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()  # an interrupted pass commits what it embedded
         self.worker.submit(self.library.close).result()
         self.worker.shutdown()
 
@@ -117,8 +143,23 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
 
     async def health(request: Request) -> Response:
         count = await service.call(lambda: library.reader().catalog.count())
+        watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
         return JSONResponse({"ok": True, "count": count, "provider": model.provider, "precision": model.precision,
-                             "random_weights": model.random_weights})
+                             "random_weights": model.random_weights, "watch": watch})
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    async def login(request: Request) -> Response:
+        if request.method == "GET":
+            return login_page("")
+        async with request.form(max_files=0, max_fields=2, max_part_size=4096) as form:
+            offered = str(form.get("token") or "")
+        if not config.token or not hmac.compare_digest(offered.encode(), config.token.encode()):
+            return login_page("That token is not the one this edge-search was started with.", status=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, config.token, httponly=True, samesite="strict", max_age=30 * 86400)
+        return response
 
     async def info(request: Request) -> Response:
         return JSONResponse((await service.call(library.info)).as_dict())
@@ -179,6 +220,9 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         return error(status, getattr(exc, "detail", None) or "Request failed.")
 
     routes = [
+        Route("/", page),
+        Route("/login", login, methods=["GET", "POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
         Route("/api/health", health),
         Route("/api/info", info),
         Route("/api/query", query, methods=["POST"]),
@@ -187,10 +231,10 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         Route("/api/thumb/{id:int}", thumb),
     ]
     middleware = [Middleware(TokenAuth, token=config.token)] if config.token else []
-    from starlette.exceptions import HTTPException
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        service.start()
         yield
         service.close()  # SIGTERM: uvicorn finishes the requests in flight, then this closes the catalog
 
@@ -202,8 +246,18 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
     return app
 
 
+def login_page(message: str, status: int = 200) -> HTMLResponse:
+    page = (STATIC / "login.html").read_text(encoding="utf-8").replace("{error}", html.escape(message))
+    return HTMLResponse(page, status_code=status, headers=PAGE_HEADERS)
+
+
 class TokenAuth(BaseHTTPMiddleware):
-    """Every request needs the token: `Authorization: Bearer TOKEN`, or the cookie a login sets."""
+    """Every request needs the token: `Authorization: Bearer TOKEN`, or the cookie the login form sets.
+    Only the login form and the page's own CSS/JS are open; a browser asking for a page without the
+    token is sent to the login form, anything else gets a JSON 401."""
+
+    OPEN_PATHS = ("/login",)
+    OPEN_PREFIX = "/static/"
 
     def __init__(self, app, token: str):
         super().__init__(app)
@@ -212,6 +266,10 @@ class TokenAuth(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next):
         header = request.headers.get("authorization", "")
         offered = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+        if request.url.path in self.OPEN_PATHS or request.url.path.startswith(self.OPEN_PREFIX):
+            return await call_next(request)
         if not hmac.compare_digest(offered.encode(), self.token):
+            if request.method == "GET" and not request.url.path.startswith("/api/"):
+                return RedirectResponse("/login", status_code=303)
             return error(401, "This edge-search needs a token: send `Authorization: Bearer TOKEN`.")
         return await call_next(request)
