@@ -1,0 +1,167 @@
+"""The web page at `/`, in a real browser: Debian's headless Chromium driven by Playwright.
+
+A person picks a photo, sees result thumbnails with scores and names, clicks one to see photos like
+it, opens an original; on a phone-sized screen the grid fits; with a token, the login form lets them
+in. No JavaScript error may occur along the way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import cli_env, run_script
+from served import Service
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
+
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    found = os.environ.get("EDGE_SEARCH_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        reason = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_BROWSER"):
+            pytest.fail(reason + "; CI requires the browser test to run")
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def indexed(tmp_path, tiny_bundle, photo_dir):
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    return env, photo_dir
+
+
+def open_page(browser, url: str, errors: list, **context_options):
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
+    page.goto(url)
+    return context, page
+
+
+def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, indexed, tmp_path):
+    env, photos = indexed
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        page.wait_for_selector("#status:has-text('12 photos')")
+        assert page.is_visible("#warning") == service.health()["random_weights"]  # the tiny test bundle says no
+
+        page.set_input_files("#file", str(photos / "img02.webp"))
+        page.wait_for_selector("#results .hit")
+        hits = page.locator("#results .hit")
+        assert hits.count() == 12  # 24 asked, 12 indexed
+        assert hits.first.locator(".name").inner_text() == "img02.webp"
+        assert float(hits.first.locator(".score").inner_text()) == pytest.approx(1.0, abs=1e-3)
+        assert page.inner_text("#query-name") == "img02.webp"
+        assert page.evaluate("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+                             " || new Promise(done => window.addEventListener('load', () => done(true)))")
+        assert page.evaluate("[...document.querySelectorAll('#results img')].every(i => i.naturalWidth > 0)")
+
+        second = hits.nth(1)
+        name = second.locator(".name").get_attribute("title")
+        second.locator("a.similar").click()
+        page.wait_for_url("**/#similar/*")
+        expect(page.locator("#query-name")).to_have_text(name)
+        expect(page.locator("#results .hit")).to_have_count(11)  # itself left out
+        assert name not in [n.get_attribute("title") for n in page.locator("#results .name").all()]
+
+        original = page.locator("#results .hit a.original").first
+        assert original.get_attribute("target") == "_blank"
+        response = page.request.get(service.base + original.get_attribute("href"))
+        path = Path(page.locator("#results .hit .name").first.get_attribute("title"))
+        assert response.status == 200 and response.body() == path.read_bytes()
+
+        page.go_back()
+        page.wait_for_url(service.base + "/")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_the_page_fits_a_phone_screen(browser, indexed):
+    env, photos = indexed
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 390, "height": 844},
+                                  device_scale_factor=3, is_mobile=True, has_touch=True)
+        long_name = photos / ("a-photo-with-a-very-long-file-name-as-cameras-and-phones-like-to-write-them-" * 2 + ".bmp")
+        long_name.write_bytes((photos / "img03.bmp").read_bytes())
+        page.set_input_files("#file", str(long_name))
+        page.wait_for_selector("#results .hit")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        columns = page.evaluate("getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length")
+        assert columns == 2
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_a_bad_file_shows_the_reason_on_the_page(browser, indexed, tmp_path):
+    env, _ = indexed
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors)
+        page.set_input_files("#file", str(broken))
+        page.wait_for_selector("#message.error")
+        assert "cannot be searched" in page.inner_text("#message") and page.locator("#results .hit").count() == 0
+        context.close()
+    finally:
+        service.stop()
+    assert [e for e in errors if "400" not in e] == []  # the upload's 400 (logged twice); nothing else
+
+
+def test_with_a_token_the_login_form_lets_a_person_in(browser, indexed):
+    env, photos = indexed
+    service = Service(env, "--token", "correct horse")
+    errors: list[str] = []
+    try:
+        service.wait_ready(headers={"Authorization": "Bearer correct horse"})
+        context, page = open_page(browser, service.base + "/", errors)
+        assert page.url.endswith("/login")
+        page.fill("#token", "wrong")
+        page.click("button[type=submit]")
+        assert "not the one" in page.inner_text(".error")
+        page.fill("#token", "correct horse")
+        page.click("button[type=submit]")
+        page.wait_for_url(service.base + "/")
+        page.set_input_files("#file", str(photos / "img01.png"))
+        page.wait_for_selector("#results .hit")
+        assert page.locator("#results .hit").first.locator(".name").inner_text() == "img01.png"
+        cookie = next(c for c in context.cookies() if c["name"] == "edge_search_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        context.close()
+    finally:
+        service.stop()
+    assert [e for e in errors if "401" not in e] == []  # the wrong token's 401 (logged twice); nothing else
