@@ -26,7 +26,7 @@ class Service:
     def __init__(self, env: dict, *args: str):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty service never blocks on it
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty service never blocks
         self.proc = subprocess.Popen([console_script("edge-search"), "serve", "--port", str(self.port), *args], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.headers: dict[str, str] = {}

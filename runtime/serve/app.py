@@ -14,22 +14,36 @@ import contextlib
 import hmac
 import html
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.exceptions import HTTPException
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import (EdgeSearchError, ImageDecodeError, IndexCorrupt, IndexMismatch, IndexMissing, StorageError,
-                      UsageError)
+from ..errors import (
+    EdgeSearchError,
+    ImageDecodeError,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    StorageError,
+    UsageError,
+)
 from ..library import Library, Model
 from .thumbnails import ThumbnailCache
 from .watch import LibraryWatcher

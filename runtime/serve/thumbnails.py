@@ -68,4 +68,4 @@ def make_thumbnail(source: str) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["ThumbnailCache", "make_thumbnail", "ImageDecodeError"]
+__all__ = ["ImageDecodeError", "ThumbnailCache", "make_thumbnail"]
