@@ -96,6 +96,9 @@ def export_model(
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only).")
     ] = False,
+    dupe_threshold: Annotated[
+        Optional[float], typer.Option(min=0.01, max=1.0, help="Cosine at or above which `edge-search dupes` calls two images near-duplicates, recorded in the manifest [default: per model family].")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -107,7 +110,7 @@ def export_model(
     export_bundle = _import_pipeline()
     manifest = export_bundle(
         model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
-        force=force, random_weights=random_weights, step=_step_reporter(err),
+        force=force, random_weights=random_weights, dupe_threshold=dupe_threshold, step=_step_reporter(err),
     )
     typer.echo(f"Wrote {out} ({manifest.architecture}, dim {manifest.embedding_dim}, opset {manifest.opset})")
     for name, spec in manifest.files.items():

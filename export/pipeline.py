@@ -19,6 +19,8 @@ import onnx
 from edge_search.runtime.bundle import MANIFEST_NAME, PRECISIONS, SCHEMA_VERSION, Manifest, ModelFile, TensorSpec, sha256_file
 
 from . import optimize, parity
+from edge_search.runtime.dupes import family_threshold
+
 from .errors import ExportStorageError, ExportUsageError, SourceError
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
 from .preprocess_config import preprocess_config
@@ -83,12 +85,15 @@ def export_bundle(
     opset: int = DEFAULT_OPSET,
     force: bool = False,
     random_weights: bool = False,
+    dupe_threshold: float | None = None,
     step: StepReporter = _silent_step,
 ) -> Manifest:
     out = Path(out).expanduser().absolute()
     unknown = set(precisions) - set(PRECISIONS)
     if unknown or not precisions:
         raise ExportUsageError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
+    if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
+        raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
     precisions = tuple(p for p in PRECISIONS if p in precisions)
     _prepare_out(out, force)
     try:
@@ -99,7 +104,7 @@ def export_bundle(
     except OSError as exc:
         raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
-        manifest = _build(model, revision, staging, precisions, opset, random_weights, step)
+        manifest = _build(model, revision, staging, precisions, opset, random_weights, dupe_threshold, step)
         _publish(staging, out)
         return manifest
     except OSError as exc:
@@ -108,7 +113,7 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _build(model, revision, staging: Path, precisions, opset, random_weights, step) -> Manifest:
+def _build(model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, step) -> Manifest:
     with step("load"):
         source = load_source(model, revision=revision, random_weights=random_weights)
         pre = preprocess_config(source.processor)
@@ -173,6 +178,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, st
         versions=_versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_sha256=source_sha256,
+        dupe_threshold=dupe_threshold if dupe_threshold is not None else family_threshold(source.model_type),
     )
     manifest_path = staging / MANIFEST_NAME
     with open(manifest_path, "w") as handle:

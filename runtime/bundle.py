@@ -91,6 +91,9 @@ class Manifest:
     # sha256 of the fused fp32 graph every precision is derived from (written since manifest 1.1; older
     # bundles fall back to their fp32 file, see `embedding_identity`).
     source_sha256: str | None = None
+    # cosine at or above which `edge-search dupes` calls two images near-duplicates (written since dupes; older
+    # bundles fall back to the family default in runtime/dupes.py). It does not change embeddings.
+    dupe_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -294,6 +294,11 @@ class Catalog:
         self.db.execute("INSERT INTO meta VALUES ('catalog_version', '1') "
                         "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
 
+    def ok_files(self) -> list[tuple[int, str, int, int, str | None]]:
+        """(id, path, size, mtime_ns, sha256) of every embedded file, by id."""
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, sha256 FROM files WHERE status='ok' ORDER BY id")
+        return [(key, decode_path(path), size, mtime, sha) for key, path, size, mtime, sha in rows]
+
     def count(self, status: str = "ok") -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status=?", (status,)).fetchone()[0]
 

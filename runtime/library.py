@@ -30,8 +30,9 @@ from . import vector_index as vi  # first: it imports onnxruntime before usearch
 from .bundle import Bundle
 from .catalog import Catalog, Failure, Root, encode_path
 from .doctor import Check, check_bundle_files, check_index, check_providers
+from .dupes import DupesReport, family_threshold, find_duplicates
 from .embedder import EmbedResult, Embedder, l2_normalize
-from .errors import ImageDecodeError, IndexMissing, UsageError
+from .errors import BundleError, ImageDecodeError, IndexMissing, UsageError
 from .indexer import FileCallback, IndexReport, run_index, under
 from .locations import default_bundle_dir, default_index_dir
 from .meta import IndexMeta
@@ -369,6 +370,31 @@ class Library:
         reader.notes.clear()
         return QueryResult(hits, model.provider if model else None, model.precision if model else None, notes)
 
+    def dupes(self, threshold: float | None = None, *, under_dir: str | os.PathLike | None = None) -> DupesReport:
+        """Groups of duplicate images (exact copies, and near-duplicates at or above `threshold`
+        cosine; None: the bundle's recorded threshold, else its family's default). Needs no model."""
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise UsageError(f"The threshold is a cosine similarity in (0, 1], not {threshold}.")
+        reader = self.reader()
+        source = "option"
+        if threshold is None:
+            threshold, source = self._recorded_threshold()
+        report = find_duplicates(reader.catalog, reader.index(), threshold, under_dir=os.fspath(under_dir) if under_dir else None,
+                                 threshold_source=source, random_weights=reader.meta.random_weights,
+                                 index_dtype=reader.meta.vector_dtype)
+        report.notes.extend(reader.notes)
+        reader.notes.clear()
+        return report
+
+    def _recorded_threshold(self) -> tuple[float, str]:
+        try:
+            manifest = Bundle.load(self.bundle_path()).manifest
+        except BundleError:
+            return family_threshold(None), "default"
+        if manifest.dupe_threshold is not None:
+            return manifest.dupe_threshold, "bundle"
+        return family_threshold(manifest.model_type), "default"
+
     def warm(self) -> None:
         """Open the catalog and load the index now (a cold query overlaps this with model loading)."""
         self.reader().index()
@@ -416,5 +442,5 @@ def _sha256(image: ImageSource) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-__all__ = ["Library", "Model", "QueryResult", "RemoveReport", "LibraryInfo", "VerifyReport", "IndexReport", "Hit",
+__all__ = ["Library", "Model", "QueryResult", "RemoveReport", "LibraryInfo", "VerifyReport", "IndexReport", "Hit", "DupesReport",
            "Root", "Failure", "ImageDecodeError", "CudaOptions"]

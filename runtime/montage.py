@@ -68,18 +68,23 @@ def hit_label(hit) -> str:
 
 def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6) -> Path:
     """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix."""
-    cells = [(source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None)
+    cells = [(source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
              for label, source in zip(labels, sources)]
-    cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path) for hit in hits]
+    cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path, False) for hit in hits]
+    header = "query: " + ", ".join(_short(str(label), 60) for label in labels) + f"  ·  {len(hits)} result(s)"
+    return write_sheet(header, cells, out, columns)
+
+
+def write_sheet(header: str, cells: Sequence[tuple], out: Path, columns: int = 6) -> Path:
+    """A contact sheet: `header`, then one tile per (source, label, name, path or None, framed) cell."""
     columns = max(1, min(columns, len(cells)))
     rows = -(-len(cells) // columns)
     width = PAD + columns * (TILE + PAD)
     sheet = Image.new("RGB", (width, HEADER_H + PAD + rows * (TILE + LABEL_H + PAD)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font, small = _font(18), _font(14)
-    header = "query: " + ", ".join(_short(str(label), 60) for label in labels) + f"  ·  {len(hits)} result(s)"
     draw.text((PAD, PAD), header, fill=(255, 200, 0), font=font)
-    for i, (source, label, name, path) in enumerate(cells):
+    for i, (source, label, name, path, framed) in enumerate(cells):
         x = PAD + (i % columns) * (TILE + PAD)
         y = HEADER_H + PAD + (i // columns) * (TILE + LABEL_H + PAD)
         tile, readable = _tile(source)
@@ -87,7 +92,7 @@ def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out:
         if not readable:
             missing = path is not None and not os.path.exists(path)
             draw.text((x + 10, y + TILE // 2 - 10), "missing file" if missing else "cannot be read", fill=(255, 120, 120), font=font)
-        if label == "query":
+        if framed:
             draw.rectangle([x - 3, y - 3, x + TILE + 2, y + TILE + 2], outline=(255, 200, 0), width=3)
         draw.text((x + 4, y + TILE + 4), label, fill=(235, 235, 235), font=font)
         draw.text((x + 4, y + TILE + 26), _short(name), fill=(180, 180, 180), font=small)
@@ -100,3 +105,14 @@ def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out:
     except (OSError, ValueError) as exc:
         raise StorageError(f"Cannot write the montage {out}: {exc}") from exc
     return out
+
+
+def write_dupes_sheets(groups: Sequence, folder: Path) -> list[Path]:
+    """One sheet per duplicates group: the suggested keeper framed, then the others with their score to it."""
+    written = []
+    for number, group in enumerate(groups, 1):
+        cells = [(f.path, "keep" if i == 0 else f"{score:.4f}", os.path.basename(f.path), f.path, i == 0)
+                 for i, (f, score) in enumerate(zip(group.files, group.scores_to_keep))]
+        header = f"group {number} · {group.kind} · {len(group.files)} files · keep {_short(os.path.basename(group.keep), 50)}"
+        written.append(write_sheet(header, cells, folder / f"group-{number:04d}.jpg"))
+    return written

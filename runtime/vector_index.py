@@ -174,6 +174,19 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return np.asarray(matches.keys, dtype=np.uint64), (1.0 - np.asarray(matches.distances, dtype=np.float32))
 
 
+def search_many(index: Index, queries: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per query: (keys, cosine similarities), best first, from one batched search on every core."""
+    count = len(index)
+    if count == 0 or not len(queries):
+        return [np.empty(0, dtype=np.uint64)] * len(queries), [np.empty(0, dtype=np.float32)] * len(queries)
+    matches = index.search(queries.astype(np.float32), min(k, count), exact=count <= EXACT_SEARCH_MAX, threads=default_threads())
+    keys = np.asarray(matches.keys, dtype=np.uint64).reshape(len(queries), -1)
+    scores = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
+    # usearch answers one query with `Matches` (no counts), several with `BatchMatches`
+    counts = np.asarray(getattr(matches, "counts", [keys.shape[1]])).reshape(-1)
+    return [keys[i, :counts[i]] for i in range(len(queries))], [scores[i, :counts[i]] for i in range(len(queries))]
+
+
 def stale_files(directory: Path, keep: str | None) -> list[Path]:
     """Index generations other than `keep`, and temp files left by a killed writer."""
     found = []

@@ -198,6 +198,44 @@ def query(
               + (f" · montage: {montage}" if montage else ""))
 
 
+# ---------------------------------------------------------------------------------------------- dupes
+@app.command(help="Groups of duplicate images in the index: exact copies (same bytes) and near-duplicates (resized, "
+                  "re-encoded, slightly cropped: embeddings at or above --threshold), each with a suggested keeper. "
+                  "Deletes nothing. Needs no model.")
+def dupes(
+    threshold: Annotated[Optional[float], typer.Option(min=0.01, max=1.0, help="Cosine similarity at or above which two images are near-duplicates [default: the bundle's, set at export per model family].")] = None,
+    under: Annotated[Optional[Path], typer.Option(help="Only images inside this folder.")] = None,
+    montage_dir: Annotated[Optional[Path], typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...).")] = None,
+    paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the files that are not the suggested keeper, one per line (review before deleting anything).")] = False,
+    index: IndexOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    report = Library(index).dupes(threshold, under_dir=under)
+    for note in report.notes:
+        say("note:", "yellow", note)
+    if montage_dir is not None:
+        from ..montage import write_dupes_sheets
+
+        write_dupes_sheets(report.groups, montage_dir)
+    if as_json:
+        emit_json({**report.as_dict(), "montage": os.fspath(montage_dir) if montage_dir else None})
+        return
+    if paths_only:
+        for group in report.groups:
+            for file in group.files[1:]:
+                echo(human(file.path))
+        return
+    for number, group in enumerate(report.groups, 1):
+        echo(f"group {number} · {group.kind} · {len(group.files)} files")
+        for file, score in zip(group.files, group.scores_to_keep):
+            mark = "keep " if file.path == group.keep else f"{score:.4f}"
+            size = f"{file.width}x{file.height}" if file.width else "?"
+            echo(f"  {mark}  {size:>11}  {file.size / 1e6:7.2f} MB  {file.taken or file.modified}  {human(file.path)}")
+    err.print(f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
+              f"images · threshold {report.threshold:g} ({report.threshold_source}) · {report.seconds:.1f} s"
+              + (f" · montages in {montage_dir}" if montage_dir else ""))
+
+
 # ---------------------------------------------------------------------------------------------- info
 @app.command(help="What the index holds and how it was built; --failed lists the files that could not be read.")
 def info(

@@ -76,8 +76,8 @@ def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, i
         assert hits.first.locator(".name").inner_text() == "img02.webp"
         assert float(hits.first.locator(".score").inner_text()) == pytest.approx(1.0, abs=1e-3)
         assert page.inner_text("#query-name") == "img02.webp"
-        assert page.evaluate("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
-                             " || new Promise(done => window.addEventListener('load', () => done(true)))")
+        for thumbnail in page.locator("#results img").all():
+            expect(thumbnail).to_have_js_property("complete", True)
         assert page.evaluate("[...document.querySelectorAll('#results img')].every(i => i.naturalWidth > 0)")
 
         second = hits.nth(1)

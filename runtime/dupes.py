@@ -1,0 +1,229 @@
+"""Duplicates in an index: byte-identical files (same sha256) and near-duplicates (re-encoded, resized,
+slightly cropped copies) whose embeddings are at least `threshold` alike.
+
+Every pair at or above the threshold lands in one group (connected components). Candidates are found
+through the vector index: one batched k-nearest search per image, with k widened for the images
+whose k-th neighbour still passes, so no pair above the threshold is cut off by k. The index holds
+reduced-precision vectors (f16 by default), so candidates are searched a little below the threshold
+and each pair is decided on the catalog's float32 embeddings: the groups do not depend on the dtype. Nothing is ever
+deleted; each group names a suggested keeper (largest resolution, then largest file, then most EXIF).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import vector_index as vi
+from .catalog import Catalog, encode_path
+from .indexer import under
+
+# Starting points per model family, NOT calibrated here (the hub is unreachable, so no trained weights
+# were measured): a bundle records its own (`export-model --dupe-threshold`), `--threshold` overrides.
+FAMILY_THRESHOLDS = {"vit": 0.95, "deit": 0.95, "dinov2": 0.92}
+FALLBACK_THRESHOLD = 0.95
+FIRST_K = 16
+# how far an index dtype's cosine can stray from float32's (unit vectors, measured bounds with room)
+SCORE_SLACK = {"f32": 1e-5, "f16": 3e-3, "i8": 3e-2}
+EXIF_TAKEN = (36867, 306)  # DateTimeOriginal (Exif IFD), DateTime (IFD0)
+MAX_PAIRS_GROUP = 200  # larger groups list the pairs that joined them, not every pair
+
+
+@dataclass(frozen=True)
+class DupeFile:
+    key: int
+    path: str
+    size: int
+    modified: str
+    sha256: str | None
+    width: int | None = None
+    height: int | None = None
+    exif_tags: int = 0
+    taken: str | None = None
+
+    @property
+    def pixels(self) -> int:
+        return (self.width or 0) * (self.height or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.key, "path": self.path, "size": self.size, "modified": self.modified, "width": self.width,
+                "height": self.height, "exif_tags": self.exif_tags, "taken": self.taken, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class DupeGroup:
+    kind: str  # "exact": every file has the same bytes; "near": similar embeddings
+    files: list[DupeFile]  # the keeper first, then by similarity to it
+    keep: str
+    scores_to_keep: list[float]  # per file, its cosine similarity to the keeper (1.0 for the keeper)
+    pairs: list[tuple[int, int, float]]  # (index in files, index in files, cosine)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "keep": self.keep, "paths": [f.path for f in self.files],
+                "files": [{**f.as_dict(), "score_to_keep": round(s, 6)} for f, s in zip(self.files, self.scores_to_keep)],
+                "pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs]}
+
+
+@dataclass(frozen=True)
+class DupesReport:
+    groups: list[DupeGroup]
+    threshold: float
+    threshold_source: str  # "option" | "bundle" | "default"
+    files: int  # images considered
+    seconds: float
+    random_weights: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def redundant_files(self) -> int:
+        return sum(len(g.files) - 1 for g in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"groups": [g.as_dict() for g in self.groups], "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "files": self.files, "redundant_files": self.redundant_files,
+                "seconds": round(self.seconds, 3), "random_weights": self.random_weights, "notes": self.notes}
+
+
+def family_threshold(model_type: str | None) -> float:
+    return FAMILY_THRESHOLDS.get((model_type or "").lower(), FALLBACK_THRESHOLD)
+
+
+class _Components:
+    """Union-find over row numbers (path halving, union by size)."""
+
+    def __init__(self, count: int):
+        self.parent = list(range(count))
+        self.size = [1] * count
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        if self.size[a] < self.size[b]:
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] += self.size[b]
+
+    def groups(self) -> list[list[int]]:
+        members: dict[int, list[int]] = defaultdict(list)
+        for item in range(len(self.parent)):
+            members[self.find(item)].append(item)
+        return [m for m in members.values() if len(m) > 1]
+
+
+def find_duplicates(catalog: Catalog, index: vi.Index, threshold: float, *, under_dir: str | None = None,
+                    threshold_source: str = "option", random_weights: bool = False, index_dtype: str = "f16") -> DupesReport:
+    """Group the catalog's images (those under `under_dir`, if given) into duplicates."""
+    started = time.perf_counter()
+    rows = catalog.ok_files()
+    if under_dir:
+        prefix = [encode_path(os.path.abspath(os.path.expanduser(under_dir)))]
+        rows = [r for r in rows if under(encode_path(r[1]), prefix)]
+    keys = np.array([r[0] for r in rows], dtype=np.uint64)
+    row_of = {int(k): i for i, k in enumerate(keys)}
+    components = _Components(len(rows))
+
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        if row[4]:
+            by_hash[row[4]].append(i)
+    for same in by_hash.values():
+        for other in same[1:]:
+            components.union(same[0], other)
+
+    vectors = _vectors(catalog, keys)
+    slack = SCORE_SLACK.get(index_dtype, max(SCORE_SLACK.values()))
+    for i, j in _pairs_at_or_above(index, vectors, keys, row_of, threshold - slack):
+        if float(vectors[i] @ vectors[j]) >= threshold:  # decided in float32, not in the index's dtype
+            components.union(i, j)
+
+    groups = [_group([rows[i] for i in members], vectors[members]) for members in components.groups()]
+    groups.sort(key=lambda g: (-len(g.files), g.keep))
+    notes = []
+    if random_weights:
+        notes.append("The model has random weights: similarity means nothing, so near-duplicate groups mean nothing "
+                     "either (exact copies are still exact).")
+    return DupesReport(groups, threshold, threshold_source, len(rows), time.perf_counter() - started, random_weights, notes)
+
+
+def _vectors(catalog: Catalog, keys: np.ndarray) -> np.ndarray:
+    """Unit float32 vectors in the order of `keys`."""
+    if not len(keys):
+        return np.empty((0, 0), dtype=np.float32)
+    position = {int(k): i for i, k in enumerate(keys)}
+    out: np.ndarray | None = None
+    for chunk_keys, chunk in catalog.vectors({int(k) for k in keys}):
+        if out is None:
+            out = np.empty((len(keys), chunk.shape[1]), dtype=np.float32)
+        out[[position[int(k)] for k in chunk_keys]] = chunk
+    return out
+
+
+def _pairs_at_or_above(index: vi.Index, vectors: np.ndarray, keys: np.ndarray, row_of: dict[int, int],
+                       threshold: float) -> list[tuple[int, int]]:
+    """(row, row) for neighbours at or above `threshold`, found by k-nearest searches in `index`;
+    rows whose k-th neighbour still passes are searched again with a larger k."""
+    pairs: list[tuple[int, int]] = []
+    pending = np.arange(len(keys))
+    k = FIRST_K
+    total = len(index)
+    while len(pending) and total:
+        k = min(k, total)
+        found_keys, scores = vi.search_many(index, vectors[pending], k)
+        again = []
+        for row, hit_keys, hit_scores in zip(pending, found_keys, scores):
+            passing = hit_scores >= threshold
+            for key in hit_keys[passing]:
+                other = row_of.get(int(key))
+                if other is not None and other != row:
+                    pairs.append((int(row), other))
+            if passing.all() and k < total:
+                again.append(row)
+        pending = np.array(again, dtype=np.int64)
+        k *= 4
+    return pairs
+
+
+def _group(rows: list[tuple], vectors: np.ndarray) -> DupeGroup:
+    files = [_describe(row) for row in rows]
+    similarity = vectors @ vectors.T
+    keeper = max(range(len(files)), key=lambda i: (files[i].pixels, files[i].size, files[i].exif_tags, -len(files[i].path)))
+    exact = len({f.sha256 for f in files}) == 1 and files[0].sha256 is not None
+    if exact:
+        similarity = np.ones_like(similarity)
+    order = [keeper] + sorted((i for i in range(len(files)) if i != keeper), key=lambda i: (-similarity[keeper, i], files[i].path))
+    files = [files[i] for i in order]
+    similarity = similarity[np.ix_(order, order)]
+    count = len(files)
+    pairs = []
+    if count <= MAX_PAIRS_GROUP:
+        pairs = [(a, b, float(similarity[a, b])) for a in range(count) for b in range(a + 1, count)]
+    return DupeGroup("exact" if exact else "near", files, files[0].path, [float(s) for s in similarity[0]], pairs)
+
+
+def _describe(row: tuple) -> DupeFile:
+    key, path, size, mtime_ns, sha = row
+    width = height = None
+    tags, taken = 0, None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            exif = image.getexif()
+            tags = len(exif) + len(exif.get_ifd(0x8769))
+            taken = exif.get_ifd(0x8769).get(EXIF_TAKEN[0]) or exif.get(EXIF_TAKEN[1])
+    except (OSError, ValueError, SyntaxError):
+        pass  # gone or unreadable since it was indexed: listed without dimensions
+    modified = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
+    return DupeFile(key, path, size, modified, sha, width, height, tags, str(taken) if taken else None)
