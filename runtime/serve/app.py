@@ -93,6 +93,9 @@ class Service:
         self.config = config
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="library")
         self.thumbs = ThumbnailCache(library.directory / "thumbs")
+        self.dupes_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupes")  # minutes on a big library:
+        self.dupes_library = Library(library.directory)  # not in the query worker, so searches go on meanwhile
+        self._dupes_cache: dict[tuple, Any] = {}
         self.watcher = (LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
                         if config.watch else None)
 
@@ -103,9 +106,22 @@ class Service:
     async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: function(*args, **kwargs))
 
+    async def dupes(self, threshold: float | None, under: str | None) -> Any:
+        """The duplicates report, computed once per (generation, threshold, folder)."""
+        def compute():
+            generation = self.dupes_library.reader().meta.generation
+            key = (generation, threshold, under)
+            if key not in self._dupes_cache:
+                self._dupes_cache = {key: self.dupes_library.dupes(threshold, under_dir=under)}
+            return self._dupes_cache[key]
+
+        return await asyncio.get_running_loop().run_in_executor(self.dupes_worker, compute)
+
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()  # an interrupted pass commits what it embedded
+        self.dupes_worker.submit(self.dupes_library.close).result()
+        self.dupes_worker.shutdown()
         self.worker.submit(self.library.close).result()
         self.worker.shutdown()
 
@@ -206,6 +222,19 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         result = await service.call(library.query, key=key, k=k, exclude_self=True)
         return JSONResponse(_results(result))
 
+    async def dupes(request: Request) -> Response:
+        threshold = _float(request.query_params.get("threshold"), "threshold")
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise HttpError(400, "threshold must be a cosine similarity in (0, 1].")
+        report = await service.dupes(threshold, request.query_params.get("under") or None)
+        groups = []
+        for group in report.groups:
+            data = group.as_dict()
+            for file in data["files"]:
+                file.pop("sha256", None)
+            groups.append(data)
+        return JSONResponse({**report.as_dict(), "groups": groups})
+
     async def image(request: Request) -> Response:
         path = await service.call(service.path_of, request.path_params["id"])
         if not os.path.isfile(path):
@@ -241,6 +270,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         Route("/api/info", info),
         Route("/api/query", query, methods=["POST"]),
         Route("/api/similar/{id:int}", similar),
+        Route("/api/dupes", dupes),
         Route("/api/image/{id:int}", image),
         Route("/api/thumb/{id:int}", thumb),
     ]

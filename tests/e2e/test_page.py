@@ -165,3 +165,29 @@ def test_with_a_token_the_login_form_lets_a_person_in(browser, indexed):
     finally:
         service.stop()
     assert [e for e in errors if "401" not in e] == []  # the wrong token's 401 (logged twice); nothing else
+
+
+def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tmp_path):
+    env, photos = indexed
+    (photos / "copy-of-img02.webp").write_bytes((photos / "img02.webp").read_bytes())
+    assert run_script("edge-search", "index", env=env).returncode == 0
+    service = Service(env, "--no-watch")
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        status, api, _ = service.request("/api/dupes?threshold=1.0")
+        assert status == 200 and [g["kind"] for g in api["groups"]] == ["exact"]
+        context, page = open_page(browser, service.base + "/", errors)
+        page.click("#dupes-link")
+        page.wait_for_selector("#groups .group")
+        assert page.is_hidden("#results")
+        group = page.locator("#groups .group").filter(has_text="copy-of-img02.webp")
+        assert {"copy-of-img02.webp", "img02.webp"} <= {n.inner_text() for n in group.locator(".name").all()}
+        assert group.locator(".member.keep").count() == 1 and "keeper" in group.locator(".member.keep .badge").inner_text()
+        group.locator(".member a[href^='#similar/']").first.click()
+        page.wait_for_selector("#results .hit")
+        assert page.is_hidden("#groups") and page.is_visible("#results")
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   file: $("file"), k: $("k"), results: $("results"), message: $("message"), status: $("status"),
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
-  overlay: $("drop-overlay"),
+  overlay: $("drop-overlay"), groups: $("groups"),
 };
 let queryUrl = null; // object URL of the uploaded photo, revoked when replaced
 let searchId = 0; // only the newest search may draw its results
@@ -34,7 +34,14 @@ function baseName(path) {
   return parts[parts.length - 1] || path;
 }
 
+function showResultsView() {
+  els.groups.hidden = true;
+  els.groups.replaceChildren();
+  els.results.hidden = false;
+}
+
 function showQuery(src, name) {
+  showResultsView();
   els.query.hidden = false;
   els.queryImage.src = src;
   els.queryName.textContent = name;
@@ -105,10 +112,75 @@ function searchSimilar(id, name) {
   search(() => api(`/api/similar/${id}?k=${encodeURIComponent(els.k.value)}`));
 }
 
+function renderGroups(report) {
+  els.query.hidden = true;
+  els.results.hidden = true;
+  els.results.replaceChildren();
+  els.groups.hidden = false;
+  els.groups.replaceChildren(...report.groups.map((group) => {
+    const item = document.createElement("li");
+    item.className = "group";
+    const title = document.createElement("h2");
+    title.textContent = `${group.files.length} ${group.kind === "exact" ? "identical files" : "near-duplicates"}`;
+    const members = document.createElement("div");
+    members.className = "members";
+    members.append(...group.files.map((file, i) => {
+      const card = document.createElement("div");
+      card.className = i === 0 ? "member keep" : "member";
+      const link = document.createElement("a");
+      link.href = `#similar/${file.id}`;
+      link.dataset.name = file.path;
+      link.title = "Find photos like this one";
+      const img = document.createElement("img");
+      img.src = `/api/thumb/${file.id}`;
+      img.alt = baseName(file.path);
+      img.loading = "lazy";
+      link.append(img);
+      const badge = document.createElement("div");
+      badge.className = "badge";
+      badge.textContent = i === 0 ? "suggested keeper" : `${file.score_to_keep.toFixed(4)} to keeper`;
+      const name = document.createElement("div");
+      name.className = "name";
+      name.textContent = baseName(file.path);
+      name.title = file.path;
+      const detail = document.createElement("div");
+      detail.className = "detail";
+      const size = file.width ? `${file.width}×${file.height}` : "size unknown";
+      detail.textContent = `${size} · ${(file.size / 1e6).toFixed(2)} MB · ${file.taken || file.modified}`;
+      const original = document.createElement("a");
+      original.className = "original";
+      original.href = `/api/image/${file.id}`;
+      original.target = "_blank";
+      original.rel = "noopener";
+      original.textContent = "open original";
+      card.append(link, badge, name, detail, original);
+      return card;
+    }));
+    item.append(title, members);
+    return item;
+  }));
+  const note = report.random_weights ? " (random weights: near-duplicate groups mean nothing)" : "";
+  say(report.groups.length
+    ? `${report.groups.length} group${report.groups.length === 1 ? "" : "s"}, ${report.redundant_files} file${report.redundant_files === 1 ? "" : "s"} beside their keepers, threshold ${report.threshold}${note}. Nothing is deleted.`
+    : `No duplicates among ${report.files} photos at threshold ${report.threshold}.`);
+}
+
+async function showDupes() {
+  const mine = ++searchId;
+  say("Looking for duplicates…");
+  try {
+    const report = await api("/api/dupes");
+    if (mine === searchId) renderGroups(report);
+  } catch (error) {
+    if (mine === searchId) say(error.message, true);
+  }
+}
+
 function route() {
+  if (window.location.hash === "#dupes") { showDupes(); return; }
   const match = /^#similar\/(\d+)$/.exec(window.location.hash);
   if (match) {
-    const link = els.results.querySelector(`a[href="#similar/${match[1]}"]`);
+    const link = document.querySelector(`a[href="#similar/${match[1]}"]`);
     searchSimilar(match[1], link ? link.dataset.name : null);
   }
 }
