@@ -29,6 +29,10 @@ from .indexer import under
 FAMILY_THRESHOLDS = {"vit": 0.95, "deit": 0.95, "dinov2": 0.92}
 FALLBACK_THRESHOLD = 0.95
 FIRST_K = 16
+# Up to this many vectors every image is compared with every other (exact); above it the candidates
+# come from HNSW, which finds near-duplicates (very close pairs) reliably but not provably all of them:
+# an exact all-pairs scan of 100k images would take most of an hour on a 2-core box.
+EXACT_DUPES_MAX = 20_000
 # how far an index dtype's cosine can stray from float32's (unit vectors, measured bounds with room)
 SCORE_SLACK = {"f32": 1e-5, "f16": 3e-3, "i8": 3e-2}
 EXIF_TAKEN = (36867, 306)  # DateTimeOriginal (Exif IFD), DateTime (IFD0)
@@ -181,7 +185,7 @@ def _pairs_at_or_above(index: vi.Index, vectors: np.ndarray, keys: np.ndarray, r
     total = len(index)
     while len(pending) and total:
         k = min(k, total)
-        found_keys, scores = vi.search_many(index, vectors[pending], k)
+        found_keys, scores = vi.search_many(index, vectors[pending], k, exact_max=EXACT_DUPES_MAX)
         again = []
         for row, hit_keys, hit_scores in zip(pending, found_keys, scores):
             passing = hit_scores >= threshold
