@@ -154,7 +154,8 @@ def load_verified(path: Path, sha256: str, *, view: bool, full_hash: bool = Fals
 
 def sync_with(index: Index, want: set[int], vectors_for) -> Index:
     """Make `index` hold exactly the keys in `want`: remove the extra, add the missing (from `vectors_for`)."""
-    have = set(int(k) for k in index.keys) if len(index) else set()
+    # np.asarray reads every key in one call; iterating `index.keys` costs O(n) per key (80 s at 100k)
+    have = set(np.asarray(index.keys, dtype=np.uint64).tolist()) if len(index) else set()
     extra = have - want
     if extra:
         index.remove(np.fromiter(extra, dtype=np.uint64, count=len(extra)))
