@@ -25,7 +25,7 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int):
+def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int, model_type: str = "vit"):
     """Fused fp32 graph (Attention, SkipLayerNormalization, BiasGelu). Returns the optimizer's model."""
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -33,7 +33,7 @@ def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int):
     # opt_level=0: fusions from the Python optimizer only; onnxruntime applies its own graph optimizations
     # when the session loads, and a graph saved after level 1+ is tied to the provider it was made for.
     model = optimize_model(
-        str(raw), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=False
+        str(raw), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=False
     )
     model.save_model_to_file(str(out))
     return model

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import ParityError
 from .onnx_export import INPUT_NAME
@@ -21,19 +20,14 @@ def parity_inputs(processor: Any, count: int = 8) -> np.ndarray:
     return processor(images=parity_batch(count), return_tensors="np")["pixel_values"].astype(np.float32)
 
 
-def torch_cls(encoder: torch.nn.Module, pixel_values: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = encoder(pixel_values=torch.from_numpy(pixel_values)).last_hidden_state[:, 0]
-    return out.float().numpy()
-
-
-def onnx_cls(path: Path, pixel_values: np.ndarray) -> np.ndarray:
+def onnx_cls(path: Path, inputs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {INPUT_NAME: pixel_values})[0].astype(np.float32)
+    feeds = inputs if isinstance(inputs, dict) else {INPUT_NAME: inputs}
+    return session.run(None, feeds)[0].astype(np.float32)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,18 +36,20 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def measure(precision: str, path: Path, reference: np.ndarray, pixel_values: np.ndarray) -> dict[str, float]:
-    cos = cosines(onnx_cls(path, pixel_values), reference)
+def measure(precision: str, path: Path, reference: np.ndarray, inputs: np.ndarray | dict[str, np.ndarray],
+            unit: str = "images") -> dict[str, float]:
+    """Cosines of the graph's outputs against the PyTorch reference; `inputs` pixels or text feeds."""
+    cos = cosines(onnx_cls(path, inputs), reference)
     return {
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
         "threshold": THRESHOLDS[precision],
-        "images": int(len(cos)),
+        unit: len(cos),
     }
 
 
-def enforce(precision: str, figures: dict[str, float]) -> None:
+def enforce(precision: str, figures: dict[str, float], tower: str = "image") -> None:
     if figures["min_cosine"] < figures["threshold"]:
         raise ParityError(
-            f"Parity check failed for {precision}: min cosine {figures['min_cosine']:.6f} against PyTorch is below "
+            f"Parity check failed for the {tower} tower's {precision} graph: min cosine {figures['min_cosine']:.6f} against PyTorch is below "
             f"{figures['threshold']}. The bundle was not written.")

@@ -15,14 +15,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import onnx
-
-from edge_search.runtime.bundle import MANIFEST_NAME, PRECISIONS, SCHEMA_VERSION, Manifest, ModelFile, TensorSpec, sha256_file
-
-from . import optimize, parity
+from edge_search.runtime.bundle import (
+    MANIFEST_NAME,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    TOKENIZER_NAME,
+    Manifest,
+    ModelFile,
+    TensorSpec,
+    TextTower,
+    sha256_file,
+)
 from edge_search.runtime.dupes import family_threshold
 
+from . import clip, optimize, parity
 from .errors import ExportStorageError, ExportUsageError, SourceError
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
+from .onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    export_onnx,
+    export_text_onnx,
+)
 from .preprocess_config import preprocess_config
 from .source import DEFAULT_MODEL, load_source
 
@@ -113,55 +127,85 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, precisions, step) -> dict[str, Path]:
+    """The bundle's graphs of one tower, derived from its fused fp32 graph: `{stem}.{precision}.onnx`."""
+    graphs: dict[str, Path] = {}
+    if "fp32" in precisions:
+        graphs["fp32"] = staging / f"{stem}.fp32.onnx"
+        shutil.copyfile(fused_path, graphs["fp32"])
+    if "int8" in precisions:
+        with step("int8"):
+            graphs["int8"] = staging / f"{stem}.int8.onnx"
+            optimize.to_int8(fused_path, graphs["int8"])
+    if "fp16" in precisions:
+        with step("fp16"):
+            graphs["fp16"] = staging / f"{stem}.fp16.onnx"
+            optimize.to_fp16(fused_model, graphs["fp16"])
+    return graphs
+
+
+def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[TensorSpec, TensorSpec], tower: str) -> dict[str, ModelFile]:
+    """Each graph measured against the PyTorch reference (the export fails on drift) and described."""
+    files: dict[str, ModelFile] = {}
+    for precision in PRECISIONS:
+        if precision not in graphs:
+            continue
+        path = graphs[precision]
+        _refuse_external_data(path)
+        figures = parity.measure(precision, path, reference, inputs, unit="images" if tower == "image" else "texts")
+        parity.enforce(precision, figures, tower)
+        files[precision] = ModelFile(
+            precision=precision, path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
+            input=spec[0], output=spec[1], fused_ops=optimize.fused_op_counts(path), parity=figures,
+        )
+    return files
+
+
+def _text_tower(source, work: Path, staging: Path, precisions, opset, step) -> TextTower:
+    """CLIP's text tower: graphs per precision (parity-checked on tricky text) and tokenizer.json."""
+    length = clip.context_length(source.text_encoder.model)
+    raw = work / "text.raw.onnx"
+    with step("text export"):
+        export_text_onnx(source.text_encoder, raw, context_length=length, opset=opset)
+    fused_path = work / "text.fused.fp32.onnx"
+    heads, hidden = source.attention_shape("text")
+    with step("text fuse"):
+        fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type="clip")
+    graphs = _precision_graphs(fused_path, fused_model, staging, "text", precisions, step)
+    with step("text parity"):
+        feeds = clip.tokenize(source.tokenizer, clip.PARITY_TEXTS, length)
+        spec = (TensorSpec("input_ids", "int64", ["batch", length]), TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
+        files = _checked_files(graphs, clip.text_reference(source.text_encoder, feeds), feeds, spec, "text")
+    tokenizer_path = staging / TOKENIZER_NAME
+    source.tokenizer.backend_tokenizer.save(str(tokenizer_path))
+    pad_token = source.tokenizer.pad_token or source.tokenizer.eos_token
+    return TextTower(files=files, tokenizer=TOKENIZER_NAME, tokenizer_sha256=sha256_file(tokenizer_path), context_length=length,
+                     pad_id=int(source.tokenizer.convert_tokens_to_ids(pad_token)), pad_token=str(pad_token))
+
+
 def _build(model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, step) -> Manifest:
     with step("load"):
         source = load_source(model, revision=revision, random_weights=random_weights)
         pre = preprocess_config(source.processor)
         height, width = pre.input_hw()
-        config = source.config
     work = staging / ".work"
     work.mkdir()
     raw = work / "raw.onnx"
     with step("export"):
-        export_onnx(source.encoder, raw, height=height, width=width, opset=opset)
+        export_onnx(source.encoder, raw, height=height, width=width, opset=opset, rewrite=not source.is_clip)
     fused_path = work / "fused.fp32.onnx"
+    heads, hidden = source.attention_shape("image")
+    fusion_type = "clip" if source.is_clip else "vit"
     with step("fuse"):
-        fused_model = optimize.fuse(raw, fused_path, num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+        fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type)
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
-    graphs: dict[str, Path] = {}
-    if "fp32" in precisions:
-        graphs["fp32"] = staging / "model.fp32.onnx"
-        shutil.copyfile(fused_path, graphs["fp32"])
-    if "int8" in precisions:
-        with step("int8"):
-            graphs["int8"] = staging / "model.int8.onnx"
-            optimize.to_int8(fused_path, graphs["int8"])
-    if "fp16" in precisions:
-        with step("fp16"):
-            graphs["fp16"] = staging / "model.fp16.onnx"
-            optimize.to_fp16(fused_model, graphs["fp16"])
-
-    files: dict[str, ModelFile] = {}
+    graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
     with step("parity"):
         pixels = parity.parity_inputs(source.processor)
-        reference = parity.torch_cls(source.encoder, pixels)
-        for precision in PRECISIONS:
-            if precision not in graphs:
-                continue
-            path = graphs[precision]
-            _refuse_external_data(path)
-            figures = parity.measure(precision, path, reference, pixels)
-            parity.enforce(precision, figures)
-            files[precision] = ModelFile(
-                precision=precision,
-                path=path.name,
-                sha256=sha256_file(path),
-                bytes=path.stat().st_size,
-                input=TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
-                output=TensorSpec(OUTPUT_NAME, "float32", ["batch", int(config.hidden_size)]),
-                fused_ops=optimize.fused_op_counts(path),
-                parity=figures,
-            )
+        spec = (TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
+                TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
+        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image")
+    text = _text_tower(source, work, staging, precisions, opset, step) if source.is_clip else None
     shutil.rmtree(work)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -170,7 +214,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
         commit=source.commit,
         architecture=source.architecture,
         model_type=source.model_type,
-        embedding_dim=int(config.hidden_size),
+        embedding_dim=source.embedding_dim,
         random_weights=source.random_weights,
         preprocess=pre,
         files=files,
@@ -179,6 +223,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_sha256=source_sha256,
         dupe_threshold=dupe_threshold if dupe_threshold is not None else family_threshold(source.model_type),
+        text=text,
     )
     manifest_path = staging / MANIFEST_NAME
     with open(manifest_path, "w") as handle:

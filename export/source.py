@@ -1,7 +1,8 @@
 """Load the model to export: a hub id or a local checkpoint, or its architecture with random weights.
 
-Only encoders whose CLS token is the image embedding and whose self-attention is ViT-shaped are
-supported (ViT, DeiT, DINOv2), because the export swaps in an attention module that onnxruntime fuses.
+Supported: encoders whose CLS token is the image embedding and whose self-attention is ViT-shaped
+(ViT, DeiT, DINOv2: the export swaps in an attention module that onnxruntime fuses), and CLIP
+(`CLIPModel`: an image tower and a text tower with their projections, plus the fast tokenizer).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .defaults import DEFAULT_MODEL
 from .errors import ExportError, ExportUsageError, SourceError
 
-SUPPORTED_MODEL_TYPES = ("vit", "deit", "dinov2")
+SUPPORTED_MODEL_TYPES = ("vit", "deit", "dinov2", "clip")
 RANDOM_WEIGHTS_SEED = 0
 
 
@@ -33,14 +35,37 @@ class Source:
     revision: str | None
     commit: str | None
     random_weights: bool
+    text_encoder: nn.Module | None = None  # CLIP: the text tower
+    tokenizer: Any = None  # CLIP: transformers' fast tokenizer (its tokenizer.json goes into the bundle)
 
     @property
     def architecture(self) -> str:
-        return type(self.encoder).__name__
+        return "CLIPModel" if self.model_type == "clip" else type(self.encoder).__name__
 
     @property
     def model_type(self) -> str:
         return str(self.config.model_type)
+
+    @property
+    def is_clip(self) -> bool:
+        return self.model_type == "clip"
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config.projection_dim if self.is_clip else self.config.hidden_size)
+
+    def attention_shape(self, tower: str = "image") -> tuple[int, int]:
+        """(heads, hidden size) of a tower's self-attention, for the fusion optimizer."""
+        config = self.config
+        if self.is_clip:
+            config = config.text_config if tower == "text" else config.vision_config
+        return int(config.num_attention_heads), int(config.hidden_size)
+
+    def image_reference(self, pixel_values: np.ndarray) -> np.ndarray:
+        """The embedding transformers computes: the CLS token (ViT family) or `get_image_features` (CLIP)."""
+        with torch.no_grad():
+            out = self.encoder(pixel_values=torch.from_numpy(pixel_values))
+        return (out if self.is_clip else out.last_hidden_state[:, 0]).float().numpy()
 
 
 def _quiet_transformers() -> None:
@@ -86,9 +111,9 @@ def _check_supported(config: Any, model_id: str) -> None:
 
 
 def _encoder_class(model_type: str):
-    from transformers import DeiTModel, Dinov2Model, ViTModel
+    from transformers import CLIPModel, DeiTModel, Dinov2Model, ViTModel
 
-    return {"vit": ViTModel, "deit": DeiTModel, "dinov2": Dinov2Model}[model_type]
+    return {"vit": ViTModel, "deit": DeiTModel, "dinov2": Dinov2Model, "clip": CLIPModel}[model_type]
 
 
 def _encoder_kwargs(model_type: str) -> dict[str, Any]:
@@ -140,7 +165,19 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
             raise _hub_failure(model, exc) from exc
     encoder = encoder.float().eval()
     commit = getattr(config, "_commit_hash", None)
+    text_encoder = tokenizer = None
+    if model_type == "clip":
+        from transformers import AutoTokenizer
+
+        from .clip import ClipImageTower, ClipTextTower
+
+        tokenizer = fetch(AutoTokenizer)
+        if not getattr(tokenizer, "is_fast", False):
+            raise SourceError(f"{model!r} has no fast tokenizer (tokenizer.json), which the runtime's tokenizer reads.")
+        encoder, text_encoder = ClipImageTower(encoder).eval(), ClipTextTower(encoder).eval()
     return Source(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         encoder=encoder,
         config=config,
         processor=processor,

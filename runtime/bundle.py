@@ -21,6 +21,7 @@ from .errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+TOKENIZER_NAME = "tokenizer.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -43,6 +44,28 @@ class ModelFile:
     output: TensorSpec
     fused_ops: dict[str, int] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextTower:
+    """A CLIP-style text encoder beside the image graphs: its graphs per precision (int64 token ids ->
+    an embedding in the image embeddings' space) and the tokenizer that makes the ids."""
+
+    files: dict[str, ModelFile]
+    tokenizer: str  # tokenizer.json, read by the `tokenizers` library
+    tokenizer_sha256: str
+    context_length: int
+    pad_id: int
+    pad_token: str
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TextTower:
+        files = {precision: _model_file(spec) for precision, spec in raw["files"].items()}
+        return cls(**{**raw, "files": files})
+
+
+def _model_file(spec: dict[str, Any]) -> ModelFile:
+    return ModelFile(**{**spec, "input": TensorSpec(**spec["input"]), "output": TensorSpec(**spec["output"])})
 
 
 @dataclass(frozen=True)
@@ -94,12 +117,18 @@ class Manifest:
     # cosine at or above which `edge-search dupes` calls two images near-duplicates (written since dupes; older
     # bundles fall back to the family default in runtime/dupes.py). It does not change embeddings.
     dupe_threshold: float | None = None
+    # CLIP bundles: the text tower for `query --text` (None: an image-only bundle)
+    text: TextTower | None = None
+
+    @property
+    def towers(self) -> list[str]:
+        return ["image"] + (["text"] if self.text else [])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
         try:
             version = raw["schema_version"]
             if version != SCHEMA_VERSION:
@@ -107,24 +136,16 @@ class Manifest:
                     f"The bundle's manifest has schema version {version}; this edge-search reads version "
                     f"{SCHEMA_VERSION}. Re-export the model with the matching export-model."
                 )
-            files = {
-                precision: ModelFile(
-                    **{
-                        **spec,
-                        "input": TensorSpec(**spec["input"]),
-                        "output": TensorSpec(**spec["output"]),
-                    }
-                )
-                for precision, spec in raw["files"].items()
-            }
+            files = {precision: _model_file(spec) for precision, spec in raw["files"].items()}
             fields = {key: raw[key] for key in cls.__dataclass_fields__ if key in raw}
-            fields.update(preprocess=PreprocessConfig(**raw["preprocess"]), files=files)
+            fields.update(preprocess=PreprocessConfig(**raw["preprocess"]), files=files,
+                          text=TextTower.from_dict(raw["text"]) if raw.get("text") else None)
             manifest = cls(**fields)
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"The bundle's manifest is malformed ({type(exc).__name__}: {exc}).") from exc
-        for precision in manifest.files:
+        for precision in [*manifest.files, *(manifest.text.files if manifest.text else ())]:
             if precision not in PRECISIONS:
                 raise BundleError(f"The manifest lists an unknown precision {precision!r}.")
         if manifest.external_data:
@@ -181,7 +202,7 @@ class Bundle:
     manifest_sha256: str
 
     @classmethod
-    def load(cls, root: Path | str) -> "Bundle":
+    def load(cls, root: Path | str) -> Bundle:
         root = Path(root).expanduser()
         manifest_path = root / MANIFEST_NAME
         if not manifest_path.is_file():
@@ -198,9 +219,13 @@ class Bundle:
             raise BundleError(f"{manifest_path} is not a JSON object.")
         manifest = Manifest.from_dict(raw)
         bundle = cls(root=root, manifest=manifest, manifest_sha256=hashlib.sha256(raw_bytes).hexdigest())
-        for spec in manifest.files.values():
+        for spec in bundle.all_files():
             bundle._check_size(spec)
         return bundle
+
+    def all_files(self) -> list[ModelFile]:
+        """Every graph of the bundle: the image tower's, then the text tower's."""
+        return [*self.manifest.files.values(), *(self.manifest.text.files.values() if self.manifest.text else ())]
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -226,17 +251,33 @@ class Bundle:
             raise BundleError(
                 f"The bundle at {self.root} has no {precision} graph (it has: {', '.join(self.precisions)})."
             )
-        path = self.root / spec.path
-        stat = self._check_size(spec)
+        return self._verified(self.root / spec.path, spec.sha256, cache, spec)
+
+    def text_paths(self, precision: str, *, cache: _VerifiedCache | None = None) -> tuple[Path, Path]:
+        """The verified (text graph, tokenizer.json) of the text tower, in `precision` if the bundle has
+        it, else fp32."""
+        text = self.manifest.text
+        if text is None:
+            raise BundleError(f"The bundle at {self.root} ({self.manifest.model_id}) has no text tower.")
+        spec = text.files.get(precision) or text.files.get("fp32") or next(iter(text.files.values()))
+        graph = self._verified(self.root / spec.path, spec.sha256, cache, spec)
+        return graph, self._verified(self.root / text.tokenizer, text.tokenizer_sha256, cache)
+
+    def _verified(self, path: Path, sha256: str, cache: _VerifiedCache | None, spec: ModelFile | None = None) -> Path:
+        """Size (from the manifest) always; sha256 unless this exact file state was verified before."""
+        try:
+            stat = self._check_size(spec) if spec else path.stat()
+        except OSError as exc:
+            raise BundleError(f"The bundle at {self.root} is incomplete: {path.name} is missing ({exc.strerror}).") from exc
         cache = cache or _VerifiedCache()
-        if not cache.known_good(path, stat, spec.sha256):
+        if not cache.known_good(path, stat, sha256):
             actual = sha256_file(path)
-            if actual != spec.sha256:
+            if actual != sha256:
                 raise BundleError(
-                    f"{path} does not match its manifest (sha256 {actual[:12]}… instead of {spec.sha256[:12]}…): "
+                    f"{path} does not match its manifest (sha256 {actual[:12]}… instead of {sha256[:12]}…): "
                     "the file was altered or corrupted. Re-export or re-copy the bundle."
                 )
-            cache.remember(path, stat, spec.sha256)
+            cache.remember(path, stat, sha256)
         return path
 
     @property

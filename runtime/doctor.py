@@ -42,9 +42,17 @@ def check_bundle_files(root: Path) -> list[Check]:
     except EdgeSearchError as exc:
         return [Check("bundle", "fail", str(exc))]
     checks = [Check("bundle", "ok", f"{bundle.manifest.model_id} at {bundle.root} (schema {bundle.manifest.schema_version})")]
-    for precision, spec in bundle.manifest.files.items():
-        same = sha256_file(bundle.root / spec.path) == spec.sha256
-        checks.append(Check(f"bundle {precision}", _verdict(same),
+    text = bundle.manifest.text
+    files = [(f"bundle {p}", spec.path, spec.sha256) for p, spec in bundle.manifest.files.items()]
+    if text:
+        files += [(f"bundle text {p}", spec.path, spec.sha256) for p, spec in text.files.items()]
+        files.append(("bundle tokenizer", text.tokenizer, text.tokenizer_sha256))
+    for name, path, sha256 in files:
+        try:
+            same = sha256_file(bundle.root / path) == sha256
+        except OSError:
+            same = False
+        checks.append(Check(name, _verdict(same),
                             "sha256 matches the manifest" if same else "sha256 differs from the manifest: re-export or re-copy"))
     return checks
 

@@ -31,7 +31,7 @@ from .bundle import Bundle
 from .catalog import Catalog, Failure, Root, encode_path
 from .doctor import Check, check_bundle_files, check_index, check_providers
 from .dupes import DupesReport, family_threshold, find_duplicates
-from .embedder import EmbedResult, Embedder, l2_normalize
+from .embedder import Embedder, EmbedResult, l2_normalize
 from .errors import BundleError, ImageDecodeError, IndexMissing, UsageError
 from .indexer import FileCallback, IndexReport, run_index, under
 from .locations import default_bundle_dir, default_index_dir
@@ -54,6 +54,21 @@ class Model:
     preprocessor: Preprocessor
     embedder: Embedder
     notes: list[str] = field(default_factory=list)  # e.g. "CUDA cannot start (...); using the CPU."
+    threads: int | None = None
+    _text: Any = None  # the text tower, opened on the first text query
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the bundle can embed words (a CLIP bundle with its text tower)."""
+        return self.bundle.manifest.text is not None
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The unit embedding of `text`, in the same space as the images' (CLIP bundles only; UsageError otherwise)."""
+        if self._text is None:
+            from .text import TextEncoder
+
+            self._text = TextEncoder.open(self.bundle, precision=self.precision, threads=self.threads)
+        return self._text.embed([text])[0]
 
     @classmethod
     def open(
@@ -67,7 +82,7 @@ class Model:
         cuda: CudaOptions = CudaOptions(),
         jpeg_draft: bool = True,
         max_megapixels: float | None = None,
-    ) -> "Model":
+    ) -> Model:
         """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
@@ -76,7 +91,7 @@ class Model:
         session, notes = open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
         preprocessor = Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
         embedder = Embedder(session, preprocessor, batch_size=batch_size, workers=threads)
-        return cls(bundle, session, preprocessor, embedder, notes)
+        return cls(bundle, session, preprocessor, embedder, notes, threads)
 
     @property
     def provider(self) -> str:
@@ -164,7 +179,7 @@ class Library:
         self._reader: IndexReader | None = None
         self._legacy_verdict: bool | None = None
 
-    def __enter__(self) -> "Library":
+    def __enter__(self) -> Library:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -314,6 +329,8 @@ class Library:
         model: Model | None = None,
         *,
         images: Sequence[ImageSource] = (),
+        text: str | None = None,
+        text_weight: float = 1.0,
         vector: np.ndarray | None = None,
         key: int | None = None,
         k: int = 10,
@@ -324,14 +341,15 @@ class Library:
         """The `k` indexed images most similar to the query, best first.
 
         The query is one of: `images` (one or more; their embeddings are averaged, which finds what
-        they have in common), a `vector` (unit or not), or the `key` of an indexed image ("more like
-        this"; needs no model). `under_dir` keeps results inside that folder; `exclude_self` drops
+        they have in common) and/or `text` (CLIP bundles: words; with images, the two unit
+        embeddings are added with `text_weight` on the text, as rclip does), a `vector` (unit or
+        not), or the `key` of an indexed image ("more like this"; needs no model). `under_dir` keeps results inside that folder; `exclude_self` drops
         the query files themselves (same path or same content).
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
-        if sum((len(images) > 0, vector is not None, key is not None)) != 1:
-            raise UsageError("Give exactly one query: images, a vector or a key.")
+        if sum((len(images) > 0 or text is not None, vector is not None, key is not None)) != 1:
+            raise UsageError("Give exactly one query: images and/or text, a vector or a key.")
         reader = self.reader()
         excluded_paths: set[str] = set()
         excluded_sha: set[str] = set()
@@ -345,10 +363,14 @@ class Library:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
             if model is None:
-                raise UsageError("A query by image needs a model (Library.open_model).")
+                raise UsageError("A query by image or text needs a model (Library.open_model).")
             self.check_model(model)
-            pixels = np.stack([model.pixels(image) for image in images])
-            query = model.embedder.embed_pixels(pixels).mean(axis=0)
+            query = np.zeros(reader.meta.dim or model.bundle.manifest.embedding_dim, dtype=np.float32)
+            if images:
+                pixels = np.stack([model.pixels(image) for image in images])
+                query = l2_normalize(model.embedder.embed_pixels(pixels).mean(axis=0)[None])[0]
+            if text is not None:
+                query = query + text_weight * model.embed_text(text)
             if exclude_self:
                 for image in images:
                     excluded_paths.update(_self_paths(image))
@@ -442,5 +464,18 @@ def _sha256(image: ImageSource) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-__all__ = ["Library", "Model", "QueryResult", "RemoveReport", "LibraryInfo", "VerifyReport", "IndexReport", "Hit", "DupesReport",
-           "Root", "Failure", "ImageDecodeError", "CudaOptions"]
+__all__ = [
+    "CudaOptions",
+    "DupesReport",
+    "Failure",
+    "Hit",
+    "ImageDecodeError",
+    "IndexReport",
+    "Library",
+    "LibraryInfo",
+    "Model",
+    "QueryResult",
+    "RemoveReport",
+    "Root",
+    "VerifyReport",
+]

@@ -66,12 +66,14 @@ def hit_label(hit) -> str:
     return f"#{hit.rank}  {hit.score:.4f}"
 
 
-def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6) -> Path:
+def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6,
+                  text: str | None = None) -> Path:
     """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix."""
     cells = [(source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
              for label, source in zip(labels, sources)]
     cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path, False) for hit in hits]
-    header = "query: " + ", ".join(_short(str(label), 60) for label in labels) + f"  ·  {len(hits)} result(s)"
+    named = [_short(str(label), 60) for label in labels] + ([f'"{_short(text, 60)}"'] if text else [])
+    header = "query: " + ", ".join(named) + f"  ·  {len(hits)} result(s)"
     return write_sheet(header, cells, out, columns)
 
 

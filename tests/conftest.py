@@ -17,8 +17,17 @@ TINY_VIT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, inte
 def save_tiny(directory: Path, model_type: str = "vit") -> Path:
     """A random-weight encoder + its image processor, written with save_pretrained (seeded, no network)."""
     import torch
-    from transformers import (BitImageProcessor, DeiTConfig, DeiTImageProcessor, DeiTModel, Dinov2Config,
-                              Dinov2Model, ViTConfig, ViTForImageClassification, ViTImageProcessor)
+    from transformers import (
+        BitImageProcessor,
+        DeiTConfig,
+        DeiTImageProcessor,
+        DeiTModel,
+        Dinov2Config,
+        Dinov2Model,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
 
     torch.manual_seed(0)
     if model_type == "vit":
@@ -37,6 +46,61 @@ def save_tiny(directory: Path, model_type: str = "vit") -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def save_tiny_clip(directory: Path) -> Path:
+    """A random-weight CLIPModel with a character-level BPE vocabulary (slow and fast tokenizer files),
+    and CLIP's image processor (shortest edge, centre crop, bicubic), seeded, with no network."""
+    import json
+    import string
+
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPTokenizer,
+        CLIPTokenizerFast,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    symbols = list(string.ascii_lowercase + string.digits + string.punctuation)
+    merges = ["t h", "th e</w>", "a n", "o n</w>", "i n", "d o", "o g</w>"]
+    vocab: dict[str, int] = {}
+    for token in symbols + [s + "</w>" for s in symbols] + [m.replace(" ", "") for m in merges]:
+        vocab.setdefault(token, len(vocab))
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")).save_pretrained(directory)
+    CLIPTokenizerFast.from_pretrained(directory).save_pretrained(directory)  # writes tokenizer.json
+    ends = vocab["<|endoftext|>"]
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=ends, pad_token_id=ends),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=24,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_bundle(tiny_clip_checkpoint, tmp_path_factory) -> Path:
+    from edge_search.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-clip"
+    export_bundle(model=str(tiny_clip_checkpoint), out=out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -51,3 +51,14 @@ def test_no_runtime_module_imports_torch_transformers_or_optimum():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_text_search_works_without_torch_transformers_or_optimum(tiny_clip_bundle, tmp_path):
+    for i in range(3):
+        photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
+    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_clip_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert run_blocked("index", str(tmp_path), env=env).returncode == 0
+    queried = run_blocked("query", "--text", "a dog on a beach", "--json", env=env)
+    assert queried.returncode == 0, queried.stderr
+    assert len(json.loads(queried.stdout)["results"]) == 3

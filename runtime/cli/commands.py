@@ -9,16 +9,24 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import ImagesFailed, Interrupted, UsageError
 from ..library import Library, Model
 from .app import app
-from .options import IndexOpt, JsonOpt, ModelOpt, MontageOpt, VerboseOpt, with_model_options
+from .options import (
+    IndexOpt,
+    JsonOpt,
+    ModelOpt,
+    MontageOpt,
+    VerboseOpt,
+    with_model_options,
+)
 from .render import Progress, echo, emit_json, err, human, model_notes, say
 
 
@@ -45,14 +53,24 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @app.command(help="Embed images and print one line per image (path and embedding, or the error).")
 @with_model_options()
 def embed(
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files.")] = None,
+    texts: Annotated[list[str] | None, typer.Option("--text", "-t", help="Also embed these words (CLIP bundles); repeatable.")] = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     model_options: dict | None = None,
 ) -> None:
+    if not images and not texts:
+        raise UsageError("Give image files, or --text WORDS.")
     opened = Model.open(model, **model_options)
     model_notes(opened, opened.bundle.root, verbose)
+    for text in texts or []:
+        vector = opened.embed_text(text)
+        if as_json:
+            emit_json({"text": text, "embedding": [round(float(v), 7) for v in vector]})
+        else:
+            echo(f"{text!r}\t{len(vector)}-d\t[{' '.join(f'{v:+.4f}' for v in vector[:4])} …]")
+    images = images or []
     started = time.perf_counter()
     failed = done = 0
     for result in opened.embed_paths(images):
@@ -87,16 +105,16 @@ def embed(
                   "embedding, deleted ones are removed. With no folder, every folder indexed before is updated.")
 @with_model_options()
 def index(
-    dirs: Annotated[Optional[list[Path]], typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones].")] = None,
+    dirs: Annotated[list[Path] | None, typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones].")] = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")] = None,
-    include_hidden: Annotated[Optional[bool], typer.Option("--include-hidden/--skip-hidden", help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins [default: skip them, or what the folder remembered].")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")] = None,
+    include_hidden: Annotated[bool | None, typer.Option("--include-hidden/--skip-hidden", help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins [default: skip them, or what the folder remembered].")] = None,
     no_prune: Annotated[bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")] = False,
-    vector_dtype: Annotated[Optional[str], typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")] = None,
-    connectivity: Annotated[Optional[int], typer.Option(min=2, help="HNSW connectivity (M).")] = None,
-    expansion_add: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while building.")] = None,
-    expansion_search: Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while searching.")] = None,
+    vector_dtype: Annotated[str | None, typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")] = None,
+    connectivity: Annotated[int | None, typer.Option(min=2, help="HNSW connectivity (M).")] = None,
+    expansion_add: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while building.")] = None,
+    expansion_search: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while searching.")] = None,
     publish_every: Annotated[float, typer.Option(min=0, help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -141,13 +159,16 @@ def index(
 
 # ---------------------------------------------------------------------------------------------- query
 @app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
-                  "their average, i.e. what they have in common. '-' reads an image from standard input.")
+                  "their average, i.e. what they have in common. '-' reads an image from standard input. "
+                  "--text searches by words (CLIP bundles), alone or with images.")
 @with_model_options(batch=False)
 def query(
-    images: Annotated[list[str], typer.Argument(help="Query image(s), or - for standard input.")],
+    images: Annotated[list[str] | None, typer.Argument(help="Query image(s), or - for standard input.")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Search by words, e.g. \"a dog on a beach\" (CLIP bundles). With images: added to them.")] = None,
+    text_weight: Annotated[float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")] = 1.0,
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")] = None,
-    under: Annotated[Optional[Path], typer.Option(help="Only results inside this folder.")] = None,
+    min_score: Annotated[float | None, typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")] = None,
+    under: Annotated[Path | None, typer.Option(help="Only results inside this folder.")] = None,
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")] = False,
     paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")] = False,
     montage: MontageOpt = None,
@@ -157,6 +178,9 @@ def query(
     verbose: VerboseOpt = False,
     model_options: dict | None = None,
 ) -> None:
+    images = images or []
+    if not images and text is None:
+        raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
     if images.count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
     sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
@@ -169,7 +193,8 @@ def query(
         library.warm()
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
-    result = library.query(opened, images=sources, k=k, min_score=min_score, under_dir=under, exclude_self=exclude_self)
+    result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,
+                           under_dir=under, exclude_self=exclude_self)
     library.close()
     latency_ms = (time.perf_counter() - started) * 1000
     for note in result.notes:
@@ -177,10 +202,10 @@ def query(
     if montage is not None:
         from ..montage import write_montage
 
-        write_montage(images, sources, result.hits, montage)
+        write_montage(images, sources, result.hits, montage, text=text)
     if as_json:
         emit_json({
-            "query": images if len(images) > 1 else images[0],
+            "query": images if len(images) > 1 else (images[0] if images else None), "text": text,
             "results": [{"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits],
             "provider": result.provider, "precision": result.precision, "latency_ms": round(latency_ms, 1),
             "montage": os.fspath(montage) if montage else None,
@@ -203,9 +228,9 @@ def query(
                   "re-encoded, slightly cropped: embeddings at or above --threshold), each with a suggested keeper. "
                   "Deletes nothing. Needs no model.")
 def dupes(
-    threshold: Annotated[Optional[float], typer.Option(min=0.01, max=1.0, help="Cosine similarity at or above which two images are near-duplicates [default: the bundle's, set at export per model family].")] = None,
-    under: Annotated[Optional[Path], typer.Option(help="Only images inside this folder.")] = None,
-    montage_dir: Annotated[Optional[Path], typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...).")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="Cosine similarity at or above which two images are near-duplicates [default: the bundle's, set at export per model family].")] = None,
+    under: Annotated[Path | None, typer.Option(help="Only images inside this folder.")] = None,
+    montage_dir: Annotated[Path | None, typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...).")] = None,
     paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the files that are not the suggested keeper, one per line (review before deleting anything).")] = False,
     index: IndexOpt = None,
     as_json: JsonOpt = False,

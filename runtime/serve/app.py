@@ -175,7 +175,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         count = await service.call(lambda: library.reader().catalog.count())
         watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
         return JSONResponse({"ok": True, "count": count, "provider": model.provider, "precision": model.precision,
-                             "random_weights": model.random_weights, "watch": watch})
+                             "random_weights": model.random_weights, "text": model.has_text, "watch": watch})
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -203,17 +203,21 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
             raise HttpError(400, "Send the image as multipart/form-data in a field named `image`.")
         async with request.form(max_files=1, max_fields=10, max_part_size=config.max_upload_bytes) as form:
             upload = form.get("image")
-            if upload is None or isinstance(upload, str):
-                raise HttpError(400, "No file in the form field `image`.")
-            data = await upload.read(config.max_upload_bytes + 1)
-            if len(data) > config.max_upload_bytes:
-                raise HttpError(413, f"The upload is larger than {config.max_upload_bytes // 2**20} MiB.")
-            if not data:
-                raise HttpError(400, "The uploaded file is empty.")
+            text = str(form.get("text") or "").strip() or None
+            data = None
+            if upload is not None and not isinstance(upload, str):
+                data = await upload.read(config.max_upload_bytes + 1)
+                if len(data) > config.max_upload_bytes:
+                    raise HttpError(413, f"The upload is larger than {config.max_upload_bytes // 2**20} MiB.")
+                if not data:
+                    raise HttpError(400, "The uploaded file is empty.")
+            if data is None and text is None:
+                raise HttpError(400, "No file in the form field `image` (and no `text`).")
             k = _int(form.get("k"), "k", config.default_k, 1, config.max_k)
             min_score = _float(form.get("min_score"), "min_score")
             under = form.get("under") or None
-        result = await service.call(library.query, model, images=[data], k=k, min_score=min_score, under_dir=under)
+        result = await service.call(library.query, model, images=[data] if data else [], text=text, k=k,
+                                    min_score=min_score, under_dir=under)
         return JSONResponse(_results(result))
 
     async def similar(request: Request) -> Response:

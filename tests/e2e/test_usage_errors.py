@@ -31,7 +31,7 @@ def assert_usage_error(result, *words: str) -> None:
 
 @pytest.mark.parametrize("args, words", [
     ((), ("usage: edge-search", "index, query")),
-    (("query",), ("Missing argument",)),
+    (("query",), ("query image", "--text")),
     (("query", "{image}", "-k", "0"), ("-k",)),
     (("query", "{image}", "-k", "abc"), ("-k", "integer")),
     (("query", "{image}", "--frobnicate"), ("--frobnicate",)),

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   file: $("file"), k: $("k"), results: $("results"), message: $("message"), status: $("status"),
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
-  overlay: $("drop-overlay"), groups: $("groups"),
+  overlay: $("drop-overlay"), groups: $("groups"), words: $("words"), text: $("text"), picker: $("picker"),
 };
 let queryUrl = null; // object URL of the uploaded photo, revoked when replaced
 let searchId = 0; // only the newest search may draw its results
@@ -43,7 +43,8 @@ function showResultsView() {
 function showQuery(src, name) {
   showResultsView();
   els.query.hidden = false;
-  els.queryImage.src = src;
+  els.queryImage.hidden = !src;
+  if (src) els.queryImage.src = src; else els.queryImage.removeAttribute("src");
   els.queryName.textContent = name;
   els.queryName.title = name;
 }
@@ -103,6 +104,16 @@ function searchFile(file) {
   if (window.location.hash) history.pushState(null, "", window.location.pathname);
   const form = new FormData();
   form.append("image", file, file.name || "pasted.png");
+  form.append("k", els.k.value);
+  search(() => api("/api/query", { method: "POST", body: form }));
+}
+
+function searchText(words) {
+  if (!words.trim()) return;
+  showQuery("", `“${words.trim()}”`);
+  if (window.location.hash) history.pushState(null, "", window.location.pathname);
+  const form = new FormData();
+  form.append("text", words);
   form.append("k", els.k.value);
   search(() => api("/api/query", { method: "POST", body: form }));
 }
@@ -193,6 +204,7 @@ async function refreshStatus() {
     if (watch && watch.indexing) text += " · indexing new photos…";
     else if (watch && watch.mode === "events") text += ` · watching ${watch.roots.length} folder${watch.roots.length === 1 ? "" : "s"}`;
     els.status.textContent = text;
+    els.words.hidden = !health.text;
     els.warning.hidden = !health.random_weights;
     els.warning.textContent = health.random_weights
       ? "This model has random weights (a test bundle): the results are not meaningful." : "";
@@ -201,6 +213,7 @@ async function refreshStatus() {
   }
 }
 
+els.picker.addEventListener("submit", (event) => { event.preventDefault(); searchText(els.text.value); });
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 window.addEventListener("hashchange", route);
 
