@@ -37,7 +37,8 @@ def _rows(start: int, vectors: np.ndarray):
         yield path, 3_000_000 + number, 1_700_000_000_000_000_000 + number, hashlib.sha256(path).hexdigest(), vector, None
 
 
-def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98) -> dict:
+def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98,
+                dupes: bool = True) -> dict:
     from edge_search.export.synthetic import clustered_embeddings
     from edge_search.runtime import vector_index as vi
     from edge_search.runtime.bundle import Bundle
@@ -96,11 +97,15 @@ def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, du
         result["warm_query_ms_p50"] = round(1000 * statistics.median(latencies), 2)
         result["warm_query_ms_p95"] = round(1000 * float(np.percentile(latencies, 95)), 2)
         result["recall_at_10"] = round(float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])), 4)
-        started = time.perf_counter()
-        report = find_duplicates(reader.catalog, reader.index(), dupes_threshold, index_dtype=settings.dtype)
-        result["dupes_s"] = round(time.perf_counter() - started, 1)
+        if dupes:
+            started = time.perf_counter()
+            report = find_duplicates(reader.catalog, reader.index(), dupes_threshold, index_dtype=settings.dtype)
+            result["dupes_s"] = round(time.perf_counter() - started, 1)
     finally:
         reader.close()
+    result["expansion_search_used"] = vi.expansion_for(count, settings.expansion_search)
+    if not dupes:
+        return result
     grouped = {}
     for number, group in enumerate(report.groups):
         for file in group.files:
@@ -109,7 +114,6 @@ def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, du
     result["dupes_groups"] = len(report.groups)
     result["dupes_planted_pairs_found"] = round(caught / len(planted), 4)
     result["dupes_threshold"] = dupes_threshold
-    result["expansion_search_used"] = vi.expansion_for(count, settings.expansion_search)
     return result
 
 
@@ -124,11 +128,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--bundle", default=str(Path(__file__).parent / ".cache" / "vit-b16-random"))
+    parser.add_argument("--skip-dupes", action="store_true", help="leave out `dupes` (long at 1M)")
     parser.add_argument("--work", default=str(Path(__file__).parent / ".cache" / "store-scale"))
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        print(json.dumps(store_scale(Path(args.bundle), size, work)), flush=True)
+        print(json.dumps(store_scale(Path(args.bundle), size, work, dupes=not args.skip_dupes)), flush=True)
         shutil.rmtree(work / f"store-{size}", ignore_errors=True)
     os.remove(work / "probe.npy")
