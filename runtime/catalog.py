@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorrupt, IndexMissing, StorageError
+from .locations import CATALOG_NAME
 from .meta import IndexMeta
 
 SCHEMA_VERSION = 2  # 2 added the roots table and the sha256 lookup; version 1 catalogs are migrated on write
 READABLE_VERSIONS = (1, 2)
-CATALOG_NAME = "catalog.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

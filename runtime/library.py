@@ -82,13 +82,15 @@ class Model:
         cuda: CudaOptions = CudaOptions(),
         jpeg_draft: bool = True,
         max_megapixels: float | None = None,
+        session: tuple[OrtSession, list[str]] | None = None,
     ) -> Model:
-        """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location."""
+        """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location.
+        `session`: (session, notes) already opened for this bundle with these options (the CLI's prewarm)."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
         workers = threads or default_threads()
         max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(workers)
-        session, notes = open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
+        session, notes = session or open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
         preprocessor = Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
         embedder = Embedder(session, preprocessor, batch_size=batch_size, workers=threads)
         return cls(bundle, session, preprocessor, embedder, notes, threads)

@@ -99,8 +99,12 @@ def open_session(
     cuda: CudaOptions = CudaOptions(),
     available: list[str] | None = None,
     session_factory: Callable[..., Any] | None = None,
+    one_shot: bool = False,
 ) -> tuple[OrtSession, list[str]]:
-    """Open the best session the request allows. Returns it and notes on plans that fell through."""
+    """Open the best session the request allows. Returns it and notes on plans that fell through.
+
+    `one_shot`: for a process that runs the model once (a cold query): weights are not pre-packed,
+    which makes the session ~0.07 s quicker to open and the one run ~0.02 s slower."""
     ort = _ort()
     ort.set_default_logger_severity(4)  # a CUDA provider that cannot start is reported by us, in one line
     available = list(ort.get_available_providers()) if available is None else available
@@ -120,6 +124,8 @@ def open_session(
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if one_shot:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             session = factory(str(path), sess_options=options, providers=plan.providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeError types

@@ -1,5 +1,21 @@
-"""`edge-search`, the command line: parse options -> call the library -> render. Nothing else."""
+"""`edge-search`, the command line: parse options -> call the library -> render. Nothing else.
 
-from .app import EXIT_CODES, app, main
+`main` imports nothing heavy itself: a cold query first starts opening its model session
+(`prewarm`), then loads the CLI (`app`) while the session is being built.
+"""
 
-__all__ = ["EXIT_CODES", "app", "main"]
+from __future__ import annotations
+
+
+def main() -> None:
+    import sys
+
+    from . import prewarm
+
+    prewarm.start(sys.argv[1:])
+    from .app import main as run
+
+    run()
+
+
+__all__ = ["main"]

@@ -51,7 +51,7 @@ def _root(
 
 BRIEF = (
     "usage: edge-search COMMAND [OPTIONS] [ARGS]...\n"
-    "commands: index, query, info, remove, embed, verify, serve  ·  edge-search --help for more, "
+    "commands: index, query, dupes, info, remove, embed, verify, serve  ·  edge-search --help for more, "
     "edge-search COMMAND --help for one command"
 )
 

@@ -18,6 +18,7 @@ import typer
 
 from ..errors import ImagesFailed, Interrupted, UsageError
 from ..library import Library, Model
+from . import prewarm
 from .app import app
 from .options import (
     IndexOpt,
@@ -187,9 +188,13 @@ def query(
     started = time.perf_counter()
     library = Library(index)
     library.reader()  # no index yet: say so before loading a model
+    prewarmed = prewarm.take(model, index, model_options)  # a session opened while the CLI was loading
     with ThreadPoolExecutor(max_workers=1) as pool:
         # onnxruntime builds the session while this thread loads the index
-        pending = pool.submit(library.open_model, model, **model_options)
+        if prewarmed:
+            pending = pool.submit(Model.open, prewarmed[0], session=prewarmed[1], **model_options)
+        else:
+            pending = pool.submit(library.open_model, model, **model_options)
         library.warm()
         opened = pending.result()
     model_notes(opened, library.directory, verbose)

@@ -1,0 +1,47 @@
+"""A cold query's session is opened ahead from a guess at its options; the guess is used only when it
+is exactly what the command resolved, and the answers are the same either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import cli_env, run_script
+from edge_search.runtime.cli import prewarm
+from edge_search.runtime.providers import CudaOptions
+
+
+def test_the_guess_reads_the_options_that_choose_the_session():
+    env = {"EDGE_SEARCH_INDEX": "/idx", "EDGE_SEARCH_PRECISION": "fp32"}
+    hint = prewarm.guess(["query", "a.jpg", "--model", "/b", "--device=cpu", "--threads", "3", "-k", "5"], env)
+    assert hint == prewarm.Guess(model="/b", index="/idx", device="cpu", precision="fp32", threads=3)
+    assert prewarm.guess(["query", "a.jpg"], {}) == prewarm.Guess(None, None, "auto", "auto", None)
+
+
+def test_nothing_is_guessed_where_a_guess_would_be_unreliable():
+    assert prewarm.guess(["index", "dir"], {}) is None
+    assert prewarm.guess([], {}) is None
+    assert prewarm.guess(["query", "a.jpg", "--cuda-mem-limit", "512"], {}) is None
+    assert prewarm.guess(["query", "--help"], {}) is None
+    assert prewarm.guess(["query", "a.jpg"], {"EDGE_SEARCH_CUDA_ARENA": "kSameAsRequested"}) is None
+    assert prewarm.guess(["query", "a.jpg", "--threads", "many"], {}) is None
+
+
+def test_a_session_opened_for_other_options_is_not_taken(tiny_bundle, monkeypatch):
+    monkeypatch.setenv("EDGE_SEARCH_MODEL", str(tiny_bundle))
+    prewarm.start(["query", "a.jpg", "--device", "cpu", "--precision", "fp32"])
+    options = {"device": "cpu", "precision": "int8", "threads": None, "cuda": CudaOptions()}
+    assert prewarm.take(Path(tiny_bundle), None, options) is None
+    prewarm.start(["query", "a.jpg", "--device", "cpu", "--precision", "fp32"])
+    taken = prewarm.take(Path(tiny_bundle), None, {**options, "precision": "fp32"})
+    assert taken is not None and taken[1][0].precision == "fp32"
+
+
+def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, tiny_bundle, photo_dir):
+    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PRECISION="fp32")
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    image = str(photo_dir / "img02.webp")
+    early = run_script("edge-search", "query", image, "--json", env=env)  # guessed from the environment
+    own = run_script("edge-search", "query", image, "--json", "--cuda-arena", "kSameAsRequested", env=env)  # not guessed
+    assert early.returncode == own.returncode == 0
+    assert json.loads(early.stdout)["results"] == json.loads(own.stdout)["results"]
