@@ -88,7 +88,10 @@ def spread(ratios: list[float]) -> dict:
     return {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2), "max": round(max(ratios), 2), "runs": len(ratios)}
 
 
-def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8") -> dict:
+def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8",
+                 query_rounds: int = 5) -> dict:
+    """Indexing `rounds` times each (alternating, fresh indexes), then `query_rounds` alternating cold
+    queries on the last indexes (a cold query varies ±20% run to run on a small VM: more samples)."""
     python = baseline_python()
     edge = [sys.executable, "-m", "edge_search.runtime"]
     count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
@@ -101,6 +104,7 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
         a, _, _ = run_measured(edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index))
         b, _, _ = run_measured([str(python), str(BASELINE), "index", str(checkpoint), str(chroma), str(images)])
         index_rows.append({"round": round_, "edge_s": a, "original_s": b})
+    for round_ in range(query_rounds):
         qa, ra, _ = run_measured(edge + ["query", str(query_image), "--precision", precision, "--json"], edge_env(bundle, edge_index))
         qb, rb, _ = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(chroma), str(query_image)])
         query_rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})

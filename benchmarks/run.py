@@ -315,7 +315,8 @@ def main() -> None:
     elif args.baseline and checkpoint is not None:
         from .compare import side_by_side
 
-        report["side_by_side"] = side_by_side(bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3)
+        report["side_by_side"] = side_by_side(bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3,
+                                              query_rounds=2 if args.quick else 5)
     elif args.baseline:
         report["side_by_side"] = {"status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -94,13 +94,18 @@ def tiny_clip_checkpoint(tmp_path_factory) -> Path:
     return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_bundle(tiny_clip_checkpoint, tmp_path_factory) -> Path:
+def export_tiny(checkpoint: Path, tmp_path_factory, name: str) -> Path:
+    """A bundle exported from `checkpoint` through the real export path."""
     from edge_search.export.pipeline import export_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-clip"
-    export_bundle(model=str(tiny_clip_checkpoint), out=out)
+    out = tmp_path_factory.mktemp("bundles") / name
+    export_bundle(model=str(checkpoint), out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_bundle(tiny_clip_checkpoint, tmp_path_factory) -> Path:
+    return export_tiny(tiny_clip_checkpoint, tmp_path_factory, "tiny-clip")
 
 
 @pytest.fixture(scope="session")
@@ -111,11 +116,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
-    from edge_search.export.pipeline import export_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(model=str(tiny_checkpoint), out=out)
-    return out
+    return export_tiny(tiny_checkpoint, tmp_path_factory, "tiny")
 
 
 def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:

@@ -56,22 +56,33 @@ def guess(argv: list[str], environ: os._Environ | dict[str, str]) -> Guess | Non
 
 
 def start(argv: list[str]) -> None:
-    """Begin opening the guessed session in a background thread (no-op when nothing can be guessed)."""
+    """Begin opening the guessed session in a background thread (no-op when nothing can be guessed).
+
+    Returns once the thread has imported what it needs: imports hold the GIL either way, and letting
+    the thread's go first lets session creation (which releases it) start as early as possible and
+    overlap the main thread's imports."""
     global _started
     hint = guess(argv, os.environ)
     if hint is None:
         return
     box: dict[str, Any] = {}
-    thread = threading.Thread(target=_open, args=(hint, box), name="prewarm-session", daemon=True)
+    imported = threading.Event()
+    thread = threading.Thread(target=_open, args=(hint, box, imported), name="prewarm-session", daemon=True)
     thread.start()
+    imported.wait(timeout=5)
     _started = (hint, thread, box)
 
 
-def _open(hint: Guess, box: dict[str, Any]) -> None:
+def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
     """Only light imports here (bundle, session: numpy + onnxruntime): the main thread imports the rest."""
     try:
-        from ..bundle import Bundle
-        from ..session import open_session
+        try:
+            import onnxruntime  # noqa: F401  (open_session imports it lazily: here, before the main thread goes on)
+
+            from ..bundle import Bundle
+            from ..session import open_session
+        finally:
+            imported.set()
 
         root = Path(hint.model).expanduser() if hint.model else _bundle_of_index(hint.index)
         if root is None:

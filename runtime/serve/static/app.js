@@ -49,20 +49,35 @@ function showQuery(src, name) {
   els.queryName.title = name;
 }
 
+// A thumbnail that asks for photos like this one, and a link to the original file.
+function thumbLink(id, path) {
+  const link = document.createElement("a");
+  link.className = "similar";
+  link.href = `#similar/${id}`;
+  link.title = "Find photos like this one";
+  link.dataset.name = path;
+  const img = document.createElement("img");
+  img.src = `/api/thumb/${id}`;
+  img.alt = baseName(path);
+  img.loading = "lazy";
+  link.append(img);
+  return link;
+}
+
+function originalLink(id) {
+  const original = document.createElement("a");
+  original.className = "original";
+  original.href = `/api/image/${id}`;
+  original.target = "_blank";
+  original.rel = "noopener";
+  original.textContent = "open original";
+  return original;
+}
+
 function render(results) {
   els.results.replaceChildren(...results.map((hit) => {
     const item = document.createElement("li");
     item.className = "hit";
-    const link = document.createElement("a");
-    link.className = "similar";
-    link.href = `#similar/${hit.id}`;
-    link.title = "Find photos like this one";
-    link.dataset.name = hit.path;
-    const img = document.createElement("img");
-    img.src = `/api/thumb/${hit.id}`;
-    img.alt = baseName(hit.path);
-    img.loading = "lazy";
-    link.append(img);
     const meta = document.createElement("div");
     meta.className = "meta";
     const score = document.createElement("span");
@@ -73,13 +88,7 @@ function render(results) {
     name.textContent = baseName(hit.path);
     name.title = hit.path;
     meta.append(score, name);
-    const original = document.createElement("a");
-    original.className = "original";
-    original.href = `/api/image/${hit.id}`;
-    original.target = "_blank";
-    original.rel = "noopener";
-    original.textContent = "open original";
-    item.append(link, meta, original);
+    item.append(thumbLink(hit.id, hit.path), meta, originalLink(hit.id));
     return item;
   }));
   say(results.length ? `${results.length} photo${results.length === 1 ? "" : "s"}` : "No similar photos found.");
@@ -138,15 +147,6 @@ function renderGroups(report) {
     members.append(...group.files.map((file, i) => {
       const card = document.createElement("div");
       card.className = i === 0 ? "member keep" : "member";
-      const link = document.createElement("a");
-      link.href = `#similar/${file.id}`;
-      link.dataset.name = file.path;
-      link.title = "Find photos like this one";
-      const img = document.createElement("img");
-      img.src = `/api/thumb/${file.id}`;
-      img.alt = baseName(file.path);
-      img.loading = "lazy";
-      link.append(img);
       const badge = document.createElement("div");
       badge.className = "badge";
       badge.textContent = i === 0 ? "suggested keeper" : `${file.score_to_keep.toFixed(4)} to keeper`;
@@ -158,13 +158,7 @@ function renderGroups(report) {
       detail.className = "detail";
       const size = file.width ? `${file.width}×${file.height}` : "size unknown";
       detail.textContent = `${size} · ${(file.size / 1e6).toFixed(2)} MB · ${file.taken || file.modified}`;
-      const original = document.createElement("a");
-      original.className = "original";
-      original.href = `/api/image/${file.id}`;
-      original.target = "_blank";
-      original.rel = "noopener";
-      original.textContent = "open original";
-      card.append(link, badge, name, detail, original);
+      card.append(thumbLink(file.id, file.path), badge, name, detail, originalLink(file.id));
       return card;
     }));
     item.append(title, members);
