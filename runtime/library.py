@@ -200,14 +200,20 @@ class Library:
         """The recorded meta, or an empty one where there is no index yet (no lock, no model needed)."""
         if not self.exists():
             return IndexMeta()
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
-            return catalog.index_meta()
+        try:
+            with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+                return catalog.index_meta()
+        except IndexMissing:  # a first run killed while creating the catalog: nothing recorded yet
+            return IndexMeta()
 
     def roots(self) -> list[Root]:
         if not self.exists():
             return []
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
-            return catalog.roots()
+        try:
+            with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+                return catalog.roots()
+        except IndexMissing:  # a first run killed while creating the catalog: nothing remembered yet
+            return []
 
     def failures(self) -> list[Failure]:
         with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:

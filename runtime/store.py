@@ -24,7 +24,7 @@ from . import vector_index as vi  # first: it imports onnxruntime before usearch
 from .vector_index import Index
 from .bundle import Bundle
 from .catalog import Catalog
-from .errors import IndexBusy, IndexCorrupt, IndexMismatch, StorageError
+from .errors import IndexBusy, IndexCorrupt, IndexMismatch, IndexMissing, StorageError
 from .meta import IndexMeta
 
 LOCK_NAME = "writer.lock"
@@ -158,7 +158,8 @@ class IndexWriter:
         meta = catalog.index_meta()
         if self.bundle is None:
             if not meta.bound:
-                raise IndexCorrupt(f"The index at {self.directory} was never completed. Run `edge-search index DIR` again.")
+                raise IndexMissing(f"The index at {self.directory} was never completed (its first run was interrupted). "
+                                   "Run `edge-search index DIR` to build it.")
             self.settings, self._rebuild = meta.settings, False
             return
         if not self.adopt:
@@ -246,7 +247,8 @@ class IndexReader:
     def _open_index(self) -> Index:
         meta = self.meta
         if not meta.bound:
-            raise IndexCorrupt(f"The index at {self.directory} was never completed. Run `edge-search index DIR` again.")
+            raise IndexMissing(f"The index at {self.directory} was never completed (its first run was interrupted). "
+                               "Run `edge-search index DIR` to build it.")
         problem = "no generation has been published yet"
         for _attempt in range(3):
             name, sha = _current(self.catalog)

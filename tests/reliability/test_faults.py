@@ -43,7 +43,10 @@ def slow_to_index(tmp_path_factory) -> Path:
 
 
 def catalog_rows(index: Path) -> tuple[int, int]:
+    """(rows, distinct paths) embedded; (0, 0) for a catalog whose creation was killed before its tables."""
     with sqlite3.connect(index / "catalog.sqlite") as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='files'").fetchone():
+            return 0, 0
         return db.execute("SELECT count(*), count(DISTINCT path) FROM files WHERE status='ok'").fetchone()
 
 
@@ -210,3 +213,19 @@ def test_a_read_only_index_directory_is_refused_by_the_indexer_but_queries_work(
     assert served.returncode == 0, served.stderr
     assert json.loads(served.stdout)["results"][0]["path"] == str(photo_dir / "sub" / "img04.gif")
     assert json.loads(edge_search("info", "--json", env=read_only).stdout)["count"] == 12
+
+
+@pytest.mark.parametrize("stage", ["empty file", "meta table only"])
+def test_a_catalog_killed_while_being_created_reads_as_no_index_yet_and_the_next_run_builds_it(stage, tiny_bundle, photo_dir, tmp_path):
+    env = cli_env(tmp_path, tiny_bundle)
+    index = tmp_path / "index"
+    index.mkdir()
+    with sqlite3.connect(index / "catalog.sqlite") as db:  # what a kill -9 leaves at these two moments
+        db.execute("PRAGMA journal_mode=WAL")
+        if stage == "meta table only":
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    query = edge_search("query", str(photo_dir / "img01.png"), env=env)
+    assert query.returncode == 6 and "never completed" in query.stderr and "Traceback" not in query.stderr
+    assert edge_search("info", env=env).returncode == 6
+    assert edge_search("index", str(photo_dir), env=env).returncode == 0
+    assert json.loads(edge_search("info", "--json", env=env).stdout)["count"] == 12
