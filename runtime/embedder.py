@@ -45,6 +45,24 @@ class EmbedResult:
         return self.error == VANISHED
 
 
+def read_file(path: Path | str) -> bytes | str:
+    """A file's bytes, or the reason it cannot be read (the same words wherever files are read)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                return f"file too large ({size} bytes)"
+            return handle.read()
+    except FileNotFoundError:
+        return VANISHED
+    except IsADirectoryError:
+        return "is a directory"
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -67,39 +85,36 @@ class Embedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return l2_normalize(self.session.run(pixels))
 
-    def _load(self, path: Path, reuse: Container[str]) -> tuple[np.ndarray | None, str] | str:
-        """(pixels, sha256 of the file) or the reason it failed; the file is read once, hashed before
-        it is decoded, and not decoded at all when its hash is in `reuse` (pixels None)."""
+    def _load(self, path: Path, reuse: Container[str], data: bytes | None = None) -> tuple[np.ndarray | None, str] | str:
+        """(pixels, sha256 of the file) or the reason it failed; the file is read once (unless its
+        `data` came with it), hashed before it is decoded, and not decoded at all when its hash is in
+        `reuse` (pixels None)."""
         try:
-            with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > MAX_FILE_BYTES:
-                    return f"file too large ({size} bytes)"
-                data = handle.read()
+            if data is None:
+                data = read_file(path)
+                if isinstance(data, str):
+                    return data
             sha = hashlib.sha256(data).hexdigest()
             if sha in reuse:
                 return None, sha
             return self.preprocessor.load_bytes(data, path), sha
         except ImageDecodeError as exc:
             return exc.reason
-        except FileNotFoundError:
-            return VANISHED
-        except IsADirectoryError:
-            return "is a directory"
-        except PermissionError:
-            return "permission denied"
         except OSError as exc:
             return f"cannot read ({exc.strerror or exc})"
         except MemoryError:
             return "out of memory while decoding"
 
     def embed(
-        self, paths: Iterable[Path | str], *, reuse: Container[str] = frozenset(), stop: threading.Event | None = None
+        self, paths: Iterable[Path | str | tuple[Path | str, bytes]], *, reuse: Container[str] = frozenset(),
+        stop: threading.Event | None = None,
     ) -> Iterator[EmbedResult]:
         """Results in input order; decoding of later files overlaps inference of earlier ones.
 
-        Files whose sha256 is in `reuse` come back as `known` results without being decoded. Once
-        `stop` is set, no new file is started: what is decoded is embedded and returned, the rest dropped.
+        An item is a path, or (path, the file's bytes) when they were read elsewhere (a Ray worker
+        given the bytes by the box). Files whose sha256 is in `reuse` come back as `known` results
+        without being decoded. Once `stop` is set, no new file is started: what is decoded is embedded
+        and returned, the rest dropped.
         """
         pending: list = []
         ready = 0
@@ -115,11 +130,12 @@ class Embedder:
                     break
                 while not exhausted and len(in_flight) < window:
                     try:
-                        path = Path(next(source))
+                        item = next(source)
                     except StopIteration:
                         exhausted = True
                         break
-                    in_flight.append((path, pool.submit(self._load, path, reuse)))
+                    path, data = (Path(item[0]), item[1]) if isinstance(item, tuple) else (Path(item), None)
+                    in_flight.append((path, pool.submit(self._load, path, reuse, data)))
                 if not in_flight:
                     break
                 path, future = in_flight.popleft()

@@ -62,3 +62,8 @@ class StorageError(EdgeSearchError):
 
 class Interrupted(EdgeSearchError):
     """Ctrl-C or SIGTERM: what was embedded before it has been committed."""
+
+
+class ClusterError(EdgeSearchError):
+    """A Ray cluster or Milvus server cannot be reached, has no room, or failed mid-run (what was
+    committed before is kept)."""

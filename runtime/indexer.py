@@ -48,6 +48,7 @@ class IndexReport:
     seconds: float = 0.0
     interrupted: bool = False
     pending: int = 0  # files left for the next run when interrupted
+    cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
 
     @property
     def images_per_s(self) -> float:
@@ -66,6 +67,7 @@ class IndexReport:
             "missing_roots": self.missing_roots,
             "count": self.count, "generation": self.generation, "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images_per_s, 2), "interrupted": self.interrupted, "pending": self.pending,
+            "cluster": self.cluster,
         }
 
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -40,6 +40,10 @@ from .preprocess import Preprocessor, default_max_pixels
 from .providers import CudaOptions, default_threads
 from .session import OrtSession, open_session
 from .store import Hit, IndexReader, IndexWriter, check_bundle
+
+if TYPE_CHECKING:
+    from .fleet import FleetHit, SyncReport
+    from .ray_embedder import RayOptions
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 
@@ -128,6 +132,15 @@ class Model:
 @dataclass(frozen=True)
 class QueryResult:
     hits: list[Hit]
+    provider: str | None = None
+    precision: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FleetQueryResult:
+    hits: list[FleetHit]
+    collection: str
     provider: str | None = None
     precision: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -242,8 +255,11 @@ class Library:
         on_start: Callable[[int], None] | None = None,
         on_file: FileCallback | None = None,
         stop: threading.Event | None = None,
+        ray: RayOptions | None = None,
     ) -> IndexReport:
         """Index `roots` (or, when None, every root remembered from earlier runs) and remember them.
+
+        `ray`: embed on a Ray cluster instead of this process (the walk, hashes, lock and commits stay here).
 
         `excludes` / `include_hidden` given: they replace what a root remembered; None: the remembered
         ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
@@ -269,11 +285,23 @@ class Library:
             missing = ", ".join(r.path for r in wanted)
             raise UsageError(f"Nothing to index: {missing} does not exist." if len(wanted) == 1
                              else f"Nothing to index: none of {missing} exists.")
-        with IndexWriter(self.directory, model.bundle, precision=model.precision,
-                         settings=self._settings(model, settings), adopt=self._legacy_reproduced(model, self.meta())) as writer:
-            writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
-            return run_index(writer, model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
-                             on_start=on_start, on_file=on_file, stop=stop)
+        cluster = None
+        if ray is not None:  # joined before the index is touched: a cluster that is down changes nothing here
+            from .ray_embedder import RayEmbedder  # Ray is imported only when asked for
+
+            cluster = RayEmbedder(model, ray)
+        try:
+            with IndexWriter(self.directory, model.bundle, precision=model.precision,
+                             settings=self._settings(model, settings), adopt=self._legacy_reproduced(model, self.meta())) as writer:
+                writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
+                report = run_index(writer, cluster or model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
+                                   on_start=on_start, on_file=on_file, stop=stop)
+        finally:
+            if cluster is not None:
+                cluster.close()
+        if cluster is not None:
+            report.cluster = cluster.describe() + (f", {cluster.plan.lost} lost and replaced" if cluster.plan.lost else "")
+        return report
 
     def _settings(self, model: Model, requested: dict[str, Any] | None) -> vi.IndexSettings | None:
         requested = {k: v for k, v in (requested or {}).items() if v is not None}
@@ -361,6 +389,10 @@ class Library:
         reader = self.reader()
         excluded_paths: set[str] = set()
         excluded_sha: set[str] = set()
+        if images or text is not None:
+            if model is None:
+                raise UsageError("A query by image or text needs a model (Library.open_model).")
+            self.check_model(model)
         if key is not None:
             query = reader.catalog.vector(key)
             if query is None:
@@ -370,15 +402,7 @@ class Library:
         elif vector is not None:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
-            if model is None:
-                raise UsageError("A query by image or text needs a model (Library.open_model).")
-            self.check_model(model)
-            query = np.zeros(reader.meta.dim or model.bundle.manifest.embedding_dim, dtype=np.float32)
-            if images:
-                pixels = np.stack([model.pixels(image) for image in images])
-                query = l2_normalize(model.embedder.embed_pixels(pixels).mean(axis=0)[None])[0]
-            if text is not None:
-                query = query + text_weight * model.embed_text(text)
+            query = query_vector(model, images, text, text_weight)
             if exclude_self:
                 for image in images:
                     excluded_paths.update(_self_paths(image))
@@ -425,6 +449,48 @@ class Library:
             return manifest.dupe_threshold, "bundle"
         return family_threshold(manifest.model_type), "default"
 
+    # -- the fleet (Milvus) ----------------------------------------------------------------------
+    def sync_fleet(self, uri: str, *, box: str | None = None, collection: str | None = None,
+                   token: str | None = None) -> SyncReport:
+        """Make this box's rows in the Milvus collection at `uri` equal to this index (paths and
+        embeddings leave the box: opt-in). No model needed; incremental, idempotent, resumable."""
+        from .fleet import Fleet, check_box, default_box, milvus_errors
+
+        box = check_box(box or default_box())
+        if not self.exists():
+            raise IndexMissing(f"No index at {self.directory} yet: nothing to sync. Build one with `edge-search index DIR`.")
+        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            meta = catalog.index_meta()
+            if not meta.bound:
+                raise IndexMissing(f"The index at {self.directory} never completed a run: nothing to sync yet.")
+            with milvus_errors(uri, "The sync stopped; what it wrote is kept, and `edge-search sync` again finishes it"):
+                fleet = Fleet.open(uri, identity=meta.bundle_identity, dim=meta.dim, model=meta.model_id or "",
+                                   collection=collection, token=token, create=True, settings=meta)
+                try:
+                    return fleet.sync(catalog, box)
+                finally:
+                    fleet.close()
+
+    def query_fleet(self, uri: str, model: Model, *, images: Sequence[ImageSource] = (), text: str | None = None,
+                    text_weight: float = 1.0, k: int = 10, min_score: float | None = None, box: str | None = None,
+                    collection: str | None = None, token: str | None = None) -> FleetQueryResult:
+        """The `k` images most like the query across every box synced to the Milvus collection (or one `box`)."""
+        from .fleet import Fleet, milvus_errors
+
+        if k < 1:
+            raise UsageError(f"k must be at least 1, not {k}.")
+        if not images and text is None:
+            raise UsageError("Give query images and/or text.")
+        vector = query_vector(model, images, text, text_weight)
+        with milvus_errors(uri, "The query could not finish"):
+            fleet = Fleet.open(uri, identity=model.bundle.identity, dim=model.bundle.manifest.embedding_dim,
+                               collection=collection, token=token)
+            try:
+                hits = fleet.search(vector, k, box=box, min_score=min_score)
+            finally:
+                fleet.close()
+        return FleetQueryResult(hits, fleet.name, model.provider, model.precision, list(model.notes))
+
     def warm(self) -> None:
         """Open the catalog and load the index now (a cold query overlaps this with model loading)."""
         self.reader().index()
@@ -445,6 +511,18 @@ class Library:
             raise IndexMissing(f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`.")
         root = Path(bundle) if bundle else self.bundle_path()
         return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
+
+
+def query_vector(model: Model, images: Sequence[ImageSource], text: str | None, text_weight: float = 1.0) -> np.ndarray:
+    """The unit query embedding of images (averaged: what they have in common) and/or words (added with
+    `text_weight`, as rclip does)."""
+    query = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
+    if images:
+        pixels = np.stack([model.pixels(image) for image in images])
+        query = l2_normalize(model.embedder.embed_pixels(pixels).mean(axis=0)[None])[0]
+    if text is not None:
+        query = query + text_weight * model.embed_text(text)
+    return l2_normalize(query[None])[0]
 
 
 def _same_file(path: str, size: int, mtime_ns: int) -> bool:
@@ -475,6 +553,7 @@ def _sha256(image: ImageSource) -> str:
 __all__ = [
     "CudaOptions",
     "DupesReport",
+    "FleetQueryResult",
     "Failure",
     "Hit",
     "ImageDecodeError",

@@ -9,7 +9,7 @@ import typer
 
 from .. import __version__
 from .. import cli_edge
-from ..errors import (BundleError, EdgeSearchError, ImageDecodeError, ImagesFailed, IndexBusy, IndexCorrupt,
+from ..errors import (BundleError, ClusterError, EdgeSearchError, ImageDecodeError, ImagesFailed, IndexBusy, IndexCorrupt,
                       IndexMismatch, IndexMissing, Interrupted, ProviderError, StorageError, UsageError)
 
 # Exit codes of `edge-search`, documented in README.md: the only place they are numbered.
@@ -24,6 +24,7 @@ EXIT_CODES: dict[type, int] = {
     IndexCorrupt: 8,
     IndexBusy: 9,
     StorageError: 10,
+    ClusterError: 11,
     Interrupted: 130,
 }
 EXIT_VERIFY_FAILED = EXIT_CODES[IndexCorrupt]
@@ -51,7 +52,7 @@ def _root(
 
 BRIEF = (
     "usage: edge-search COMMAND [OPTIONS] [ARGS]...\n"
-    "commands: index, query, dupes, info, remove, embed, verify, serve  ·  edge-search --help for more, "
+    "commands: index, query, dupes, sync, info, remove, embed, verify, serve  ·  edge-search --help for more, "
     "edge-search COMMAND --help for one command"
 )
 

@@ -21,8 +21,12 @@ from ..library import Library, Model
 from . import prewarm
 from .app import app
 from .options import (
+    BoxOpt,
+    CollectionOpt,
     IndexOpt,
     JsonOpt,
+    MilvusOpt,
+    MilvusTokenOpt,
     ModelOpt,
     MontageOpt,
     VerboseOpt,
@@ -117,24 +121,39 @@ def index(
     expansion_add: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while building.")] = None,
     expansion_search: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while searching.")] = None,
     publish_every: Annotated[float, typer.Option(min=0, help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="Embed on this Ray cluster (e.g. 10.0.0.5:6379); the walk, hashes and commits stay on this box. Needs the ray extra here and on every node.", envvar="EDGE_SEARCH_RAY", show_envvar=True)] = None,
+    ray_ship_bytes: Annotated[bool, typer.Option("--ray-ship-bytes", help="Send the files and the bundle to the Ray workers through the object store [default: workers read them at the same paths].")] = False,
+    ray_cpus_per_worker: Annotated[int | None, typer.Option("--ray-cpus-per-worker", min=1, help="CPUs (= onnxruntime threads) per Ray worker [default: min(4, the smallest node's CPUs)].")] = None,
+    ray_timeout: Annotated[float, typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up.")] = 60.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     model_options: dict | None = None,
 ) -> None:
+    if not ray and (ray_ship_bytes or ray_cpus_per_worker):
+        raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
     library = Library(index)
     if not dirs and not library.roots():
         raise UsageError(f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
                          "remembers none yet.")
     opened = library.open_model(model, **model_options)
     model_notes(opened, library.directory, verbose)
+    cluster = None
+    if ray:
+        from ..ray_embedder import RayOptions
+
+        cluster = RayOptions(ray, ship_bytes=ray_ship_bytes, cpus_per_worker=ray_cpus_per_worker,
+                             start_timeout_s=ray_timeout, batch_size=model_options["batch_size"])
     if not as_json:
-        err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {opened.provider} {opened.precision}")
+        where = f"the Ray cluster at {ray}" if ray else opened.provider
+        err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {where} {opened.precision}")
     settings = dict(dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search)
-    with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not as_json) as progress:
+    # Ray's driver prints cluster events (a node marked dead) on stdout: keep stdout for results
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if ray else contextlib.nullcontext()
+    with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not as_json) as progress, quiet_stdout:
         report = library.index(
             opened, [os.fspath(d) for d in dirs] if dirs else None, excludes=exclude, include_hidden=include_hidden,
             prune=not no_prune, settings=settings, publish_every_s=publish_every,
-            on_start=progress.start, on_file=progress.file, stop=stop,
+            on_start=progress.start, on_file=progress.file, stop=stop, ray=cluster,
         )
     if as_json:
         emit_json({**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(library.directory)})
@@ -147,6 +166,7 @@ def index(
             f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
             f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
             f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
+            + (f" · embedded by {report.cluster}" if report.cluster else "")
         )
     if report.interrupted:
         raise Interrupted(f"Stopped early: {report.count} images are indexed and committed; {report.pending} file(s) "
@@ -173,6 +193,10 @@ def query(
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")] = False,
     paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")] = False,
     montage: MontageOpt = None,
+    milvus: MilvusOpt = None,
+    box: Annotated[str | None, typer.Option("--box", help="With --milvus: only this box's images [default: every box].")] = None,
+    collection: CollectionOpt = None,
+    milvus_token: MilvusTokenOpt = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -184,9 +208,17 @@ def query(
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
     if images.count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
+    if not milvus and (box or collection):
+        raise UsageError("--box and --collection go with --milvus URI.")
+    if milvus and (under or exclude_self or montage):
+        raise UsageError("--under, --exclude-self and --montage work on this box's index, not with --milvus.")
     sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
     started = time.perf_counter()
     library = Library(index)
+    if milvus:
+        _query_fleet(library, milvus, images, sources, text, text_weight, k, min_score, box, collection, milvus_token,
+                     model, model_options, as_json, paths_only, verbose, started)
+        return
     library.reader()  # no index yet: say so before loading a model
     prewarmed = prewarm.take(model, index, model_options)  # a session opened while the CLI was loading
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -226,6 +258,48 @@ def query(
         echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
     err.print(f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {latency_ms:.0f} ms"
               + (f" · montage: {montage}" if montage else ""))
+
+
+def _query_fleet(library: Library, uri: str, images: list[str], sources: list, text: str | None, text_weight: float,
+                 k: int, min_score: float | None, box: str | None, collection: str | None, token: str | None,
+                 model: Path | None, model_options: dict, as_json: bool, paths_only: bool, verbose: bool,
+                 started: float) -> None:
+    """`query --milvus`: the same query, answered by every box synced to the collection."""
+    opened = library.open_model(model, **model_options)
+    model_notes(opened, library.directory, verbose)
+    result = library.query_fleet(uri, opened, images=sources, text=text, text_weight=text_weight, k=k,
+                                 min_score=min_score, box=box, collection=collection, token=token)
+    latency_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        emit_json({"query": images if len(images) > 1 else (images[0] if images else None), "text": text,
+                   "milvus": uri, "collection": result.collection, "results": [h.as_dict() for h in result.hits],
+                   "provider": result.provider, "precision": result.precision, "latency_ms": round(latency_ms, 1)})
+        return
+    for hit in result.hits:
+        echo(f"{hit.box}:{hit.path}" if paths_only else f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
+    if not result.hits and not paths_only:
+        echo("No results (nothing synced to this collection yet, or nothing scored above --min-score).")
+    err.print(f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · {latency_ms:.0f} ms")
+
+
+# ----------------------------------------------------------------------------------------------- sync
+@app.command(help="Copy this box's index into a Milvus collection shared by a fleet of boxes (a server, or a Milvus "
+                  "Lite *.db file): adds what is new, updates what changed, deletes what this box no longer has. "
+                  "Sends file paths and embeddings off the box. Needs no model.")
+def sync(
+    milvus: Annotated[str, typer.Option("--milvus", metavar="URI", help="http://HOST:19530 (a Milvus server) or PATH.db (Milvus Lite).", envvar="EDGE_SEARCH_MILVUS", show_envvar=True)],
+    box: BoxOpt = None,
+    collection: CollectionOpt = None,
+    milvus_token: MilvusTokenOpt = None,
+    index: IndexOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    report = Library(index).sync_fleet(milvus, box=box, collection=collection, token=milvus_token)
+    if as_json:
+        emit_json({**report.as_dict(), "milvus": milvus})
+        return
+    echo(f"added {report.added} · updated {report.updated} · deleted {report.deleted} · unchanged {report.unchanged}"
+         f" — box {report.box} has {report.count} images in {report.collection} ({report.seconds:.1f}s)")
 
 
 # ---------------------------------------------------------------------------------------------- dupes

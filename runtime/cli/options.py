@@ -39,6 +39,10 @@ CudaMemOpt = Annotated[Optional[int], typer.Option(min=1, help="CUDA memory aren
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DraftOpt = Annotated[bool, typer.Option("--jpeg-draft/--no-jpeg-draft", help="Decode large JPEGs at reduced size (DCT scaling): about 3.5x faster, cosine >= 0.99999 to full decoding in our tests.", envvar="EDGE_SEARCH_JPEG_DRAFT")]
 MaxMpOpt = Annotated[Optional[float], typer.Option("--max-megapixels", min=1, help="Skip images larger than this after JPEG draft decoding [default: what the available memory allows, 24 to 178].", envvar="EDGE_SEARCH_MAX_MEGAPIXELS")]
+MilvusOpt = Annotated[Optional[str], typer.Option("--milvus", metavar="URI", help="A Milvus server (http://HOST:19530) or a Milvus Lite file (fleet.db) holding several boxes' indexes.", envvar="EDGE_SEARCH_MILVUS", show_envvar=True)]
+BoxOpt = Annotated[Optional[str], typer.Option("--box", help="This box's name in the fleet collection [default: the host name].", envvar="EDGE_SEARCH_BOX")]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection [default: one per bundle identity, edge_search_<identity>].")]
+MilvusTokenOpt = Annotated[Optional[str], typer.Option("--milvus-token", help="Milvus credentials, USER:PASSWORD or an API key.", envvar="EDGE_SEARCH_MILVUS_TOKEN")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Repeat notes already shown once (e.g. that CUDA cannot start).")]
 
 
