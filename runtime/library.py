@@ -42,7 +42,7 @@ from .session import OrtSession, open_session
 from .store import Hit, IndexReader, IndexWriter, check_bundle
 
 if TYPE_CHECKING:
-    from .fleet import FleetHit, SyncReport
+    from .fleet import Fleet, FleetHit, SyncReport
     from .ray_embedder import RayOptions
 
 ImageSource = str | os.PathLike | bytes | Image.Image
@@ -471,25 +471,34 @@ class Library:
                 finally:
                     fleet.close()
 
-    def query_fleet(self, uri: str, model: Model, *, images: Sequence[ImageSource] = (), text: str | None = None,
+    def open_fleet(self, uri: str, model: Model, *, collection: str | None = None, token: str | None = None) -> Fleet:
+        """The Milvus collection that holds `model`'s embeddings (a long-lived client keeps it open; close() it)."""
+        from .fleet import Fleet, milvus_errors
+
+        with milvus_errors(uri, "Nothing was read"):
+            return Fleet.open(uri, identity=model.bundle.identity, dim=model.bundle.manifest.embedding_dim,
+                              collection=collection, token=token)
+
+    def query_fleet(self, fleet: str | Fleet, model: Model, *, images: Sequence[ImageSource] = (), text: str | None = None,
                     text_weight: float = 1.0, k: int = 10, min_score: float | None = None, box: str | None = None,
                     collection: str | None = None, token: str | None = None) -> FleetQueryResult:
-        """The `k` images most like the query across every box synced to the Milvus collection (or one `box`)."""
-        from .fleet import Fleet, milvus_errors
+        """The `k` images most like the query across every box synced to the Milvus collection (or one
+        `box`). `fleet`: a Milvus URI (opened and closed for this query) or an open `Fleet`."""
+        from .fleet import milvus_errors
 
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
         if not images and text is None:
             raise UsageError("Give query images and/or text.")
         vector = query_vector(model, images, text, text_weight)
-        with milvus_errors(uri, "The query could not finish"):
-            fleet = Fleet.open(uri, identity=model.bundle.identity, dim=model.bundle.manifest.embedding_dim,
-                               collection=collection, token=token)
-            try:
-                hits = fleet.search(vector, k, box=box, min_score=min_score)
-            finally:
-                fleet.close()
-        return FleetQueryResult(hits, fleet.name, model.provider, model.precision, list(model.notes))
+        opened = self.open_fleet(fleet, model, collection=collection, token=token) if isinstance(fleet, str) else fleet
+        try:
+            with milvus_errors(opened.uri, "The query could not finish"):
+                hits = opened.search(vector, k, box=box, min_score=min_score)
+        finally:
+            if isinstance(fleet, str):
+                opened.close()
+        return FleetQueryResult(hits, opened.name, model.provider, model.precision, list(model.notes))
 
     def warm(self) -> None:
         """Open the catalog and load the index now (a cold query overlaps this with model loading)."""

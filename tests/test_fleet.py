@@ -205,3 +205,31 @@ def test_a_sync_killed_half_way_is_finished_by_the_next(milvus_server, tiny_bund
     again = json.loads(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600).stdout)
     assert (again["added"], again["updated"], again["deleted"], again["unchanged"]) == (0, 0, 0, count)
     client.close()
+
+
+def test_the_service_answers_fleet_queries_and_its_own_index_as_before(milvus_server, tiny_bundle, tmp_path):
+    from served import Service
+
+    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_INDEX=str(tmp_path / "here"))
+    script = console_script("edge-search")
+    for name, seeds in (("here", range(0, 6)), ("there", range(200, 206))):
+        box_env = {**env, "EDGE_SEARCH_INDEX": str(tmp_path / name)}
+        assert subprocess.run([script, "index", str(make_box(tmp_path / f"photos-{name}", seeds))], env=box_env,
+                              capture_output=True, timeout=300).returncode == 0
+        assert subprocess.run([script, "sync", "--milvus", milvus_server, "--box", name, "--collection", "served"],
+                              env=box_env, capture_output=True, timeout=300).returncode == 0
+    running = Service(env, "--no-watch", "--milvus", milvus_server, "--collection", "served")
+    try:
+        running.wait_ready()
+        image = (tmp_path / "photos-there" / "s203.jpg").read_bytes()
+        status, fleet, _ = running.upload(image, k="4", scope="fleet")
+        assert status == 200 and fleet["collection"] == "served"
+        assert (fleet["results"][0]["box"], fleet["results"][0]["path"]) == ("there", str(tmp_path / "photos-there" / "s203.jpg"))
+        status, one_box, _ = running.upload(image, k="3", scope="fleet", box="here")
+        assert status == 200 and {r["box"] for r in one_box["results"]} == {"here"}
+        status, local, _ = running.upload(image, k="3")  # scope=box (the default): this box's own index
+        assert status == 200 and all(r["path"].startswith(str(tmp_path / "photos-here")) for r in local["results"])
+        status, refused, _ = running.upload(image, scope="everywhere")
+        assert status == 400 and "scope" in refused["error"]
+    finally:
+        running.stop()

@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import photo
 
 BLOCKER = """
 import sys
+
+import pytest
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
@@ -62,3 +66,19 @@ def test_text_search_works_without_torch_transformers_or_optimum(tiny_clip_bundl
     queried = run_blocked("query", "--text", "a dog on a beach", "--json", env=env)
     assert queried.returncode == 0, queried.stderr
     assert len(json.loads(queried.stdout)["results"]) == 3
+
+
+def test_fleet_sync_and_query_work_without_torch_transformers_or_optimum(tiny_bundle, tmp_path):
+    pytest.importorskip("pymilvus")
+    for i in range(3):
+        photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
+    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert run_blocked("index", str(tmp_path), env=env).returncode == 0
+    fleet = str(tmp_path / "fleet.db")
+    synced = run_blocked("sync", "--milvus", fleet, "--box", "alpha", "--json", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["added"] == 3
+    queried = run_blocked("query", str(tmp_path / "2.jpg"), "--milvus", fleet, "--json", env=env)
+    assert queried.returncode == 0, queried.stderr
+    assert json.loads(queried.stdout)["results"][0]["path"] == str(tmp_path / "2.jpg")

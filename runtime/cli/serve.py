@@ -10,7 +10,7 @@ import typer
 from ..errors import UsageError
 from ..library import Library
 from .app import app
-from .options import IndexOpt, ModelOpt, VerboseOpt, with_model_options
+from .options import CollectionOpt, IndexOpt, MilvusOpt, MilvusTokenOpt, ModelOpt, VerboseOpt, with_model_options
 from .render import err, model_notes
 
 LOOPBACK_NAMES = ("localhost",)
@@ -49,6 +49,9 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Keep the index current: watch the remembered folders and index what changes (the service becomes the index's writer). --no-watch: a read-only replica.")] = True,
     rescan: Annotated[float, typer.Option(min=5, help="Seconds between full rescans of the watched folders (file events can be lost, and network shares send none).", envvar="EDGE_SEARCH_RESCAN")] = 300.0,
+    milvus: MilvusOpt = None,
+    collection: CollectionOpt = None,
+    milvus_token: MilvusTokenOpt = None,
     verbose: VerboseOpt = False,
     model_options: dict | None = None,
 ) -> None:
@@ -61,7 +64,8 @@ def serve(
     opened = library.open_model(model, **model_options)
     model_notes(opened, library.directory, verbose)
     library.check_model(opened)
-    config = ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20, watch=watch, rescan_s=rescan, log=_log)
+    config = ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20, watch=watch, rescan_s=rescan, log=_log,
+                           milvus=milvus, milvus_collection=collection, milvus_token=milvus_token)
     service = make_app(library, opened, config)
     err.print(f"edge-search serving {library.directory} on http://{host}:{port}/ · {opened.provider} {opened.precision}"
               + (" · token required" if token else "") + (" · watching its folders" if watch else " · read-only"))

@@ -36,6 +36,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import (
+    ClusterError,
     EdgeSearchError,
     ImageDecodeError,
     IndexCorrupt,
@@ -57,6 +58,7 @@ PAGE_HEADERS = {
 
 HTTP_STATUS: dict[type, int] = {
     UsageError: 400, ImageDecodeError: 400, IndexMissing: 503, IndexMismatch: 409, IndexCorrupt: 500, StorageError: 507,
+    ClusterError: 502,  # the Milvus server behind scope=fleet is down
 }
 TOKEN_COOKIE = "edge_search_token"
 
@@ -71,6 +73,9 @@ class ServiceConfig:
     settle_s: float = 1.0  # quiet time after the last file event before indexing
     rescan_s: float = 300.0  # full rescan interval (events can be lost; network shares send none)
     log: Callable[[str], None] = field(default=lambda message: None)
+    milvus: str | None = None  # a fleet collection: `scope=fleet` queries search every synced box
+    milvus_collection: str | None = None
+    milvus_token: str | None = None
 
 
 class HttpError(Exception):
@@ -96,6 +101,7 @@ class Service:
         self.dupes_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupes")  # minutes on a big library:
         self.dupes_library = Library(library.directory)  # not in the query worker, so searches go on meanwhile
         self._dupes_cache: dict[tuple, Any] = {}
+        self._fleet: Any = None
         self.watcher = (LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
                         if config.watch else None)
 
@@ -117,7 +123,18 @@ class Service:
 
         return await asyncio.get_running_loop().run_in_executor(self.dupes_worker, compute)
 
+    def fleet(self) -> Any:
+        """The Milvus collection, opened on the first fleet query and kept (in the worker thread)."""
+        if self.config.milvus is None:
+            raise HttpError(400, "This service was started without --milvus: there is no fleet to search.")
+        if self._fleet is None:
+            self._fleet = self.library.open_fleet(self.config.milvus, self.model, collection=self.config.milvus_collection,
+                                                  token=self.config.milvus_token)
+        return self._fleet
+
     def close(self) -> None:
+        if self._fleet is not None:
+            self.worker.submit(self._fleet.close).result()
         if self.watcher is not None:
             self.watcher.stop()  # an interrupted pass commits what it embedded
         self.dupes_worker.submit(self.dupes_library.close).result()
@@ -216,6 +233,16 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
             k = _int(form.get("k"), "k", config.default_k, 1, config.max_k)
             min_score = _float(form.get("min_score"), "min_score")
             under = form.get("under") or None
+            scope = str(form.get("scope") or "box")
+            box = str(form.get("box") or "").strip() or None
+        if scope not in ("box", "fleet"):
+            raise HttpError(400, f"scope is `box` (this index) or `fleet` (every box synced to Milvus), not {scope!r}.")
+        if scope == "fleet":
+            if under:
+                raise HttpError(400, "`under` works on this box's index, not with scope=fleet.")
+            found = await service.call(lambda: library.query_fleet(service.fleet(), model, images=[data] if data else [],
+                                                                   text=text, k=k, min_score=min_score, box=box))
+            return JSONResponse({"results": [h.as_dict() for h in found.hits], "collection": found.collection})
         result = await service.call(library.query, model, images=[data] if data else [], text=text, k=k,
                                     min_score=min_score, under_dir=under)
         return JSONResponse(_results(result))
