@@ -139,7 +139,8 @@ class Fleet:
         else:
             raise ClusterError(f"Milvus at {uri} has no collection {name}: run `edge-search sync --milvus {uri}` "
                                "on a box first.")
-        client.load_collection(name)  # a collection is "released" after a restart or in a new Lite process
+        if "Loaded" not in str(client.get_load_state(name).get("state")):  # released after a restart, or a new Lite process
+            client.load_collection(name)
         return fleet
 
     def _check(self) -> None:
@@ -207,18 +208,25 @@ class Fleet:
             self.client.upsert(self.name, rows)
         for part in iter_chunks(gone, WRITE_BATCH):
             self.client.delete(self.name, ids=[f"{box}/{key}" for key in part])
+        if stale or gone:
+            # seal what was written: a server searches unsealed ("growing") rows through a coarse interim
+            # index (measured: recall@10 0.70 at 10k before the flush), sealed ones through HNSW
+            self.client.flush(self.name)
         return SyncReport(self.name, box, added=added, updated=len(stale) - added, deleted=len(gone),
                           unchanged=len(local) - len(stale), count=len(local), seconds=time.perf_counter() - started)
 
     # -- search -------------------------------------------------------------------------------------
     def search(self, vector: np.ndarray, k: int, *, box: str | None = None, min_score: float | None = None,
-               expansion: int = SEARCH_BREADTH) -> list[FleetHit]:
-        """The k rows nearest `vector` (a unit embedding) across every box, or one `box`."""
+               expansion: int = SEARCH_BREADTH, consistency: str = "Strong") -> list[FleetHit]:
+        """The k rows nearest `vector` (a unit embedding) across every box, or one `box`.
+
+        Strong (the default) sees every finished sync; a server makes it wait for its next time tick
+        (measured ~190 ms on Milvus 2.3 vs ~11 ms "Bounded", which may miss the last seconds' writes)."""
         results = self.client.search(
             self.name, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
             filter=f'box == "{check_box(box)}"' if box else "",
             output_fields=["box", "file_id", "path", "size", "mtime_ns"],
-            search_params={"metric_type": "IP", "params": {"ef": max(k, expansion)}})
+            search_params={"metric_type": "IP", "params": {"ef": max(k, expansion)}}, consistency_level=consistency)
         hits = []
         for row in results[0]:
             entity = row["entity"]
