@@ -152,27 +152,37 @@ class RayEmbedder:
             raise ClusterError(f"Cannot join the Ray cluster at {self.options.address}: {reason}. Start one with "
                                "`ray start --head` (README: Scaling out) or check the address.") from exc
 
-    def _sizing(self) -> tuple[int, int, int]:
-        """(workers, cpus each, gpus each) that the cluster's free resources hold now."""
+    def _sizing(self) -> tuple[int, int, int, int]:
+        """(workers, cpus each, gpus each) that the cluster's free resources hold now, and the CPUs of
+        its largest node (a worker bigger than that can never be placed)."""
         ray = self._ray
         free = ray.available_resources()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.plan.nodes = len(nodes)
-        smallest = min((int(n["Resources"].get("CPU", 0)) for n in nodes if n["Resources"].get("CPU", 0) >= 1), default=1)
-        cpus = self.options.cpus_per_worker or max(1, min(DEFAULT_CPUS_PER_WORKER, smallest))
+        sizes = [int(n["Resources"].get("CPU", 0)) for n in nodes if n["Resources"].get("CPU", 0) >= 1] or [0]
+        cpus = self.options.cpus_per_worker or max(1, min(DEFAULT_CPUS_PER_WORKER, min(sizes)))
         gpus = int(free.get("GPU", 0)) if self.model.precision in ("fp16", "fp32") else 0
         if gpus:
-            return min(gpus, int(free.get("CPU", 0) // cpus) or gpus), cpus, 1
-        return int(free.get("CPU", 0) // cpus), cpus, 0
+            return min(gpus, int(free.get("CPU", 0) // cpus) or gpus), cpus, 1, max(sizes)
+        return int(free.get("CPU", 0) // cpus), cpus, 0, max(sizes)
 
     def _start_pool(self) -> None:
         ray = self._ray
-        workers, cpus, gpus = self._sizing()
+        deadline = time.monotonic() + self.options.start_timeout_s
+        while True:  # resources still held by a job that just ended come back within seconds
+            workers, cpus, gpus, largest = self._sizing()
+            if workers >= 1:
+                break
+            if cpus > largest:
+                raise ClusterError(f"No node of the Ray cluster at {self.options.address} has {cpus} CPU(s) for a worker "
+                                   f"(the largest has {largest}). Lower --ray-cpus-per-worker.")
+            if time.monotonic() > deadline:
+                free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+                raise ClusterError(f"The Ray cluster at {self.options.address} had no room for a worker of {cpus} CPU(s) "
+                                   f"for {self.options.start_timeout_s:.0f} s (free now: {free or 'nothing'}). Free some "
+                                   "resources, or lower --ray-cpus-per-worker.")
+            time.sleep(1.0)
         self.plan.workers, self.plan.cpus_per_worker, self.plan.gpus_per_worker = workers, cpus, gpus
-        if workers < 1:
-            free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
-            raise ClusterError(f"The Ray cluster at {self.options.address} has no room for a worker of {cpus} CPU(s) "
-                               f"(free now: {free or 'nothing'}). Free some resources or lower --ray-cpus-per-worker.")
         if self.options.ship_bytes:
             self._bundle_ref = ray.put(shipped_bundle(self.model.bundle, self.model.precision))
         self._actor_class = ray.remote(EmbedWorker)
@@ -318,7 +328,7 @@ class RayEmbedder:
             del self._load[actor]
             self.plan.lost += 1
         if not self._actors:
-            workers, _, _ = self._sizing()
+            workers, *_ = self._sizing()
             if workers:
                 self._add_workers(workers)
             if not self._actors:

@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,14 +95,34 @@ def test_a_rerun_on_the_cluster_embeds_nothing_and_moved_files_keep_their_embedd
     assert report["embedded"] == 0 and report["moved"] == 14 and report["count"] == 40
 
 
-def test_a_cluster_without_room_fails_at_once_with_what_it_has(cluster, folder, tiny_bundle, tmp_path):
+def test_a_worker_larger_than_any_node_fails_at_once_saying_so(cluster, folder, tiny_bundle, tmp_path):
     env = cli_env(tmp_path, tiny_bundle)
     started = time.monotonic()
     refused = index(folder, env, tmp_path / "idx", "--ray", cluster.address, "--ray-cpus-per-worker", "8")
     assert refused.returncode == 11
-    assert "no room for a worker of 8 CPU(s)" in refused.stderr and "Traceback" not in refused.stderr
+    assert "has 8 CPU(s) for a worker (the largest has 1)" in refused.stderr and "Traceback" not in refused.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "idx").exists()  # nothing was created for a run that could not start
+
+
+def test_a_cluster_kept_busy_by_another_job_times_out_with_a_clear_error(cluster, folder, tiny_bundle, tmp_path):
+    hog = ("import ray, sys, time\n"
+           "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+           "@ray.remote(num_cpus=1)\nclass Busy:\n    def ready(self): return 1\n"
+           "actors = [Busy.remote() for _ in range(2)]\nray.get([a.ready.remote() for a in actors])\n"
+           "print('holding', flush=True)\ntime.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hog, cluster.address], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        env = cli_env(tmp_path, tiny_bundle)
+        started = time.monotonic()
+        refused = index(folder, env, tmp_path / "idx", "--ray", cluster.address, "--ray-timeout", "3")
+        assert refused.returncode == 11, refused.stderr
+        assert "had no room for a worker of 1 CPU(s) for 3 s" in refused.stderr and "Traceback" not in refused.stderr
+        assert time.monotonic() - started < 60
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
 
 
 def test_an_address_where_nothing_listens_is_one_paragraph_and_exit_11(folder, tiny_bundle, tmp_path):
@@ -111,29 +132,54 @@ def test_an_address_where_nothing_listens_is_one_paragraph_and_exit_11(folder, t
     assert "Cannot join the Ray cluster at 127.0.0.1:1" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_killing_a_worker_node_mid_run_still_completes(tiny_bundle, tmp_path):
-    """300 camera-size PNGs; the second node is kill -9'd once the first commit lands; its batches are redone."""
-    folder = tmp_path / "many"
+def many_large_photos(folder: Path, count: int = 300) -> Path:
+    """`count` distinct camera-size PNGs (each is embedded), cheap to make: six pictures with different tails."""
     folder.mkdir()
     bases = []
     for i in range(6):
         photo(900 + i, 1600, 1200).save(folder / f"base{i}.png")
         bases.append((folder / f"base{i}.png").read_bytes())
-    for j in range(294):  # distinct files (so each is embedded), cheap to make: a base PNG with a different tail
+    for j in range(count - 6):
         (folder / f"copy{j:03d}.png").write_bytes(bases[j % 6] + j.to_bytes(4, "big"))
+    return folder
+
+
+def start_and_wait_for_a_commit(folder: Path, index_dir: Path, env: dict, address: str) -> subprocess.Popen:
+    run = subprocess.Popen([console_script("edge-search"), "index", str(folder), "--index", str(index_dir), "--json",
+                            "--ray", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    committed = 0
+    while run.poll() is None and committed == 0:
+        try:
+            with sqlite3.connect(f"file:{index_dir / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+                committed = db.execute("SELECT count(*) FROM files").fetchone()[0]
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before the kill"
+    return run
+
+
+def test_a_box_killed_mid_run_keeps_what_it_committed_and_a_rerun_finishes(cluster, tiny_bundle, tmp_path):
+    folder = many_large_photos(tmp_path / "many")
+    env = cli_env(tmp_path, tiny_bundle)
+    run = start_and_wait_for_a_commit(folder, tmp_path / "idx", env, cluster.address)
+    run.kill()  # kill -9 of the box process: its Ray workers go with it (they belong to its job)
+    run.wait(timeout=60)
+    with sqlite3.connect(tmp_path / "idx" / "catalog.sqlite") as db:
+        kept = db.execute("SELECT count(*) FROM files").fetchone()[0]
+    assert 0 < kept < 300
+    rerun = index(folder, env, tmp_path / "idx", "--ray", cluster.address)  # the cluster has room again
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["unchanged"] == kept and report["added"] == 300 - kept and report["count"] == 300
+
+
+def test_killing_a_worker_node_mid_run_still_completes(tiny_bundle, tmp_path):
+    """300 camera-size PNGs; the second node is kill -9'd once the first commit lands; its batches are redone."""
+    folder = many_large_photos(tmp_path / "many")
     env = cli_env(tmp_path, tiny_bundle)
     with LocalRayCluster() as own:
-        run = subprocess.Popen([console_script("edge-search"), "index", str(folder), "--index", str(tmp_path / "idx"),
-                                "--json", "--ray", own.address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        committed = 0
-        while run.poll() is None and committed == 0:
-            try:
-                with sqlite3.connect(f"file:{tmp_path / 'idx' / 'catalog.sqlite'}?mode=ro", uri=True) as db:
-                    committed = db.execute("SELECT count(*) FROM files").fetchone()[0]
-            except sqlite3.Error:
-                pass
-            time.sleep(0.05)
-        assert run.poll() is None, "the run ended before the node could be killed"
+        run = start_and_wait_for_a_commit(folder, tmp_path / "idx", env, own.address)
         own.worker.kill()
         out, err = run.communicate(timeout=600)
     assert run.returncode == 0, err
