@@ -127,8 +127,7 @@ class Catalog:
             return catalog
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # killed while the very first run was creating the catalog
-                raise IndexMissing(f"The index at {index_dir} was never completed (its first run was interrupted). "
-                                   "Run `edge-search index DIR` to build it.") from None
+                raise IndexMissing.never_completed(index_dir) from None
             raise _storage_error(exc, f"open the catalog {path}") from exc
         except sqlite3.DatabaseError as exc:
             raise _storage_error(exc, f"open the catalog {path}") from exc
@@ -148,8 +147,7 @@ class Catalog:
     def _check_schema(self) -> None:
         version = self.get_meta("schema_version")
         if version is None:  # the tables were being created when the first run was killed
-            raise IndexMissing(f"The index at {self.path.parent} was never completed (its first run was interrupted). "
-                               "Run `edge-search index DIR` to build it.")
+            raise IndexMissing.never_completed(self.path.parent)
         if int(version) not in READABLE_VERSIONS:
             raise IndexCorrupt(
                 f"The catalog {self.path} has schema version {version}, this edge-search reads "

@@ -38,6 +38,12 @@ class ProviderError(EdgeSearchError):
 class IndexMissing(EdgeSearchError):
     """There is no index where one was expected."""
 
+    @classmethod
+    def never_completed(cls, directory: Path | str) -> IndexMissing:
+        """An index whose first run was killed before it committed anything (the next run builds it)."""
+        return cls(f"The index at {directory} was never completed (its first run was interrupted). "
+                   "Run `edge-search index DIR` to build it.")
+
 
 class IndexMismatch(EdgeSearchError):
     """The index was built with a different bundle than the one in use."""

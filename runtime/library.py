@@ -209,24 +209,24 @@ class Library:
     def exists(self) -> bool:
         return Catalog.path_in(self.directory).exists()
 
-    def meta(self) -> IndexMeta:
-        """The recorded meta, or an empty one where there is no index yet (no lock, no model needed)."""
+    def _recorded(self, read: Callable[[Catalog], Any], empty: Any) -> Any:
+        """What the catalog records (no lock, no model), or `empty` where nothing is recorded yet: no
+        index, or a first run killed while it was creating the catalog."""
         if not self.exists():
-            return IndexMeta()
+            return empty
         try:
             with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
-                return catalog.index_meta()
-        except IndexMissing:  # a first run killed while creating the catalog: nothing recorded yet
-            return IndexMeta()
+                return read(catalog)
+        except IndexMissing:
+            return empty
+
+    def meta(self) -> IndexMeta:
+        """The recorded meta, or an empty one where there is no index yet."""
+        return self._recorded(Catalog.index_meta, IndexMeta())
 
     def roots(self) -> list[Root]:
-        if not self.exists():
-            return []
-        try:
-            with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
-                return catalog.roots()
-        except IndexMissing:  # a first run killed while creating the catalog: nothing remembered yet
-            return []
+        """The folders earlier runs indexed (what `index` with no folder updates)."""
+        return self._recorded(Catalog.roots, [])
 
     def failures(self) -> list[Failure]:
         with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:

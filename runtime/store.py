@@ -158,8 +158,7 @@ class IndexWriter:
         meta = catalog.index_meta()
         if self.bundle is None:
             if not meta.bound:
-                raise IndexMissing(f"The index at {self.directory} was never completed (its first run was interrupted). "
-                                   "Run `edge-search index DIR` to build it.")
+                raise IndexMissing.never_completed(self.directory)
             self.settings, self._rebuild = meta.settings, False
             return
         if not self.adopt:
@@ -247,8 +246,7 @@ class IndexReader:
     def _open_index(self) -> Index:
         meta = self.meta
         if not meta.bound:
-            raise IndexMissing(f"The index at {self.directory} was never completed (its first run was interrupted). "
-                               "Run `edge-search index DIR` to build it.")
+            raise IndexMissing.never_completed(self.directory)
         problem = "no generation has been published yet"
         for _attempt in range(3):
             name, sha = _current(self.catalog)

@@ -100,7 +100,7 @@ class Service:
         self.thumbs = ThumbnailCache(library.directory / "thumbs")
         self.dupes_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupes")  # minutes on a big library:
         self.dupes_library = Library(library.directory)  # not in the query worker, so searches go on meanwhile
-        self._dupes_cache: dict[tuple, Any] = {}
+        self._dupes_cached: tuple[tuple, Any] | None = None
         self._fleet: Any = None
         self.watcher = (LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
                         if config.watch else None)
@@ -117,9 +117,9 @@ class Service:
         def compute():
             generation = self.dupes_library.reader().meta.generation
             key = (generation, threshold, under)
-            if key not in self._dupes_cache:
-                self._dupes_cache = {key: self.dupes_library.dupes(threshold, under_dir=under)}
-            return self._dupes_cache[key]
+            if self._dupes_cached is None or self._dupes_cached[0] != key:  # one report kept: the latest asked for
+                self._dupes_cached = (key, self.dupes_library.dupes(threshold, under_dir=under))
+            return self._dupes_cached[1]
 
         return await asyncio.get_running_loop().run_in_executor(self.dupes_worker, compute)
 
