@@ -34,7 +34,7 @@ BOX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PATH_MAX = 4096
 WRITE_BATCH = 512  # ids per delete call
 READ_BATCH = 4096
-SEARCH_BREADTH = 256  # HNSW ef at query time (Milvus would use k): recall measured by benchmarks/fleet.py
+SEARCH_BREADTH = 256  # HNSW ef at query time (Milvus would use k): recall measured by benchmarks/scale_out.py
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,6 @@ class SyncReport:
     unchanged: int
     count: int  # this box's rows in the collection after the sync
     seconds: float
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated or self.deleted)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
@@ -236,18 +232,6 @@ class Fleet:
             hits.append(FleetHit(len(hits) + 1, score, entity["box"], entity["path"], int(entity["file_id"]),
                                  int(entity["size"]), int(entity["mtime_ns"])))
         return hits
-
-    def boxes(self) -> dict[str, int]:
-        """Rows per box (for `info`-like reports and tests)."""
-        counts: dict[str, int] = {}
-        iterator = self.client.query_iterator(self.name, batch_size=READ_BATCH, filter="file_id >= 0", output_fields=["box"])
-        try:
-            while rows := iterator.next():
-                for row in rows:
-                    counts[row["box"]] = counts.get(row["box"], 0) + 1
-        finally:
-            iterator.close()
-        return counts
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop its in-process server, which holds the file's lock."""

@@ -462,7 +462,7 @@ class Library:
         with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
             meta = catalog.index_meta()
             if not meta.bound:
-                raise IndexMissing(f"The index at {self.directory} never completed a run: nothing to sync yet.")
+                raise IndexMissing.never_completed(self.directory)
             with milvus_errors(uri, "The sync stopped; what it wrote is kept, and `edge-search sync` again finishes it"):
                 fleet = Fleet.open(uri, identity=meta.bundle_identity, dim=meta.dim, model=meta.model_id or "",
                                    collection=collection, token=token, create=True, settings=meta)

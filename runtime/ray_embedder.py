@@ -15,6 +15,7 @@ bundle's manifest and graph, so nodes need only the `ray` extra.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -55,10 +56,8 @@ class RayOptions:
 class WorkerPlan:
     """What the pool asked the cluster for, for the report and the error messages."""
 
-    workers: int = 0
     cpus_per_worker: int = 0
     gpus_per_worker: int = 0
-    nodes: int = 0
     ready: list[dict[str, Any]] = field(default_factory=list)
     lost: int = 0  # actors that died during the run (their batches were redone elsewhere)
 
@@ -134,8 +133,8 @@ class RayEmbedder:
         self.plan = WorkerPlan()
         self._ray = _ray()
         self._connect()
-        self._actors: list[Any] = []
-        self._load: dict[Any, int] = {}
+        self._load: dict[Any, int] = {}  # each live actor -> its batches in flight
+        self._lost = _lost_errors(self._ray)
         self._actor_class = None
         self._bundle_ref = None
         self._start_pool()
@@ -158,7 +157,6 @@ class RayEmbedder:
         ray = self._ray
         free = ray.available_resources()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        self.plan.nodes = len(nodes)
         sizes = [int(n["Resources"].get("CPU", 0)) for n in nodes if n["Resources"].get("CPU", 0) >= 1] or [0]
         cpus = self.options.cpus_per_worker or max(1, min(DEFAULT_CPUS_PER_WORKER, min(sizes)))
         gpus = int(free.get("GPU", 0)) if self.model.precision in ("fp16", "fp32") else 0
@@ -182,12 +180,12 @@ class RayEmbedder:
                                    f"for {self.options.start_timeout_s:.0f} s (free now: {free or 'nothing'}). Free some "
                                    "resources, or lower --ray-cpus-per-worker.")
             time.sleep(1.0)
-        self.plan.workers, self.plan.cpus_per_worker, self.plan.gpus_per_worker = workers, cpus, gpus
+        self.plan.cpus_per_worker, self.plan.gpus_per_worker = cpus, gpus
         if self.options.ship_bytes:
             self._bundle_ref = ray.put(shipped_bundle(self.model.bundle, self.model.precision))
         self._actor_class = ray.remote(EmbedWorker)
         self._add_workers(workers)
-        if not self._actors:
+        if not self._load:
             self.close()
             raise ClusterError(f"The Ray cluster at {self.options.address} placed none of {workers} worker(s) of "
                                f"{cpus} CPU(s) within {self.options.start_timeout_s:.0f} s (its resources are taken, or "
@@ -214,11 +212,10 @@ class RayEmbedder:
                     failures.append(_cause(exc))
                     ray.kill(actor)
                     continue
-                self._actors.append(actor)
                 self._load[actor] = 0
         for actor in pending.values():  # never placed: give the resources back instead of waiting forever
             ray.kill(actor)
-        if failures and not self._actors:
+        if failures and not self._load:
             hint = "" if self.options.ship_bytes else (" Every node needs the bundle at the same path (or use "
                                                        "--ray-ship-bytes, which sends it).")
             raise ClusterError(f"No Ray worker could start: {failures[0]}.{hint}")
@@ -228,12 +225,12 @@ class RayEmbedder:
 
     def close(self) -> None:
         ray = self._ray
-        for actor in self._actors:
+        for actor in self._load:
             try:
                 ray.kill(actor)
             except Exception:  # already gone with its node
                 pass
-        self._actors.clear()
+        self._load.clear()
         if ray.is_initialized():
             ray.shutdown()
 
@@ -243,7 +240,7 @@ class RayEmbedder:
         """Read + hash on the box (known content never leaves it), embed the rest on the cluster."""
         ray = self._ray
         size = self.options.batch_size
-        window = max(size, len(self._actors) * IN_FLIGHT_PER_WORKER * size)  # files read ahead of the cluster
+        window = max(size, len(self._load) * IN_FLIGHT_PER_WORKER * size)  # files read ahead of the cluster
         queued: deque[list[tuple[str, bytes | None]]] = deque()
         batch: list[tuple[str, bytes | None]] = []
         in_flight: dict[Any, tuple[Any, list]] = {}
@@ -292,13 +289,13 @@ class RayEmbedder:
                     if reading:
                         continue
                     raise ClusterError(f"The Ray cluster returned nothing for {self.options.result_timeout_s:.0f} s "
-                                       f"({len(in_flight)} batch(es) outstanding on {len(self._actors)} worker(s)). What "
+                                       f"({len(in_flight)} batch(es) outstanding on {len(self._load)} worker(s)). What "
                                        "was embedded before is committed; run the same command to resume.")
                 for ref in done:
                     actor, items = in_flight.pop(ref)
                     try:
                         rows = ray.get(ref)
-                    except self._lost_errors() as exc:
+                    except self._lost as exc:
                         self._lose(actor, exc)
                         queued.appendleft(items)  # redone by another worker
                         continue
@@ -309,29 +306,22 @@ class RayEmbedder:
                         yield EmbedResult(Path(path), vector=vector, error=error, sha256=sha)
 
     def _dispatch(self, queued: deque, in_flight: dict) -> None:
-        for actor in list(self._actors):
+        for actor in list(self._load):
             while queued and self._load[actor] < IN_FLIGHT_PER_WORKER:
                 items = queued.popleft()
                 in_flight[actor.embed.remote(items)] = (actor, items)
                 self._load[actor] += 1
 
-    def _lost_errors(self) -> tuple[type, ...]:
-        exceptions = self._ray.exceptions
-        return tuple(getattr(exceptions, name) for name in ("RayActorError", "ActorDiedError", "ActorUnavailableError",
-                                                             "NodeDiedError", "ObjectLostError", "WorkerCrashedError")
-                     if hasattr(exceptions, name))
-
     def _lose(self, actor: Any, exc: Exception) -> None:
         """An actor died (its node was killed or lost): drop it, replace it where the cluster has room."""
         if actor in self._load:
-            self._actors.remove(actor)
             del self._load[actor]
             self.plan.lost += 1
-        if not self._actors:
+        if not self._load:
             workers, *_ = self._sizing()
             if workers:
                 self._add_workers(workers)
-            if not self._actors:
+            if not self._load:
                 raise ClusterError("Every Ray worker was lost and the cluster has no room for new ones. What was "
                                    "embedded is committed; run the same command to resume.") from exc
 
@@ -352,9 +342,14 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                            "Start one with `ray start --head` (README: Scaling out) or check the address.") from exc
 
 
-def _read_and_hash(path: str) -> tuple[bytes | str, str | None]:
-    import hashlib
+def _lost_errors(ray: Any) -> tuple[type, ...]:
+    """Ray's errors that mean "the actor (or its node) is gone": its batch can be redone elsewhere."""
+    return tuple(getattr(ray.exceptions, name) for name in ("RayActorError", "ActorDiedError", "ActorUnavailableError",
+                                                             "NodeDiedError", "ObjectLostError", "WorkerCrashedError")
+                 if hasattr(ray.exceptions, name))
 
+
+def _read_and_hash(path: str) -> tuple[bytes | str, str | None]:
     data = read_file(path)
     if isinstance(data, str):
         return data, None
