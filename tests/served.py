@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,13 +12,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+from cluster import free_port
 from conftest import console_script
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:

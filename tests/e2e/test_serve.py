@@ -9,7 +9,8 @@ import threading
 
 import pytest
 from conftest import cli_env, run_script
-from served import Service, free_port
+from cluster import free_port
+from served import Service
 
 
 @pytest.fixture
