@@ -86,6 +86,14 @@ def test_attention_fuses_into_one_node_per_layer_except_the_cls_only_last_layer(
     assert ops.count("Softmax") == 1  # the last layer's single-query attention
 
 
+def test_int8_quantizes_the_matmuls_and_attention_but_keeps_the_patch_conv_in_fp32(cli_bundle):
+    """onnxruntime's ConvInteger is slower than its fp32 Conv: a quantized patch embedding costs speed."""
+    out, _ = cli_bundle
+    ops = [n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node]
+    assert "ConvInteger" not in ops and ops.count("Conv") == 1
+    assert ops.count("QAttention") == 1 and ops.count("MatMulInteger") >= 4
+
+
 def test_graphs_have_a_dynamic_batch_and_float32_io(cli_bundle):
     import onnxruntime as ort
 
