@@ -37,6 +37,8 @@ def _usage_line(prog: str, exc: BaseException) -> str:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else prog
     message = " ".join(exc.format_message().split())
+    # click names its range types ("'abc' is not a valid int range"); a person expects the plain words
+    message = message.replace(" valid int range.", " valid integer.").replace(" valid float range.", " valid number.")
     return f"{command}: {message} (see `{command} --help`)"
 
 
