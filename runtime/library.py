@@ -92,12 +92,19 @@ class Model:
         `session`: (session, notes) already opened for this bundle with these options (the CLI's prewarm)."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
-        workers = threads or default_threads()
-        max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(workers)
         session, notes = session or open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
-        preprocessor = Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
+        preprocessor = cls.preprocessor_for(bundle, jpeg_draft=jpeg_draft, max_megapixels=max_megapixels, threads=threads)
         embedder = Embedder(session, preprocessor, batch_size=batch_size, workers=threads)
         return cls(bundle, session, preprocessor, embedder, notes, threads)
+
+    @staticmethod
+    def preprocessor_for(bundle: Bundle, *, jpeg_draft: bool = True, max_megapixels: float | None = None,
+                         threads: int | None = None, **_session_options: Any) -> Preprocessor:
+        """The decoding and preprocessing `open` gives a model with these options (needs no session, so
+        the CLI can decode a query image while the session is still being built)."""
+        workers = threads or default_threads()
+        max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(workers)
+        return Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
 
     @property
     def provider(self) -> str:
@@ -373,6 +380,7 @@ class Library:
         min_score: float | None = None,
         under_dir: str | os.PathLike | None = None,
         exclude_self: bool = False,
+        pixels: np.ndarray | None = None,
     ) -> QueryResult:
         """The `k` indexed images most similar to the query, best first.
 
@@ -380,7 +388,8 @@ class Library:
         they have in common) and/or `text` (CLIP bundles: words; with images, the two unit
         embeddings are added with `text_weight` on the text, as rclip does), a `vector` (unit or
         not), or the `key` of an indexed image ("more like this"; needs no model). `under_dir` keeps results inside that folder; `exclude_self` drops
-        the query files themselves (same path or same content).
+        the query files themselves (same path or same content). `pixels`: `images` already decoded by
+        `Model.preprocessor_for` with the model's options, in order (saves decoding them twice).
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
@@ -402,7 +411,7 @@ class Library:
         elif vector is not None:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
-            query = query_vector(model, images, text, text_weight)
+            query = query_vector(model, images, text, text_weight, pixels)
             if exclude_self:
                 for image in images:
                     excluded_paths.update(_self_paths(image))
@@ -522,12 +531,14 @@ class Library:
         return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
 
 
-def query_vector(model: Model, images: Sequence[ImageSource], text: str | None, text_weight: float = 1.0) -> np.ndarray:
+def query_vector(model: Model, images: Sequence[ImageSource], text: str | None, text_weight: float = 1.0,
+                 pixels: np.ndarray | None = None) -> np.ndarray:
     """The unit query embedding of images (averaged: what they have in common) and/or words (added with
-    `text_weight`, as rclip does)."""
+    `text_weight`, as rclip does). `pixels`: the images already decoded and preprocessed, if they are."""
     query = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
     if images:
-        pixels = np.stack([model.pixels(image) for image in images])
+        if pixels is None or len(pixels) != len(images):
+            pixels = np.stack([model.pixels(image) for image in images])
         query = l2_normalize(model.embedder.embed_pixels(pixels).mean(axis=0)[None])[0]
     if text is not None:
         query = query + text_weight * model.embed_text(text)

@@ -34,7 +34,9 @@ def test_a_session_opened_for_other_options_is_not_taken(tiny_bundle, monkeypatc
     assert prewarm.take(Path(tiny_bundle), None, options) is None
     prewarm.start(["query", "a.jpg", "--device", "cpu", "--precision", "fp32"])
     taken = prewarm.take(Path(tiny_bundle), None, {**options, "precision": "fp32"})
-    assert taken is not None and taken[1][0].precision == "fp32"
+    assert taken is not None and taken.bundle.root == Path(tiny_bundle)
+    session, _notes = taken.session()
+    assert session.precision == "fp32"
 
 
 def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, tiny_bundle, photo_dir):

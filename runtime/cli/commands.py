@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from ..errors import ImagesFailed, Interrupted, UsageError
@@ -179,6 +180,11 @@ def index(
 
 
 # ---------------------------------------------------------------------------------------------- query
+def _decoded(preprocessor, source: Path | bytes):
+    """One query image decoded as `Model.pixels` would (same labels in errors)."""
+    return preprocessor.load_bytes(source, "<bytes>") if isinstance(source, bytes) else preprocessor.load(source)
+
+
 @app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
                   "their average, i.e. what they have in common. '-' reads an image from standard input. "
                   "--text searches by words (CLIP bundles), alone or with images.")
@@ -220,18 +226,22 @@ def query(
                      model, model_options, as_json, paths_only, verbose, started)
         return
     library.reader()  # no index yet: say so before loading a model
-    prewarmed = prewarm.take(model, index, model_options)  # a session opened while the CLI was loading
+    prewarmed = prewarm.take(model, index, model_options)  # a session being opened since the CLI started
+    pixels = None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # onnxruntime builds the session while this thread loads the index
+        # onnxruntime builds the session while this thread loads the index and decodes the query images
         if prewarmed:
-            pending = pool.submit(Model.open, prewarmed[0], session=prewarmed[1], **model_options)
+            pending = pool.submit(lambda: Model.open(prewarmed.bundle, session=prewarmed.session(), **model_options))
         else:
             pending = pool.submit(library.open_model, model, **model_options)
         library.warm()
+        if prewarmed and sources:
+            preprocessor = Model.preprocessor_for(prewarmed.bundle, **model_options)
+            pixels = np.stack([_decoded(preprocessor, source) for source in sources])
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
     result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,
-                           under_dir=under, exclude_self=exclude_self)
+                           under_dir=under, exclude_self=exclude_self, pixels=pixels)
     library.close()
     latency_ms = (time.perf_counter() - started) * 1000
     for note in result.notes:

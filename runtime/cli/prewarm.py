@@ -65,7 +65,7 @@ def start(argv: list[str]) -> None:
     hint = guess(argv, os.environ)
     if hint is None:
         return
-    box: dict[str, Any] = {}
+    box: dict[str, Any] = {"loaded": threading.Event()}  # set once the bundle is loaded (or cannot be)
     imported = threading.Event()
     thread = threading.Thread(target=_open, args=(hint, box, imported), name="prewarm-session", daemon=True)
     thread.start()
@@ -84,19 +84,37 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
         finally:
             imported.set()
 
-        root = Path(hint.model).expanduser() if hint.model else _bundle_of_index(hint.index)
-        if root is None:
-            return
-        bundle = Bundle.load(root)
-        box["bundle"] = bundle
+        try:
+            root = Path(hint.model).expanduser() if hint.model else _bundle_of_index(hint.index)
+            if root is None:
+                return
+            bundle = box["bundle"] = Bundle.load(root)
+        finally:
+            box["loaded"].set()
         box["session"] = open_session(bundle, device=hint.device, precision=hint.precision, threads=hint.threads,
                                       one_shot=True)
     except Exception:  # noqa: BLE001 - a failed guess costs nothing: the command opens (and reports) it itself
-        box.clear()
+        box.pop("session", None)
 
 
-def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> tuple[Any, Any] | None:
-    """(bundle, (session, notes)) opened ahead for exactly these options, or None."""
+@dataclass
+class Prewarmed:
+    """The guessed bundle (loaded) and its session (perhaps still being built)."""
+
+    bundle: Any
+    _thread: threading.Thread
+    _box: dict[str, Any]
+
+    def session(self) -> tuple[Any, Any] | None:
+        """(session, notes), waiting for it to be built; None if building it failed (the command then
+        opens its own, which reports why)."""
+        self._thread.join()
+        return self._box.get("session")
+
+
+def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Prewarmed | None:
+    """The bundle and session opened ahead, when they are exactly what these options ask for, else None.
+    Returns without waiting for the session, so the caller can do other work while it is built."""
     global _started
     if _started is None:
         return None
@@ -109,12 +127,12 @@ def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> tup
             and _same_path(hint.model, model) and _same_path(hint.index, index))
     if not same:
         return None
-    thread.join()
-    if "session" not in box:
+    box["loaded"].wait()
+    if "bundle" not in box:
         return None
     if model is None and box["bundle"].root.resolve() != _recorded_bundle(index):
         return None
-    return box["bundle"], box["session"]
+    return Prewarmed(box["bundle"], thread, box)
 
 
 def _bundle_of_index(index: str | None) -> Path | None:
