@@ -26,7 +26,9 @@ def _ms(started: float) -> float:
 def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
     """One row per format: files, mean megapixels, and ms per image for each step."""
     from edge_search.runtime import vips_decode
-    from edge_search.runtime.preprocess import center_crop, open_image, rescale_normalize, resize, to_rgb
+    from PIL import Image
+
+    from edge_search.runtime.preprocess import has_alpha, open_image, over_white, rescale_normalize, resize, to_rgb
 
     if config is None:  # ViT-B/16's processor: 224 x 224 bilinear, mean = std = 0.5
         from edge_search.runtime.bundle import PreprocessConfig
@@ -50,14 +52,18 @@ def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
         image = open_image(io.BytesIO(data), draft_hw=draft)
         row["decode_runtime_ms"].append(_ms(started))
         row["megapixels"].append(by_pillow.width * by_pillow.height / 1e6)
+        # the Preprocessor's order: an image with alpha is resized first, then laid over white
+        alpha = has_alpha(image)
         started = time.perf_counter()
-        rgb = to_rgb(image)
+        rgb = image.convert("RGBA") if alpha else to_rgb(image)
         row["to_rgb_ms"].append(_ms(started))
         started = time.perf_counter()
         pixels = resize(rgb, 224, 224, config.resample)
-        if config.do_center_crop and config.crop_size:
-            pixels = center_crop(pixels, config.crop_size["height"], config.crop_size["width"])
         row["resize_ms"].append(_ms(started))
+        if alpha:
+            started = time.perf_counter()
+            pixels = np.asarray(over_white(Image.fromarray(pixels, "RGBA")))
+            row["to_rgb_ms"][-1] += _ms(started)
         started = time.perf_counter()
         np.ascontiguousarray(rescale_normalize(pixels, config).transpose(2, 0, 1))
         row["normalise_ms"].append(_ms(started))

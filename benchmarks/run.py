@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .ceiling import K, M, N
+from .decoding import profile as decode_profile
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -247,6 +248,10 @@ def markdown(report: dict) -> str:
     if report.get("int8_over_fp32"):
         ratios = ", ".join(f"batch {batch}: {ratio}×" for batch, ratio in report["int8_over_fp32"].items())
         lines += [f"int8 vs fp32 on the CPU (same alternating rounds): {ratios}.", ""]
+    if report.get("decoding"):
+        from .decoding import markdown as decoding_table
+
+        lines += ["## Decoding and preprocessing, per format (one thread, ms per image)", "", *decoding_table(report["decoding"]), ""]
     for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
                         ("Vector index", report["vector_index"])):
         if not rows:
@@ -292,8 +297,8 @@ def main() -> None:
     parser.add_argument("--images", help="folder of photos, or `real` for Debian's wallpaper photographs "
                         "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "e2e", "vectors", "baseline", "serve"},
-                        help="comma-separated subset of: model,e2e,vectors,baseline,serve")
+    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "decode", "e2e", "vectors", "baseline", "serve"},
+                        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve")
     parser.add_argument("--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
@@ -331,6 +336,7 @@ def main() -> None:
         "cpu_ceilings": limits,
         "model_throughput": throughput,
         "int8_over_fp32": int8_over_fp32(throughput),
+        "decoding": decode_profile(images) if "decode" in args.sections else [],
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
         if "e2e" in args.sections else [],
         "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000, 1_000_000]) if "vectors" in args.sections else [],

@@ -1,10 +1,10 @@
 """PNG and WebP decoding through libvips, where Pillow is slow.
 
-Measured on 131 real photos (Debian wallpapers; AMD EPYC, avx2 + fma, one core per decode): PNG 149 -> 60
-ms per image (libvips decodes with libspng; Pillow with zlib + its own unfiltering); a large WebP, decoded
-and preprocessed, 580 -> 310 ms (libwebp decodes straight to a reduced size, like JPEG's draft mode;
-Pillow cannot; at full size libwebp is no faster through libvips). JPEG stays with Pillow, whose draft
-decoding is as fast (47 vs 56 ms).
+Measured on 131 real photos (Debian wallpapers; AMD EPYC, avx2 + fma, one thread; `python -m
+benchmarks.decoding`): PNG decoding 114 -> 74 ms per image (libvips decodes with libspng), WebP 378 -> 268
+ms (libwebp decodes a large WebP straight to a reduced size, like JPEG's draft mode; Pillow cannot; at
+full size libwebp is no faster through libvips, so a WebP is only taken when it can be reduced). JPEG
+stays with Pillow, whose draft decoding is as fast.
 
 PNG pixels are identical (lossless); a WebP is decoded reduced only to >= 3x the model's input (see
 `webp_scale`), and every case this module does not handle exactly as Pillow would
@@ -79,8 +79,8 @@ def webp_scale(width: int, height: int, draft_hw: tuple[int, int] | None) -> flo
     """The reduction libwebp decodes at: both sides stay >= WEBP_MARGIN x the draft size; 1.0 = none.
 
     libwebp's reduced decoding is less faithful than JPEG's DCT scaling: on 16 real WebPs, fp32 embeddings
-    against full decoding had min cosine 0.99987 at 2x the model's input and 0.999993 at 3x, still 1.9x
-    faster than Pillow. Hence 3x (the draft size is 2x)."""
+    against full decoding had min cosine 0.99987 at 2x the model's input and 0.999993 at 3x, where decoding
+    plus preprocessing is still 1.9x faster than Pillow's. Hence 3x (the draft size is 2x)."""
     if draft_hw is None:
         return 1.0
     scale = WEBP_MARGIN * max(draft_hw[0] / height, draft_hw[1] / width)
@@ -107,7 +107,8 @@ def decode(source, *, max_pixels: int, draft_hw: tuple[int, int] | None = None) 
 
 def _decode(vips, kind: str, data: bytes, max_pixels: int, draft_hw) -> Image.Image | None:
     loader = vips.Image.pngload_buffer if kind == "png" else vips.Image.webpload_buffer
-    header = loader(data, fail_on="error")  # lazy: reads the header only; a truncated file fails, not greys out
+    # lazy: reads the header only; a truncated file fails rather than greying out; read top to bottom once
+    header = loader(data, fail_on="error", access="sequential")
     if header.get_typeof("orientation") and header.get("orientation") not in (0, 1):
         return None  # EXIF-rotated: Pillow's exif_transpose keeps the one orientation rule
     if header.format != "uchar" or header.bands not in BANDS:
@@ -117,7 +118,7 @@ def _decode(vips, kind: str, data: bytes, max_pixels: int, draft_hw) -> Image.Im
         scale = webp_scale(header.width, header.height, draft_hw)
         if scale == 1.0:
             return None  # at full size libwebp through libvips is no faster than through Pillow
-        image = loader(data, scale=scale, fail_on="error")
+        image = loader(data, scale=scale, fail_on="error", access="sequential")
     if image.width * image.height > max_pixels:
         return None  # Pillow refuses it with the decompression-bomb message
     pixels = image.numpy()
