@@ -251,7 +251,7 @@ def markdown(report: dict) -> str:
     if report.get("decoding"):
         from .decoding import markdown as decoding_table
 
-        lines += ["## Decoding and preprocessing, per format (one thread, ms per image)", "", *decoding_table(report["decoding"]), ""]
+        lines += ["## Decoding and preprocessing, per format (CPU ms per image)", "", *decoding_table(report["decoding"]), ""]
     for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
                         ("Vector index", report["vector_index"])):
         if not rows:

@@ -36,8 +36,8 @@ from .errors import BundleError, ImageDecodeError, IndexMissing, UsageError
 from .indexer import FileCallback, IndexReport, run_index, under
 from .locations import default_bundle_dir, default_index_dir
 from .meta import IndexMeta
-from .preprocess import Preprocessor, default_max_pixels
-from .providers import CudaOptions, default_threads
+from .preprocess import Preprocessor
+from .providers import CudaOptions
 from .session import OrtSession, open_session
 from .store import Hit, IndexReader, IndexWriter, check_bundle
 
@@ -102,9 +102,7 @@ class Model:
                          threads: int | None = None, **_session_options: Any) -> Preprocessor:
         """The decoding and preprocessing `open` gives a model with these options (needs no session, so
         the CLI can decode a query image while the session is still being built)."""
-        workers = threads or default_threads()
-        max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(workers)
-        return Preprocessor.from_manifest(bundle.manifest, jpeg_draft=jpeg_draft, max_pixels=max_pixels)
+        return Preprocessor.for_options(bundle.manifest, jpeg_draft=jpeg_draft, max_megapixels=max_megapixels, threads=threads)
 
     @property
     def provider(self) -> str:

@@ -11,6 +11,7 @@ Only an allowlist of formats is opened, so Ghostscript (EPS) and friends are nev
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -23,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .bundle import PreprocessConfig
 from . import vips_decode
 from .errors import ImageDecodeError
+from .providers import default_threads
 
 BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP)
@@ -131,10 +133,12 @@ def _is_heif(source) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
+@functools.lru_cache(maxsize=None)
 def default_max_pixels(workers: int) -> int:
     """The largest image (in pixels, after JPEG draft) that `workers` parallel decodes can hold in the
     memory available now: ~24 bytes a pixel each (decoded RGB(A), its conversion and resize copies),
-    at most a quarter of available memory, between 24 and 178 megapixels (Pillow's own hard limit)."""
+    at most a quarter of available memory, between 24 and 178 megapixels (Pillow's own hard limit).
+    Decided once per process, so every preprocessor a process builds for the same options is equal."""
     available = _available_memory()
     if available is None:
         return DEFAULT_MAX_PIXELS
@@ -236,6 +240,14 @@ class Preprocessor:
     @classmethod
     def from_manifest(cls, manifest, **options) -> "Preprocessor":
         return cls(config=manifest.preprocess, **options)
+
+    @classmethod
+    def for_options(cls, manifest, *, jpeg_draft: bool = True, max_megapixels: float | None = None,
+                    threads: int | None = None) -> "Preprocessor":
+        """The preprocessor a model opened with these options uses (`--max-megapixels` unset: what
+        `threads` parallel decoders can hold in memory)."""
+        max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(threads or default_threads())
+        return cls(config=manifest.preprocess, max_pixels=max_pixels, jpeg_draft=jpeg_draft)
 
     @property
     def input_hw(self) -> tuple[int, int]:

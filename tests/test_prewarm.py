@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from conftest import cli_env, run_script
 from edge_search.runtime.cli import prewarm
 from edge_search.runtime.providers import CudaOptions
@@ -47,3 +49,21 @@ def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, t
     own = run_script("edge-search", "query", image, "--json", "--cuda-arena", "kSameAsRequested", env=env)  # not guessed
     assert early.returncode == own.returncode == 0
     assert json.loads(early.stdout)["results"] == json.loads(own.stdout)["results"]
+
+
+def test_the_query_images_are_decoded_ahead_and_used_only_for_exactly_those_files_and_options(tiny_bundle, photo_dir, monkeypatch):
+    from edge_search.runtime.library import Model
+
+    monkeypatch.setenv("EDGE_SEARCH_MODEL", str(tiny_bundle))
+    image, other = str(photo_dir / "img02.webp"), photo_dir / "img03.jpg"
+    argv = ["query", image, "-k", "3", "--under", str(photo_dir), "--device", "cpu", "--precision", "fp32"]
+    assert prewarm.guess(argv, {}).images == (image,)  # a folder or an option's word is not an image
+    options = {"device": "cpu", "precision": "fp32", "threads": None, "cuda": CudaOptions()}
+    prewarm.start(argv)
+    taken = prewarm.take(Path(tiny_bundle), None, options)
+    preprocessor = Model.preprocessor_for(taken.bundle, **options)
+    early = taken.pixels([Path(image)], preprocessor)
+    assert early is not None and np.array_equal(early[0], preprocessor.load(image))
+    assert taken.pixels([other], preprocessor) is None
+    assert taken.pixels([Path(image)], Model.preprocessor_for(taken.bundle, jpeg_draft=False, **options)) is None
+    assert taken.pixels([b"bytes from stdin"], preprocessor) is None

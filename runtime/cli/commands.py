@@ -237,7 +237,9 @@ def query(
         library.warm()
         if prewarmed and sources:
             preprocessor = Model.preprocessor_for(prewarmed.bundle, **model_options)
-            pixels = np.stack([_decoded(preprocessor, source) for source in sources])
+            pixels = prewarmed.pixels(sources, preprocessor)
+            if pixels is None:
+                pixels = np.stack([_decoded(preprocessor, source) for source in sources])
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
     result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,

@@ -31,6 +31,7 @@ class Guess:
     device: str
     precision: str
     threads: int | None
+    images: tuple[str, ...] = ()  # the words that name existing files: the query images, most likely
 
 
 _started: tuple[Guess, threading.Thread, dict[str, Any]] | None = None
@@ -51,8 +52,9 @@ def guess(argv: list[str], environ: os._Environ | dict[str, str]) -> Guess | Non
         threads = int(values["--threads"]) if values["--threads"] else None
     except ValueError:
         return None
+    images = tuple(word for word in argv[1:] if not word.startswith("-") and os.path.isfile(word))
     return Guess(values["--model"], values["--index"], values["--device"] or "auto", values["--precision"] or "auto",
-                 threads)
+                 threads, images)
 
 
 def start(argv: list[str]) -> None:
@@ -91,6 +93,10 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
             bundle = box["bundle"] = Bundle.load(root)
         finally:
             box["loaded"].set()
+        if hint.images:  # decoded on another thread while this one builds the session
+            decoding = threading.Thread(target=_decode, args=(bundle, hint, box), name="prewarm-decode", daemon=True)
+            decoding.start()
+            box["decoding"] = decoding
         box["session"] = open_session(bundle, device=hint.device, precision=hint.precision, threads=hint.threads,
                                       one_shot=True)
     except Exception:  # noqa: BLE001 - a failed guess costs nothing: the command opens (and reports) it itself
@@ -110,6 +116,18 @@ class Prewarmed:
         opens its own, which reports why)."""
         self._thread.join()
         return self._box.get("session")
+
+    def pixels(self, sources: list, preprocessor: Any) -> Any:
+        """The query images decoded ahead, if `sources` are exactly the guessed files and `preprocessor`
+        is the one they were decoded with; else None (the command decodes them itself)."""
+        self._thread.join()  # the decoding thread is started by the session thread
+        if "decoding" in self._box:
+            self._box["decoding"].join()
+        early = self._box.get("pixels")
+        if early is None or not all(isinstance(source, Path) for source in sources):
+            return None
+        images, used, pixels = early
+        return pixels if tuple(sources) == tuple(Path(image) for image in images) and used == preprocessor else None
 
 
 def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Prewarmed | None:
@@ -133,6 +151,18 @@ def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Pre
     if model is None and box["bundle"].root.resolve() != _recorded_bundle(index):
         return None
     return Prewarmed(box["bundle"], thread, box)
+
+
+def _decode(bundle: Any, hint: Guess, box: dict[str, Any]) -> None:
+    """The guessed query images, decoded as a model with default decoding options would decode them."""
+    try:
+        from ..preprocess import Preprocessor
+        import numpy as np
+
+        preprocessor = Preprocessor.for_options(bundle.manifest, threads=hint.threads)
+        box["pixels"] = (hint.images, preprocessor, np.stack([preprocessor.load(image) for image in hint.images]))
+    except Exception:  # noqa: BLE001 - an unreadable image is decoded again, and reported, by the command
+        pass
 
 
 def _bundle_of_index(index: str | None) -> Path | None:
