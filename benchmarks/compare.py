@@ -96,7 +96,7 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
     edge = [sys.executable, "-m", "edge_search.runtime"]
     count = sum(1 for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     query_image = sorted(images.iterdir())[0]
-    index_rows, query_rows = [], []
+    index_rows = []
     for round_ in range(rounds):
         edge_index, chroma = workdir / "ab-edge-index", workdir / "ab-chroma"
         shutil.rmtree(edge_index, ignore_errors=True)
@@ -104,10 +104,7 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
         a, _, _ = run_measured(edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index))
         b, _, _ = run_measured([str(python), str(BASELINE), "index", str(checkpoint), str(chroma), str(images)])
         index_rows.append({"round": round_, "edge_s": a, "original_s": b})
-    for round_ in range(query_rounds):
-        qa, ra, _ = run_measured(edge + ["query", str(query_image), "--precision", precision, "--json"], edge_env(bundle, edge_index))
-        qb, rb, _ = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(chroma), str(query_image)])
-        query_rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})
+    query_rows = cold_queries(bundle, checkpoint, edge_index, chroma, query_image, query_rounds, precision)
     _, _, warm_out = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(workdir / "ab-chroma"), str(query_image), "--warm", "10"])
     return {
         "images": count,
@@ -129,6 +126,38 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
     }
 
 
+def cold_queries(bundle: Path, checkpoint: Path, edge_index: Path, chroma: Path, image: Path, rounds: int,
+                 precision: str = "int8") -> list[dict]:
+    """Alternating cold queries (a new process each) against indexes both sides built already."""
+    edge = [sys.executable, "-m", "edge_search.runtime", "query", str(image), "--precision", precision, "--json"]
+    rows = []
+    for round_ in range(rounds):
+        qa, ra, _ = run_measured(edge, edge_env(bundle, edge_index))
+        qb, rb, _ = run_measured([str(baseline_python()), str(BASELINE), "query", str(checkpoint), str(chroma), str(image)])
+        rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})
+    return rows
+
+
+def main() -> None:
+    """`python -m benchmarks.compare --cold-query-rounds N`: only the cold queries, on the indexes the last
+    side-by-side run left in benchmarks/.cache (real photos or synthetic, whichever ran last)."""
+    import argparse
+
+    from .run import CACHE, default_bundle, machine
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=main.__doc__)
+    parser.add_argument("--cold-query-rounds", type=int, default=7)
+    parser.add_argument("--image", type=Path, help="query image [default: the first of benchmarks/.cache/real-photos]")
+    args = parser.parse_args()
+    bundle, checkpoint = default_bundle(False)
+    image = args.image or sorted((CACHE / "real-photos").iterdir())[0]
+    rows = cold_queries(bundle, checkpoint, CACHE / "ab-edge-index", CACHE / "ab-chroma", image, args.cold_query_rounds)
+    ratios = spread([r["original_s"] / r["edge_s"] for r in rows])
+    print(json.dumps({"machine": machine(), "image": str(image), "rounds": rows, "speedup": ratios,
+                      "edge_s": round(statistics.median(r["edge_s"] for r in rows), 3),
+                      "original_s": round(statistics.median(r["original_s"] for r in rows), 3)}, indent=2))
+
+
 def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats: int = 10) -> float:
     from edge_search.runtime.bundle import Bundle
     from edge_search.runtime.embedder import Embedder
@@ -147,3 +176,7 @@ def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats
         times.append(time.perf_counter() - started)
     reader.close()
     return statistics.median(times[1:]) * 1000
+
+
+if __name__ == "__main__":
+    main()

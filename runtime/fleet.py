@@ -130,6 +130,8 @@ class Fleet:
         fleet = cls(client, name, identity, dim, uri)
         if exists:
             fleet._check()
+            if not client.list_indexes(name):  # a sync killed between creating the collection and its index
+                client.create_index(name, fleet._index_params(settings))
         elif create:
             fleet._create(model, settings)
         else:
@@ -165,14 +167,18 @@ class Fleet:
         schema.add_field("mtime_ns", DataType.INT64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
+        # Strong: a query right after a sync sees it (the server's default, Bounded, made fresh writes invisible)
+        self.client.create_collection(self.name, schema=schema, index_params=self._index_params(settings), consistency_level="Strong",
+                                      properties={IDENTITY_PROPERTY: self.identity, MODEL_PROPERTY: model[:200]})
+
+    def _index_params(self, settings: IndexMeta | None):
+        """HNSW over inner products, with the box index's own connectivity and build breadth."""
         connectivity = settings.connectivity if settings and settings.connectivity else 16
         expansion_add = settings.expansion_add if settings and settings.expansion_add else 128
         index = self.client.prepare_index_params()
         index.add_index(field_name="embedding", index_type="HNSW", metric_type="IP",
                         params={"M": connectivity, "efConstruction": expansion_add})
-        # Strong: a query right after a sync sees it (the server's default, Bounded, made fresh writes invisible)
-        self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong",
-                                      properties={IDENTITY_PROPERTY: self.identity, MODEL_PROPERTY: model[:200]})
+        return index
 
     # -- sync ---------------------------------------------------------------------------------------
     def _remote(self, box: str) -> dict[int, tuple]:
