@@ -5,7 +5,9 @@ Creating the session (~0.33 s for ViT-B/16 int8 on 2 cores) releases the GIL, so
 main thread imports the CLI and the library and parses the command line (~0.3 s). What is opened here
 is only a guess from the command line and the environment: the query command takes it only when the
 options it resolved itself are the same (`take`), and otherwise opens its own. Anything unusual on
-the command line (CUDA settings, --help) and nothing is guessed.
+the command line (CUDA settings, --help) and nothing is guessed. The query images (the command line's
+words that are existing files) are decoded meanwhile on a third thread, and used only when they are
+exactly the command's images and its preprocessor is the same (`Prewarmed.pixels`).
 """
 
 from __future__ import annotations
