@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from ..errors import ImagesFailed, Interrupted, UsageError
@@ -180,11 +179,6 @@ def index(
 
 
 # ---------------------------------------------------------------------------------------------- query
-def _decoded(preprocessor, source: Path | bytes):
-    """One query image decoded as `Model.pixels` would (same labels in errors)."""
-    return preprocessor.load_bytes(source, "<bytes>") if isinstance(source, bytes) else preprocessor.load(source)
-
-
 @app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
                   "their average, i.e. what they have in common. '-' reads an image from standard input. "
                   "--text searches by words (CLIP bundles), alone or with images.")
@@ -229,17 +223,14 @@ def query(
     prewarmed = prewarm.take(model, index, model_options)  # a session being opened since the CLI started
     pixels = None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # onnxruntime builds the session while this thread loads the index and decodes the query images
+        # onnxruntime builds the session while this thread loads the index
         if prewarmed:
             pending = pool.submit(lambda: Model.open(prewarmed.bundle, session=prewarmed.session(), **model_options))
         else:
             pending = pool.submit(library.open_model, model, **model_options)
         library.warm()
-        if prewarmed and sources:
-            preprocessor = Model.preprocessor_for(prewarmed.bundle, **model_options)
-            pixels = prewarmed.pixels(sources, preprocessor)
-            if pixels is None:
-                pixels = np.stack([_decoded(preprocessor, source) for source in sources])
+        if prewarmed and sources:  # decoded ahead if they were guessed right; else library.query decodes them
+            pixels = prewarmed.pixels(sources, Model.preprocessor_for(prewarmed.bundle, **model_options))
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
     result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,

@@ -93,12 +93,11 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
             if root is None:
                 return
             bundle = box["bundle"] = Bundle.load(root)
+            if hint.images:  # decoded on another thread while this one builds the session
+                box["decoding"] = threading.Thread(target=_decode, args=(bundle, hint, box), name="prewarm-decode", daemon=True)
+                box["decoding"].start()
         finally:
             box["loaded"].set()
-        if hint.images:  # decoded on another thread while this one builds the session
-            decoding = threading.Thread(target=_decode, args=(bundle, hint, box), name="prewarm-decode", daemon=True)
-            decoding.start()
-            box["decoding"] = decoding
         box["session"] = open_session(bundle, device=hint.device, precision=hint.precision, threads=hint.threads,
                                       one_shot=True)
     except Exception:  # noqa: BLE001 - a failed guess costs nothing: the command opens (and reports) it itself
@@ -122,8 +121,7 @@ class Prewarmed:
     def pixels(self, sources: list, preprocessor: Any) -> Any:
         """The query images decoded ahead, if `sources` are exactly the guessed files and `preprocessor`
         is the one they were decoded with; else None (the command decodes them itself)."""
-        self._thread.join()  # the decoding thread is started by the session thread
-        if "decoding" in self._box:
+        if "decoding" in self._box:  # started before `take` could return
             self._box["decoding"].join()
         early = self._box.get("pixels")
         if early is None or not all(isinstance(source, Path) for source in sources):
