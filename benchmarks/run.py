@@ -107,11 +107,9 @@ def generate_images(directory: Path, count: int, quick: bool) -> Path:
 
 
 def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[dict]:
-    """Images/s per provider, precision and batch. The precisions of one device take turns within each
-    round, so their ratios (int8 vs fp32) are not skewed by the machine speeding up or slowing down."""
+    """Images/s per provider, precision and batch. On the CPU the precisions take turns within each round,
+    so their ratios (int8 vs fp32) are not skewed by the machine speeding up or slowing down."""
     from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.errors import EdgeSearchError
-    from edge_search.runtime.session import open_session
 
     bundle = Bundle.load(bundle_dir)
     h, w = bundle.manifest.preprocess.input_hw()
@@ -124,37 +122,49 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
     if "cuda" not in devices:
         rows.append({"provider": "CUDA", "status": "not run: this onnxruntime has no CUDA provider"})
     for device in devices:
-        sessions, grown = {}, {}
-        for precision in bundle.precisions:
-            baseline_rss = rss_mb()
-            try:
-                sessions[precision], _ = open_session(bundle, device=device, precision=precision)
-            except EdgeSearchError as exc:
-                rows.append({"provider": device.upper(), "precision": precision, "status": f"not run: {str(exc)[:160]}"})
-                continue
-            sessions[precision].run(np.zeros((1, 3, h, w), dtype=np.float32))
-            grown[precision] = round(rss_mb() - baseline_rss, 1)  # the session and its first run's buffers
-        for batch in batches:
-            pixels = np.random.default_rng(0).normal(size=(batch, 3, h, w)).astype(np.float32)
-            latencies: dict[str, list[float]] = {precision: [] for precision in sessions}
-            for session in sessions.values():
-                session.run(pixels)
-            for _ in range(rounds):
-                for precision, session in sessions.items():
-                    started = time.perf_counter()
-                    session.run(pixels)
-                    latencies[precision].append(time.perf_counter() - started)
+        # On the CPU the precisions take turns (fair ratios); on a GPU one at a time, so that each row's
+        # GPU memory is that precision's alone.
+        groups = [list(bundle.precisions)] if device == "cpu" else [[p] for p in bundle.precisions]
+        for group in groups:
+            rows += _throughput_rows(bundle, device, group, batches, rounds, h, w)
+    return rows
+
+
+def _throughput_rows(bundle, device: str, precisions: list[str], batches: list[int], rounds: int, h: int, w: int) -> list[dict]:
+    """The precisions' sessions open together, run in turn within each round."""
+    from edge_search.runtime.errors import EdgeSearchError
+    from edge_search.runtime.session import open_session
+
+    rows, sessions, grown = [], {}, {}
+    for precision in precisions:
+        baseline_rss = rss_mb()
+        try:
+            sessions[precision], _ = open_session(bundle, device=device, precision=precision)
+        except EdgeSearchError as exc:
+            rows.append({"provider": device.upper(), "precision": precision, "status": f"not run: {str(exc)[:160]}"})
+            continue
+        sessions[precision].run(np.zeros((1, 3, h, w), dtype=np.float32))
+        grown[precision] = round(rss_mb() - baseline_rss, 1)  # the session and its first run's buffers
+    for batch in batches:
+        pixels = np.random.default_rng(0).normal(size=(batch, 3, h, w)).astype(np.float32)
+        latencies: dict[str, list[float]] = {precision: [] for precision in sessions}
+        for session in sessions.values():
+            session.run(pixels)
+        for _ in range(rounds):
             for precision, session in sessions.items():
-                times = latencies[precision]
-                rows.append({
-                    "provider": session.provider, "precision": precision, "batch": batch, "status": "ok",
-                    "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
-                    "images_per_s": round(batch / statistics.median(times), 2),
-                    "p50_ms": round(1000 * statistics.median(times), 1),
-                    "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
-                    "session_rss_mb": grown[precision],
-                })
-        sessions.clear()
+                started = time.perf_counter()
+                session.run(pixels)
+                latencies[precision].append(time.perf_counter() - started)
+        for precision, session in sessions.items():
+            times = latencies[precision]
+            rows.append({
+                "provider": session.provider, "precision": precision, "batch": batch, "status": "ok",
+                "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
+                "images_per_s": round(batch / statistics.median(times), 2),
+                "p50_ms": round(1000 * statistics.median(times), 1),
+                "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
+                "session_rss_mb": grown[precision],
+            })
     return rows
 
 

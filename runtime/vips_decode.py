@@ -121,7 +121,7 @@ def _decode(vips, kind: str, data: bytes, max_pixels: int, draft_hw) -> Image.Im
         image = loader(data, scale=scale, fail_on="error", access="sequential")
     if image.width * image.height > max_pixels:
         return None  # Pillow refuses it with the decompression-bomb message
-    pixels = image.numpy()
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)  # L, LA, RGB or RGBA
+    pixels = image.numpy()  # (h, w) or (h, w, bands)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    return Image.fromarray(pixels)  # L, LA, RGB or RGBA
