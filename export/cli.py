@@ -96,6 +96,9 @@ def export_model(
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only).")
     ] = False,
+    require: Annotated[
+        Optional[list[str]], typer.Option(help="A precision that must pass its parity gate, or nothing is written (exit 4); repeat for several. [default: none: a precision that fails is left out, the others are written]")
+    ] = None,
     dupe_threshold: Annotated[
         Optional[float], typer.Option(min=0.01, max=1.0, help="Cosine at or above which `edge-search dupes` calls two images near-duplicates, recorded in the manifest [default: per model family].")
     ] = None,
@@ -110,7 +113,8 @@ def export_model(
     export_bundle = _import_pipeline()
     manifest = export_bundle(
         model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
-        force=force, random_weights=random_weights, dupe_threshold=dupe_threshold, step=_step_reporter(err),
+        force=force, random_weights=random_weights, dupe_threshold=dupe_threshold, require=tuple(require or ()),
+        step=_step_reporter(err),
     )
     typer.echo(f"Wrote {out} ({manifest.architecture}, dim {manifest.embedding_dim}, opset {manifest.opset})")
     for name, spec in manifest.files.items():
@@ -119,6 +123,11 @@ def export_model(
             f"  {spec.path:<17} {spec.bytes / 1e6:8.1f} MB  parity min cos {spec.parity['min_cosine']:.6f} "
             f"(≥ {spec.parity['threshold']})  fused: {fused}"
         )
+    for name, figures in manifest.rejected.items():
+        instead = {"int8": "on a CPU, `--precision auto` uses fp32 instead", "fp16": "on a GPU, `--precision auto` uses fp32 instead"}.get(name, "")
+        cli_edge.say("warning:", "yellow", f"the {name} graph failed its parity gate (min cosine {figures['min_cosine']:.4f} against "
+                     f"PyTorch, below {figures['threshold']}) and was left out; {instead or 'the other precisions were written'}. "
+                     f"--require {name} makes this an error.")
     if manifest.random_weights:
         cli_edge.say("warning:", "yellow", "this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.")
 

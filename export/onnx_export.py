@@ -23,29 +23,50 @@ INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
 
 
-def exportable(encoder: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of the encoder with fusable attention, LayerScale folded and a CLS-only last layer.
+def exportable(encoder: nn.Module, height: int, width: int) -> tuple[nn.Module, int]:
+    """A copy of the encoder with fusable attention, LayerScale folded, position embeddings fixed for
+    `height` x `width` and a CLS-only last layer.
 
     Returns it and the number of attentions swapped.
     """
     patched = copy.deepcopy(encoder).eval()
     swapped = make_fusable(patched)
     fold_layer_scale(patched)
+    fix_positions(patched, height, width)
     return ClsOnlyEncoder(patched).eval(), swapped
 
 
+def fix_positions(model: nn.Module, height: int, width: int) -> None:
+    """Compute the position embeddings for the bundle's one input size now, so the graph holds a constant.
+
+    DINOv2 checkpoints are trained at 518 px (a 37x37 grid) and resample their grid to the input's in every
+    forward pass (bicubic). Traced, that is a `Resize` node onnxruntime refuses ("'Cubic' mode only
+    supports ..."); the bundle's input size is fixed, so transformers' own resampling runs once, here, and
+    its result is the graph's constant: the same numbers, no `Resize`.
+    """
+    embeddings = getattr(model, "embeddings", None)
+    interpolate = getattr(embeddings, "interpolate_pos_encoding", None)
+    positions = getattr(embeddings, "position_embeddings", None)
+    patch = getattr(getattr(model, "config", None), "patch_size", None)
+    if interpolate is None or not isinstance(positions, torch.Tensor) or not patch:
+        return
+    tokens = 1 + (height // patch) * (width // patch)
+    with torch.no_grad():
+        fixed = interpolate(torch.zeros(1, tokens, positions.shape[-1], dtype=positions.dtype), height, width).detach().clone()
+    embeddings.interpolate_pos_encoding = lambda _embeddings, _height, _width: fixed
+
+
 def export_onnx(encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET,
-                rewrite: bool = True) -> int:
-    """Write the fp32 graph to `path` with TorchScript tracing; returns how many attentions were swapped.
+                rewrite: bool = True) -> None:
+    """Write the fp32 graph to `path` with TorchScript tracing.
 
     TorchScript tracing (`dynamo=False`) rather than the dynamo exporter: its graph is the one
     onnxruntime's transformer optimizer has patterns for, and it is the faster of the two here.
     `rewrite` False (CLIP's image tower): the module is exported as it is.
     """
-    module, swapped = exportable(encoder) if rewrite else (encoder, 0)
+    module = exportable(encoder, height, width)[0] if rewrite else encoder
     dummy = torch.zeros(2, 3, height, width, dtype=torch.float32)
     _trace(module, (dummy,), path, [INPUT_NAME], opset)
-    return swapped
 
 
 def export_text_onnx(tower: nn.Module, path: Path, *, context_length: int, opset: int = DEFAULT_OPSET) -> None:

@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParityError
 from .onnx_export import INPUT_NAME
 from .synthetic import parity_batch
 
 # Minimum cosine similarity between ONNX (CPU provider) and PyTorch CLS embeddings, per precision.
-THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}
 
 
 def parity_inputs(processor: Any, count: int = 8) -> np.ndarray:
@@ -48,8 +47,5 @@ def measure(precision: str, path: Path, reference: np.ndarray, inputs: np.ndarra
     }
 
 
-def enforce(precision: str, figures: dict[str, float], tower: str = "image") -> None:
-    if figures["min_cosine"] < figures["threshold"]:
-        raise ParityError(
-            f"Parity check failed for the {tower} tower's {precision} graph: min cosine {figures['min_cosine']:.6f} against PyTorch is below "
-            f"{figures['threshold']}. The bundle was not written.")
+def passes(figures: dict[str, float]) -> bool:
+    return figures["min_cosine"] >= figures["threshold"]

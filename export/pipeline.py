@@ -29,7 +29,7 @@ from edge_search.runtime.bundle import (
 from edge_search.runtime.dupes import family_threshold
 
 from . import clip, optimize, parity
-from .errors import ExportStorageError, ExportUsageError, SourceError
+from .errors import ExportError, ExportStorageError, ExportUsageError, ParityError, SourceError
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -47,6 +47,19 @@ StepReporter = Callable[[str], contextlib.AbstractContextManager]
 @contextlib.contextmanager
 def _silent_step(_name: str) -> Iterator[None]:
     yield
+
+
+@contextlib.contextmanager
+def _unsupported_graph(what: str, architecture: str) -> Iterator[None]:
+    """A model whose graph torch cannot trace or onnxruntime cannot run: one line saying so, not a traceback
+    (disk errors stay disk errors)."""
+    try:
+        yield
+    except (ExportError, OSError):
+        raise
+    except Exception as exc:  # torch's and onnxruntime's failures come in many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"export-model cannot {what} this {architecture}: {first[:400]}") from exc
 
 
 def _versions() -> dict[str, str]:
@@ -100,14 +113,19 @@ def export_bundle(
     force: bool = False,
     random_weights: bool = False,
     dupe_threshold: float | None = None,
+    require: tuple[str, ...] = (),
     step: StepReporter = _silent_step,
 ) -> Manifest:
+    """Export `model` into a bundle at `out`; a precision that fails its parity gate is left out (see
+    `Manifest.rejected`) unless it is in `require`, when nothing is written."""
     out = Path(out).expanduser().absolute()
     unknown = set(precisions) - set(PRECISIONS)
     if unknown or not precisions:
         raise ExportUsageError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
     if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
         raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
+    if set(require) - set(precisions):
+        raise ExportUsageError(f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision does not export.")
     precisions = tuple(p for p in PRECISIONS if p in precisions)
     _prepare_out(out, force)
     try:
@@ -118,13 +136,16 @@ def export_bundle(
     except OSError as exc:
         raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
-        manifest = _build(model, revision, staging, precisions, opset, random_weights, dupe_threshold, step)
+        manifest = _build(model, revision, staging, precisions, opset, random_weights, dupe_threshold, tuple(require), step)
         _publish(staging, out)
         return manifest
     except OSError as exc:
         raise ExportStorageError(f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+INT8_SCHEME = {"weights": "int8 per output channel", "activations": "uint8 per tensor, dynamic (one image per call)"}
 
 
 def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, precisions, step) -> dict[str, Path]:
@@ -144,8 +165,10 @@ def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, p
     return graphs
 
 
-def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[TensorSpec, TensorSpec], tower: str) -> dict[str, ModelFile]:
-    """Each graph measured against the PyTorch reference (the export fails on drift) and described."""
+def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[TensorSpec, TensorSpec], tower: str,
+                   rejected: dict[str, dict]) -> dict[str, ModelFile]:
+    """Each graph measured against the PyTorch reference and described; one that drifts beyond its gate is
+    deleted and recorded in `rejected` instead."""
     files: dict[str, ModelFile] = {}
     for precision in PRECISIONS:
         if precision not in graphs:
@@ -153,15 +176,19 @@ def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[Tenso
         path = graphs[precision]
         _refuse_external_data(path)
         figures = parity.measure(precision, path, reference, inputs, unit="images" if tower == "image" else "texts")
-        parity.enforce(precision, figures, tower)
+        if not parity.passes(figures):
+            rejected.setdefault(precision, {**figures, "tower": tower})
+            path.unlink()
+            continue
         files[precision] = ModelFile(
             precision=precision, path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
             input=spec[0], output=spec[1], fused_ops=optimize.fused_op_counts(path), parity=figures,
+            quantization=INT8_SCHEME if precision == "int8" else {},
         )
     return files
 
 
-def _text_tower(source, work: Path, staging: Path, precisions, opset, step) -> TextTower:
+def _text_tower(source, work: Path, staging: Path, precisions, opset, rejected: dict[str, dict], step) -> TextTower:
     """CLIP's text tower: graphs per precision (parity-checked on tricky text) and tokenizer.json."""
     length = clip.context_length(source.text_encoder.model)
     raw = work / "text.raw.onnx"
@@ -175,7 +202,7 @@ def _text_tower(source, work: Path, staging: Path, precisions, opset, step) -> T
     with step("text parity"):
         feeds = clip.tokenize(source.tokenizer, clip.PARITY_TEXTS, length)
         spec = (TensorSpec("input_ids", "int64", ["batch", length]), TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
-        files = _checked_files(graphs, clip.text_reference(source.text_encoder, feeds), feeds, spec, "text")
+        files = _checked_files(graphs, clip.text_reference(source.text_encoder, feeds), feeds, spec, "text", rejected)
     tokenizer_path = staging / TOKENIZER_NAME
     source.tokenizer.backend_tokenizer.save(str(tokenizer_path))
     pad_token = source.tokenizer.pad_token or source.tokenizer.eos_token
@@ -183,7 +210,23 @@ def _text_tower(source, work: Path, staging: Path, precisions, opset, step) -> T
                      pad_id=int(source.tokenizer.convert_tokens_to_ids(pad_token)), pad_token=str(pad_token))
 
 
-def _build(model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, step) -> Manifest:
+def _keep_passing(image: dict[str, ModelFile], text: TextTower | None, rejected: dict[str, dict],
+                  require: tuple[str, ...], staging: Path) -> tuple[dict[str, ModelFile], TextTower | None]:
+    """Drop every rejected precision from both towers (a bundle's precisions are the same for both);
+    a rejected precision that was required, or nothing left at all, fails the export."""
+    for precision, figures in rejected.items():
+        if precision in require or len(rejected) == len(set(image) | set(rejected)):
+            raise ParityError(
+                f"Parity check failed for the {figures['tower']} tower's {precision} graph: min cosine "
+                f"{figures['min_cosine']:.6f} against PyTorch is below {figures['threshold']}. The bundle was not written.")
+    for precision in rejected:
+        for spec in (image.pop(precision, None), text.files.pop(precision, None) if text else None):
+            if spec is not None:
+                (staging / spec.path).unlink()
+    return image, text
+
+
+def _build(model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step) -> Manifest:
     with step("load"):
         source = load_source(model, revision=revision, random_weights=random_weights)
         pre = preprocess_config(source.processor)
@@ -191,21 +234,23 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
     work = staging / ".work"
     work.mkdir()
     raw = work / "raw.onnx"
-    with step("export"):
+    with step("export"), _unsupported_graph("export", source.architecture):
         export_onnx(source.encoder, raw, height=height, width=width, opset=opset, rewrite=not source.is_clip)
     fused_path = work / "fused.fp32.onnx"
     heads, hidden = source.attention_shape("image")
     fusion_type = "clip" if source.is_clip else "vit"
-    with step("fuse"):
+    with step("fuse"), _unsupported_graph("optimize the graph of", source.architecture):
         fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type)
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
-    with step("parity"):
+    with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
         spec = (TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
                 TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
-        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image")
-    text = _text_tower(source, work, staging, precisions, opset, step) if source.is_clip else None
+        rejected: dict[str, dict] = {}
+        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected)
+    text = _text_tower(source, work, staging, precisions, opset, rejected, step) if source.is_clip else None
+    files, text = _keep_passing(files, text, rejected, require, staging)
     shutil.rmtree(work)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -224,6 +269,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
         source_sha256=source_sha256,
         dupe_threshold=dupe_threshold if dupe_threshold is not None else family_threshold(source.model_type),
         text=text,
+        rejected=rejected,
     )
     manifest_path = staging / MANIFEST_NAME
     with open(manifest_path, "w") as handle:

@@ -44,6 +44,8 @@ class ModelFile:
     output: TensorSpec
     fused_ops: dict[str, int] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
+    # int8: how it was quantized (scheme, and the nodes left in fp32 with each one's measured cost)
+    quantization: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class Manifest:
     dupe_threshold: float | None = None
     # CLIP bundles: the text tower for `query --text` (None: an image-only bundle)
     text: TextTower | None = None
+    # precisions the exporter made but left out because they failed their parity gate: precision -> figures
+    # (min_cosine, threshold, tower). The runtime's `auto` picks from what is there; this says why not more.
+    rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def towers(self) -> list[str]:
@@ -248,8 +253,11 @@ class Bundle:
         """The verified path of one graph: size always, sha256 unless this exact file state was verified before."""
         spec = self.manifest.files.get(precision)
         if spec is None:
+            rejected = self.manifest.rejected.get(precision)
+            why = (f": export-model left it out because it failed its parity gate (min cosine {rejected['min_cosine']:.4f} "
+                   f"against PyTorch, below {rejected['threshold']})") if rejected else ""
             raise BundleError(
-                f"The bundle at {self.root} has no {precision} graph (it has: {', '.join(self.precisions)})."
+                f"The bundle at {self.root} has no {precision} graph{why} (it has: {', '.join(self.precisions)})."
             )
         return self._verified(self.root / spec.path, spec.sha256, cache, spec)
 

@@ -19,6 +19,7 @@ from edge_search.export.cli import EXIT_CODES
 from edge_search.export.errors import ExportUsageError, ParityError, SourceError
 from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.bundle import Bundle, sha256_file
+from edge_search.runtime.errors import BundleError
 
 EXIT_USAGE, EXIT_SOURCE = EXIT_CODES[ExportUsageError], EXIT_CODES[SourceError]
 
@@ -148,13 +149,48 @@ def test_missing_local_directory_is_a_usage_error(tmp_path):
     assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr
 
 
-def test_a_parity_failure_half_way_leaves_nothing_at_out(tiny_checkpoint, tmp_path, monkeypatch):
+def test_a_precision_that_fails_its_gate_is_left_out_and_the_others_are_written(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(parity.THRESHOLDS, "int8", 1.01)  # unreachable: int8 never matches fp32 exactly
     out = tmp_path / "b"
+    manifest = export_bundle(model=str(tiny_checkpoint), out=out)
+    assert sorted(manifest.files) == ["fp16", "fp32"]
+    assert manifest.rejected["int8"]["threshold"] == 1.01 and 0.9 < manifest.rejected["int8"]["min_cosine"] < 1.01
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp16.onnx", "model.fp32.onnx"]
+    bundle = Bundle.load(out)
+    with pytest.raises(BundleError, match="no int8 graph: export-model left it out because it failed its parity gate"):
+        bundle.model_path("int8")
+
+
+def test_the_cli_says_which_precision_was_left_out_and_what_runs_instead(tiny_checkpoint, tmp_path):
+    # the gate is raised through a tiny plugin module: the CLI runs in its own process, as users run it
+    (tmp_path / "sitecustomize.py").write_text(
+        "from edge_search.export import parity\nparity.THRESHOLDS['int8'] = 1.01\n")
+    extra = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = export_model("--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), tmp_path=tmp_path, extra_env=extra)
+    assert result.returncode == 0, result.stderr
+    assert "int8 graph failed its parity gate" in result.stderr and "uses fp32 instead" in result.stderr
+    assert "--require int8" in result.stderr and "Traceback" not in result.stderr
+    required = export_model("--model", str(tiny_checkpoint), "--out", str(tmp_path / "c"), "--require", "int8",
+                            tmp_path=tmp_path, extra_env=extra)
+    assert required.returncode == EXIT_CODES[ParityError] and "int8" in required.stderr
+    assert "The bundle was not written" in required.stderr and not (tmp_path / "c").exists()
+
+
+def test_a_required_precision_that_fails_leaves_nothing_at_out(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(parity.THRESHOLDS, "int8", 1.01)
+    out = tmp_path / "b"
     with pytest.raises(ParityError) as failure:
-        export_bundle(model=str(tiny_checkpoint), out=out)
+        export_bundle(model=str(tiny_checkpoint), out=out, require=("int8",))
     assert "int8" in str(failure.value)
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor the staging directory
+
+
+def test_when_every_precision_fails_nothing_is_written(tiny_checkpoint, tmp_path, monkeypatch):
+    for precision in ("fp32", "fp16", "int8"):
+        monkeypatch.setitem(parity.THRESHOLDS, precision, 1.01)
+    with pytest.raises(ParityError):
+        export_bundle(model=str(tiny_checkpoint), out=tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("model_type", ["deit", "dinov2"])
