@@ -43,6 +43,10 @@ SKIMAGE_PHOTOS = (
     "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "cell.png", "clock_motion.png", "horse.png", "camera.png", "moon.png",
     "coins.png", "page.png", "text.png", "brick.png", "grass.png", "gravel.png", "logo.png", "color.png",
 )
+# The photographs among them (scenes, objects, sky, microscopy); the rest are textures (brick, grass,
+# gravel), scanned text (page, text) and graphics (logo, color, horse, clock_motion): a harder gallery.
+PHOTOGRAPHS = ("astronaut.png", "camera.png", "cell.png", "chelsea.png", "coffee.png", "coins.png", "hubble_deep_field.jpg",
+               "ihc.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
 LAYOUT_VERSION = "1"  # bump when what is built changes: an older cache is rebuilt
 HIDDEN, LAYERS, HEADS, PATCH, IMAGE_SIZE, INPUT_SIZE = 384, 12, 6, 14, 518, 224
 REBUILD_TOLERANCE = 1e-4
@@ -72,6 +76,11 @@ class TrainedFixture:
 
     def photo(self, name: str) -> Path:
         return self.photos / name
+
+    @property
+    def photographs(self) -> list[Path]:
+        """The photographs among the photos (no textures, scans or graphics)."""
+        return [self.photo(name) for name in PHOTOGRAPHS if self.photo(name).is_file()]
 
 
 def fixture_root() -> Path:

@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # benchmarks/ holds the trained fixture and the photo edits the tests share
+
 TINY_VIT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8)
 
 
@@ -117,6 +121,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     return export_tiny(tiny_checkpoint, tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The trained DINOv2 ViT-S/14 fixture (two checkpoint forms) and real photos, built once per machine
+    (benchmarks/trained_fixture.py). Skipped where the package index cannot be reached, except where
+    EDGE_SEARCH_TEST_REQUIRE_TRAINED=1 (CI), where that is a failure."""
+    from benchmarks.trained_fixture import FixtureUnavailable, trained_fixture
+
+    try:
+        return trained_fixture()
+    except FixtureUnavailable as exc:
+        if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1":
+            pytest.fail(f"the trained fixture is required here: {exc}")
+        pytest.skip(f"no trained fixture: {exc}")
 
 
 def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:
