@@ -8,6 +8,7 @@ the decoder.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,3 +39,15 @@ def real_photos(directory: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def artwork(name: str) -> str:
+    """One key per artwork: its resolutions, previews and light/dark/colour variants share it (so a search
+    that returns another size of the same wallpaper is not counted as a miss, nor scored as a different photo)."""
+    stem = Path(name).stem
+    kde = re.match(r"usr_share_wallpapers_(.+?)_contents_", stem)
+    if kde:
+        return kde.group(1)
+    stem = re.sub(r"_?\d{3,5}x\d{3,5}", "", stem)
+    stem = re.sub(r"-[dl]$", "", stem)
+    return re.sub(r"-?(Dark|Light|Cold|Warm|Radioactive)", "", stem)

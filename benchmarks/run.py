@@ -297,6 +297,10 @@ def markdown(report: dict) -> str:
                   f"| warm query, ms | {side['warm_query_ms']['edge']} | {side['warm_query_ms']['original']} | {round(side['warm_query_ms']['original'] / side['warm_query_ms']['edge'], 2)}× |", ""]
     elif side:
         lines += ["## Against the original pipeline", "", side["status"], ""]
+    if report.get("quality"):
+        from .quality import markdown as quality_tables
+
+        lines += ["## Search quality on trained weights", "", quality_tables(report["quality"]), ""]
     return "\n".join(lines)
 
 
@@ -307,8 +311,9 @@ def main() -> None:
     parser.add_argument("--images", help="folder of photos, or `real` for Debian's wallpaper photographs "
                         "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "decode", "e2e", "vectors", "baseline", "serve"},
-                        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve")
+    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "decode", "e2e", "vectors", "baseline", "serve", "quality"},
+                        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve,quality "
+                             "(quality: the trained fixture, whatever --model is)")
     parser.add_argument("--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
@@ -368,6 +373,10 @@ def main() -> None:
                                               query_rounds=2 if args.quick else 5)
     elif args.baseline:
         report["side_by_side"] = {"status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"}
+    if "quality" in args.sections:
+        from .quality import measure as search_quality
+
+        report["quality"] = search_quality(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{report['date']}-{socket.gethostname()}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))

@@ -47,6 +47,8 @@ SKIMAGE_PHOTOS = (
 # gravel), scanned text (page, text) and graphics (logo, color, horse, clock_motion): a harder gallery.
 PHOTOGRAPHS = ("astronaut.png", "camera.png", "cell.png", "chelsea.png", "coffee.png", "coins.png", "hubble_deep_field.jpg",
                "ihc.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+# Two views of one motorcycle (a stereo pair): the same scene, not "different photos".
+SAME_SCENE = (("motorcycle_left.png", "motorcycle_right.png"),)
 LAYOUT_VERSION = "1"  # bump when what is built changes: an older cache is rebuilt
 HIDDEN, LAYERS, HEADS, PATCH, IMAGE_SIZE, INPUT_SIZE = 384, 12, 6, 14, 518, 224
 REBUILD_TOLERANCE = 1e-4

