@@ -23,17 +23,14 @@ INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
 
 
-def exportable(encoder: nn.Module, height: int, width: int) -> tuple[nn.Module, int]:
+def exportable(encoder: nn.Module, height: int, width: int) -> nn.Module:
     """A copy of the encoder with fusable attention, LayerScale folded, position embeddings fixed for
-    `height` x `width` and a CLS-only last layer.
-
-    Returns it and the number of attentions swapped.
-    """
+    `height` x `width` and a CLS-only last layer."""
     patched = copy.deepcopy(encoder).eval()
-    swapped = make_fusable(patched)
+    make_fusable(patched)
     fold_layer_scale(patched)
     fix_positions(patched, height, width)
-    return ClsOnlyEncoder(patched).eval(), swapped
+    return ClsOnlyEncoder(patched).eval()
 
 
 def fix_positions(model: nn.Module, height: int, width: int) -> None:
@@ -64,7 +61,7 @@ def export_onnx(encoder: nn.Module, path: Path, *, height: int, width: int, opse
     onnxruntime's transformer optimizer has patterns for, and it is the faster of the two here.
     `rewrite` False (CLIP's image tower): the module is exported as it is.
     """
-    module = exportable(encoder, height, width)[0] if rewrite else encoder
+    module = exportable(encoder, height, width) if rewrite else encoder
     dummy = torch.zeros(2, 3, height, width, dtype=torch.float32)
     _trace(module, (dummy,), path, [INPUT_NAME], opset)
 

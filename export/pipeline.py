@@ -214,8 +214,9 @@ def _keep_passing(image: dict[str, ModelFile], text: TextTower | None, rejected:
                   require: tuple[str, ...], staging: Path) -> tuple[dict[str, ModelFile], TextTower | None]:
     """Drop every rejected precision from both towers (a bundle's precisions are the same for both);
     a rejected precision that was required, or nothing left at all, fails the export."""
+    nothing_left = not set(image) - set(rejected)  # the image tower keeps what passed there, less text's rejects
     for precision, figures in rejected.items():
-        if precision in require or len(rejected) == len(set(image) | set(rejected)):
+        if precision in require or nothing_left:
             raise ParityError(
                 f"Parity check failed for the {figures['tower']} tower's {precision} graph: min cosine "
                 f"{figures['min_cosine']:.6f} against PyTorch is below {figures['threshold']}. The bundle was not written.")

@@ -44,7 +44,7 @@ class ModelFile:
     output: TensorSpec
     fused_ops: dict[str, int] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
-    # int8: how it was quantized (scheme, and the nodes left in fp32 with each one's measured cost)
+    # int8: how it was quantized (weights and activations), as the exporter did it
     quantization: dict[str, Any] = field(default_factory=dict)
 
 
