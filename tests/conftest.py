@@ -170,6 +170,20 @@ def edge_search(*args: str, env: dict[str, str], timeout: float = 300, **kwargs)
                           text=True, timeout=timeout, **kwargs)
 
 
+def transformers_embeddings(checkpoint, paths) -> np.ndarray:
+    """The reference pipeline: the checkpoint's own (slow, PIL-based) image processor and encoder through
+    transformers, CLS of the last hidden state, L2-normalised."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel
+
+    processor = AutoImageProcessor.from_pretrained(checkpoint, use_fast=False)
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    images = [Image.open(p).convert("RGB") for p in paths]
+    with torch.no_grad():
+        cls = model(**processor(images=images, return_tensors="pt")).last_hidden_state[:, 0].numpy()
+    return cls / np.linalg.norm(cls, axis=1, keepdims=True)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.atleast_2d(a) / np.linalg.norm(np.atleast_2d(a), axis=1, keepdims=True)
     b = np.atleast_2d(b) / np.linalg.norm(np.atleast_2d(b), axis=1, keepdims=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import cosine, photo
+from conftest import cosine, photo, transformers_embeddings
 
 from edge_search.runtime.bundle import Bundle
 from edge_search.runtime.embedder import Embedder
@@ -13,20 +13,6 @@ from edge_search.runtime.preprocess import Preprocessor
 from edge_search.runtime.session import open_session
 
 THRESHOLD = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
-
-
-def reference_embeddings(checkpoint, paths) -> np.ndarray:
-    """The original pipeline: ViTImageProcessor + ViTModel, CLS of the last hidden state, L2-normalised."""
-    import torch
-    from PIL import Image
-    from transformers import ViTImageProcessor, ViTModel
-
-    processor = ViTImageProcessor.from_pretrained(checkpoint)
-    model = ViTModel.from_pretrained(checkpoint, add_pooling_layer=False).eval()
-    images = [Image.open(p).convert("RGB") for p in paths]
-    with torch.no_grad():
-        cls = model(**processor(images=images, return_tensors="pt")).last_hidden_state[:, 0].numpy()
-    return cls / np.linalg.norm(cls, axis=1, keepdims=True)
 
 
 def make_embedder(bundle_dir, precision, batch_size=4) -> Embedder:
@@ -48,7 +34,7 @@ def photo_files(tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_runtime_matches_the_pytorch_pipeline(precision, tiny_bundle, tiny_checkpoint, photo_files):
-    expected = reference_embeddings(tiny_checkpoint, photo_files)
+    expected = transformers_embeddings(tiny_checkpoint, photo_files)
     results = list(make_embedder(tiny_bundle, precision).embed(photo_files))
     got = np.stack([r.vector for r in results])
     assert [r.path for r in results] == photo_files

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from benchmarks.edits import MILD, save_edit
-from conftest import cli_env, cosine, edge_search
+from conftest import cli_env, cosine, edge_search, transformers_embeddings
 
 from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.library import Library, Model
@@ -34,20 +34,6 @@ def bundles(trained, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def photos(trained) -> list[Path]:
     return sorted(trained.photos.iterdir())
-
-
-def transformers_embeddings(checkpoint, paths) -> np.ndarray:
-    """The reference pipeline: transformers' own processor and model, CLS token."""
-    import torch
-    from PIL import Image
-    from transformers import AutoImageProcessor, AutoModel
-
-    processor = AutoImageProcessor.from_pretrained(checkpoint, use_fast=False)
-    model = AutoModel.from_pretrained(checkpoint).eval()
-    images = [Image.open(p).convert("RGB") for p in paths]
-    with torch.no_grad():
-        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-        return model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
 
 
 @pytest.mark.parametrize("form", FORMS)
