@@ -159,11 +159,11 @@ def main() -> None:
 
 
 def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats: int = 10) -> float:
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.embedder import Embedder
-    from edge_search.runtime.preprocess import Preprocessor
-    from edge_search.runtime.session import open_session
-    from edge_search.runtime.store import IndexReader
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.model.embedder import Embedder
+    from edge_search.runtime.model.preprocess import Preprocessor
+    from edge_search.runtime.model.session import open_session
+    from edge_search.runtime.store.generations import IndexReader
 
     loaded = Bundle.load(bundle)
     session, _ = open_session(loaded, device="cpu", precision=precision)

@@ -26,13 +26,19 @@ def _ms(started: float) -> float:
 
 def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
     """One row per format: files, mean megapixels, and ms per image for each step."""
-    from edge_search.runtime import vips_decode
+    from edge_search.runtime.model import vips_decode
+    from edge_search.runtime.model.preprocess import (
+        has_alpha,
+        open_image,
+        over_white,
+        rescale_normalize,
+        resize,
+        to_rgb,
+    )
     from PIL import Image
 
-    from edge_search.runtime.preprocess import has_alpha, open_image, over_white, rescale_normalize, resize, to_rgb
-
     if config is None:  # ViT-B/16's processor: 224 x 224 bilinear, mean = std = 0.5
-        from edge_search.runtime.bundle import PreprocessConfig
+        from edge_search.runtime.model.bundle import PreprocessConfig
 
         config = PreprocessConfig(processor_class="ViTImageProcessor", do_convert_rgb=True, do_resize=True, size={"height": 224, "width": 224}, resample=2, do_center_crop=False,
                                   crop_size=None, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,

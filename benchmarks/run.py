@@ -68,9 +68,8 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
     pipeline loads the same checkpoint, so both sides run the same weights.
     """
     import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
     from edge_search.export.pipeline import export_bundle
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     name = "tiny-vit-random" if quick else "vit-b16-random"
     checkpoint, out = CACHE / f"{name}-checkpoint", CACHE / name
@@ -90,9 +89,8 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
 
 def generate_images(directory: Path, count: int, quick: bool) -> Path:
     """Camera-like JPEGs from 1 to 12 MP (fixed seed), made once."""
-    from PIL import Image
-
     from edge_search.export.synthetic import photo_like
+    from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
     sizes = [(1152, 864), (2048, 1536), (3264, 2448), (4000, 3000)] if not quick else [(1152, 864), (1600, 1200)]
@@ -109,7 +107,7 @@ def generate_images(directory: Path, count: int, quick: bool) -> Path:
 def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[dict]:
     """Images/s per provider, precision and batch. On the CPU the precisions take turns within each round,
     so their ratios (int8 vs fp32) are not skewed by the machine speeding up or slowing down."""
-    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.model.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir)
     h, w = bundle.manifest.preprocess.input_hw()
@@ -133,7 +131,7 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
 def _throughput_rows(bundle, device: str, precisions: list[str], batches: list[int], rounds: int, h: int, w: int) -> list[dict]:
     """The precisions' sessions open together, run in turn within each round."""
     from edge_search.runtime.errors import EdgeSearchError
-    from edge_search.runtime.session import open_session
+    from edge_search.runtime.model.session import open_session
 
     rows, sessions, grown = [], {}, {}
     for precision in precisions:
@@ -170,7 +168,7 @@ def _throughput_rows(bundle, device: str, precisions: list[str], batches: list[i
 
 def add_fractions_of_ceiling(rows: list[dict], limits: dict, bundle_dir: Path) -> None:
     """CPU rows of ViT-B/16 get images/s as a fraction of the matching ceiling."""
-    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.model.bundle import Bundle
 
     from .ceiling import VIT_B16_GFLOP, fraction_of_ceiling
 
@@ -195,12 +193,12 @@ def _is_vit_b16(bundle) -> bool:
 def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: Path) -> list[dict]:
     import shutil
 
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.embedder import Embedder
-    from edge_search.runtime.indexer import run_index
-    from edge_search.runtime.preprocess import Preprocessor
-    from edge_search.runtime.session import open_session
-    from edge_search.runtime.store import IndexWriter
+    from edge_search.runtime.jobs.indexer import run_index
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.model.embedder import Embedder
+    from edge_search.runtime.model.preprocess import Preprocessor
+    from edge_search.runtime.model.session import open_session
+    from edge_search.runtime.store.generations import IndexWriter
 
     bundle = Bundle.load(bundle_dir)
     rows = []
@@ -219,9 +217,8 @@ def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: P
 
 def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
     import onnxruntime  # noqa: F401  (before usearch, see runtime/vector_index.py)
-
     from edge_search.export.synthetic import clustered_embeddings
-    from edge_search.runtime import vector_index as vi
+    from edge_search.runtime.store import vector_index as vi
 
     rows = []
     for n in sizes:
@@ -319,7 +316,7 @@ def main() -> None:
                         help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
     args = parser.parse_args()
 
-    from edge_search.runtime.bundle import Bundle
+    from edge_search.runtime.model.bundle import Bundle
 
     from .ceiling import ceilings
 

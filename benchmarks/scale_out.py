@@ -66,8 +66,8 @@ def ray_vs_box(bundle: Path, images: Path, work: Path, rounds: int = 2) -> dict:
 def _catalog(bundle: Path, count: int, work: Path) -> Path:
     """An index of `count` clustered 768-d vectors written through the real store."""
     from edge_search.export.synthetic import clustered_embeddings
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.store import IndexWriter
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store.generations import IndexWriter
 
     from .store_scale import _rows
 
@@ -83,9 +83,8 @@ def _catalog(bundle: Path, count: int, work: Path) -> Path:
 
 def milvus_fleet(bundle: Path, count: int, work: Path, query_image: Path, queries: int = 5) -> list[dict]:
     """sync time (first, and unchanged), and cold `query --milvus` latency, against Lite and a server."""
-    from milvus import MilvusServer, MilvusServerConfig
-
     from cluster import free_port
+    from milvus import MilvusServer, MilvusServerConfig
 
     index_dir = _catalog(bundle, count, work)
     env = {**os.environ, "EDGE_SEARCH_MODEL": str(bundle), "EDGE_SEARCH_DEVICE": "cpu",
@@ -129,9 +128,9 @@ def milvus_fleet(bundle: Path, count: int, work: Path, query_image: Path, querie
 def _warm_search(bundle: Path, index_dir: Path, uri: str, probes: int = 50) -> tuple[float, float]:
     """What a long-lived client (the service) sees: median search latency over an open collection, and
     recall@10 of Milvus's HNSW against an exact scan of the catalog's float32 vectors."""
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.catalog import Catalog
-    from edge_search.runtime.fleet import Fleet
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.scale.fleet import Fleet
+    from edge_search.runtime.store.catalog import Catalog
 
     catalog = Catalog.open(index_dir, create=False)
     keys, vectors = map(np.concatenate, zip(*catalog.vectors()))

@@ -40,10 +40,10 @@ def _rows(start: int, vectors: np.ndarray):
 def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98,
                 dupes: bool = True) -> dict:
     from edge_search.export.synthetic import clustered_embeddings
-    from edge_search.runtime import vector_index as vi
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.dupes import find_duplicates
-    from edge_search.runtime.store import IndexReader, IndexWriter
+    from edge_search.runtime.jobs.dupes import find_duplicates
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store import vector_index as vi
+    from edge_search.runtime.store.generations import IndexReader, IndexWriter
 
     rng = np.random.default_rng(count)
     data = clustered_embeddings(count + queries, 768, max(count // 100, 10), seed=count)

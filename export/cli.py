@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from edge_search.runtime import __version__
+from edge_search.runtime.cli import edge as cli_edge
+from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
+from edge_search.runtime.options import GRAPH_PRECISIONS
 from rich.console import Console
 
-from edge_search.runtime import __version__
-from edge_search.runtime import cli_edge
-from edge_search.runtime.bundle import PRECISIONS
-from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
-
 from .defaults import DEFAULT_MODEL, DEFAULT_OPSET
-from .errors import ExportError, ExportStorageError, ExportUsageError, ParityError, SourceError
+from .errors import (
+    ExportError,
+    ExportStorageError,
+    ExportUsageError,
+    ParityError,
+    SourceError,
+)
 
 # Exit codes of `export-model`, documented in README.md: the only place they are numbered.
 EXIT_CODES: dict[type, int] = {ExportUsageError: 2, SourceError: 3, ParityError: 4, ExportStorageError: 5}
@@ -69,8 +74,8 @@ def _import_pipeline():
 
 def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
     """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
-    from edge_search.runtime.bundle import Bundle
     from edge_search.runtime.errors import BundleError
+    from edge_search.runtime.model.bundle import Bundle
 
     try:
         manifest = Bundle.load(out).manifest
@@ -112,7 +117,7 @@ def export_model(
         return
     export_bundle = _import_pipeline()
     manifest = export_bundle(
-        model=model, out=out, revision=revision, precisions=tuple(precision or PRECISIONS), opset=opset,
+        model=model, out=out, revision=revision, precisions=tuple(precision or GRAPH_PRECISIONS), opset=opset,
         force=force, random_weights=random_weights, dupe_threshold=dupe_threshold, require=tuple(require or ()),
         step=_step_reporter(err),
     )

@@ -15,21 +15,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import onnx
-from edge_search.runtime.bundle import (
+from edge_search.runtime.files import sha256_file
+from edge_search.runtime.options import GRAPH_PRECISIONS
+from edge_search.runtime.model.bundle import (
     MANIFEST_NAME,
-    PRECISIONS,
     SCHEMA_VERSION,
     TOKENIZER_NAME,
     Manifest,
     ModelFile,
     TensorSpec,
     TextTower,
-    sha256_file,
+    family_threshold,
 )
-from edge_search.runtime.dupes import family_threshold
 
 from . import clip, optimize, parity
-from .errors import ExportError, ExportStorageError, ExportUsageError, ParityError, SourceError
+from .errors import (
+    ExportError,
+    ExportStorageError,
+    ExportUsageError,
+    ParityError,
+    SourceError,
+)
 from .onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -108,7 +114,7 @@ def export_bundle(
     model: str = DEFAULT_MODEL,
     out: Path,
     revision: str | None = None,
-    precisions: tuple[str, ...] = PRECISIONS,
+    precisions: tuple[str, ...] = GRAPH_PRECISIONS,
     opset: int = DEFAULT_OPSET,
     force: bool = False,
     random_weights: bool = False,
@@ -119,14 +125,14 @@ def export_bundle(
     """Export `model` into a bundle at `out`; a precision that fails its parity gate is left out (see
     `Manifest.rejected`) unless it is in `require`, when nothing is written."""
     out = Path(out).expanduser().absolute()
-    unknown = set(precisions) - set(PRECISIONS)
+    unknown = set(precisions) - set(GRAPH_PRECISIONS)
     if unknown or not precisions:
-        raise ExportUsageError(f"--precision takes any of {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
+        raise ExportUsageError(f"--precision takes any of {', '.join(GRAPH_PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
     if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
         raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
     if set(require) - set(precisions):
         raise ExportUsageError(f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision does not export.")
-    precisions = tuple(p for p in PRECISIONS if p in precisions)
+    precisions = tuple(p for p in GRAPH_PRECISIONS if p in precisions)
     _prepare_out(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +176,7 @@ def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[Tenso
     """Each graph measured against the PyTorch reference and described; one that drifts beyond its gate is
     deleted and recorded in `rejected` instead."""
     files: dict[str, ModelFile] = {}
-    for precision in PRECISIONS:
+    for precision in GRAPH_PRECISIONS:
         if precision not in graphs:
             continue
         path = graphs[precision]

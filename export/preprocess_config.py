@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_search.runtime.bundle import PreprocessConfig
+from edge_search.runtime.model.bundle import PreprocessConfig
 
 from .errors import SourceError
 

@@ -1,3 +1,3 @@
-from .cli import main
+from edge_search.runtime.cli import main
 
 main()

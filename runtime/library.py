@@ -5,7 +5,7 @@ return result objects and never print or exit.
     from edge_search.runtime.library import Library
 
     library = Library("~/photos-index")               # nothing is opened yet
-    model = library.open_model(device="cpu")         # the bundle the index recorded, else the default
+    model = library.open_model(options=ModelOptions(device="cpu"))       # the bundle the index recorded, else the default
     library.index(model, ["~/Pictures"])             # the single writer, for the length of the call
     for hit in library.query(model, images=["holiday.jpg"], k=5).hits:
         print(hit.rank, hit.score, hit.path)
@@ -18,120 +18,46 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
-
-from . import vector_index as vi  # first: it imports onnxruntime before usearch
-from .bundle import Bundle
-from .catalog import Catalog, Failure, Root, encode_path
-from .doctor import Check, check_bundle_files, check_index, check_providers
-from .dupes import DupesReport, family_threshold, find_duplicates
-from .embedder import Embedder, EmbedResult, l2_normalize
-from .errors import BundleError, ImageDecodeError, IndexMissing, UsageError
-from .indexer import FileCallback, IndexReport, run_index, under
-from .locations import default_bundle_dir, default_index_dir
-from .meta import IndexMeta
-from .preprocess import Preprocessor
-from .providers import CudaOptions
-from .session import OrtSession, open_session
-from .store import Hit, IndexReader, IndexWriter, check_bundle
+from edge_search.runtime.errors import (
+    BundleError,
+    ImageDecodeError,
+    IndexMissing,
+    UsageError,
+)
+from edge_search.runtime.jobs.dupes import DupesReport, find_duplicates
+from edge_search.runtime.jobs.indexer import FileCallback, IndexReport, run_index, under
+from edge_search.runtime.jobs.verify import (
+    Check,
+    check_bundle_files,
+    check_index,
+    check_providers,
+)
+from edge_search.runtime.locations import default_bundle_dir, default_index_dir
+from edge_search.runtime.model.bundle import Bundle, family_threshold
+from edge_search.runtime.model.embedder import l2_normalize
+from edge_search.runtime.model.model import Model
+from edge_search.runtime.options import CudaOptions, ImageSource, ModelOptions
+from edge_search.runtime.store import (
+    vector_index as vi,  # first: it imports onnxruntime before usearch
+)
+from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path
+from edge_search.runtime.store.generations import (
+    Hit,
+    IndexReader,
+    IndexWriter,
+    check_binding,
+)
+from edge_search.runtime.store.meta import IndexMeta
 
 if TYPE_CHECKING:
-    from .fleet import Fleet, FleetHit, SyncReport
-    from .ray_embedder import RayOptions
-
-ImageSource = str | os.PathLike | bytes | Image.Image
-
-
-# ----------------------------------------------------------------------------------------------- Model
-@dataclass
-class Model:
-    """A bundle with its onnxruntime session and preprocessing: open once, embed many times."""
-
-    bundle: Bundle
-    session: OrtSession
-    preprocessor: Preprocessor
-    embedder: Embedder
-    notes: list[str] = field(default_factory=list)  # e.g. "CUDA cannot start (...); using the CPU."
-    threads: int | None = None
-    _text: Any = None  # the text tower, opened on the first text query
-
-    @property
-    def has_text(self) -> bool:
-        """Whether the bundle can embed words (a CLIP bundle with its text tower)."""
-        return self.bundle.manifest.text is not None
-
-    def embed_text(self, text: str) -> np.ndarray:
-        """The unit embedding of `text`, in the same space as the images' (CLIP bundles only; UsageError otherwise)."""
-        if self._text is None:
-            from .text import TextEncoder
-
-            self._text = TextEncoder.open(self.bundle, precision=self.precision, threads=self.threads)
-        return self._text.embed([text])[0]
-
-    @classmethod
-    def open(
-        cls,
-        bundle: Bundle | str | os.PathLike | None = None,
-        *,
-        device: str = "auto",
-        precision: str = "auto",
-        threads: int | None = None,
-        batch_size: int = 8,
-        cuda: CudaOptions = CudaOptions(),
-        jpeg_draft: bool = True,
-        max_megapixels: float | None = None,
-        session: tuple[OrtSession, list[str]] | None = None,
-    ) -> Model:
-        """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location.
-        `session`: (session, notes) already opened for this bundle with these options (the CLI's prewarm)."""
-        if not isinstance(bundle, Bundle):
-            bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
-        session, notes = session or open_session(bundle, device=device, precision=precision, threads=threads, cuda=cuda)
-        preprocessor = cls.preprocessor_for(bundle, jpeg_draft=jpeg_draft, max_megapixels=max_megapixels, threads=threads)
-        embedder = Embedder(session, preprocessor, batch_size=batch_size, workers=threads)
-        return cls(bundle, session, preprocessor, embedder, notes, threads)
-
-    @staticmethod
-    def preprocessor_for(bundle: Bundle, *, jpeg_draft: bool = True, max_megapixels: float | None = None,
-                         threads: int | None = None, **_session_options: Any) -> Preprocessor:
-        """The decoding and preprocessing `open` gives a model with these options (needs no session, so
-        the CLI can decode a query image while the session is still being built)."""
-        return Preprocessor.for_options(bundle.manifest, jpeg_draft=jpeg_draft, max_megapixels=max_megapixels, threads=threads)
-
-    @property
-    def provider(self) -> str:
-        return self.session.provider
-
-    @property
-    def precision(self) -> str:
-        return self.session.precision
-
-    @property
-    def random_weights(self) -> bool:
-        return self.bundle.manifest.random_weights
-
-    def embed_paths(self, paths: Iterable[str | os.PathLike], *, stop: threading.Event | None = None) -> Iterator[EmbedResult]:
-        """One result per path, in order: a unit vector, or the reason that file could not be read."""
-        return self.embedder.embed(paths, stop=stop)
-
-    def pixels(self, image: ImageSource, label: str | None = None) -> np.ndarray:
-        """Decode and preprocess one image (path, encoded bytes or a PIL image); ImageDecodeError if it cannot be."""
-        if isinstance(image, Image.Image):
-            return self.preprocessor.from_image(image)
-        if isinstance(image, bytes):
-            return self.preprocessor.load_bytes(image, label or "<bytes>")
-        return self.preprocessor.load(image)
-
-    def embed_image(self, image: ImageSource) -> np.ndarray:
-        """The unit embedding of one image."""
-        return self.embedder.embed_pixels(self.pixels(image)[None])[0]
-
+    from edge_search.runtime.scale.fleet import Fleet, FleetHit, SyncReport
+    from edge_search.runtime.scale.ray_embedder import RayOptions
 
 # ---------------------------------------------------------------------------------------- results
 @dataclass(frozen=True)
@@ -197,7 +123,6 @@ class Library:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory or default_index_dir()).expanduser()
         self._reader: IndexReader | None = None
-        self._legacy_verdict: bool | None = None
 
     def __enter__(self) -> Library:
         return self
@@ -242,9 +167,9 @@ class Library:
         recorded = self.meta().bundle_path
         return Path(recorded) if recorded else default_bundle_dir()
 
-    def open_model(self, bundle: str | os.PathLike | None = None, **options: Any) -> Model:
-        """A Model for this index: `bundle` if given, else the recorded one. Options as for `Model.open`."""
-        return Model.open(Bundle.load(Path(bundle) if bundle else self.bundle_path()), **options)
+    def open_model(self, bundle: str | os.PathLike[str] | None = None, options: ModelOptions | None = None) -> Model:
+        """A Model for this index: `bundle` if given, else the recorded one."""
+        return Model.open(Bundle.load(Path(bundle) if bundle else self.bundle_path()), options)
 
     # -- writing ----------------------------------------------------------------------------------
     def index(
@@ -292,12 +217,14 @@ class Library:
                              else f"Nothing to index: none of {missing} exists.")
         cluster = None
         if ray is not None:  # joined before the index is touched: a cluster that is down changes nothing here
-            from .ray_embedder import RayEmbedder  # Ray is imported only when asked for
+            from edge_search.runtime.scale.ray_embedder import (
+                RayEmbedder,  # Ray is imported only when asked for
+            )
 
             cluster = RayEmbedder(model, ray)
         try:
             with IndexWriter(self.directory, model.bundle, precision=model.precision,
-                             settings=self._settings(model, settings), adopt=self._legacy_reproduced(model, self.meta())) as writer:
+                             settings=self._settings(model, settings),) as writer:
                 writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
                 report = run_index(writer, cluster or model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
                                    on_start=on_start, on_file=on_file, stop=stop)
@@ -342,28 +269,7 @@ class Library:
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""
         catalog = self.reader().catalog
-        if not self._legacy_reproduced(model, catalog.index_meta()):
-            check_bundle(catalog, model.bundle)
-
-    def _legacy_reproduced(self, model: Model, meta: IndexMeta, sample: int = 4) -> bool:
-        """For an index from before bundle identities whose recorded manifest hash differs (the same
-        checkpoint re-exported, which used to lock users out): whether `model` reproduces the stored
-        embeddings of a few files still on disk unchanged. Cosine >= 0.99999 where both sides are fp32,
-        else >= 0.99 (int8's parity bound); another model's weights land far below."""
-        manifest = model.bundle.manifest
-        if (meta.bundle_identity is not None or meta.legacy_manifest_sha256 in (None, model.bundle.manifest_sha256)
-                or meta.model_id != manifest.model_id or meta.dim != manifest.embedding_dim):
-            return False
-        if self._legacy_verdict is not None:
-            return self._legacy_verdict
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
-            rows = catalog.sample_ok(64)
-        unchanged = [(path, vector) for path, size, mtime, vector in rows if _same_file(path, size, mtime)][:sample]
-        threshold = 0.99999 if meta.precision == model.precision == "fp32" else 0.99
-        results = list(model.embed_paths(path for path, _ in unchanged))
-        self._legacy_verdict = bool(unchanged) and all(
-            r.ok and float(r.vector @ stored) >= threshold for r, (_, stored) in zip(results, unchanged))
-        return self._legacy_verdict
+        check_binding(catalog, model.bundle)
 
     def query(
         self,
@@ -461,7 +367,12 @@ class Library:
                    token: str | None = None) -> SyncReport:
         """Make this box's rows in the Milvus collection at `uri` equal to this index (paths and
         embeddings leave the box: opt-in). No model needed; incremental, idempotent, resumable."""
-        from .fleet import Fleet, check_box, default_box, milvus_errors
+        from edge_search.runtime.scale.fleet import (
+            Fleet,
+            check_box,
+            default_box,
+            milvus_errors,
+        )
 
         box = check_box(box or default_box())
         if not self.exists():
@@ -480,7 +391,7 @@ class Library:
 
     def open_fleet(self, uri: str, model: Model, *, collection: str | None = None, token: str | None = None) -> Fleet:
         """The Milvus collection that holds `model`'s embeddings (a long-lived client keeps it open; close() it)."""
-        from .fleet import Fleet, milvus_errors
+        from edge_search.runtime.scale.fleet import Fleet, milvus_errors
 
         with milvus_errors(uri, "Nothing was read"):
             return Fleet.open(uri, identity=model.bundle.identity, dim=model.bundle.manifest.embedding_dim,
@@ -491,7 +402,7 @@ class Library:
                     collection: str | None = None, token: str | None = None) -> FleetQueryResult:
         """The `k` images most like the query across every box synced to the Milvus collection (or one
         `box`). `fleet`: a Milvus URI (opened and closed for this query) or an open `Fleet`."""
-        from .fleet import milvus_errors
+        from edge_search.runtime.scale.fleet import milvus_errors
 
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
@@ -543,14 +454,6 @@ def query_vector(model: Model, images: Sequence[ImageSource], text: str | None, 
     return l2_normalize(query[None])[0]
 
 
-def _same_file(path: str, size: int, mtime_ns: int) -> bool:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    return stat.st_size == size and stat.st_mtime_ns == mtime_ns
-
-
 def _self_paths(image: ImageSource) -> set[str]:
     if isinstance(image, (str, os.PathLike)):
         return {os.path.abspath(os.fspath(image))}
@@ -579,6 +482,7 @@ __all__ = [
     "Library",
     "LibraryInfo",
     "Model",
+    "ModelOptions",
     "QueryResult",
     "RemoveReport",
     "Root",

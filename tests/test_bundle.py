@@ -6,9 +6,9 @@ import json
 import shutil
 
 import pytest
-
-from edge_search.runtime.bundle import Bundle, _VerifiedCache
 from edge_search.runtime.errors import BundleError
+from edge_search.runtime.files import VerifiedCache
+from edge_search.runtime.model.bundle import Bundle
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def bundle_copy(tiny_bundle, tmp_path):
 def test_a_good_bundle_loads_and_verifies(bundle_copy, tmp_path):
     bundle = Bundle.load(bundle_copy)
     assert bundle.precisions == ("fp32", "fp16", "int8")
-    assert bundle.model_path("fp32", cache=_VerifiedCache(tmp_path / "c.json")).name == "model.fp32.onnx"
+    assert bundle.model_path("fp32", cache=VerifiedCache(tmp_path / "c.json")).name == "model.fp32.onnx"
 
 
 def test_a_missing_bundle_says_how_to_make_one(tmp_path):
@@ -40,15 +40,15 @@ def test_a_tampered_model_of_the_same_size_is_refused(bundle_copy, tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="does not match its manifest"):
-        Bundle.load(bundle_copy).model_path("fp32", cache=_VerifiedCache(tmp_path / "c.json"))
+        Bundle.load(bundle_copy).model_path("fp32", cache=VerifiedCache(tmp_path / "c.json"))
 
 
 def test_hashes_are_checked_once_per_file_state(bundle_copy, tmp_path, monkeypatch):
-    cache = _VerifiedCache(tmp_path / "c.json")
+    cache = VerifiedCache(tmp_path / "c.json")
     bundle = Bundle.load(bundle_copy)
     bundle.model_path("int8", cache=cache)
     calls = []
-    monkeypatch.setattr("edge_search.runtime.bundle.sha256_file", lambda p: calls.append(p) or "x")
+    monkeypatch.setattr("edge_search.runtime.model.bundle.sha256_file", lambda p: calls.append(p) or "x")
     bundle.model_path("int8", cache=cache)
     assert calls == []
     (bundle_copy / "model.int8.onnx").touch()  # a new mtime is a new state: hashed again (and here: refused)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import cli_env, photo, run_script
 from edge_search.export.clip import PARITY_TEXTS
-from edge_search.runtime.bundle import Bundle
+from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Model
-from edge_search.runtime.text import TextEncoder
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.text import TextEncoder
 from served import Service
 
 THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}
@@ -57,7 +58,7 @@ def test_the_runtime_tokens_are_clip_tokenizers(tiny_clip_bundle, transformers_c
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_image_and_text_embeddings_reproduce_transformers(tiny_clip_bundle, transformers_clip, precision):
     clip, processor, tokenizer = transformers_clip
-    model = Model.open(tiny_clip_bundle, device="cpu", precision=precision)
+    model = Model.open(tiny_clip_bundle, ModelOptions(device="cpu", precision=precision))
     images = [photo(40 + i, 64 + 37 * i, 48 + 23 * i) for i in range(6)]
     with torch.no_grad():
         expected_images = clip.get_image_features(**processor(images=images, return_tensors="pt")).numpy()

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli_env, photo, run_script
-from edge_search.runtime.catalog import Catalog
-from edge_search.runtime.dupes import FIRST_K
 from edge_search.runtime.errors import UsageError
+from edge_search.runtime.jobs.dupes import FIRST_K
+from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model
+from edge_search.runtime.store.catalog import Catalog
 from PIL import Image
 
 ORIGINALS = 4
@@ -23,7 +24,7 @@ ORIGINALS = 4
 
 @pytest.fixture(scope="module")
 def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, device="cpu", precision="fp32")
+    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import cosine, photo, transformers_embeddings
-
-from edge_search.runtime.bundle import Bundle
-from edge_search.runtime.embedder import Embedder
-from edge_search.runtime.preprocess import Preprocessor
-from edge_search.runtime.session import open_session
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.embedder import Embedder
+from edge_search.runtime.model.preprocess import Preprocessor
+from edge_search.runtime.model.session import open_session
 
 THRESHOLD = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 

@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import save_tiny
-
 from edge_search.export import parity
 from edge_search.export.cli import EXIT_CODES
 from edge_search.export.errors import ExportUsageError, ParityError, SourceError
 from edge_search.export.pipeline import export_bundle
-from edge_search.runtime.bundle import Bundle, sha256_file
 from edge_search.runtime.errors import BundleError
+from edge_search.runtime.files import sha256_file
+from edge_search.runtime.model.bundle import Bundle
 
 EXIT_USAGE, EXIT_SOURCE = EXIT_CODES[ExportUsageError], EXIT_CODES[SourceError]
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster import free_port
 from conftest import cli_env, console_script, photo
 
 pymilvus = pytest.importorskip("pymilvus")
 
-from edge_search.runtime.catalog import Catalog  # noqa: E402
+from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model  # noqa: E402
+from edge_search.runtime.store.catalog import Catalog  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def uri(request, tmp_path) -> str:
 
 @pytest.fixture(scope="module")
 def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, device="cpu", precision="fp32")
+    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 def make_box(root: Path, seeds: range) -> Path:
@@ -187,8 +187,8 @@ def test_a_collection_left_without_its_index_by_a_killed_sync_is_repaired_by_the
 
 def test_a_sync_killed_half_way_is_finished_by_the_next(milvus_server, tiny_bundle, tmp_path):
     """20 000 catalog rows, the sync process kill -9'd once some (not all) rows reached the server."""
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.store import IndexWriter
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store.generations import IndexWriter
 
     count, dim = 20_000, Bundle.load(tiny_bundle).manifest.embedding_dim
     vectors = np.random.default_rng(7).normal(size=(count, dim)).astype(np.float32)

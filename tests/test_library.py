@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 
 import numpy as np
 import pytest
-
 from conftest import photo
-
-from edge_search.runtime.bundle import Bundle
 from edge_search.runtime.errors import IndexMissing, UsageError
+from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model
+from edge_search.runtime.model.bundle import Bundle
 
 
 @pytest.fixture(scope="module")
 def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, device="cpu", precision="fp32")
+    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 @pytest.fixture
@@ -47,7 +45,7 @@ def test_index_query_info_remove_in_a_few_lines(model, library, photo_dir):
 
 def test_remove_and_info_need_no_model_bundle(model, library, photo_dir, tiny_bundle, tmp_path):
     moved_bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
-    library.index(Model.open(moved_bundle, device="cpu"), [photo_dir])
+    library.index(Model.open(moved_bundle, ModelOptions(device="cpu")), [photo_dir])
     shutil.rmtree(moved_bundle)
     assert library.info().count == 12
     assert library.remove([photo_dir]).removed == 12
@@ -148,31 +146,13 @@ def test_re_exporting_the_same_checkpoint_or_adding_a_precision_keeps_the_index(
     first = tmp_path / "first"
     export_bundle(model=str(tiny_checkpoint), out=first, precisions=("fp32",))
     library = Library(tmp_path / "index")
-    library.index(Model.open(first, device="cpu"), [photo_dir])
+    library.index(Model.open(first, ModelOptions(device="cpu")), [photo_dir])
     again = tmp_path / "again"
     export_bundle(model=str(tiny_checkpoint), out=again, precisions=("fp32", "int8"))
     assert json.loads((again / "manifest.json").read_text())["created_at"]  # a new manifest, other bytes
     assert Bundle.load(again).identity == Bundle.load(first).identity
-    hits = library.query(Model.open(again, device="cpu", precision="int8"), images=[photo_dir / "img01.png"], k=1).hits
+    hits = library.query(Model.open(again, ModelOptions(device="cpu", precision="int8")), images=[photo_dir / "img01.png"], k=1).hits
     assert hits[0].path == str(photo_dir / "img01.png")
-
-
-def test_an_index_from_before_bundle_identities_is_migrated(model, library, photo_dir, tiny_bundle):
-    library.index(model, [photo_dir])
-    library.close()
-    legacy = Bundle.load(tiny_bundle).manifest_sha256
-    with sqlite3.connect(library.directory / "catalog.sqlite") as db:
-        db.execute("DELETE FROM meta WHERE key='bundle_identity'")
-        db.execute("INSERT INTO meta VALUES ('bundle_sha256', ?)", (legacy,))
-        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-        db.execute("DROP TABLE roots")
-    assert library.query(model, images=[photo_dir / "img01.png"], k=1).hits[0].path == str(photo_dir / "img01.png")
-    library.close()
-    report = library.index(model, [photo_dir])
-    assert report.unchanged == 12
-    meta = library.meta()
-    assert meta.bundle_identity == Bundle.load(tiny_bundle).identity and meta.legacy_manifest_sha256 is None
-    assert meta.schema_version == 2 and [r.path for r in library.roots()] == [str(photo_dir)]
 
 
 def test_failures_are_listed_with_their_reasons(model, library, photo_dir):
@@ -185,7 +165,7 @@ def test_failures_are_listed_with_their_reasons(model, library, photo_dir):
 def test_images_larger_than_max_megapixels_are_skipped_but_a_drafted_jpeg_is_cheap(tiny_bundle, tmp_path):
     from PIL import Image
 
-    model = Model.open(tiny_bundle, device="cpu", max_megapixels=1)
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", max_megapixels=1))
     big_png, big_jpeg = tmp_path / "big.png", tmp_path / "big.jpg"
     Image.new("RGB", (1500, 1000), (10, 80, 200)).save(big_png)
     Image.new("RGB", (4000, 3000), (10, 80, 200)).save(big_jpeg)
@@ -204,48 +184,6 @@ def test_embeddings_are_unit_vectors_from_paths_bytes_or_pil_images(model, photo
     assert np.linalg.norm(from_path) == pytest.approx(1.0, abs=1e-5)
     assert float(from_path @ model.embed_image(path.read_bytes())) == pytest.approx(1.0, abs=1e-6)
     assert float(from_path @ from_pil) == pytest.approx(1.0, abs=1e-6)
-
-
-def test_an_old_index_locked_out_by_a_re_export_is_adopted_when_the_bundle_reproduces_it(model, library, photo_dir,
-                                                                                         tiny_bundle, tmp_path):
-    """Before bundle identities, re-exporting the same checkpoint changed the recorded manifest hash."""
-    library.index(model, [photo_dir])
-    library.close()
-    with sqlite3.connect(library.directory / "catalog.sqlite") as db:
-        db.execute("DELETE FROM meta WHERE key='bundle_identity'")
-        db.execute("INSERT INTO meta VALUES ('bundle_sha256', ?)", ("f" * 64,))  # a manifest no longer there
-    assert library.query(model, images=[photo_dir / "img01.png"], k=1).hits[0].path == str(photo_dir / "img01.png")
-    assert library.index(model, [photo_dir]).unchanged == 12
-    assert Library(library.directory).meta().bundle_identity == Bundle.load(tiny_bundle).identity
-
-
-def test_an_old_index_is_not_adopted_by_a_bundle_with_other_weights(library, photo_dir, tmp_path):
-    from conftest import save_tiny
-    from edge_search.export.pipeline import export_bundle
-    from edge_search.runtime.errors import IndexMismatch
-
-    import torch
-
-    checkpoint = save_tiny(tmp_path / "ckpt")
-    first = export_bundle(model=str(checkpoint), out=tmp_path / "first", precisions=("fp32",))
-    Library(library.directory).index(Model.open(tmp_path / "first", device="cpu"), [photo_dir])
-    from transformers import ViTForImageClassification
-
-    retrained = ViTForImageClassification.from_pretrained(checkpoint)
-    with torch.no_grad():
-        for parameter in retrained.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.5)
-    retrained.save_pretrained(checkpoint)
-    export_bundle(model=str(checkpoint), out=tmp_path / "second", precisions=("fp32",))
-    with sqlite3.connect(library.directory / "catalog.sqlite") as db:
-        db.execute("DELETE FROM meta WHERE key='bundle_identity'")
-        db.execute("INSERT INTO meta VALUES ('bundle_sha256', ?)", ("f" * 64,))
-    other = Model.open(tmp_path / "second", device="cpu")
-    assert other.bundle.manifest.model_id == first.model_id
-    with pytest.raises(IndexMismatch):
-        library.query(other, images=[photo_dir / "img01.png"])
-    with pytest.raises(IndexMismatch):
-        library.index(other, [photo_dir])
 
 
 def test_a_stop_during_the_folder_walk_ends_the_run_and_prunes_nothing(model, library, photo_dir):

@@ -6,13 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import photo
-
 from edge_search.export.preprocess_config import preprocess_config
 from edge_search.runtime.errors import ImageDecodeError
-from edge_search.runtime.preprocess import Preprocessor, open_image, to_rgb
+from edge_search.runtime.model.preprocess import Preprocessor, open_image, to_rgb
+from PIL import Image
 
 SIZES = [(224, 224), (640, 480), (480, 640), (333, 101), (97, 1200), (1, 1), (17, 3), (3000, 2000), (225, 223), (50, 50)]
 
@@ -129,7 +127,7 @@ def test_a_png_named_jpg_is_read_by_its_content(tmp_path):
 @pytest.mark.parametrize("suffix", [".heic", ".avif"])
 def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
     pytest.importorskip("pillow_heif")
-    from edge_search.runtime.preprocess import allowed_formats
+    from edge_search.runtime.model.preprocess import allowed_formats
 
     allowed_formats()  # registers pillow-heif's opener
     path = tmp_path / f"phone{suffix}"
@@ -138,9 +136,8 @@ def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
 
 
 def test_a_transparent_image_is_resized_before_it_is_laid_over_white_with_the_same_result():
+    from edge_search.runtime.model.preprocess import over_white
     from transformers import ViTImageProcessor
-
-    from edge_search.runtime.preprocess import over_white
 
     rgb = photo(77, 900, 600)
     alpha = Image.fromarray(np.tile(np.linspace(0, 255, 900, dtype=np.uint8), (600, 1)), "L")

@@ -4,13 +4,13 @@ is exactly what the command resolved, and the answers are the same either way.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from conftest import cli_env, run_script
 from edge_search.runtime.cli import prewarm
-from edge_search.runtime.providers import CudaOptions
+from edge_search.runtime.options import ModelOptions
 
 
 def test_the_guess_reads_the_options_that_choose_the_session():
@@ -32,10 +32,10 @@ def test_nothing_is_guessed_where_a_guess_would_be_unreliable():
 def test_a_session_opened_for_other_options_is_not_taken(tiny_bundle, monkeypatch):
     monkeypatch.setenv("EDGE_SEARCH_MODEL", str(tiny_bundle))
     prewarm.start(["query", "a.jpg", "--device", "cpu", "--precision", "fp32"])
-    options = {"device": "cpu", "precision": "int8", "threads": None, "cuda": CudaOptions()}
+    options = ModelOptions(device="cpu", precision="int8")
     assert prewarm.take(Path(tiny_bundle), None, options) is None
     prewarm.start(["query", "a.jpg", "--device", "cpu", "--precision", "fp32"])
-    taken = prewarm.take(Path(tiny_bundle), None, {**options, "precision": "fp32"})
+    taken = prewarm.take(Path(tiny_bundle), None, replace(options, precision="fp32"))
     assert taken is not None and taken.bundle.root == Path(tiny_bundle)
     session, _notes = taken.session()
     assert session.precision == "fp32"
@@ -58,12 +58,12 @@ def test_the_query_images_are_decoded_ahead_and_used_only_for_exactly_those_file
     image, other = str(photo_dir / "img02.webp"), photo_dir / "img03.jpg"
     argv = ["query", image, "-k", "3", "--under", str(photo_dir), "--device", "cpu", "--precision", "fp32"]
     assert prewarm.guess(argv, {}).images == (image,)  # a folder or an option's word is not an image
-    options = {"device": "cpu", "precision": "fp32", "threads": None, "cuda": CudaOptions()}
+    options = ModelOptions(device="cpu", precision="fp32")
     prewarm.start(argv)
     taken = prewarm.take(Path(tiny_bundle), None, options)
-    preprocessor = Model.preprocessor_for(taken.bundle, **options)
+    preprocessor = Model.preprocessor_for(taken.bundle, options)
     early = taken.pixels([Path(image)], preprocessor)
     assert early is not None and np.array_equal(early[0], preprocessor.load(image))
     assert taken.pixels([other], preprocessor) is None
-    assert taken.pixels([Path(image)], Model.preprocessor_for(taken.bundle, jpeg_draft=False, **options)) is None
+    assert taken.pixels([Path(image)], Model.preprocessor_for(taken.bundle, replace(options, jpeg_draft=False))) is None
     assert taken.pixels([b"bytes from stdin"], preprocessor) is None

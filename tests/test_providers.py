@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from edge_search.runtime.bundle import Bundle
 from edge_search.runtime.errors import ProviderError, UsageError
-from edge_search.runtime.providers import CPU, CUDA, CudaOptions, resolve
-from edge_search.runtime.session import open_session
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.providers import CPU, CUDA, resolve
+from edge_search.runtime.model.session import open_session
+from edge_search.runtime.options import CudaOptions
 
 ALL = ("fp32", "fp16", "int8")
 

@@ -10,19 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import photo
-
 from edge_search.export.synthetic import clustered_embeddings as clustered
-
-from edge_search.runtime import vector_index as vi
-from edge_search.runtime.bundle import Bundle
-from edge_search.runtime.embedder import Embedder
 from edge_search.runtime.errors import IndexBusy, IndexCorrupt, IndexMismatch
-from edge_search.runtime.indexer import run_index
-from edge_search.runtime.preprocess import Preprocessor
-from edge_search.runtime.session import open_session
-from edge_search.runtime.store import IndexReader, IndexWriter
+from edge_search.runtime.jobs.indexer import run_index
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.embedder import Embedder
+from edge_search.runtime.model.preprocess import Preprocessor
+from edge_search.runtime.model.session import open_session
+from edge_search.runtime.store import vector_index as vi
+from edge_search.runtime.store.generations import IndexReader, IndexWriter
 
 
 @pytest.fixture(scope="module")

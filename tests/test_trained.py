@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import cli_env, cosine, edge_search, transformers_embeddings
+from edge_search.export.pipeline import export_bundle
+from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.library import Library, Model
 
 from benchmarks.edits import MILD, save_edit
-from conftest import cli_env, cosine, edge_search, transformers_embeddings
-
-from edge_search.export.pipeline import export_bundle
-from edge_search.runtime.library import Library, Model
 
 FORMS = ("vit", "dinov2")
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
@@ -58,7 +58,7 @@ def test_dinov2_at_its_real_config_keeps_no_resize_in_the_graph(bundles, trained
 def test_runtime_embeddings_of_real_photos_match_transformers(bundles, trained, photos, form, precision):
     """Full JPEG decoding: the reference pipeline decodes every pixel (draft decoding is measured below)."""
     reference = transformers_embeddings(getattr(trained, form), photos)
-    model = Model.open(bundles[form], device="cpu", precision=precision, jpeg_draft=False)
+    model = Model.open(bundles[form], ModelOptions(device="cpu", precision=precision, jpeg_draft=False))
     results = list(model.embed_paths(photos))
     assert all(r.ok for r in results)
     got = np.stack([r.vector for r in results])
@@ -68,15 +68,15 @@ def test_runtime_embeddings_of_real_photos_match_transformers(bundles, trained, 
 def test_jpeg_draft_decoding_is_a_documented_near_copy_of_full_decoding(bundles, photos):
     """README: DCT-scaled decoding of large JPEGs moves trained-weight embeddings by at most ~2e-4 cosine."""
     jpegs = [p for p in photos if p.suffix == ".jpg"]
-    full = Model.open(bundles["vit"], device="cpu", precision="fp32", jpeg_draft=False)
-    draft = Model.open(bundles["vit"], device="cpu", precision="fp32")
+    full = Model.open(bundles["vit"], ModelOptions(device="cpu", precision="fp32", jpeg_draft=False))
+    draft = Model.open(bundles["vit"], ModelOptions(device="cpu", precision="fp32"))
     a = np.stack([r.vector for r in full.embed_paths(jpegs)])
     b = np.stack([r.vector for r in draft.embed_paths(jpegs)])
     assert cosine(a, b).min() >= 0.9995
 
 
 def test_int8_embeds_a_photo_alike_alone_and_among_others(bundles, photos):
-    model = Model.open(bundles["vit"], device="cpu", precision="int8")
+    model = Model.open(bundles["vit"], ModelOptions(device="cpu", precision="int8"))
     together = {r.path: r.vector for r in model.embed_paths(photos[:9])}
     alone = model.embed_image(photos[4])
     assert cosine(alone, together[photos[4]])[0] >= 0.99999
@@ -95,7 +95,7 @@ def test_the_two_motorcycle_views_are_each_others_nearest(bundles, trained, tmp_
 def test_the_original_of_a_mild_edit_comes_first(bundles, trained, photos, tmp_path, precision):
     """Every photograph, edited mildly, finds itself first among all the photos (textures and scans
     included); the hard edits, and textures and scans as queries, are measured by `python -m benchmarks`."""
-    model = Model.open(bundles["vit"], device="cpu", precision=precision)
+    model = Model.open(bundles["vit"], ModelOptions(device="cpu", precision=precision))
     edited = tmp_path / "edited"
     edited.mkdir()
     with Library(tmp_path / "index") as library:

@@ -6,13 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import photo
-
-from edge_search.runtime import vips_decode
 from edge_search.runtime.errors import ImageDecodeError
-from edge_search.runtime.preprocess import Preprocessor, open_image
+from edge_search.runtime.model import vips_decode
+from edge_search.runtime.model.preprocess import Preprocessor, open_image
+from PIL import Image
 
 pytest.importorskip("pyvips")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 def main() -> None:
     import sys
 
-    from . import prewarm
+    from edge_search.runtime.cli import prewarm
 
     prewarm.start(sys.argv[1:])
-    from .app import main as run
+    from edge_search.runtime.cli.app import main as run
 
     run()
 

@@ -6,11 +6,23 @@ import warnings
 from typing import Annotated
 
 import typer
-
-from .. import __version__
-from .. import cli_edge
-from ..errors import (BundleError, ClusterError, EdgeSearchError, ImageDecodeError, ImagesFailed, IndexBusy, IndexCorrupt,
-                      IndexMismatch, IndexMissing, Interrupted, ProviderError, StorageError, UsageError)
+from edge_search.runtime import __version__
+from edge_search.runtime.cli import edge as cli_edge
+from edge_search.runtime.errors import (
+    BundleError,
+    ClusterError,
+    EdgeSearchError,
+    ImageDecodeError,
+    ImagesFailed,
+    IndexBusy,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    Interrupted,
+    ProviderError,
+    StorageError,
+    UsageError,
+)
 
 # Exit codes of `edge-search`, documented in README.md: the only place they are numbered.
 EXIT_CODES: dict[type, int] = {
@@ -58,7 +70,7 @@ BRIEF = (
 
 
 def main() -> None:
-    from . import commands, serve  # noqa: F401  (registers the commands)
+    from edge_search.runtime.cli import commands, serve  # noqa: F401  (registers the commands)
 
     warnings.filterwarnings("ignore", module="PIL")
     cli_edge.run(

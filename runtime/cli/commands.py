@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from ..errors import ImagesFailed, Interrupted, UsageError
-from ..library import Library, Model
-from . import prewarm
-from .app import app
-from .options import (
+from edge_search.runtime.cli import prewarm
+from edge_search.runtime.cli.app import app
+from edge_search.runtime.cli.options import (
     BoxOpt,
     CollectionOpt,
     IndexOpt,
@@ -32,7 +29,18 @@ from .options import (
     VerboseOpt,
     with_model_options,
 )
-from .render import Progress, echo, emit_json, err, human, model_notes, say
+from edge_search.runtime.cli.render import (
+    Progress,
+    echo,
+    emit_json,
+    err,
+    human,
+    model_notes,
+    say,
+)
+from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
+from edge_search.runtime.library import Library, Model
 
 
 @contextlib.contextmanager
@@ -63,11 +71,11 @@ def embed(
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    model_options: dict | None = None,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not images and not texts:
         raise UsageError("Give image files, or --text WORDS.")
-    opened = Model.open(model, **model_options)
+    opened = Model.open(model, model_options)
     model_notes(opened, opened.bundle.root, verbose)
     for text in texts or []:
         vector = opened.embed_text(text)
@@ -127,7 +135,7 @@ def index(
     ray_timeout: Annotated[float, typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up.")] = 60.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    model_options: dict | None = None,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not ray and (ray_ship_bytes or ray_cpus_per_worker):
         raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
@@ -135,14 +143,14 @@ def index(
     if not dirs and not library.roots():
         raise UsageError(f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
                          "remembers none yet.")
-    opened = library.open_model(model, **model_options)
+    opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     cluster = None
     if ray:
-        from ..ray_embedder import RayOptions
+        from edge_search.runtime.scale.ray_embedder import RayOptions
 
         cluster = RayOptions(ray, ship_bytes=ray_ship_bytes, cpus_per_worker=ray_cpus_per_worker,
-                             start_timeout_s=ray_timeout, batch_size=model_options["batch_size"])
+                             start_timeout_s=ray_timeout, batch_size=model_options.batch_size)
     if not as_json:
         where = f"the Ray cluster at {ray}" if ray else opened.provider
         err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {where} {opened.precision}")
@@ -201,7 +209,7 @@ def query(
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    model_options: dict | None = None,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:
     images = images or []
     if not images and text is None:
@@ -225,12 +233,12 @@ def query(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # onnxruntime builds the session while this thread loads the index
         if prewarmed:
-            pending = pool.submit(lambda: Model.open(prewarmed.bundle, session=prewarmed.session(), **model_options))
+            pending = pool.submit(lambda: Model.open(prewarmed.bundle, model_options, session=prewarmed.session()))
         else:
-            pending = pool.submit(library.open_model, model, **model_options)
+            pending = pool.submit(library.open_model, model, model_options)
         library.warm()
         if prewarmed and sources:  # decoded ahead if they were guessed right; else library.query decodes them
-            pixels = prewarmed.pixels(sources, Model.preprocessor_for(prewarmed.bundle, **model_options))
+            pixels = prewarmed.pixels(sources, Model.preprocessor_for(prewarmed.bundle, model_options))
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
     result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,
@@ -240,7 +248,7 @@ def query(
     for note in result.notes:
         say("note:", "yellow", note)
     if montage is not None:
-        from ..montage import write_montage
+        from edge_search.runtime.jobs.montage import write_montage
 
         write_montage(images, sources, result.hits, montage, text=text)
     if as_json:
@@ -265,10 +273,10 @@ def query(
 
 def _query_fleet(library: Library, uri: str, images: list[str], sources: list, text: str | None, text_weight: float,
                  k: int, min_score: float | None, box: str | None, collection: str | None, token: str | None,
-                 model: Path | None, model_options: dict, as_json: bool, paths_only: bool, verbose: bool,
+                 model: Path | None, model_options: ModelOptions, as_json: bool, paths_only: bool, verbose: bool,
                  started: float) -> None:
     """`query --milvus`: the same query, answered by every box synced to the collection."""
-    opened = library.open_model(model, **model_options)
+    opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     result = library.query_fleet(uri, opened, images=sources, text=text, text_weight=text_weight, k=k,
                                  min_score=min_score, box=box, collection=collection, token=token)
@@ -321,7 +329,7 @@ def dupes(
     for note in report.notes:
         say("note:", "yellow", note)
     if montage_dir is not None:
-        from ..montage import write_dupes_sheets
+        from edge_search.runtime.jobs.montage import write_dupes_sheets
 
         write_dupes_sheets(report.groups, montage_dir)
     if as_json:
@@ -391,7 +399,7 @@ def remove(
 # ---------------------------------------------------------------------------------------------- verify
 @app.command(help="Check the bundle's hashes, the catalog, the index file and which providers really start.")
 def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = False) -> None:
-    from .app import EXIT_VERIFY_FAILED
+    from edge_search.runtime.cli.app import EXIT_VERIFY_FAILED
 
     report = Library(index).verify(model)
     if as_json:

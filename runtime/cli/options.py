@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from ..providers import CudaOptions
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
+from edge_search.runtime.options import CudaOptions, Device, ModelOptions, Precision
 
 
 MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -74,7 +59,7 @@ MontageOpt = Annotated[Optional[Path], typer.Option(callback=montage_path, help=
 def with_model_options(*, batch: bool = True):
     """Give a command the options that choose and run the model, declared here once.
 
-    The command receives them as one dict, `model_options`, ready for `Model.open` / `Library.open_model`.
+    The command receives them as one `ModelOptions`, `model_options`, for `Model.open` / `Library.open_model`.
     """
     shared = [
         ("device", DeviceOpt, Device.auto), ("precision", PrecisionOpt, Precision.auto), ("threads", ThreadsOpt, None),
@@ -92,8 +77,8 @@ def with_model_options(*, batch: bool = True):
         @functools.wraps(command)
         def run(**kwargs):
             chosen = {name: kwargs.pop(name) for name, _, _ in shared}
-            model_options = dict(
-                device=chosen["device"].value, precision=chosen["precision"].value, threads=chosen["threads"],
+            model_options = ModelOptions(
+                device=chosen["device"], precision=chosen["precision"], threads=chosen["threads"],
                 batch_size=chosen.get("batch_size", 1),
                 cuda=cuda_options(chosen["cuda_device_id"], chosen["cuda_mem_limit"], chosen["cuda_arena"]),
                 jpeg_draft=chosen["jpeg_draft"], max_megapixels=chosen["max_megapixels"],

@@ -17,7 +17,10 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_search.runtime.options import ModelOptions
 
 # option -> environment variable, for the options that decide which session a query opens
 GUESSED = {"--model": "EDGE_SEARCH_MODEL", "--index": "EDGE_SEARCH_INDEX", "--device": "EDGE_SEARCH_DEVICE",
@@ -82,9 +85,8 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
     try:
         try:
             import onnxruntime  # noqa: F401  (open_session imports it lazily: here, before the main thread goes on)
-
-            from ..bundle import Bundle
-            from ..session import open_session
+            from edge_search.runtime.model.bundle import Bundle
+            from edge_search.runtime.model.session import open_session
         finally:
             imported.set()
 
@@ -130,7 +132,7 @@ class Prewarmed:
         return pixels if tuple(sources) == tuple(Path(image) for image in images) and used == preprocessor else None
 
 
-def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Prewarmed | None:
+def take(model: Path | None, index: Path | None, options: ModelOptions) -> Prewarmed | None:
     """The bundle and session opened ahead, when they are exactly what these options ask for, else None.
     Returns without waiting for the session, so the caller can do other work while it is built."""
     global _started
@@ -138,10 +140,10 @@ def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Pre
         return None
     hint, thread, box = _started
     _started = None
-    from ..providers import CudaOptions
+    from edge_search.runtime.options import CudaOptions
 
-    same = (hint.device == options.get("device") and hint.precision == options.get("precision")
-            and hint.threads == options.get("threads") and options.get("cuda") == CudaOptions()
+    same = (hint.device == options.device and hint.precision == options.precision
+            and hint.threads == options.threads and options.cuda == CudaOptions()
             and _same_path(hint.model, model) and _same_path(hint.index, index))
     if not same:
         return None
@@ -156,8 +158,8 @@ def take(model: Path | None, index: Path | None, options: dict[str, Any]) -> Pre
 def _decode(bundle: Any, hint: Guess, box: dict[str, Any]) -> None:
     """The guessed query images, decoded as a model with default decoding options would decode them."""
     try:
-        from ..preprocess import Preprocessor
         import numpy as np
+        from edge_search.runtime.model.preprocess import Preprocessor
 
         preprocessor = Preprocessor.for_options(bundle.manifest, threads=hint.threads)
         box["pixels"] = (hint.images, preprocessor, np.stack([preprocessor.load(image) for image in hint.images]))
@@ -170,7 +172,7 @@ def _bundle_of_index(index: str | None) -> Path | None:
     catalog module would import usearch. `take` checks the guess against the real answer."""
     import sqlite3
 
-    from ..locations import CATALOG_NAME, default_index_dir
+    from edge_search.runtime.locations import CATALOG_NAME, default_index_dir
 
     path = Path(index).expanduser() / CATALOG_NAME if index else default_index_dir() / CATALOG_NAME
     if not path.is_file():
@@ -187,6 +189,6 @@ def _same_path(guessed: str | None, used: Path | None) -> bool:
 
 
 def _recorded_bundle(index: Path | None) -> Path:
-    from ..library import Library
+    from edge_search.runtime.library import Library
 
     return Library(index).bundle_path().expanduser().resolve()

@@ -11,8 +11,10 @@ from typing import Any
 
 import platformdirs
 import typer
-
-from ..cli_edge import err, say  # one stderr console, markup off: messages hold paths and "[extras]"
+from edge_search.runtime.cli.edge import (  # one stderr console, markup off: messages hold paths and "[extras]"
+    err,
+    say,
+)
 
 CUDA_HINT = ("Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
              "to skip the CUDA check; -v shows this note again.")
@@ -77,7 +79,12 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(

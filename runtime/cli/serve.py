@@ -6,12 +6,20 @@ import ipaddress
 from typing import Annotated, Optional
 
 import typer
-
-from ..errors import UsageError
-from ..library import Library
-from .app import app
-from .options import CollectionOpt, IndexOpt, MilvusOpt, MilvusTokenOpt, ModelOpt, VerboseOpt, with_model_options
-from .render import err, model_notes
+from edge_search.runtime.cli.app import app
+from edge_search.runtime.cli.options import (
+    CollectionOpt,
+    IndexOpt,
+    MilvusOpt,
+    MilvusTokenOpt,
+    ModelOpt,
+    VerboseOpt,
+    with_model_options,
+)
+from edge_search.runtime.cli.render import err, model_notes
+from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.errors import UsageError
+from edge_search.runtime.library import Library
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -28,8 +36,7 @@ def _is_loopback(host: str) -> bool:
 def _serve_imports():
     try:
         import uvicorn
-
-        from ..serve.app import ServiceConfig, make_app
+        from edge_search.runtime.serve.app import ServiceConfig, make_app
     except ImportError as exc:
         raise UsageError(f"`edge-search serve` needs {exc.name}: install the serve extra "
                          "(pip install 'edge-search[serve]').") from None
@@ -53,7 +60,7 @@ def serve(
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
     verbose: VerboseOpt = False,
-    model_options: dict | None = None,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not _is_loopback(host) and not token and not no_auth:
         raise UsageError(f"Refusing to listen on {host} without a token: anyone on the network could search and "
@@ -61,7 +68,7 @@ def serve(
     uvicorn, ServiceConfig, make_app = _serve_imports()
     library = Library(index)
     library.reader()  # no index yet: say so before loading a model
-    opened = library.open_model(model, **model_options)
+    opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     library.check_model(opened)
     config = ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20, watch=watch, rescan_s=rescan, log=_log,

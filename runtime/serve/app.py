@@ -20,6 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_search.runtime.errors import (
+    ClusterError,
+    EdgeSearchError,
+    ImageDecodeError,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    StorageError,
+    UsageError,
+)
+from edge_search.runtime.library import Library, Model
+from edge_search.runtime.serve.thumbnails import ThumbnailCache
+from edge_search.runtime.serve.watch import LibraryWatcher
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -34,20 +47,6 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-
-from ..errors import (
-    ClusterError,
-    EdgeSearchError,
-    ImageDecodeError,
-    IndexCorrupt,
-    IndexMismatch,
-    IndexMissing,
-    StorageError,
-    UsageError,
-)
-from ..library import Library, Model
-from .thumbnails import ThumbnailCache
-from .watch import LibraryWatcher
 
 STATIC = Path(__file__).parent / "static"
 # the page loads only its own files; uploads are previewed from blob: URLs

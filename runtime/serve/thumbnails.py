@@ -6,10 +6,9 @@ import io
 import os
 from pathlib import Path
 
+from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.model.preprocess import open_image, to_rgb
 from PIL import Image
-
-from ..errors import ImageDecodeError
-from ..preprocess import open_image, to_rgb
 
 THUMB_EDGE = 320
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgeSearchError, IndexBusy
-from ..library import Library, Model
+from edge_search.runtime.errors import EdgeSearchError, IndexBusy
+from edge_search.runtime.library import Library, Model
 
 BUSY_RETRY_S = 15.0
 

@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-from PIL import Image
-
 from conftest import cli_env, edge_search, photo
+from PIL import Image
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ import time
 
 import onnxruntime
 import pytest
-from PIL import Image
-
 from conftest import cli_env, console_script, photo, run_script
+from PIL import Image
 
 
 @pytest.fixture
@@ -206,8 +205,14 @@ def test_export_model_on_a_search_only_install_names_the_extra(tmp_path):
 
 
 def test_the_montage_names_files_marks_missing_ones_and_shows_transparency(tmp_path):
-    from edge_search.runtime.montage import HEADER_H, PAD, TILE, hit_label, write_montage
-    from edge_search.runtime.store import Hit
+    from edge_search.runtime.jobs.montage import (
+        HEADER_H,
+        PAD,
+        TILE,
+        hit_label,
+        write_montage,
+    )
+    from edge_search.runtime.store.generations import Hit
 
     clear = tmp_path / "clear.png"
     Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(clear)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster import LocalRayCluster
 from conftest import cli_env, console_script, photo
 

@@ -8,8 +8,8 @@ import os
 import threading
 
 import pytest
-from conftest import cli_env, run_script
 from cluster import free_port
+from conftest import cli_env, run_script
 from served import Service
 
 

@@ -4,7 +4,6 @@ no traceback, and nothing run or created."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import cli_env, photo, run_script
 
 

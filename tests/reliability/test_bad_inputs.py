@@ -10,9 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import cli_env, cosine, edge_search, photo
+from PIL import Image
 
 
 def run_with_peak_rss(command, env):
@@ -89,10 +88,10 @@ def test_good_files_are_indexed_and_bad_ones_reported_with_reasons(zoo, tiny_bun
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_rotated_copies_match_their_upright_original(orientation, tiny_bundle, tmp_path):
-    from edge_search.runtime.bundle import Bundle
-    from edge_search.runtime.embedder import Embedder
-    from edge_search.runtime.preprocess import Preprocessor
-    from edge_search.runtime.session import open_session
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.model.embedder import Embedder
+    from edge_search.runtime.model.preprocess import Preprocessor
+    from edge_search.runtime.model.session import open_session
 
     upright = photo(40, 200, 120)
     # How the camera stored the pixels so that applying `orientation` shows the upright image.
@@ -126,8 +125,8 @@ def test_a_file_name_that_is_not_utf8_is_stored_and_printed_without_loss(tiny_bu
 
 
 def test_unreadable_folders_and_vanished_files_are_reported_not_fatal(tmp_path, monkeypatch):
-    from edge_search.runtime import walk
-    from edge_search.runtime.catalog import Root
+    from edge_search.runtime.jobs import walk
+    from edge_search.runtime.store.catalog import Root
 
     root = tmp_path / "tree"
     (root / "locked").mkdir(parents=True)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_env, edge_search, photo
 
 EDGE = [sys.executable, "-m", "edge_search.runtime"]
@@ -108,10 +107,10 @@ def test_a_full_disk_while_committing_keeps_the_previous_generation(many_photos,
 
 
 def test_a_full_disk_while_publishing_keeps_the_previous_generation(photo_dir, tiny_bundle, tmp_path, monkeypatch):
-    from edge_search.runtime import vector_index as vi
-    from edge_search.runtime.bundle import Bundle
     from edge_search.runtime.errors import StorageError
-    from edge_search.runtime.store import IndexWriter
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store import vector_index as vi
+    from edge_search.runtime.store.generations import IndexWriter
 
     env = cli_env(tmp_path, tiny_bundle)
     assert edge_search("index", str(photo_dir), env=env).returncode == 0

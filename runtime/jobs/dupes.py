@@ -18,19 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edge_search.runtime.jobs.indexer import under
+from edge_search.runtime.store import vector_index as vi
+from edge_search.runtime.store.catalog import Catalog, encode_path
 from PIL import Image
 
-from . import vector_index as vi
-from .catalog import Catalog, encode_path
-from .indexer import under
-
-# Per model family. DINOv2's is measured on trained weights (`python -m benchmarks.quality`, the trained
-# DINOv2 ViT-S/14 fixture, 142 real pictures): the lowest cosine at which at most 0.05% of the pairs of
-# different pictures pair up (3-4 of 9936 at 0.95; 34-37 at the 0.92 used before), catching ~80% of mild
-# edits. ViT and DeiT are not calibrated (no trained checkpoint of theirs reachable here). A bundle records
-# its own (`export-model --dupe-threshold`), `--threshold` overrides.
-FAMILY_THRESHOLDS = {"vit": 0.95, "deit": 0.95, "dinov2": 0.95}
-FALLBACK_THRESHOLD = 0.95
 FIRST_K = 16
 # Up to this many vectors every image is compared with every other (exact); above it the candidates
 # come from HNSW, which finds near-duplicates (very close pairs) reliably but not provably all of them:
@@ -95,10 +87,6 @@ class DupesReport:
         return {"groups": [g.as_dict() for g in self.groups], "threshold": self.threshold,
                 "threshold_source": self.threshold_source, "files": self.files, "redundant_files": self.redundant_files,
                 "seconds": round(self.seconds, 3), "random_weights": self.random_weights, "notes": self.notes}
-
-
-def family_threshold(model_type: str | None) -> float:
-    return FAMILY_THRESHOLDS.get((model_type or "").lower(), FALLBACK_THRESHOLD)
 
 
 class _Components:

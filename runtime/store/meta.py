@@ -1,23 +1,21 @@
 """A typed view of the catalog's `meta` table, as `Manifest` is of the bundle's manifest.json.
 
-The table stays key/value text (readable with the sqlite3 shell, and old catalogs keep working);
-this module is the only one that knows the keys. `IndexMeta.from_rows` also migrates what older
-versions wrote: `bundle_sha256` (a hash of manifest.json, timestamps included) is superseded by
-`bundle_identity` (a hash of what determines embeddings), adopted on the first write.
+The table stays key/value text (readable with the sqlite3 shell); this module is the only one that knows
+the keys and their types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import get_type_hints
 
-from . import vector_index as vi
+from edge_search.runtime.store import vector_index as vi
 
 
 @dataclass(frozen=True)
 class IndexMeta:
     schema_version: int = 0
     bundle_identity: str | None = None
-    legacy_manifest_sha256: str | None = None  # catalogs written before bundle_identity existed
     bundle_path: str | None = None
     model_id: str | None = None
     dim: int | None = None
@@ -59,29 +57,27 @@ class IndexMeta:
 
     @classmethod
     def from_rows(cls, rows: dict[str, str]) -> "IndexMeta":
+        types = get_type_hints(cls)
         values: dict[str, object] = {}
         for spec in fields(cls):
-            key = _LEGACY_KEYS.get(spec.name, spec.name)
-            if key not in rows:
+            if spec.name not in rows:
                 continue
-            raw = rows[key]
-            if spec.name == "random_weights":
+            raw, kind = rows[spec.name], types[spec.name]
+            if kind is bool:
                 values[spec.name] = raw not in ("0", "False", "")
-            elif spec.type in ("int", "int | None"):
+            elif kind in (int, int | None):
                 values[spec.name] = int(raw)
             else:
                 values[spec.name] = raw
         return cls(**values)
 
     def to_rows(self) -> dict[str, str]:
-        """Every set field under its key (`legacy_manifest_sha256` is read, never written again)."""
+        """Every set field under its key."""
         rows = {}
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if value is None or spec.name == "legacy_manifest_sha256":
+            if value is None:
                 continue
             rows[spec.name] = str(int(value)) if isinstance(value, bool) else str(value)
         return rows
 
-
-_LEGACY_KEYS = {"legacy_manifest_sha256": "bundle_sha256"}

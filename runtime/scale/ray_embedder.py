@@ -27,13 +27,16 @@ from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from edge_search.runtime.errors import ClusterError, EdgeSearchError, UsageError
+from edge_search.runtime.model.bundle import MANIFEST_NAME, Bundle
+from edge_search.runtime.model.embedder import EmbedResult, read_file
+from edge_search.runtime.options import ModelOptions
 
-from .bundle import MANIFEST_NAME, Bundle
-from .embedder import EmbedResult, read_file
-from .errors import ClusterError, EdgeSearchError, UsageError
+if TYPE_CHECKING:
+    from edge_search.runtime.model.model import Model
 
 DEFAULT_CPUS_PER_WORKER = 4  # onnxruntime scales well to ~4 intra-op threads per image batch; more actors beyond
 IN_FLIGHT_PER_WORKER = 2  # the next batch waits in the actor's queue while one runs: no idle gap between calls
@@ -79,9 +82,8 @@ def _ray():
 class EmbedWorker:
     """One Ray actor: the bundle opened once, then batches of files in, (path, vector, error, sha256) out."""
 
-    def __init__(self, bundle_source: str | dict[str, bytes], identity: str, precision: str, device: str,
-                 threads: int, batch_size: int, jpeg_draft: bool, max_megapixels: float | None):
-        from .library import Model  # on the worker: import the runtime only here
+    def __init__(self, bundle_source: str | dict[str, bytes], identity: str, options: ModelOptions):
+        from edge_search.runtime.model.model import Model  # on the worker: import the runtime only here
 
         if isinstance(bundle_source, dict):  # shipped through the object store: write it where this node can read it
             root = Path(tempfile.mkdtemp(prefix="edge-search-bundle-"))
@@ -93,8 +95,7 @@ class EmbedWorker:
         if bundle.identity != identity:
             raise EdgeSearchError(f"the bundle at {root} on this node is not the one the box indexes with "
                                   f"(identity {bundle.identity[:12]}… instead of {identity[:12]}…)")
-        self.model = Model.open(bundle, device=device, precision=precision, threads=threads, batch_size=batch_size,
-                                jpeg_draft=jpeg_draft, max_megapixels=max_megapixels)
+        self.model = Model.open(bundle, options)
 
     def ready(self) -> dict[str, Any]:
         import socket
@@ -127,7 +128,7 @@ class RayEmbedder:
     """Drop-in for `Embedder` in `run_index`: same `embed(paths, reuse=, stop=)` contract, results in
     the order they come back (the indexer does not need input order)."""
 
-    def __init__(self, model: Any, options: RayOptions):
+    def __init__(self, model: Model, options: RayOptions):
         self.model = model
         self.options = options
         self.plan = WorkerPlan()
@@ -195,10 +196,11 @@ class RayEmbedder:
         ray = self._ray
         cpus, gpus = self.plan.cpus_per_worker, self.plan.gpus_per_worker
         bundle = self._bundle_ref if self._bundle_ref is not None else str(self.model.bundle.root)
+        worker_options = replace(self.model.options, device="cuda" if gpus else "cpu", precision=self.model.precision,
+                                 threads=cpus, batch_size=self.options.batch_size,
+                                 max_megapixels=self.model.preprocessor.max_pixels / 1e6)
         actors = [self._actor_class.options(num_cpus=cpus, num_gpus=gpus, max_restarts=0).remote(
-            bundle, self.model.bundle.identity, self.model.precision, "cuda" if gpus else "cpu", cpus,
-            self.options.batch_size, self.model.preprocessor.jpeg_draft, self.model.preprocessor.max_pixels / 1e6)
-            for _ in range(count)]
+            bundle, self.model.bundle.identity, worker_options) for _ in range(count)]
         pending = {actor.ready.remote(): actor for actor in actors}
         deadline = time.monotonic() + self.options.start_timeout_s
         failures: list[str] = []

@@ -15,17 +15,24 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 from pathlib import Path
 
 import numpy as np
+from edge_search.runtime.errors import (
+    IndexBusy,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    StorageError,
+)
+from edge_search.runtime.store import (
+    vector_index as vi,  # first: it imports onnxruntime before usearch
+)
+from edge_search.runtime.store.catalog import Catalog
+from edge_search.runtime.store.meta import IndexMeta
+from edge_search.runtime.store.vector_index import Index
 from filelock import FileLock, Timeout
-
-from . import vector_index as vi  # first: it imports onnxruntime before usearch
-from .vector_index import Index
-from .bundle import Bundle
-from .catalog import Catalog
-from .errors import IndexBusy, IndexCorrupt, IndexMismatch, IndexMissing, StorageError
-from .meta import IndexMeta
 
 LOCK_NAME = "writer.lock"
 HOLDER_NAME = "writer.json"
@@ -39,24 +46,38 @@ class Hit:
     key: int
 
 
-def check_bundle(catalog: Catalog, bundle: Bundle) -> None:
-    """Refuse a bundle whose embeddings differ from those the catalog holds (see `embedding_identity`)."""
+class Binding(Protocol):
+    """What an index records of the model that fills it (a model bundle is one): its embedding identity (a hash
+    of what determines the embeddings: weights and preprocessing) and, for people and new index files, where
+    it is and its size. A protocol, so the store needs nothing from the model side."""
+
+    @property
+    def identity(self) -> str: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def bundle_path(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def random_weights(self) -> bool: ...
+
+
+def check_binding(catalog: Catalog, binding: Binding) -> None:
+    """Refuse a model whose embeddings differ from those the catalog holds."""
     meta = catalog.index_meta()
-    if meta.bundle_identity is not None:
-        if meta.bundle_identity == bundle.identity:
-            return
-    elif meta.legacy_manifest_sha256 is None or meta.legacy_manifest_sha256 == bundle.manifest_sha256:
-        return  # a new index, or one from before bundle identities whose manifest is the very same file
-    recorded = meta.bundle_identity or meta.legacy_manifest_sha256 or ""
+    if meta.bundle_identity is None or meta.bundle_identity == binding.identity:
+        return  # a new index, or the same embeddings
+    recorded = meta.bundle_identity
     raise IndexMismatch(
         f"The index at {catalog.path.parent} was built with a different model bundle "
         f"({meta.model_id}, identity {recorded[:12]}…, at {meta.bundle_path}) than the one in use "
-        f"({bundle.manifest.model_id}, identity {bundle.identity[:12]}…, at {bundle.root}): other weights or "
+        f"({binding.model_id}, identity {binding.identity[:12]}…, at {binding.bundle_path}): other weights or "
         "other preprocessing. Embeddings of different models cannot be compared. Use the original bundle "
         "(--model), or index again into a new location: `edge-search index DIR --index NEW_INDEX_DIR --model "
         "BUNDLE` (or delete the old index directory).",
         expected=recorded,
-        got=bundle.identity,
+        got=binding.identity,
     )
 
 
@@ -90,14 +111,11 @@ def _build_from_catalog(catalog: Catalog, settings: vi.IndexSettings) -> Index:
 class IndexWriter:
     """The single writer: binds the bundle, commits embeddings, publishes generations."""
 
-    def __init__(self, directory: Path, bundle: Bundle | None, *, precision: str | None,
-                 settings: vi.IndexSettings | None = None, adopt: bool = False):
-        """`bundle` None: a writer that only removes (the index must exist and be bound already).
-        `adopt`: bind to `bundle` although an older edge-search recorded another manifest hash (the
-        caller proved the bundle reproduces the stored embeddings)."""
-        self.adopt = adopt
+    def __init__(self, directory: Path, binding: Binding | None, *, precision: str | None,
+                 settings: vi.IndexSettings | None = None):
+        """`binding` None: a writer that only removes (the index must exist and be bound already)."""
         self.directory = Path(directory)
-        self.bundle = bundle
+        self.binding = binding
         self.precision = precision
         self.requested = settings
         self._lock: FileLock | None = None
@@ -156,14 +174,13 @@ class IndexWriter:
         """Check the bundle, then record it (migrating older meta) and the index settings in force."""
         catalog = self.catalog
         meta = catalog.index_meta()
-        if self.bundle is None:
+        if self.binding is None:
             if not meta.bound:
                 raise IndexMissing.never_completed(self.directory)
             self.settings, self._rebuild = meta.settings, False
             return
-        if not self.adopt:
-            check_bundle(catalog, self.bundle)
-        manifest = self.bundle.manifest
+        binding = self.binding
+        check_binding(catalog, binding)
         if meta.bound:
             current = meta.settings
             settings = self.requested or current
@@ -171,16 +188,16 @@ class IndexWriter:
                 raise IndexMismatch("The index's dimension differs from the bundle's.", expected=str(current.dim), got=str(self.requested.dim))
             self._rebuild = settings != current
         else:
-            settings = self.requested or vi.IndexSettings(dim=manifest.embedding_dim)
+            settings = self.requested or vi.IndexSettings(dim=binding.dim)
             self._rebuild = True
         self.settings = settings
         catalog.write_index_meta(replace(
             meta.with_settings(settings),
-            bundle_identity=self.bundle.identity,
-            bundle_path=str(self.bundle.root.resolve()),
-            model_id=manifest.model_id,
+            bundle_identity=binding.identity,
+            bundle_path=binding.bundle_path,
+            model_id=binding.model_id,
             precision=self.precision,
-            random_weights=manifest.random_weights,
+            random_weights=binding.random_weights,
         ))
 
     def _remove_stale(self) -> None:

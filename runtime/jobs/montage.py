@@ -12,10 +12,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_search.runtime.errors import ImageDecodeError, StorageError
+from edge_search.runtime.model.preprocess import open_image
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-
-from .errors import ImageDecodeError, StorageError
-from .preprocess import open_image
 
 TILE = 256
 LABEL_H = 46

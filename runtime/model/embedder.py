@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from .errors import ImageDecodeError
-from .preprocess import Preprocessor
-from .providers import default_threads
-from .session import EmbeddingSession
-
+from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.host import default_threads
+from edge_search.runtime.model.preprocess import Preprocessor
+from edge_search.runtime.model.session import EmbeddingSession
 
 MAX_FILE_BYTES = 512 * 1024 * 1024  # larger "images" are refused before they are read into memory
 VANISHED = "file not found (deleted?)"

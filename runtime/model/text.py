@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from .bundle import Bundle
-from .errors import BundleError, UsageError
-from .providers import default_threads
+from edge_search.runtime.errors import BundleError, UsageError
+from edge_search.runtime.host import default_threads
+from edge_search.runtime.model.bundle import Bundle
 
 MAX_TEXT_CHARS = 10_000  # longer input is cut before tokenising (the model reads 77 tokens anyway)
 

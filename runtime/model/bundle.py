@@ -15,14 +15,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
-from .errors import BundleError
+from edge_search.runtime.errors import BundleError
+from edge_search.runtime.options import GRAPH_PRECISIONS
+from edge_search.runtime.files import VerifiedCache, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+
+
+# The duplicate threshold per model family (`dupes`). DINOv2's is measured on trained weights (`python -m benchmarks.quality`, the trained
+# DINOv2 ViT-S/14 fixture, 142 real pictures): the lowest cosine at which at most 0.05% of the pairs of
+# different pictures pair up (3-4 of 9936 at 0.95; 34-37 at the 0.92 used before), catching ~80% of mild
+# edits. ViT and DeiT are not calibrated (no trained checkpoint of theirs reachable here). A bundle records
+# its own (`export-model --dupe-threshold`), `--threshold` overrides.
+FAMILY_THRESHOLDS = {"vit": 0.95, "deit": 0.95, "dinov2": 0.95}
+FALLBACK_THRESHOLD = 0.95
+
+
+def family_threshold(model_type: str | None) -> float:
+    """The cosine above which two pictures count as duplicates for this family, when the bundle records none."""
+    return FAMILY_THRESHOLDS.get((model_type or "").lower(), FALLBACK_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -113,9 +126,8 @@ class Manifest:
     versions: dict[str, str]
     created_at: str
     external_data: bool = False
-    # sha256 of the fused fp32 graph every precision is derived from (written since manifest 1.1; older
-    # bundles fall back to their fp32 file, see `embedding_identity`).
-    source_sha256: str | None = None
+    # sha256 of the fused fp32 graph every precision is derived from (see `embedding_identity`)
+    source_sha256: str = ""
     # cosine at or above which `edge-search dupes` calls two images near-duplicates (written since dupes; older
     # bundles fall back to the family default in runtime/dupes.py). It does not change embeddings.
     dupe_threshold: float | None = None
@@ -151,51 +163,14 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"The bundle's manifest is malformed ({type(exc).__name__}: {exc}).") from exc
         for precision in [*manifest.files, *(manifest.text.files if manifest.text else ())]:
-            if precision not in PRECISIONS:
+            if precision not in GRAPH_PRECISIONS:
                 raise BundleError(f"The manifest lists an unknown precision {precision!r}.")
+        if not manifest.source_sha256:
+            raise BundleError("The bundle's manifest lacks source_sha256 (made by a pre-release export-model); "
+                              "re-export the model.")
         if manifest.external_data:
             raise BundleError("The bundle's graphs reference external data files, which edge-search refuses.")
         return manifest
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class _VerifiedCache:
-    """Remembers which (path, size, mtime_ns, sha256) states were hashed and found good."""
-
-    def __init__(self, path: Path | None = None, name: str = "verified-models.json"):
-        self.path = path or Path(platformdirs.user_cache_dir("edge-search")) / name
-
-    def _read(self) -> dict[str, str]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    @staticmethod
-    def _key(file: Path, stat: os.stat_result) -> str:
-        """The file's state: rewritten in place, replaced or truncated, one of these changes."""
-        return f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
-
-    def known_good(self, file: Path, stat: os.stat_result, sha: str) -> bool:
-        return self._read().get(self._key(file, stat)) == sha
-
-    def remember(self, file: Path, stat: os.stat_result, sha: str) -> None:
-        entries = {key: value for key, value in self._read().items() if os.path.exists(key.split("|", 1)[0])}
-        entries[self._key(file, stat)] = sha
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entries))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs a re-hash next time
 
 
 @dataclass(frozen=True)
@@ -234,7 +209,7 @@ class Bundle:
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        return tuple(p for p in PRECISIONS if p in self.manifest.files)
+        return tuple(p for p in GRAPH_PRECISIONS if p in self.manifest.files)
 
     def _check_size(self, spec: ModelFile) -> os.stat_result:
         path = self.root / spec.path
@@ -249,7 +224,7 @@ class Bundle:
             )
         return stat
 
-    def model_path(self, precision: str, *, cache: _VerifiedCache | None = None) -> Path:
+    def model_path(self, precision: str, *, cache: VerifiedCache | None = None) -> Path:
         """The verified path of one graph: size always, sha256 unless this exact file state was verified before."""
         spec = self.manifest.files.get(precision)
         if spec is None:
@@ -261,7 +236,7 @@ class Bundle:
             )
         return self._verified(self.root / spec.path, spec.sha256, cache, spec)
 
-    def text_paths(self, precision: str, *, cache: _VerifiedCache | None = None) -> tuple[Path, Path]:
+    def text_paths(self, precision: str, *, cache: VerifiedCache | None = None) -> tuple[Path, Path]:
         """The verified (text graph, tokenizer.json) of the text tower, in `precision` if the bundle has
         it, else fp32."""
         text = self.manifest.text
@@ -271,13 +246,13 @@ class Bundle:
         graph = self._verified(self.root / spec.path, spec.sha256, cache, spec)
         return graph, self._verified(self.root / text.tokenizer, text.tokenizer_sha256, cache)
 
-    def _verified(self, path: Path, sha256: str, cache: _VerifiedCache | None, spec: ModelFile | None = None) -> Path:
+    def _verified(self, path: Path, sha256: str, cache: VerifiedCache | None, spec: ModelFile | None = None) -> Path:
         """Size (from the manifest) always; sha256 unless this exact file state was verified before."""
         try:
             stat = self._check_size(spec) if spec else path.stat()
         except OSError as exc:
             raise BundleError(f"The bundle at {self.root} is incomplete: {path.name} is missing ({exc.strerror}).") from exc
-        cache = cache or _VerifiedCache()
+        cache = cache or VerifiedCache()
         if not cache.known_good(path, stat, sha256):
             actual = sha256_file(path)
             if actual != sha256:
@@ -293,6 +268,23 @@ class Bundle:
         """What a catalog records to know which bundle built it: see `embedding_identity`."""
         return embedding_identity(self.manifest)
 
+    # With `identity`, what an index records of the bundle that fills it (store.generations.Binding).
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    @property
+    def bundle_path(self) -> str:
+        return str(self.root.resolve())
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.embedding_dim
+
+    @property
+    def random_weights(self) -> bool:
+        return self.manifest.random_weights
+
 
 def embedding_identity(manifest: Manifest) -> str:
     """A hash of what determines the embeddings, and of nothing else.
@@ -305,9 +297,6 @@ def embedding_identity(manifest: Manifest) -> str:
     fp16 answer within their parity bounds of fp32).
     """
     source = manifest.source_sha256
-    if source is None:  # bundles exported before source_sha256 existed
-        fp32 = manifest.files.get("fp32")
-        source = fp32.sha256 if fp32 else ",".join(sorted(f.sha256 for f in manifest.files.values()))
     determining = {
         "architecture": manifest.architecture,
         "model_type": manifest.model_type,

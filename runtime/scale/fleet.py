@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
-from .catalog import Catalog
-from .errors import ClusterError, IndexMismatch, UsageError
-from .meta import IndexMeta
+from edge_search.runtime.errors import ClusterError, IndexMismatch, UsageError
+from edge_search.runtime.store.catalog import Catalog
+from edge_search.runtime.store.meta import IndexMeta
 
 IDENTITY_PROPERTY = "edge_search.bundle_identity"
 MODEL_PROPERTY = "edge_search.model"

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
-from . import vector_index as vi
-from .bundle import Bundle, sha256_file
-from .catalog import Catalog
-from .errors import EdgeSearchError
+from edge_search.runtime.errors import EdgeSearchError
+from edge_search.runtime.files import sha256_file
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.store import vector_index as vi
+from edge_search.runtime.store.catalog import Catalog
 
 Status = Literal["ok", "fail", "info"]
 
@@ -89,8 +89,7 @@ def check_index(directory: Path) -> list[Check]:
 
 def check_providers(root: Path) -> list[Check]:
     import onnxruntime as ort
-
-    from .session import open_session
+    from edge_search.runtime.model.session import open_session
 
     try:
         bundle = Bundle.load(root)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-from .bundle import Bundle
-from .errors import BundleError, ProviderError
-from .providers import CudaOptions, default_threads, resolve, started_on
+from edge_search.runtime.errors import BundleError, ProviderError
+from edge_search.runtime.host import default_threads
+from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.providers import resolve, started_on
+from edge_search.runtime.options import CudaOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 

@@ -6,35 +6,16 @@ CPU. So `available` only decides what to *try*; `confirm` looks at `session.get_
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProviderError, UsageError
+from edge_search.runtime.errors import ProviderError
+from edge_search.runtime.options import CudaOptions, Device, Precision, choose
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # What `auto` precision means on each device, best first (the bundle may lack some graphs).
 AUTO_PRECISION = {"cuda": ("fp16", "fp32"), "cpu": ("int8", "fp32")}
-
-
-@dataclass(frozen=True)
-class CudaOptions:
-    """CUDA settings that matter on small GPU boxes (None = onnxruntime's default)."""
-
-    device_id: int = 0
-    mem_limit_bytes: int | None = None
-    arena_strategy: str | None = None  # "kNextPowerOfTwo" or "kSameAsRequested"
-
-    def as_provider_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"device_id": self.device_id}
-        if self.mem_limit_bytes:
-            options["gpu_mem_limit"] = self.mem_limit_bytes
-        if self.arena_strategy:
-            options["arena_extend_strategy"] = self.arena_strategy
-        return options
 
 
 @dataclass(frozen=True)
@@ -59,10 +40,7 @@ def resolve(
     device: str, precision: str, available: list[str], have: tuple[str, ...], cuda: CudaOptions = CudaOptions()
 ) -> list[Plan]:
     """The plans to try, in order. Pure: `available` is onnxruntime's (untrusted) list of providers."""
-    if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}.")
-    if precision not in PRECISION_CHOICES:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
+    device, precision = choose(Device, device, "--device"), choose(Precision, precision, "--precision")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
     cpu_plan = Plan("cpu", _pick_precision("cpu", precision, have), [CPU])
     if device == "cpu":
@@ -82,11 +60,3 @@ def started_on(plan: Plan, session_providers: list[str]) -> bool:
     if plan.device == "cuda":
         return bool(session_providers) and session_providers[0] == CUDA
     return CPU in session_providers
-
-
-def default_threads() -> int:
-    """The CPUs this process may use (cgroup/affinity aware), not the machine's core count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.host import default_threads
+from edge_search.runtime.model import vips_decode
+from edge_search.runtime.model.bundle import PreprocessConfig
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from .bundle import PreprocessConfig
-from . import vips_decode
-from .errors import ImageDecodeError
-from .providers import default_threads
 
 BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP)
@@ -60,8 +59,15 @@ def allowed_formats() -> tuple[str, ...]:
     of Pillow's ~40 plugins, a tenth of a second of every cold query)."""
     global _ALLOWED
     if _ALLOWED is None:
-        from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin,  # noqa: F401
-                         PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
+        from PIL import (  # noqa: F401
+            BmpImagePlugin,
+            GifImagePlugin,
+            JpegImagePlugin,
+            MpoImagePlugin,
+            PngImagePlugin,
+            TiffImagePlugin,
+            WebPImagePlugin,
+        )
 
         _ALLOWED = tuple(f for f in BASE_FORMATS + _optional_formats() if f in Image.OPEN)
     return _ALLOWED

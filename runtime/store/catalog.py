@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError
+from edge_search.runtime.locations import CATALOG_NAME
+from edge_search.runtime.store.meta import IndexMeta
 
-from .errors import IndexCorrupt, IndexMissing, StorageError
-from .locations import CATALOG_NAME
-from .meta import IndexMeta
-
-SCHEMA_VERSION = 2  # 2 added the roots table and the sha256 lookup; version 1 catalogs are migrated on write
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (SCHEMA_VERSION,)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -119,7 +118,7 @@ class Catalog:
                 catalog = cls(db, path)
                 if catalog.get_meta("schema_version") is not None:
                     catalog._check_schema()
-                db.executescript(_SCHEMA)  # creates what is new, or what a version 1 catalog lacks
+                db.executescript(_SCHEMA)
                 catalog.set_meta({"schema_version": SCHEMA_VERSION})
             else:
                 catalog = cls(cls._open_reader(path), path)
@@ -171,7 +170,6 @@ class Catalog:
 
     def write_index_meta(self, meta: IndexMeta) -> None:
         with self.transaction():
-            self.db.execute("DELETE FROM meta WHERE key='bundle_sha256'")  # superseded by bundle_identity
             self._put_meta(meta.to_rows())
 
     def set_meta(self, values: dict[str, object]) -> None:

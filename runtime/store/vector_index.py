@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime  # noqa: F401  (must load before usearch: the reverse order segfaults, usearch 2.26 + onnxruntime 1.31)
+from edge_search.runtime.errors import IndexCorrupt
+from edge_search.runtime.files import VerifiedCache, sha256_file
+from edge_search.runtime.host import default_threads
 from usearch.index import Index
-
-from .bundle import sha256_file
-from .errors import IndexCorrupt
-from .providers import default_threads
 
 DTYPES = ("f16", "f32", "i8")
 DEFAULT_DTYPE = "f16"
@@ -96,9 +95,8 @@ def fingerprint(path: Path) -> str:
 
 
 def _verified_cache():
-    from .bundle import _VerifiedCache
 
-    return _VerifiedCache(name="verified-indexes.json")
+    return VerifiedCache(name="verified-indexes.json")
 
 
 def write_atomically(index: Index, directory: Path, generation: int) -> tuple[str, str]:

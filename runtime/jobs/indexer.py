@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import Root, encode_path
-from .embedder import Embedder, EmbedResult
-from .store import IndexWriter
-from .walk import walk
+from edge_search.runtime.jobs.walk import walk
+from edge_search.runtime.model.embedder import Embedder, EmbedResult
+from edge_search.runtime.store.catalog import Root, encode_path
+from edge_search.runtime.store.generations import IndexWriter
 
 # A publish rewrites and hashes the whole usearch file (~1.3 s of hashing alone at 1M vectors): while
 # indexing, wait at least this many times as long as the last publish took, so publishing stays ~10% of the work.

@@ -1,0 +1,86 @@
+"""The choices a caller makes, each spelled once: devices, precisions, and how to open a model.
+
+Built once at the edge (the CLI's options, the service's configuration, a Python caller) and passed down as one
+frozen object, so every layer sees the same validated values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from edge_search.runtime.errors import UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Device(StrEnum):
+    """Where the model runs; `auto` tries CUDA and keeps it only if a session really starts there."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(StrEnum):
+    """Which graph of the bundle runs; `auto` is fp16 on CUDA and int8 on the CPU (see `providers`)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+# The graphs a bundle can hold, in the order export-model writes them.
+GRAPH_PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.auto)
+
+# What a query or the indexer accepts as an image: a path, encoded bytes, or a decoded PIL image.
+ImageSource = "str | os.PathLike[str] | bytes | Image.Image"
+if TYPE_CHECKING:
+    ImageSource = str | os.PathLike[str] | bytes | Image.Image  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """CUDA settings that matter on small GPU boxes (None = onnxruntime's default)."""
+
+    device_id: int = 0
+    mem_limit_bytes: int | None = None
+    arena_strategy: str | None = None  # "kNextPowerOfTwo" or "kSameAsRequested"
+
+    def as_provider_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"device_id": self.device_id}
+        if self.mem_limit_bytes:
+            options["gpu_mem_limit"] = self.mem_limit_bytes
+        if self.arena_strategy:
+            options["arena_extend_strategy"] = self.arena_strategy
+        return options
+
+
+def choose(kind: type[StrEnum], value: object, option: str) -> Any:
+    """`value` as a member of `kind`, or a UsageError naming `option` and the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{option} must be one of {', '.join(kind)}, not {value!r}.") from None
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to open a model: the same object for `Model.open`, `Library.open_model`, Ray workers and the CLI's
+    prewarm. Strings are accepted for `device` and `precision` and checked here (a UsageError names the option)."""
+
+    device: Device = Device.auto
+    precision: Precision = Precision.auto
+    threads: int | None = None  # None: the CPUs this process may use
+    batch_size: int = 8
+    cuda: CudaOptions = field(default_factory=CudaOptions)
+    jpeg_draft: bool = True  # decode large JPEGs at reduced size (see `preprocess`)
+    max_megapixels: float | None = None  # None: what the available memory allows
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", choose(Device, self.device, "--device"))
+        object.__setattr__(self, "precision", choose(Precision, self.precision, "--precision"))
