@@ -50,8 +50,10 @@ def ceilings(threads: int, rounds: int = 20) -> dict[str, float]:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     result = {}
-    for kind, feed in (("fp32", np.random.default_rng(1).normal(size=(M, K)).astype(np.float32)),
-                       ("int8", np.random.default_rng(1).integers(0, 256, size=(M, K)).astype(np.uint8))):
+    for kind, feed in (
+        ("fp32", np.random.default_rng(1).normal(size=(M, K)).astype(np.float32)),
+        ("int8", np.random.default_rng(1).integers(0, 256, size=(M, K)).astype(np.uint8)),
+    ):
         session = ort.InferenceSession(_matmul_model(kind), options, providers=["CPUExecutionProvider"])
         session.run(None, {"x": feed})
         times = []

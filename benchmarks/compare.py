@@ -85,11 +85,23 @@ def edge_env(bundle: Path, index: Path) -> dict:
 
 
 def spread(ratios: list[float]) -> dict:
-    return {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2), "max": round(max(ratios), 2), "runs": len(ratios)}
+    return {
+        "median": round(statistics.median(ratios), 2),
+        "min": round(min(ratios), 2),
+        "max": round(max(ratios), 2),
+        "runs": len(ratios),
+    }
 
 
-def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, rounds: int, precision: str = "int8",
-                 query_rounds: int = 5) -> dict:
+def side_by_side(
+    bundle: Path,
+    checkpoint: Path,
+    images: Path,
+    workdir: Path,
+    rounds: int,
+    precision: str = "int8",
+    query_rounds: int = 5,
+) -> dict:
     """Indexing `rounds` times each (alternating, fresh indexes), then `query_rounds` alternating cold
     queries on the last indexes (a cold query varies ±20% run to run on a small VM: more samples)."""
     python = baseline_python()
@@ -101,11 +113,24 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
         edge_index, chroma = workdir / "ab-edge-index", workdir / "ab-chroma"
         shutil.rmtree(edge_index, ignore_errors=True)
         shutil.rmtree(chroma, ignore_errors=True)
-        a, _, _ = run_measured(edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index))
+        a, _, _ = run_measured(
+            edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index)
+        )
         b, _, _ = run_measured([str(python), str(BASELINE), "index", str(checkpoint), str(chroma), str(images)])
         index_rows.append({"round": round_, "edge_s": a, "original_s": b})
     query_rows = cold_queries(bundle, checkpoint, edge_index, chroma, query_image, query_rounds, precision)
-    _, _, warm_out = run_measured([str(python), str(BASELINE), "query", str(checkpoint), str(workdir / "ab-chroma"), str(query_image), "--warm", "10"])
+    _, _, warm_out = run_measured(
+        [
+            str(python),
+            str(BASELINE),
+            "query",
+            str(checkpoint),
+            str(workdir / "ab-chroma"),
+            str(query_image),
+            "--warm",
+            "10",
+        ]
+    )
     return {
         "images": count,
         "indexing": {
@@ -121,19 +146,25 @@ def side_by_side(bundle: Path, checkpoint: Path, images: Path, workdir: Path, ro
             "edge_peak_rss_mb": round(statistics.median(r["edge_rss_mb"] for r in query_rows), 1),
             "original_peak_rss_mb": round(statistics.median(r["original_rss_mb"] for r in query_rows), 1),
         },
-        "warm_query_ms": {"original": round(json.loads(warm_out)["warm_ms"], 1), "edge": round(warm_edge_ms(bundle, workdir / "ab-edge-index", query_image, precision), 1)},
+        "warm_query_ms": {
+            "original": round(json.loads(warm_out)["warm_ms"], 1),
+            "edge": round(warm_edge_ms(bundle, workdir / "ab-edge-index", query_image, precision), 1),
+        },
         "precision": precision,
     }
 
 
-def cold_queries(bundle: Path, checkpoint: Path, edge_index: Path, chroma: Path, image: Path, rounds: int,
-                 precision: str = "int8") -> list[dict]:
+def cold_queries(
+    bundle: Path, checkpoint: Path, edge_index: Path, chroma: Path, image: Path, rounds: int, precision: str = "int8"
+) -> list[dict]:
     """Alternating cold queries (a new process each) against indexes both sides built already."""
     edge = [sys.executable, "-m", "edge_search.runtime", "query", str(image), "--precision", precision, "--json"]
     rows = []
     for round_ in range(rounds):
         qa, ra, _ = run_measured(edge, edge_env(bundle, edge_index))
-        qb, rb, _ = run_measured([str(baseline_python()), str(BASELINE), "query", str(checkpoint), str(chroma), str(image)])
+        qb, rb, _ = run_measured(
+            [str(baseline_python()), str(BASELINE), "query", str(checkpoint), str(chroma), str(image)]
+        )
         rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})
     return rows
 
@@ -153,9 +184,19 @@ def main() -> None:
     image = args.image or sorted((CACHE / "real-photos").iterdir())[0]
     rows = cold_queries(bundle, checkpoint, CACHE / "ab-edge-index", CACHE / "ab-chroma", image, args.cold_query_rounds)
     ratios = spread([r["original_s"] / r["edge_s"] for r in rows])
-    print(json.dumps({"machine": machine(), "image": str(image), "rounds": rows, "speedup": ratios,
-                      "edge_s": round(statistics.median(r["edge_s"] for r in rows), 3),
-                      "original_s": round(statistics.median(r["original_s"] for r in rows), 3)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "image": str(image),
+                "rounds": rows,
+                "speedup": ratios,
+                "edge_s": round(statistics.median(r["edge_s"] for r in rows), 3),
+                "original_s": round(statistics.median(r["original_s"] for r in rows), 3),
+            },
+            indent=2,
+        )
+    )
 
 
 def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats: int = 10) -> float:

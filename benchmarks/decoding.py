@@ -26,6 +26,8 @@ def _ms(started: float) -> float:
 
 def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
     """One row per format: files, mean megapixels, and ms per image for each step."""
+    from PIL import Image
+
     from edge_search.runtime.model import vips_decode
     from edge_search.runtime.model.preprocess import (
         has_alpha,
@@ -35,14 +37,24 @@ def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
         resize,
         to_rgb,
     )
-    from PIL import Image
 
     if config is None:  # ViT-B/16's processor: 224 x 224 bilinear, mean = std = 0.5
         from edge_search.runtime.model.bundle import PreprocessConfig
 
-        config = PreprocessConfig(processor_class="ViTImageProcessor", do_convert_rgb=True, do_resize=True, size={"height": 224, "width": 224}, resample=2, do_center_crop=False,
-                                  crop_size=None, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                                  image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        config = PreprocessConfig(
+            processor_class="ViTImageProcessor",
+            do_convert_rgb=True,
+            do_resize=True,
+            size={"height": 224, "width": 224},
+            resample=2,
+            do_center_crop=False,
+            crop_size=None,
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
     steps: dict[str, defaultdict] = defaultdict(lambda: defaultdict(list))
     draft = (draft_edge, draft_edge)
     for path in sorted(images.iterdir()):
@@ -97,18 +109,26 @@ class _vips_off:
 
 
 def markdown(rows: list[dict]) -> list[str]:
-    lines = ["| format | files | mean MP decoded | decode, Pillow | decode, runtime | speed-up | to RGB | resize | normalise |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| format | files | mean MP decoded | decode, Pillow | decode, runtime | speed-up | to RGB | resize | normalise |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['format']} | {r['files']} | {r['megapixels']:.1f} | {r['decode_pillow_ms']} ms | {r['decode_runtime_ms']} ms "
-                     f"| {r['decode_speedup']}× | {r['to_rgb_ms']} ms | {r['resize_ms']} ms | {r['normalise_ms']} ms |")
+        lines.append(
+            f"| {r['format']} | {r['files']} | {r['megapixels']:.1f} | {r['decode_pillow_ms']} ms | {r['decode_runtime_ms']} ms "
+            f"| {r['decode_speedup']}× | {r['to_rgb_ms']} ms | {r['resize_ms']} ms | {r['normalise_ms']} ms |"
+        )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.decoding", description=__doc__)
-    parser.add_argument("--images", default="real", help="folder of photos, or `real` (Debian's wallpapers, gathered once)")
-    parser.add_argument("--draft-edge", type=int, default=448, help="the draft size the runtime decodes JPEG/WebP to (2x 224)")
+    parser.add_argument(
+        "--images", default="real", help="folder of photos, or `real` (Debian's wallpapers, gathered once)"
+    )
+    parser.add_argument(
+        "--draft-edge", type=int, default=448, help="the draft size the runtime decodes JPEG/WebP to (2x 224)"
+    )
     args = parser.parse_args()
     if args.images == "real":
         from .real_photos import real_photos

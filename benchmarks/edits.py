@@ -20,7 +20,9 @@ def flip(image: Image.Image) -> Image.Image:
 
 def colour(image: Image.Image) -> Image.Image:
     """Warmer, more saturated and a little brighter, as a phone's filter does."""
-    warmer = Image.merge("RGB", [band.point(lambda v, f=f: min(255, int(v * f))) for band, f in zip(image.split(), (1.08, 1.0, 0.9))])
+    warmer = Image.merge(
+        "RGB", [band.point(lambda v, f=f: min(255, int(v * f))) for band, f in zip(image.split(), (1.08, 1.0, 0.9))]
+    )
     return ImageEnhance.Brightness(ImageEnhance.Color(warmer).enhance(1.3)).enhance(1.1)
 
 
@@ -54,7 +56,11 @@ def letterbox(image: Image.Image) -> Image.Image:
     return canvas
 
 
-MILD: dict[str, Callable[[Image.Image], Image.Image]] = {"flip": flip, "colour": colour, "small+jpeg": small_recompressed}
+MILD: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "flip": flip,
+    "colour": colour,
+    "small+jpeg": small_recompressed,
+}
 HARD: dict[str, Callable[[Image.Image], Image.Image]] = {"crop": crop, "rotation": rotation, "letterbox": letterbox}
 EDITS = {**MILD, **HARD}
 

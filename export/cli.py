@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from edge_search.runtime import __version__
+from rich.console import Console
+
 from edge_search.runtime.cli import edge as cli_edge
 from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
 from edge_search.runtime.options import GRAPH_PRECISIONS
-from rich.console import Console
 
 from .defaults import DEFAULT_MODEL, DEFAULT_OPSET
 from .errors import (
@@ -52,6 +52,8 @@ def _step_reporter(console: Console):
 
 def _version(value: bool) -> None:
     if value:
+        from edge_search.runtime import __version__
+
         typer.echo(f"export-model (edge-search) {__version__}")
         raise typer.Exit()
 
@@ -85,11 +87,14 @@ def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
     return same_model and manifest.random_weights == random_weights
 
 
-@app.command(help="Export a Hugging Face ViT-style encoder to a verified ONNX bundle (fp32, fp16, int8 + manifest.json).")
+@app.command(
+    help="Export a Hugging Face ViT-style encoder to a verified ONNX bundle (fp32, fp16, int8 + manifest.json)."
+)
 def export_model(
     model: Annotated[str, typer.Option(help="Hub id or local checkpoint directory.")] = DEFAULT_MODEL,
     out: Annotated[
-        Optional[Path], typer.Option(help="Bundle directory to create [default: edge-search's model location].", envvar=MODEL_ENV)
+        Optional[Path],
+        typer.Option(help="Bundle directory to create [default: edge-search's model location].", envvar=MODEL_ENV),
     ] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     precision: Annotated[
@@ -97,15 +102,35 @@ def export_model(
     ] = None,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out.")] = False,
-    keep_existing: Annotated[bool, typer.Option("--keep-existing", help="If --out already holds a valid bundle of this model, keep it and succeed (makes set-up scripts safe to rerun).")] = False,
+    keep_existing: Annotated[
+        bool,
+        typer.Option(
+            "--keep-existing",
+            help="If --out already holds a valid bundle of this model, keep it and succeed (makes set-up "
+            "scripts safe to rerun).",
+        ),
+    ] = False,
     random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only).")
+        bool,
+        typer.Option(
+            "--random-weights", help="Build the architecture with random weights (benchmarks, smoke runs only)."
+        ),
     ] = False,
     require: Annotated[
-        Optional[list[str]], typer.Option(help="A precision that must pass its parity gate, or nothing is written (exit 4); repeat for several. [default: none: a precision that fails is left out, the others are written]")
+        Optional[list[str]],
+        typer.Option(
+            help="A precision that must pass its parity gate, or nothing is written (exit 4); repeat for "
+            "several. [default: none: a precision that fails is left out, the others are written]"
+        ),
     ] = None,
     dupe_threshold: Annotated[
-        Optional[float], typer.Option(min=0.01, max=1.0, help="Cosine at or above which `edge-search dupes` calls two images near-duplicates, recorded in the manifest [default: per model family].")
+        Optional[float],
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Cosine at or above which `edge-search dupes` calls two images near-duplicates, recorded in "
+            "the manifest [default: per model family].",
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -117,27 +142,51 @@ def export_model(
         return
     export_bundle = _import_pipeline()
     manifest = export_bundle(
-        model=model, out=out, revision=revision, precisions=tuple(precision or GRAPH_PRECISIONS), opset=opset,
-        force=force, random_weights=random_weights, dupe_threshold=dupe_threshold, require=tuple(require or ()),
+        model=model,
+        out=out,
+        revision=revision,
+        precisions=tuple(precision or GRAPH_PRECISIONS),
+        opset=opset,
+        force=force,
+        random_weights=random_weights,
+        dupe_threshold=dupe_threshold,
+        require=tuple(require or ()),
         step=_step_reporter(err),
     )
     typer.echo(f"Wrote {out} ({manifest.architecture}, dim {manifest.embedding_dim}, opset {manifest.opset})")
-    for name, spec in manifest.files.items():
+    for spec in manifest.files.values():
         fused = ", ".join(f"{op}×{n}" for op, n in spec.fused_ops.items()) or "none"
         typer.echo(
             f"  {spec.path:<17} {spec.bytes / 1e6:8.1f} MB  parity min cos {spec.parity['min_cosine']:.6f} "
             f"(≥ {spec.parity['threshold']})  fused: {fused}"
         )
     for name, figures in manifest.rejected.items():
-        instead = {"int8": "on a CPU, `--precision auto` uses fp32 instead", "fp16": "on a GPU, `--precision auto` uses fp32 instead"}.get(name, "")
-        cli_edge.say("warning:", "yellow", f"the {name} graph failed its parity gate (min cosine {figures['min_cosine']:.4f} against "
-                     f"PyTorch, below {figures['threshold']}) and was left out; {instead or 'the other precisions were written'}. "
-                     f"--require {name} makes this an error.")
+        instead = {
+            "int8": "on a CPU, `--precision auto` uses fp32 instead",
+            "fp16": "on a GPU, `--precision auto` uses fp32 instead",
+        }.get(name, "")
+        cli_edge.say(
+            "warning:",
+            "yellow",
+            f"the {name} graph failed its parity gate (min cosine {figures['min_cosine']:.4f} against "
+            f"PyTorch, below {figures['threshold']}) and was left out; "
+            f"{instead or 'the other precisions were written'}. "
+            f"--require {name} makes this an error.",
+        )
     if manifest.random_weights:
-        cli_edge.say("warning:", "yellow", "this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.")
+        cli_edge.say(
+            "warning:",
+            "yellow",
+            "this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.",
+        )
 
 
 def main() -> None:
     cli_edge.run(  # no arguments is fine here: it exports the default model
-        app, prog="export-model", table=EXIT_CODES, base_error=ExportError, brief=None, interrupted="Nothing was written to --out.",
+        app,
+        prog="export-model",
+        table=EXIT_CODES,
+        base_error=ExportError,
+        brief=None,
+        interrupted="Nothing was written to --out.",
     )

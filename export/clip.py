@@ -27,7 +27,7 @@ PARITY_TEXTS = (
 
 
 class ClipImageTower(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
 
@@ -36,7 +36,7 @@ class ClipImageTower(nn.Module):
 
 
 class ClipTextTower(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
 
@@ -44,16 +44,19 @@ class ClipTextTower(nn.Module):
         return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
 
 
-def context_length(model: nn.Module) -> int:
+def context_length(model: Any) -> int:
     return int(model.config.text_config.max_position_embeddings)
 
 
 def tokenize(tokenizer: Any, texts: tuple[str, ...] | list[str], length: int) -> dict[str, np.ndarray]:
     """What the runtime feeds the text graph, made by transformers' own tokenizer."""
     encoded = tokenizer(list(texts), padding="max_length", truncation=True, max_length=length, return_tensors="np")
-    return {"input_ids": encoded["input_ids"].astype(np.int64), "attention_mask": encoded["attention_mask"].astype(np.int64)}
+    return {
+        "input_ids": encoded["input_ids"].astype(np.int64),
+        "attention_mask": encoded["attention_mask"].astype(np.int64),
+    }
 
 
-def text_reference(tower: nn.Module, feeds: dict[str, np.ndarray]) -> np.ndarray:
+def text_reference(tower: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
     with torch.no_grad():
         return tower(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])).float().numpy()

@@ -9,12 +9,13 @@ The result is the same function; parity against the stock PyTorch model checks i
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def _cls_attention(self_attention: nn.Module, normed: torch.Tensor) -> torch.Tensor:
+def _cls_attention(self_attention: Any, normed: torch.Tensor) -> torch.Tensor:
     """Self-attention with the CLS token as the only query: [B, N, D] -> [B, 1, D]."""
     heads, size = int(self_attention.num_heads), int(self_attention.head_size)
     batch = normed.shape[0]
@@ -25,7 +26,7 @@ def _cls_attention(self_attention: nn.Module, normed: torch.Tensor) -> torch.Ten
     return torch.matmul(probs, value).permute(0, 2, 1, 3).reshape(batch, 1, heads * size)
 
 
-def _cls_last_layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def _cls_last_layer(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
     """The last encoder layer for the CLS token only ([B, N, D] -> [B, 1, D])."""
     if hasattr(layer, "layernorm_before"):  # ViT, DeiT
         context = _cls_attention(layer.attention.attention, layer.layernorm_before(hidden))
@@ -40,7 +41,7 @@ def _cls_last_layer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 class ClsOnlyEncoder(nn.Module):
     """pixel_values -> CLS embedding, for a ViT-style encoder whose attention was made fusable."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: Any):
         super().__init__()
         self.encoder = encoder
 

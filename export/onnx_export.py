@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ def fix_positions(model: nn.Module, height: int, width: int) -> None:
     supports ..."); the bundle's input size is fixed, so transformers' own resampling runs once, here, and
     its result is the graph's constant: the same numbers, no `Resize`.
     """
-    embeddings = getattr(model, "embeddings", None)
+    embeddings: Any = getattr(model, "embeddings", None)
     interpolate = getattr(embeddings, "interpolate_pos_encoding", None)
     positions = getattr(embeddings, "position_embeddings", None)
     patch = getattr(getattr(model, "config", None), "patch_size", None)
@@ -49,12 +50,17 @@ def fix_positions(model: nn.Module, height: int, width: int) -> None:
         return
     tokens = 1 + (height // patch) * (width // patch)
     with torch.no_grad():
-        fixed = interpolate(torch.zeros(1, tokens, positions.shape[-1], dtype=positions.dtype), height, width).detach().clone()
+        fixed = (
+            interpolate(torch.zeros(1, tokens, positions.shape[-1], dtype=positions.dtype), height, width)
+            .detach()
+            .clone()
+        )
     embeddings.interpolate_pos_encoding = lambda _embeddings, _height, _width: fixed
 
 
-def export_onnx(encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET,
-                rewrite: bool = True) -> None:
+def export_onnx(
+    encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET, rewrite: bool = True
+) -> None:
     """Write the fp32 graph to `path` with TorchScript tracing.
 
     TorchScript tracing (`dynamo=False`) rather than the dynamo exporter: its graph is the one

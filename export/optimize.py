@@ -10,8 +10,16 @@ import onnx
 
 # The fused operators worth recording (what the optimizer reports, minus the zeros).
 FUSED_OP_TYPES = (
-    "Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "BiasGelu",
-    "Gelu", "FastGelu", "QAttention", "DynamicQuantizeMatMul", "MatMulInteger",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "Gelu",
+    "FastGelu",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "MatMulInteger",
 )
 
 
@@ -71,8 +79,12 @@ def to_int8(fused: Path, out: Path) -> None:
     root.setLevel(logging.ERROR)  # the quantizer warns through the root logger about pre-processing
     try:
         quantize_dynamic(
-            str(fused), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+            str(fused),
+            str(out),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(INT8_OP_TYPES),
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         root.setLevel(level)

@@ -35,8 +35,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def measure(precision: str, path: Path, reference: np.ndarray, inputs: np.ndarray | dict[str, np.ndarray],
-            unit: str = "images") -> dict[str, float]:
+def measure(
+    precision: str, path: Path, reference: np.ndarray, inputs: np.ndarray | dict[str, np.ndarray], unit: str = "images"
+) -> dict[str, float]:
     """Cosines of the graph's outputs against the PyTorch reference; `inputs` pixels or text feeds."""
     cos = cosines(onnx_cls(path, inputs), reference)
     return {

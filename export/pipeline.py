@@ -11,12 +11,12 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
+
 from edge_search.runtime.files import sha256_file
-from edge_search.runtime.options import GRAPH_PRECISIONS
 from edge_search.runtime.model.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -27,6 +27,7 @@ from edge_search.runtime.model.bundle import (
     TextTower,
     family_threshold,
 )
+from edge_search.runtime.options import GRAPH_PRECISIONS
 
 from . import clip, optimize, parity
 from .errors import (
@@ -89,7 +90,8 @@ def _prepare_out(out: Path, force: bool) -> None:
         raise ExportUsageError(f"--out {out} exists and is not a directory.")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportUsageError(
-            f"--out {out} already exists and is not empty. Pass --force to replace it, or choose another --out.")
+            f"--out {out} already exists and is not empty. Pass --force to replace it, or choose another --out."
+        )
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -127,11 +129,16 @@ def export_bundle(
     out = Path(out).expanduser().absolute()
     unknown = set(precisions) - set(GRAPH_PRECISIONS)
     if unknown or not precisions:
-        raise ExportUsageError(f"--precision takes any of {', '.join(GRAPH_PRECISIONS)}; got {', '.join(precisions) or 'none'}.")
+        raise ExportUsageError(
+            f"--precision takes any of {', '.join(GRAPH_PRECISIONS)}; got {', '.join(precisions) or 'none'}."
+        )
     if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
         raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
     if set(require) - set(precisions):
-        raise ExportUsageError(f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision does not export.")
+        raise ExportUsageError(
+            f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision "
+            "does not export."
+        )
     precisions = tuple(p for p in GRAPH_PRECISIONS if p in precisions)
     _prepare_out(out, force)
     try:
@@ -142,11 +149,15 @@ def export_bundle(
     except OSError as exc:
         raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
-        manifest = _build(model, revision, staging, precisions, opset, random_weights, dupe_threshold, tuple(require), step)
+        manifest = _build(
+            model, revision, staging, precisions, opset, random_weights, dupe_threshold, tuple(require), step
+        )
         _publish(staging, out)
         return manifest
     except OSError as exc:
-        raise ExportStorageError(f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}.") from exc
+        raise ExportStorageError(
+            f"Writing the bundle failed: {exc.strerror or exc}. Nothing was written to {out}."
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -171,8 +182,14 @@ def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, p
     return graphs
 
 
-def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[TensorSpec, TensorSpec], tower: str,
-                   rejected: dict[str, dict]) -> dict[str, ModelFile]:
+def _checked_files(
+    graphs: dict[str, Path],
+    reference,
+    inputs,
+    spec: tuple[TensorSpec, TensorSpec],
+    tower: str,
+    rejected: dict[str, dict],
+) -> dict[str, ModelFile]:
     """Each graph measured against the PyTorch reference and described; one that drifts beyond its gate is
     deleted and recorded in `rejected` instead."""
     files: dict[str, ModelFile] = {}
@@ -187,8 +204,14 @@ def _checked_files(graphs: dict[str, Path], reference, inputs, spec: tuple[Tenso
             path.unlink()
             continue
         files[precision] = ModelFile(
-            precision=precision, path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
-            input=spec[0], output=spec[1], fused_ops=optimize.fused_op_counts(path), parity=figures,
+            precision=precision,
+            path=path.name,
+            sha256=sha256_file(path),
+            bytes=path.stat().st_size,
+            input=spec[0],
+            output=spec[1],
+            fused_ops=optimize.fused_op_counts(path),
+            parity=figures,
             quantization=INT8_SCHEME if precision == "int8" else {},
         )
     return files
@@ -207,17 +230,31 @@ def _text_tower(source, work: Path, staging: Path, precisions, opset, rejected: 
     graphs = _precision_graphs(fused_path, fused_model, staging, "text", precisions, step)
     with step("text parity"):
         feeds = clip.tokenize(source.tokenizer, clip.PARITY_TEXTS, length)
-        spec = (TensorSpec("input_ids", "int64", ["batch", length]), TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
+        spec = (
+            TensorSpec("input_ids", "int64", ["batch", length]),
+            TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]),
+        )
         files = _checked_files(graphs, clip.text_reference(source.text_encoder, feeds), feeds, spec, "text", rejected)
     tokenizer_path = staging / TOKENIZER_NAME
     source.tokenizer.backend_tokenizer.save(str(tokenizer_path))
     pad_token = source.tokenizer.pad_token or source.tokenizer.eos_token
-    return TextTower(files=files, tokenizer=TOKENIZER_NAME, tokenizer_sha256=sha256_file(tokenizer_path), context_length=length,
-                     pad_id=int(source.tokenizer.convert_tokens_to_ids(pad_token)), pad_token=str(pad_token))
+    return TextTower(
+        files=files,
+        tokenizer=TOKENIZER_NAME,
+        tokenizer_sha256=sha256_file(tokenizer_path),
+        context_length=length,
+        pad_id=int(source.tokenizer.convert_tokens_to_ids(pad_token)),
+        pad_token=str(pad_token),
+    )
 
 
-def _keep_passing(image: dict[str, ModelFile], text: TextTower | None, rejected: dict[str, dict],
-                  require: tuple[str, ...], staging: Path) -> tuple[dict[str, ModelFile], TextTower | None]:
+def _keep_passing(
+    image: dict[str, ModelFile],
+    text: TextTower | None,
+    rejected: dict[str, dict],
+    require: tuple[str, ...],
+    staging: Path,
+) -> tuple[dict[str, ModelFile], TextTower | None]:
     """Drop every rejected precision from both towers (a bundle's precisions are the same for both);
     a rejected precision that was required, or nothing left at all, fails the export."""
     nothing_left = not set(image) - set(rejected)  # the image tower keeps what passed there, less text's rejects
@@ -225,7 +262,9 @@ def _keep_passing(image: dict[str, ModelFile], text: TextTower | None, rejected:
         if precision in require or nothing_left:
             raise ParityError(
                 f"Parity check failed for the {figures['tower']} tower's {precision} graph: min cosine "
-                f"{figures['min_cosine']:.6f} against PyTorch is below {figures['threshold']}. The bundle was not written.")
+                f"{figures['min_cosine']:.6f} against PyTorch is below {figures['threshold']}. The bundle was "
+                "not written."
+            )
     for precision in rejected:
         for spec in (image.pop(precision, None), text.files.pop(precision, None) if text else None):
             if spec is not None:
@@ -233,7 +272,9 @@ def _keep_passing(image: dict[str, ModelFile], text: TextTower | None, rejected:
     return image, text
 
 
-def _build(model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step) -> Manifest:
+def _build(
+    model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step
+) -> Manifest:
     with step("load"):
         source = load_source(model, revision=revision, random_weights=random_weights)
         pre = preprocess_config(source.processor)
@@ -252,8 +293,10 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
     with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
-        spec = (TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
-                TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]))
+        spec = (
+            TensorSpec(INPUT_NAME, "float32", ["batch", 3, height, width]),
+            TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]),
+        )
         rejected: dict[str, dict] = {}
         files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected)
     text = _text_tower(source, work, staging, precisions, opset, rejected, step) if source.is_clip else None
@@ -272,7 +315,7 @@ def _build(model, revision, staging: Path, precisions, opset, random_weights, du
         files=files,
         opset=opset,
         versions=_versions(),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source_sha256=source_sha256,
         dupe_threshold=dupe_threshold if dupe_threshold is not None else family_threshold(source.model_type),
         text=text,

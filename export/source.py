@@ -78,15 +78,29 @@ def _quiet_transformers() -> None:
 def _builtin_default() -> tuple[Any, Any]:
     """ViT-B/16 at 224 px exactly as `google/vit-base-patch16-224` configures it, with no network."""
     from transformers import ViTConfig, ViTImageProcessor
+    from transformers.image_utils import PILImageResampling
 
     config = ViTConfig(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-        image_size=224, patch_size=16, num_channels=3, qkv_bias=True, hidden_act="gelu",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=224,
+        patch_size=16,
+        num_channels=3,
+        qkv_bias=True,
+        hidden_act="gelu",
         layer_norm_eps=1e-12,
     )
     processor = ViTImageProcessor(
-        do_resize=True, size={"height": 224, "width": 224}, resample=2, do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        do_resize=True,
+        size={"height": 224, "width": 224},
+        resample=PILImageResampling.BILINEAR,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
     return config, processor
 
@@ -98,7 +112,8 @@ def _hub_failure(model_id: str, exc: Exception) -> ExportError:
         f"Ways out: pass a local checkpoint directory to --model (one made by `save_pretrained`, with "
         f"config.json and preprocessor_config.json); or set HF_HUB_OFFLINE=1 if the model is already in the "
         f"local Hugging Face cache; or use --random-weights to build the architecture with random weights "
-        f"(for speed benchmarks and smoke runs only).")
+        f"(for speed benchmarks and smoke runs only)."
+    )
 
 
 def _check_supported(config: Any, model_id: str) -> None:
@@ -107,7 +122,8 @@ def _check_supported(config: Any, model_id: str) -> None:
         raise SourceError(
             f"{model_id!r} is a {model_type!r} model, which export-model does not support. Supported: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (ViT, DeiT, DINOv2 checkpoints, with or without a "
-            "classification head; the encoder's CLS token is the embedding).")
+            "classification head; the encoder's CLS token is the embedding)."
+        )
 
 
 def _encoder_class(model_type: str):
@@ -135,7 +151,9 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
 
     def fetch(loader):
         try:
-            return loader.from_pretrained(ref, revision=revision, **({"use_fast": False} if loader is AutoImageProcessor else {}))
+            return loader.from_pretrained(
+                ref, revision=revision, **({"use_fast": False} if loader is AutoImageProcessor else {})
+            )
         except Exception as exc:  # hub / network / cache errors come in many types
             if is_local:
                 raise ExportUsageError(f"Cannot read the checkpoint at {local}: {str(exc).strip()}") from exc

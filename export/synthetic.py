@@ -54,6 +54,9 @@ def clustered_embeddings(n: int, dim: int, clusters: int, seed: int, rank: int =
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
     basis = rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(rank)
-    vectors = (0.6 * centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, rank)).astype(np.float32) @ basis
-               + rng.normal(scale=0.02, size=(n, dim)).astype(np.float32))
+    vectors = (
+        0.6 * centres[rng.integers(0, clusters, n)]
+        + rng.normal(size=(n, rank)).astype(np.float32) @ basis
+        + rng.normal(scale=0.02, size=(n, dim)).astype(np.float32)
+    )
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

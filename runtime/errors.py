@@ -41,8 +41,10 @@ class IndexMissing(EdgeSearchError):
     @classmethod
     def never_completed(cls, directory: Path | str) -> IndexMissing:
         """An index whose first run was killed before it committed anything (the next run builds it)."""
-        return cls(f"The index at {directory} was never completed (its first run was interrupted). "
-                   "Run `edge-search index DIR` to build it.")
+        return cls(
+            f"The index at {directory} was never completed (its first run was interrupted). "
+            "Run `edge-search index DIR` to build it."
+        )
 
 
 class IndexMismatch(EdgeSearchError):

@@ -5,7 +5,7 @@ return result objects and never print or exit.
     from edge_search.runtime.library import Library
 
     library = Library("~/photos-index")               # nothing is opened yet
-    model = library.open_model(options=ModelOptions(device="cpu"))       # the bundle the index recorded, else the default
+    model = library.open_model(options=ModelOptions(device="cpu"))  # the bundle the index recorded, else the default
     library.index(model, ["~/Pictures"])             # the single writer, for the length of the call
     for hit in library.query(model, images=["holiday.jpg"], k=5).hits:
         print(hit.rank, hit.score, hit.path)
@@ -13,7 +13,6 @@ return result objects and never print or exit.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from edge_search.runtime.errors import (
     BundleError,
     ImageDecodeError,
@@ -43,9 +43,7 @@ from edge_search.runtime.model.bundle import Bundle, family_threshold
 from edge_search.runtime.model.embedder import l2_normalize
 from edge_search.runtime.model.model import Model
 from edge_search.runtime.options import CudaOptions, ImageSource, ModelOptions
-from edge_search.runtime.store import (
-    vector_index as vi,  # first: it imports onnxruntime before usearch
-)
+from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path
 from edge_search.runtime.store.generations import (
     Hit,
@@ -54,10 +52,12 @@ from edge_search.runtime.store.generations import (
     check_binding,
 )
 from edge_search.runtime.store.meta import IndexMeta
+from edge_search.runtime.store.vector_index import IndexOptions
 
 if TYPE_CHECKING:
     from edge_search.runtime.scale.fleet import Fleet, FleetHit, SyncReport
     from edge_search.runtime.scale.ray_embedder import RayOptions
+
 
 # ---------------------------------------------------------------------------------------- results
 @dataclass(frozen=True)
@@ -96,12 +96,25 @@ class LibraryInfo:
     def as_dict(self) -> dict[str, Any]:
         m = self.meta
         return {
-            "index": self.index, "count": self.count, "failed": self.failed, "model": m.model_id, "dim": m.dim,
-            "precision": m.precision, "vector_dtype": m.vector_dtype, "connectivity": m.connectivity,
-            "expansion_search": m.expansion_search, "bundle_path": m.bundle_path,
-            "bundle_identity": m.bundle_identity, "random_weights": m.random_weights, "index_count": m.index_count,
-            "generation": m.generation, "index_file": m.index_file, "last_indexed_at": m.last_indexed_at,
-            "roots": [{"path": r.path, "excludes": list(r.excludes), "include_hidden": r.include_hidden} for r in self.roots],
+            "index": self.index,
+            "count": self.count,
+            "failed": self.failed,
+            "model": m.model_id,
+            "dim": m.dim,
+            "precision": m.precision,
+            "vector_dtype": m.vector_dtype,
+            "connectivity": m.connectivity,
+            "expansion_search": m.expansion_search,
+            "bundle_path": m.bundle_path,
+            "bundle_identity": m.bundle_identity,
+            "random_weights": m.random_weights,
+            "index_count": m.index_count,
+            "generation": m.generation,
+            "index_file": m.index_file,
+            "last_indexed_at": m.last_indexed_at,
+            "roots": [
+                {"path": r.path, "excludes": list(r.excludes), "include_hidden": r.include_hidden} for r in self.roots
+            ],
             "size_bytes": self.size_bytes,
         }
 
@@ -145,7 +158,7 @@ class Library:
         if not self.exists():
             return empty
         try:
-            with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            with Catalog.open(self.directory, create=False) as catalog:
                 return read(catalog)
         except IndexMissing:
             return empty
@@ -159,7 +172,7 @@ class Library:
         return self._recorded(Catalog.roots, [])
 
     def failures(self) -> list[Failure]:
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+        with Catalog.open(self.directory, create=False) as catalog:
             return catalog.failures()
 
     def bundle_path(self) -> Path:
@@ -180,7 +193,7 @@ class Library:
         excludes: Sequence[str] | None = None,
         include_hidden: bool | None = None,
         prune: bool = True,
-        settings: dict[str, Any] | None = None,
+        settings: vi.IndexOptions | None = None,
         publish_every_s: float = 30.0,
         on_start: Callable[[int], None] | None = None,
         on_file: FileCallback | None = None,
@@ -193,13 +206,16 @@ class Library:
 
         `excludes` / `include_hidden` given: they replace what a root remembered; None: the remembered
         ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
-        are indexed; if none exists, UsageError before anything is created. `settings`: usearch options
-        (dtype, connectivity, expansion_add, expansion_search) for a new or rebuilt index.
+        are indexed; if none exists, UsageError before anything is created. `settings`: usearch options for a
+        new index, or to rebuild this one with.
         """
-        remembered = {r.path: r for r in self.roots()}
+        recorded_roots, meta = self._recorded(lambda c: (c.roots(), c.index_meta()), ([], IndexMeta()))
+        remembered = {r.path: r for r in recorded_roots}
         if roots is None:
             if not remembered:
-                raise UsageError(f"No folders to index: name one (`edge-search index DIR`); {self.directory} remembers none yet.")
+                raise UsageError(
+                    f"No folders to index: name one (`edge-search index DIR`); {self.directory} remembers none yet."
+                )
             wanted = list(remembered.values())
         else:
             wanted = [Root(os.path.abspath(os.path.expanduser(os.fspath(r)))) for r in roots]
@@ -213,8 +229,11 @@ class Library:
         ]
         if not any(os.path.exists(r.path) for r in wanted):
             missing = ", ".join(r.path for r in wanted)
-            raise UsageError(f"Nothing to index: {missing} does not exist." if len(wanted) == 1
-                             else f"Nothing to index: none of {missing} exists.")
+            raise UsageError(
+                f"Nothing to index: {missing} does not exist."
+                if len(wanted) == 1
+                else f"Nothing to index: none of {missing} exists."
+            )
         cluster = None
         if ray is not None:  # joined before the index is touched: a cluster that is down changes nothing here
             from edge_search.runtime.scale.ray_embedder import (
@@ -223,27 +242,31 @@ class Library:
 
             cluster = RayEmbedder(model, ray)
         try:
-            with IndexWriter(self.directory, model.bundle, precision=model.precision,
-                             settings=self._settings(model, settings),) as writer:
-                writer.catalog.remember_roots(r for r in wanted if os.path.exists(r.path))
-                report = run_index(writer, cluster or model.embedder, wanted, prune=prune, publish_every_s=publish_every_s,
-                                   on_start=on_start, on_file=on_file, stop=stop)
+            with IndexWriter(
+                self.directory,
+                model.bundle,
+                precision=model.precision,
+                settings=_settings(model, meta, settings),
+            ) as writer:
+                writer.remember_roots(r for r in wanted if os.path.exists(r.path))
+                report = run_index(
+                    writer,
+                    cluster or model.embedder,
+                    wanted,
+                    prune=prune,
+                    publish_every_s=publish_every_s,
+                    on_start=on_start,
+                    on_file=on_file,
+                    stop=stop,
+                )
         finally:
             if cluster is not None:
                 cluster.close()
         if cluster is not None:
-            report.cluster = cluster.describe() + (f", {cluster.plan.lost} lost and replaced" if cluster.plan.lost else "")
+            report.cluster = cluster.describe() + (
+                f", {cluster.plan.lost} lost and replaced" if cluster.plan.lost else ""
+            )
         return report
-
-    def _settings(self, model: Model, requested: dict[str, Any] | None) -> vi.IndexSettings | None:
-        requested = {k: v for k, v in (requested or {}).items() if v is not None}
-        if not requested:
-            return None
-        if "dtype" in requested and requested["dtype"] not in vi.DTYPES:
-            raise UsageError(f"--dtype must be one of {', '.join(vi.DTYPES)}, not {requested['dtype']!r}.")
-        meta = self.meta()
-        base = meta.settings if meta.bound else vi.IndexSettings(dim=model.bundle.manifest.embedding_dim)
-        return vi.IndexSettings(**{**base.__dict__, **requested})
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> RemoveReport:
         """Forget files, or everything under folders (and those folders as roots). No model needed."""
@@ -251,11 +274,10 @@ class Library:
             raise IndexMissing(f"No index at {self.directory} yet; nothing to remove.")
         targets = [encode_path(os.path.expanduser(os.fspath(p))) for p in paths]
         with IndexWriter(self.directory, None, precision=None) as writer:
-            catalog = writer.catalog
-            doomed = [p for p in catalog.states() if under(p, targets)]
-            removed = catalog.delete_paths(doomed)
-            forgotten = [r.path for r in catalog.roots() if under(encode_path(r.path), targets)]
-            catalog.forget_roots(encode_path(p) for p in forgotten)
+            doomed = [p for p in writer.catalog.states() if under(p, targets)]
+            removed = writer.delete_paths(doomed)
+            forgotten = [r.path for r in writer.catalog.roots() if under(encode_path(r.path), targets)]
+            writer.forget_roots(encode_path(p) for p in forgotten)
             generation = writer.publish_if_changed()
         return RemoveReport(removed, forgotten, generation)
 
@@ -291,9 +313,10 @@ class Library:
         The query is one of: `images` (one or more; their embeddings are averaged, which finds what
         they have in common) and/or `text` (CLIP bundles: words; with images, the two unit
         embeddings are added with `text_weight` on the text, as rclip does), a `vector` (unit or
-        not), or the `key` of an indexed image ("more like this"; needs no model). `under_dir` keeps results inside that folder; `exclude_self` drops
-        the query files themselves (same path or same content). `pixels`: `images` already decoded by
-        `Model.preprocessor_for` with the model's options, in order (saves decoding them twice).
+        not), or the `key` of an indexed image ("more like this"; needs no model). `under_dir` keeps
+        results inside that folder; `exclude_self` drops the query files themselves (same path or same
+        content). `pixels`: `images` already decoded by `Model.preprocessor_for` with the model's options,
+        in order (saves decoding them twice).
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
@@ -315,6 +338,7 @@ class Library:
         elif vector is not None:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
+            assert model is not None  # checked above: a query by image or text needs one
             query = query_vector(model, images, text, text_weight, pixels)
             if exclude_self:
                 for image in images:
@@ -332,6 +356,7 @@ class Library:
                 if path in excluded_paths:
                     return False
                 return not excluded_sha or catalog.sha256_of(hit_key) not in excluded_sha
+
         hits = reader.search(query, k, min_score, keep)
         notes = list(reader.notes)
         reader.notes.clear()
@@ -346,9 +371,15 @@ class Library:
         source = "option"
         if threshold is None:
             threshold, source = self._recorded_threshold()
-        report = find_duplicates(reader.catalog, reader.index(), threshold, under_dir=os.fspath(under_dir) if under_dir else None,
-                                 threshold_source=source, random_weights=reader.meta.random_weights,
-                                 index_dtype=reader.meta.vector_dtype)
+        report = find_duplicates(
+            reader.catalog,
+            reader.index(),
+            threshold,
+            under_dir=os.fspath(under_dir) if under_dir else None,
+            threshold_source=source,
+            random_weights=reader.meta.random_weights,
+            index_dtype=reader.meta.vector_dtype,
+        )
         report.notes.extend(reader.notes)
         reader.notes.clear()
         return report
@@ -363,8 +394,9 @@ class Library:
         return family_threshold(manifest.model_type), "default"
 
     # -- the fleet (Milvus) ----------------------------------------------------------------------
-    def sync_fleet(self, uri: str, *, box: str | None = None, collection: str | None = None,
-                   token: str | None = None) -> SyncReport:
+    def sync_fleet(
+        self, uri: str, *, box: str | None = None, collection: str | None = None, token: str | None = None
+    ) -> SyncReport:
         """Make this box's rows in the Milvus collection at `uri` equal to this index (paths and
         embeddings leave the box: opt-in). No model needed; incremental, idempotent, resumable."""
         from edge_search.runtime.scale.fleet import (
@@ -376,14 +408,26 @@ class Library:
 
         box = check_box(box or default_box())
         if not self.exists():
-            raise IndexMissing(f"No index at {self.directory} yet: nothing to sync. Build one with `edge-search index DIR`.")
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+            raise IndexMissing(
+                f"No index at {self.directory} yet: nothing to sync. Build one with `edge-search index DIR`."
+            )
+        with Catalog.open(self.directory, create=False) as catalog:
             meta = catalog.index_meta()
-            if not meta.bound:
+            if not meta.bound or meta.bundle_identity is None or meta.dim is None:
                 raise IndexMissing.never_completed(self.directory)
-            with milvus_errors(uri, "The sync stopped; what it wrote is kept, and `edge-search sync` again finishes it"):
-                fleet = Fleet.open(uri, identity=meta.bundle_identity, dim=meta.dim, model=meta.model_id or "",
-                                   collection=collection, token=token, create=True, settings=meta)
+            with milvus_errors(
+                uri, "The sync stopped; what it wrote is kept, and `edge-search sync` again finishes it"
+            ):
+                fleet = Fleet.open(
+                    uri,
+                    identity=meta.bundle_identity,
+                    dim=meta.dim,
+                    model=meta.model_id or "",
+                    collection=collection,
+                    token=token,
+                    create=True,
+                    settings=meta,
+                )
                 try:
                     return fleet.sync(catalog, box)
                 finally:
@@ -394,12 +438,28 @@ class Library:
         from edge_search.runtime.scale.fleet import Fleet, milvus_errors
 
         with milvus_errors(uri, "Nothing was read"):
-            return Fleet.open(uri, identity=model.bundle.identity, dim=model.bundle.manifest.embedding_dim,
-                              collection=collection, token=token)
+            return Fleet.open(
+                uri,
+                identity=model.bundle.identity,
+                dim=model.bundle.manifest.embedding_dim,
+                collection=collection,
+                token=token,
+            )
 
-    def query_fleet(self, fleet: str | Fleet, model: Model, *, images: Sequence[ImageSource] = (), text: str | None = None,
-                    text_weight: float = 1.0, k: int = 10, min_score: float | None = None, box: str | None = None,
-                    collection: str | None = None, token: str | None = None) -> FleetQueryResult:
+    def query_fleet(
+        self,
+        fleet: str | Fleet,
+        model: Model,
+        *,
+        images: Sequence[ImageSource] = (),
+        text: str | None = None,
+        text_weight: float = 1.0,
+        k: int = 10,
+        min_score: float | None = None,
+        box: str | None = None,
+        collection: str | None = None,
+        token: str | None = None,
+    ) -> FleetQueryResult:
         """The `k` images most like the query across every box synced to the Milvus collection (or one
         `box`). `fleet`: a Milvus URI (opened and closed for this query) or an open `Fleet`."""
         from edge_search.runtime.scale.fleet import milvus_errors
@@ -425,26 +485,44 @@ class Library:
     def info(self) -> LibraryInfo:
         if not self.exists():
             raise IndexMissing(f"No index at {self.directory} yet. Build one with `edge-search index DIR`.")
-        with contextlib.closing(Catalog.open(self.directory, create=False)) as catalog:
+        with Catalog.open(self.directory, create=False) as catalog:
             return LibraryInfo(
-                index=str(self.directory), count=catalog.count("ok"), failed=catalog.count("failed"),
-                meta=catalog.index_meta(), roots=catalog.roots(),
+                index=str(self.directory),
+                count=catalog.count("ok"),
+                failed=catalog.count("failed"),
+                meta=catalog.index_meta(),
+                roots=catalog.roots(),
                 size_bytes=sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file()),
             )
 
     def verify(self, bundle: str | os.PathLike | None = None) -> VerifyReport:
         """Every check a user needs when something looks wrong (IndexMissing if there is no index)."""
         if not self.exists():
-            raise IndexMissing(f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`.")
+            raise IndexMissing(
+                f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`."
+            )
         root = Path(bundle) if bundle else self.bundle_path()
         return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
 
 
-def query_vector(model: Model, images: Sequence[ImageSource], text: str | None, text_weight: float = 1.0,
-                 pixels: np.ndarray | None = None) -> np.ndarray:
+def _settings(model: Model, meta: IndexMeta, requested: vi.IndexOptions | None) -> vi.IndexSettings | None:
+    """The usearch settings a run asks for, over what the index has (or the defaults for this model)."""
+    if requested is None or requested.empty:
+        return None
+    base = meta.settings if meta.bound else vi.IndexSettings(dim=model.bundle.dim)
+    return requested.applied_to(base)
+
+
+def query_vector(
+    model: Model,
+    images: Sequence[ImageSource],
+    text: str | None,
+    text_weight: float = 1.0,
+    pixels: np.ndarray | None = None,
+) -> np.ndarray:
     """The unit query embedding of images (averaged: what they have in common) and/or words (added with
     `text_weight`, as rclip does). `pixels`: the images already decoded and preprocessed, if they are."""
-    query = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
+    query: np.ndarray = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
     if images:
         if pixels is None or len(pixels) != len(images):
             pixels = np.stack([model.pixels(image) for image in images])
@@ -478,6 +556,7 @@ __all__ = [
     "Failure",
     "Hit",
     "ImageDecodeError",
+    "IndexOptions",
     "IndexReport",
     "Library",
     "LibraryInfo",

@@ -20,4 +20,5 @@ def default_bundle_dir() -> Path:
 def default_index_dir() -> Path:
     return Path(os.environ.get(INDEX_ENV) or platformdirs.user_data_path(APP) / "index")
 
+
 CATALOG_NAME = "catalog.sqlite"  # inside an index directory: the SQLite catalog, the index's truth

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from edge_search.runtime.errors import UsageError
 
@@ -38,9 +38,8 @@ class Precision(StrEnum):
 GRAPH_PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision if p is not Precision.auto)
 
 # What a query or the indexer accepts as an image: a path, encoded bytes, or a decoded PIL image.
-ImageSource = "str | os.PathLike[str] | bytes | Image.Image"
-if TYPE_CHECKING:
-    ImageSource = str | os.PathLike[str] | bytes | Image.Image  # type: ignore[misc]
+# (A string: PIL is imported only where images are decoded, not by everything that reads options.)
+ImageSource: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class CudaOptions:
 def choose(kind: type[StrEnum], value: object, option: str) -> Any:
     """`value` as a member of `kind`, or a UsageError naming `option` and the choices."""
     try:
-        return kind(value)
+        return kind(str(value))
     except ValueError:
         raise UsageError(f"{option} must be one of {', '.join(kind)}, not {value!r}.") from None
 

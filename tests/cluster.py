@@ -25,9 +25,20 @@ def free_port() -> int:
 
 def _node_ports() -> list[str]:
     """Ports a node would otherwise take from fixed defaults (two nodes on one machine would collide)."""
-    return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-            "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+    return [
+        "--node-manager-port",
+        str(free_port()),
+        "--object-manager-port",
+        str(free_port()),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
+    ]
 
 
 def _children(pid: int) -> list[int]:
@@ -93,18 +104,46 @@ class LocalRayCluster:
         log = self.root / f"{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                 "--num-cpus", str(self.cpus_per_node), "--num-gpus", "0", "--object-store-memory", OBJECT_STORE,
-                 *_node_ports(), *args],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+                [
+                    RAY,
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--num-cpus",
+                    str(self.cpus_per_node),
+                    "--num-gpus",
+                    "0",
+                    "--object-store-memory",
+                    OBJECT_STORE,
+                    *_node_ports(),
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
+            )
         return Node(process, log)
 
     def __enter__(self) -> LocalRayCluster:
         port = free_port()
         self.address = f"127.0.0.1:{port}"
-        self.head = self._start("head", ["--head", "--port", str(port), "--include-dashboard", "false",
-                                         "--ray-client-server-port", str(free_port()),
-                                         "--temp-dir", str(self.root / "head")])
+        self.head = self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--ray-client-server-port",
+                str(free_port()),
+                "--temp-dir",
+                str(self.root / "head"),
+            ],
+        )
         self._wait_nodes(1)
         self.worker = self._start("worker", ["--address", self.address])
         self._wait_nodes(2)
@@ -113,15 +152,18 @@ class LocalRayCluster:
         return self
 
     def _wait_nodes(self, count: int, timeout: float = 120) -> None:
-        code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
+        code = (
+            "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for node in (self.head, self.worker):
                 if node is not None and node.process.poll() is not None:
                     raise RuntimeError(f"ray start exited {node.process.returncode}: {node.log.read_text()[-2000:]}")
-            probe = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
-                                   env=self.env(), timeout=60)
+            probe = subprocess.run(
+                [sys.executable, "-c", code, self.address], capture_output=True, text=True, env=self.env(), timeout=60
+            )
             if probe.returncode == 0 and probe.stdout.strip().splitlines()[-1:] == [str(count)]:
                 return
             time.sleep(1)

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmarks/ holds the trained fixture and the photo edits the tests share
 
-TINY_VIT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8)
+TINY_VIT = dict(
+    hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8
+)
 
 
 def save_tiny(directory: Path, model_type: str = "vit") -> Path:
@@ -42,9 +44,14 @@ def save_tiny(directory: Path, model_type: str = "vit") -> Path:
         processor = DeiTImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
     elif model_type == "dinov2":
         model = Dinov2Model(Dinov2Config(**{**TINY_VIT, "image_size": 64}))
-        processor = BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
-                                      do_center_crop=True, resample=3, image_mean=[0.485, 0.456, 0.406],
-                                      image_std=[0.229, 0.224, 0.225])
+        processor = BitImageProcessor(
+            size={"shortest_edge": 36},
+            crop_size={"height": 32, "width": 32},
+            do_center_crop=True,
+            resample=3,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        )
     else:
         raise ValueError(model_type)
     model.save_pretrained(directory)
@@ -80,11 +87,25 @@ def save_tiny_clip(directory: Path) -> Path:
     CLIPTokenizerFast.from_pretrained(directory).save_pretrained(directory)  # writes tokenizer.json
     ends = vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=ends, pad_token_id=ends),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=ends,
+            pad_token_id=ends,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=24,
     )
     torch.manual_seed(0)
@@ -158,16 +179,27 @@ def photo_dir(tmp_path) -> Path:
 
 def cli_env(tmp_path: Path, bundle: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_SEARCH_")}
-    env.update(EDGE_SEARCH_MODEL=str(bundle), EDGE_SEARCH_INDEX=str(tmp_path / "index"), EDGE_SEARCH_DEVICE="cpu",
-               XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"))
+    env.update(
+        EDGE_SEARCH_MODEL=str(bundle),
+        EDGE_SEARCH_INDEX=str(tmp_path / "index"),
+        EDGE_SEARCH_DEVICE="cpu",
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+    )
     env.update(extra)
     return env
 
 
 def edge_search(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "edge_search.runtime", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_search.runtime", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def transformers_embeddings(checkpoint, paths) -> np.ndarray:
@@ -197,5 +229,9 @@ def console_script(name: str) -> str:
     return str(path)
 
 
-def run_script(name: str, *args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script(name), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+def run_script(
+    name: str, *args: str, env: dict[str, str], timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [console_script(name), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )

@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 
 from cluster import free_port
+
 from conftest import console_script
 
 
@@ -21,8 +22,13 @@ class Service:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - a file, not a pipe: a chatty service never blocks
-        self.proc = subprocess.Popen([console_script("edge-search"), "serve", "--port", str(self.port), *args], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [console_script("edge-search"), "serve", "--port", str(self.port), *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.headers: dict[str, str] = {}
 
     def output(self) -> str:
@@ -40,7 +46,9 @@ class Service:
                 time.sleep(0.2)
         raise AssertionError("the service did not start")
 
-    def request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | bytes, str]:
+    def request(
+        self, path: str, data: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, dict | bytes, str]:
         request = urllib.request.Request(self.base + path, data=data, headers={**self.headers, **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -57,9 +65,16 @@ class Service:
 
     def upload(self, content: bytes, **fields: str):
         boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-                     "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+            for k, v in fields.items()
+        ]
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         return self.request("/api/query", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 

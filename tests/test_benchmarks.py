@@ -12,25 +12,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_benchmark_writes_all_sections(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (report_file,) = tmp_path.glob("*.json")
     report = json.loads(report_file.read_text())
     assert report["random_weights"] is True
     assert report["cpu_ceilings"]["fp32_gflops"] > 0 and report["cpu_ceilings"]["int8_gops"] > 0
     assert isinstance(report["machine"]["cpu_flags"], list) and "(flags: " in result.stdout
-    assert any(row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider" for row in report["model_throughput"])
+    assert any(
+        row.get("status") == "ok" and row["provider"] == "CPUExecutionProvider" for row in report["model_throughput"]
+    )
     assert report["end_to_end"][0]["images"] == 8
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
     side = report["side_by_side"]
-    assert side["images"] == 8 and side["indexing"]["speedup"]["runs"] == 2 and side["cold_query"]["original_peak_rss_mb"] > 0
+    assert (
+        side["images"] == 8
+        and side["indexing"]["speedup"]["runs"] == 2
+        and side["cold_query"]["original_peak_rss_mb"] > 0
+    )
     quality = report["quality"]
     if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in quality:
         int8 = quality["precisions"]["int8"]  # figures are reported, not asserted: the shape is
         assert set(int8["edits"]) == {"flip", "colour", "small+jpeg", "crop", "rotation", "letterbox"}
-        assert {"top1_percent", "top5_percent"} <= set(int8["edits"]["crop"]) and 0 < int8["dupes_threshold"]["threshold"] <= 1
+        assert {"top1_percent", "top5_percent"} <= set(int8["edits"]["crop"]) and 0 < int8["dupes_threshold"][
+            "threshold"
+        ] <= 1
     assert report["service"]["warm_8_clients"]["requests"] == 8 and report["service"]["cold_cli_query"]["p50_ms"] > 0
-    for title in ("Model throughput", "End-to-end indexing", "Vector index", "Against the original pipeline",
-                  "The warm service against a cold CLI query", "Search quality on trained weights"):
+    for title in (
+        "Model throughput",
+        "End-to-end indexing",
+        "Vector index",
+        "Against the original pipeline",
+        "The warm service against a cold CLI query",
+        "Search quality on trained weights",
+    ):
         assert f"## {title}" in result.stdout

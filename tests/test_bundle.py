@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+
 from edge_search.runtime.errors import BundleError
 from edge_search.runtime.files import VerifiedCache
 from edge_search.runtime.model.bundle import Bundle

@@ -9,17 +9,27 @@ import json
 import numpy as np
 import pytest
 import torch
+from served import Service
+
 from conftest import cli_env, photo, run_script
 from edge_search.export.clip import PARITY_TEXTS
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Model
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.text import TextEncoder
-from served import Service
+from edge_search.runtime.options import ModelOptions
 
 THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}
-TRICKY = PARITY_TEXTS + ("", "A", "émigré naïve façade", "tabs\tand\nnewlines", "!!!???...", "word " * 200, "ÅNGSTRÖM 1Å",
-                         "<|endoftext|> inside", "mixed 123abc ABC123")
+TRICKY = PARITY_TEXTS + (
+    "",
+    "A",
+    "émigré naïve façade",
+    "tabs\tand\nnewlines",
+    "!!!???...",
+    "word " * 200,
+    "ÅNGSTRÖM 1Å",
+    "<|endoftext|> inside",
+    "mixed 123abc ABC123",
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +37,11 @@ def transformers_clip(tiny_clip_checkpoint):
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     model = CLIPModel.from_pretrained(tiny_clip_checkpoint).eval()
-    return model, CLIPImageProcessor.from_pretrained(tiny_clip_checkpoint), CLIPTokenizer.from_pretrained(tiny_clip_checkpoint)
+    return (
+        model,
+        CLIPImageProcessor.from_pretrained(tiny_clip_checkpoint),
+        CLIPTokenizer.from_pretrained(tiny_clip_checkpoint),
+    )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -38,7 +52,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_the_bundle_has_both_towers_each_parity_checked(tiny_clip_bundle):
     manifest = Bundle.load(tiny_clip_bundle).manifest
-    assert manifest.towers == ["image", "text"] and manifest.architecture == "CLIPModel" and manifest.embedding_dim == 24
+    assert (
+        manifest.towers == ["image", "text"] and manifest.architecture == "CLIPModel" and manifest.embedding_dim == 24
+    )
     assert (tiny_clip_bundle / manifest.text.tokenizer).is_file() and manifest.text.context_length == 77
     for tower in (manifest.files, manifest.text.files):
         assert sorted(tower) == ["fp16", "fp32", "int8"]
@@ -62,7 +78,9 @@ def test_image_and_text_embeddings_reproduce_transformers(tiny_clip_bundle, tran
     images = [photo(40 + i, 64 + 37 * i, 48 + 23 * i) for i in range(6)]
     with torch.no_grad():
         expected_images = clip.get_image_features(**processor(images=images, return_tensors="pt")).numpy()
-        tokens = tokenizer(list(PARITY_TEXTS), padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+        tokens = tokenizer(
+            list(PARITY_TEXTS), padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+        )
         expected_texts = clip.get_text_features(**tokens).numpy()
     got_images = np.stack([model.embed_image(image) for image in images])
     got_texts = np.stack([model.embed_text(text) for text in PARITY_TEXTS])
@@ -85,13 +103,20 @@ def test_query_text_ranks_the_library_by_the_words(clip_index):
     env, photos = clip_index
     words = "a dog on the beach"
     text = json.loads(run_script("edge-search", "embed", "--text", words, "--json", env=env).stdout.splitlines()[0])
-    images = [json.loads(line) for line in run_script("edge-search", "embed", "--json", *sorted(map(str, photos.iterdir())), env=env).stdout.splitlines()]
+    images = [
+        json.loads(line)
+        for line in run_script(
+            "edge-search", "embed", "--json", *sorted(map(str, photos.iterdir())), env=env
+        ).stdout.splitlines()
+    ]
     expected = sorted(images, key=lambda row: -float(np.dot(row["embedding"], text["embedding"])))
     result = run_script("edge-search", "query", "--text", words, "-k", "10", "--json", env=env)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["text"] == words and [r["path"] for r in body["results"]][:3] == [row["path"] for row in expected][:3]
-    mixed = run_script("edge-search", "query", str(photos / "p3.jpg"), "--text", words, "--text-weight", "0.5", "--json", env=env)
+    mixed = run_script(
+        "edge-search", "query", str(photos / "p3.jpg"), "--text", words, "--text-weight", "0.5", "--json", env=env
+    )
     assert mixed.returncode == 0 and len(json.loads(mixed.stdout)["results"]) == 10
 
 
@@ -102,9 +127,13 @@ def test_the_service_searches_by_words(clip_index):
         service.wait_ready()
         assert service.health()["text"] is True
         boundary = "b0und4ry"
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\na dog\r\n'
-                f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n4\r\n--{boundary}--\r\n').encode()
-        status, answer, _ = service.request("/api/query", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\na dog\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n4\r\n--{boundary}--\r\n'
+        ).encode()
+        status, answer, _ = service.request(
+            "/api/query", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert status == 200 and len(answer["results"]) == 4
     finally:
         service.stop()

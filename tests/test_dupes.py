@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from conftest import cli_env, photo, run_script
 from edge_search.runtime.errors import UsageError
 from edge_search.runtime.jobs.dupes import FIRST_K
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model
+from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.store.catalog import Catalog
-from PIL import Image
 
 ORIGINALS = 4
 
@@ -56,7 +56,7 @@ def library(tmp_path, model, variants):
 
 def components_by_brute_force(index_dir: Path, threshold: float) -> set[frozenset[str]]:
     """The specification, computed independently: all pairs from the stored embeddings and hashes."""
-    with closing(Catalog.open(index_dir, create=False)) as catalog:
+    with Catalog.open(index_dir, create=False) as catalog:
         rows = catalog.db.execute("SELECT path, sha256, embedding FROM files WHERE status='ok' ORDER BY id").fetchall()
     paths = [r[0].decode() for r in rows]
     vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
@@ -95,7 +95,7 @@ def test_exact_copies_are_always_grouped_and_called_exact(library, variants):
 
 @pytest.mark.parametrize("quantile", [0.5, 0.9, 0.97, 0.995])
 def test_groups_are_the_connected_components_at_the_threshold(library, quantile):
-    with closing(Catalog.open(library.directory, create=False)) as catalog:
+    with Catalog.open(library.directory, create=False) as catalog:
         vectors = np.stack([v for _, chunk in catalog.vectors() for v in chunk])
     similarities = np.sort((vectors @ vectors.T)[np.triu_indices(len(vectors), 1)])
     # halfway across a clear gap near the quantile: no pair sits within rounding error of the threshold
@@ -108,7 +108,7 @@ def test_groups_are_the_connected_components_at_the_threshold(library, quantile)
 
 
 def test_a_group_larger_than_the_first_neighbour_search_is_complete(library, variants):
-    with closing(Catalog.open(library.directory, create=False)) as catalog:
+    with Catalog.open(library.directory, create=False) as catalog:
         rows = {p: v for keys, chunk in catalog.vectors() for p, v in zip(catalog.paths_for(keys).values(), chunk)}
     many = [v for p, v in rows.items() if Path(p).name.startswith("many-")]
     threshold = float(np.min(np.stack(many) @ np.stack(many).T))  # every re-encoding links to every other
@@ -123,7 +123,10 @@ def test_the_keeper_is_the_largest_picture_then_the_largest_file_and_listed_firs
     assert report.groups
     for group in report.groups:
         best = max((f.width * f.height, f.size) for f in group.files)
-        assert group.files[0].path == group.keep and (group.files[0].width * group.files[0].height, group.files[0].size) == best
+        assert (
+            group.files[0].path == group.keep
+            and (group.files[0].width * group.files[0].height, group.files[0].size) == best
+        )
         assert group.scores_to_keep[0] == pytest.approx(1.0, abs=1e-5)
         assert len(group.pairs) == len(group.files) * (len(group.files) - 1) // 2
 
@@ -136,7 +139,9 @@ def test_under_restricts_the_search_and_a_bad_threshold_is_refused(model, varian
     with Library(tmp_path / "index") as library:
         library.index(model, [photos])
         inside = library.dupes(threshold=0.9999, under_dir=photos / "sub")
-        assert [sorted(f.path for f in g.files) for g in inside.groups] == [[str(photos / "sub" / "one.png"), str(photos / "sub" / "same.png")]]
+        assert [sorted(f.path for f in g.files) for g in inside.groups] == [
+            [str(photos / "sub" / "one.png"), str(photos / "sub" / "same.png")]
+        ]
         with pytest.raises(UsageError):
             library.dupes(threshold=1.5)
 
@@ -151,11 +156,15 @@ def test_dupes_through_the_installed_script(tmp_path, tiny_bundle, variants):
     env = cli_env(tmp_path, tiny_bundle)
     assert run_script("edge-search", "index", str(variants), env=env).returncode == 0
     before = sorted(p.name for p in variants.iterdir())
-    result = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", "--montage", str(tmp_path / "sheets"), env=env)
+    result = run_script(
+        "edge-search", "dupes", "--threshold", "0.9999", "--json", "--montage", str(tmp_path / "sheets"), env=env
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["groups"] and all(g["keep"] == g["paths"][0] and g["kind"] in ("exact", "near") for g in body["groups"])
-    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [f"group-{n:04d}.jpg" for n in range(1, len(body["groups"]) + 1)]
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+        f"group-{n:04d}.jpg" for n in range(1, len(body["groups"]) + 1)
+    ]
     listed = run_script("edge-search", "dupes", "--threshold", "0.9999", "-f", env=env).stdout.split()
     assert sorted(listed) == sorted(p for g in body["groups"] for p in g["paths"][1:])
     text = run_script("edge-search", "dupes", "--threshold", "0.9999", env=env)

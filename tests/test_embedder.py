@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import cosine, photo, transformers_embeddings
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.embedder import Embedder
@@ -23,7 +24,9 @@ def make_embedder(bundle_dir, precision, batch_size=4) -> Embedder:
 def photo_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     paths = []
-    for i, (w, h) in enumerate([(320, 240), (240, 320), (64, 64), (1000, 300), (33, 77), (500, 500), (224, 224), (150, 90)]):
+    for i, (w, h) in enumerate(
+        [(320, 240), (240, 320), (64, 64), (1000, 300), (33, 77), (500, 500), (224, 224), (150, 90)]
+    ):
         path = root / f"p{i}.{'jpg' if i % 2 else 'png'}"
         photo(500 + i, w, h).save(path)
         paths.append(path)
@@ -71,7 +74,9 @@ def test_jpeg_draft_decoding_of_large_photos_stays_within_cosine_0_9999_of_full_
 def test_an_embedding_does_not_depend_on_the_other_images_in_its_batch(precision, tiny_bundle, photo_files):
     """Dynamic int8 quantization scales activations per call: batched, a photo's embedding would drift
     with its companions (and near-duplicates swap ranks between index and query time)."""
-    alone = np.stack([next(iter(make_embedder(tiny_bundle, precision, batch_size=1).embed([p]))).vector for p in photo_files])
+    alone = np.stack(
+        [next(iter(make_embedder(tiny_bundle, precision, batch_size=1).embed([p]))).vector for p in photo_files]
+    )
     together = np.stack([r.vector for r in make_embedder(tiny_bundle, precision, batch_size=8).embed(photo_files)])
     assert len(photo_files) >= 8 and cosine(alone, together).min() >= 0.99999
 

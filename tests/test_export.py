@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from conftest import save_tiny
 from edge_search.export import parity
 from edge_search.export.cli import EXIT_CODES
@@ -22,14 +23,21 @@ from edge_search.runtime.model.bundle import Bundle
 
 EXIT_USAGE, EXIT_SOURCE = EXIT_CODES[ExportUsageError], EXIT_CODES[SourceError]
 
-OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HF_HUB_DOWNLOAD_TIMEOUT": "3",
-           "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DISABLE_TELEMETRY": "1"}
+OFFLINE = {
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HF_HUB_DOWNLOAD_TIMEOUT": "3",
+    "HF_HUB_ETAG_TIMEOUT": "3",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
 
 
 def export_model(*args: str, tmp_path: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), **OFFLINE, **(extra_env or {})}
     env.pop("HF_HUB_OFFLINE", None)
-    return subprocess.run([sys.executable, "-m", "edge_search.export", *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_search.export", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,12 @@ def cli_bundle(tiny_checkpoint, tmp_path_factory):
 
 def test_bundle_holds_three_graphs_and_a_manifest(cli_bundle):
     out, _ = cli_bundle
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp16.onnx", "model.fp32.onnx", "model.int8.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "model.fp16.onnx",
+        "model.fp32.onnx",
+        "model.int8.onnx",
+    ]
 
 
 def test_manifest_records_model_files_hashes_and_preprocessing(cli_bundle, tiny_checkpoint):
@@ -57,7 +70,7 @@ def test_manifest_records_model_files_hashes_and_preprocessing(cli_bundle, tiny_
     assert pre["size"] == {"height": 32, "width": 32} and pre["resample"] == 2
     assert pre["image_mean"] == [0.5, 0.5, 0.5] and pre["image_std"] == [0.5, 0.5, 0.5]
     assert pre["rescale_factor"] == pytest.approx(1 / 255)
-    for precision, spec in manifest["files"].items():
+    for spec in manifest["files"].values():
         path = out / spec["path"]
         assert spec["sha256"] == sha256_file(path) and spec["bytes"] == path.stat().st_size
         assert spec["input"] == {"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 32, 32]}
@@ -119,7 +132,9 @@ def test_force_replaces_an_existing_bundle(tiny_checkpoint, tmp_path):
     out = tmp_path / "b"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    result = export_model("--model", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32", "--force", tmp_path=tmp_path)
+    result = export_model(
+        "--model", str(tiny_checkpoint), "--out", str(out), "--precision", "fp32", "--force", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx"]
 
@@ -137,7 +152,9 @@ def test_unreachable_hub_ends_in_one_readable_paragraph(tmp_path):
 def test_unsupported_architecture_is_named(tmp_path):
     from transformers import ConvNextConfig, ConvNextModel
 
-    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).save_pretrained(tmp_path / "convnext")
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])).save_pretrained(
+        tmp_path / "convnext"
+    )
     result = export_model("--model", str(tmp_path / "convnext"), "--out", str(tmp_path / "b"), tmp_path=tmp_path)
     assert result.returncode == EXIT_SOURCE
     assert "'convnext'" in result.stderr and "vit, deit, dinov2" in result.stderr and "Traceback" not in result.stderr
@@ -163,14 +180,25 @@ def test_a_precision_that_fails_its_gate_is_left_out_and_the_others_are_written(
 def test_the_cli_says_which_precision_was_left_out_and_what_runs_instead(tiny_checkpoint, tmp_path):
     # the gate is raised through a tiny plugin module: the CLI runs in its own process, as users run it
     (tmp_path / "sitecustomize.py").write_text(
-        "from edge_search.export import parity\nparity.THRESHOLDS['int8'] = 1.01\n")
+        "from edge_search.export import parity\nparity.THRESHOLDS['int8'] = 1.01\n"
+    )
     extra = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = export_model("--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), tmp_path=tmp_path, extra_env=extra)
+    result = export_model(
+        "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), tmp_path=tmp_path, extra_env=extra
+    )
     assert result.returncode == 0, result.stderr
     assert "int8 graph failed its parity gate" in result.stderr and "uses fp32 instead" in result.stderr
     assert "--require int8" in result.stderr and "Traceback" not in result.stderr
-    required = export_model("--model", str(tiny_checkpoint), "--out", str(tmp_path / "c"), "--require", "int8",
-                            tmp_path=tmp_path, extra_env=extra)
+    required = export_model(
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "c"),
+        "--require",
+        "int8",
+        tmp_path=tmp_path,
+        extra_env=extra,
+    )
     assert required.returncode == EXIT_CODES[ParityError] and "int8" in required.stderr
     assert "The bundle was not written" in required.stderr and not (tmp_path / "c").exists()
 
@@ -193,7 +221,10 @@ def test_a_graph_that_cannot_be_exported_is_one_line_naming_the_step(tiny_checkp
     monkeypatch.setattr(pipeline, "export_onnx", untraceable)
     with pytest.raises(SourceError) as failure:
         export_bundle(model=str(tiny_checkpoint), out=tmp_path / "b")
-    assert str(failure.value) == "export-model cannot export this ViTModel: Unsupported ONNX export of operator aten::weird_op"
+    assert (
+        str(failure.value)
+        == "export-model cannot export this ViTModel: Unsupported ONNX export of operator aten::weird_op"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -223,7 +254,13 @@ def test_random_weights_build_the_default_architecture_offline(monkeypatch, tmp_
 
     source = load_source(DEFAULT_MODEL, random_weights=True)
     config, processor = source.config, source.processor
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.patch_size, config.image_size) == (768, 12, 12, 16, 224)
+    assert (
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.patch_size,
+        config.image_size,
+    ) == (768, 12, 12, 16, 224)
     assert processor.size == {"height": 224, "width": 224} and processor.resample == 2
     assert list(processor.image_mean) == [0.5, 0.5, 0.5] and list(processor.image_std) == [0.5, 0.5, 0.5]
     assert source.random_weights and source.architecture == "ViTModel"

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cluster import free_port
+
 from conftest import cli_env, console_script, photo
 
 pymilvus = pytest.importorskip("pymilvus")
 
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model  # noqa: E402
+from edge_search.runtime.options import ModelOptions  # noqa: E402
 from edge_search.runtime.store.catalog import Catalog  # noqa: E402
 
 
@@ -66,11 +67,23 @@ def make_box(root: Path, seeds: range) -> Path:
 def remote_rows(uri: str, collection: str, box: str) -> dict[int, tuple]:
     client = pymilvus.MilvusClient(uri=uri)
     client.load_collection(collection)
-    rows = client.query(collection, filter=f'box == "{box}"', limit=16384,
-                        output_fields=["file_id", "path", "size", "mtime_ns", "sha256", "embedding"])
+    rows = client.query(
+        collection,
+        filter=f'box == "{box}"',
+        limit=16384,
+        output_fields=["file_id", "path", "size", "mtime_ns", "sha256", "embedding"],
+    )
     client.close()
-    return {int(r["file_id"]): (r["path"], int(r["size"]), int(r["mtime_ns"]), r["sha256"],
-                                np.asarray(r["embedding"], dtype=np.float32)) for r in rows}
+    return {
+        int(r["file_id"]): (
+            r["path"],
+            int(r["size"]),
+            int(r["mtime_ns"]),
+            r["sha256"],
+            np.asarray(r["embedding"], dtype=np.float32),
+        )
+        for r in rows
+    }
 
 
 def assert_collection_equals_catalog(uri: str, collection: str, box: str, index_dir: Path) -> None:
@@ -130,8 +143,24 @@ def test_a_fleet_query_answers_across_boxes_like_a_search_of_their_union(uri, mo
         catalog.close()
     query_image = tmp_path / "photos-beta" / "s104.jpg"
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PRECISION="fp32")
-    answered = subprocess.run([console_script("edge-search"), "query", str(query_image), "--milvus", uri, "-k", "8",
-                               "--json", "--index", str(tmp_path / "alpha")], env=env, capture_output=True, text=True, timeout=300)
+    answered = subprocess.run(
+        [
+            console_script("edge-search"),
+            "query",
+            str(query_image),
+            "--milvus",
+            uri,
+            "-k",
+            "8",
+            "--json",
+            "--index",
+            str(tmp_path / "alpha"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert answered.returncode == 0, answered.stderr
     hits = json.loads(answered.stdout)["results"]
     expected = np.argsort(-(np.stack(vectors) @ model.embed_image(query_image)), kind="stable")[:8]
@@ -145,10 +174,33 @@ def test_a_collection_built_with_another_bundle_is_refused(uri, model, tiny_clip
     Library(tmp_path / "vit").index(model, [make_box(tmp_path / "photos", range(4))])
     Library(tmp_path / "vit").sync_fleet(uri, box="alpha", collection="shared")
     env = cli_env(tmp_path, tiny_clip_bundle)
-    assert subprocess.run([console_script("edge-search"), "index", str(tmp_path / "photos"), "--index", str(tmp_path / "clip")],
-                          env=env, capture_output=True, timeout=300).returncode == 0
-    refused = subprocess.run([console_script("edge-search"), "sync", "--milvus", uri, "--collection", "shared", "--box", "beta",
-                              "--index", str(tmp_path / "clip")], env=env, capture_output=True, text=True, timeout=300)
+    assert (
+        subprocess.run(
+            [console_script("edge-search"), "index", str(tmp_path / "photos"), "--index", str(tmp_path / "clip")],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        ).returncode
+        == 0
+    )
+    refused = subprocess.run(
+        [
+            console_script("edge-search"),
+            "sync",
+            "--milvus",
+            uri,
+            "--collection",
+            "shared",
+            "--box",
+            "beta",
+            "--index",
+            str(tmp_path / "clip"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 7, refused.stderr
     assert "holds embeddings of another bundle" in refused.stderr and "Traceback" not in refused.stderr
     assert remote_rows(uri, "shared", "beta") == {} and len(remote_rows(uri, "shared", "alpha")) == 4
@@ -160,14 +212,29 @@ def test_usage_and_unreachable_servers_are_one_paragraph(tiny_bundle, tmp_path, 
     script = console_script("edge-search")
     no_uri = subprocess.run([script, "sync"], env=env, capture_output=True, text=True, timeout=120)
     assert no_uri.returncode == 2 and "--milvus" in no_uri.stderr
-    bad_box = subprocess.run([script, "sync", "--milvus", str(tmp_path / "f.db"), "--box", "a b"], env=env,
-                             capture_output=True, text=True, timeout=120)
+    bad_box = subprocess.run(
+        [script, "sync", "--milvus", str(tmp_path / "f.db"), "--box", "a b"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad_box.returncode == 2 and "box name" in bad_box.stderr
-    down = subprocess.run([script, "sync", "--milvus", f"http://127.0.0.1:{free_port()}"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [script, "sync", "--milvus", f"http://127.0.0.1:{free_port()}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 11 and "Cannot reach Milvus" in down.stderr and "Traceback" not in down.stderr
-    box_alone = subprocess.run([script, "query", str(tmp_path / "photos" / "s0.jpg"), "--box", "x"], env=env,
-                               capture_output=True, text=True, timeout=120)
+    box_alone = subprocess.run(
+        [script, "query", str(tmp_path / "photos" / "s0.jpg"), "--box", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert box_alone.returncode == 2 and "--milvus" in box_alone.stderr
 
 
@@ -194,12 +261,30 @@ def test_a_sync_killed_half_way_is_finished_by_the_next(milvus_server, tiny_bund
     vectors = np.random.default_rng(7).normal(size=(count, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with IndexWriter(tmp_path / "idx", Bundle.load(tiny_bundle), precision="fp32") as writer:
-        writer.catalog.upsert_results(
-            (f"/photos/{i:06d}.jpg".encode(), 1000 + i, 1_700_000_000_000_000_000 + i,
-             hashlib.sha256(str(i).encode()).hexdigest(), vectors[i], None) for i in range(count))
+        writer.commit_results(
+            (
+                f"/photos/{i:06d}.jpg".encode(),
+                1000 + i,
+                1_700_000_000_000_000_000 + i,
+                hashlib.sha256(str(i).encode()).hexdigest(),
+                vectors[i],
+                None,
+            )
+            for i in range(count)
+        )
         writer.publish()
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_INDEX=str(tmp_path / "idx"))
-    command = [console_script("edge-search"), "sync", "--milvus", milvus_server, "--box", "big", "--collection", "resume", "--json"]
+    command = [
+        console_script("edge-search"),
+        "sync",
+        "--milvus",
+        milvus_server,
+        "--box",
+        "big",
+        "--collection",
+        "resume",
+        "--json",
+    ]
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     client = pymilvus.MilvusClient(uri=milvus_server)
     synced = 0
@@ -231,17 +316,34 @@ def test_the_service_answers_fleet_queries_and_its_own_index_as_before(milvus_se
     script = console_script("edge-search")
     for name, seeds in (("here", range(0, 6)), ("there", range(200, 206))):
         box_env = {**env, "EDGE_SEARCH_INDEX": str(tmp_path / name)}
-        assert subprocess.run([script, "index", str(make_box(tmp_path / f"photos-{name}", seeds))], env=box_env,
-                              capture_output=True, timeout=300).returncode == 0
-        assert subprocess.run([script, "sync", "--milvus", milvus_server, "--box", name, "--collection", "served"],
-                              env=box_env, capture_output=True, timeout=300).returncode == 0
+        assert (
+            subprocess.run(
+                [script, "index", str(make_box(tmp_path / f"photos-{name}", seeds))],
+                env=box_env,
+                capture_output=True,
+                timeout=300,
+            ).returncode
+            == 0
+        )
+        assert (
+            subprocess.run(
+                [script, "sync", "--milvus", milvus_server, "--box", name, "--collection", "served"],
+                env=box_env,
+                capture_output=True,
+                timeout=300,
+            ).returncode
+            == 0
+        )
     running = Service(env, "--no-watch", "--milvus", milvus_server, "--collection", "served")
     try:
         running.wait_ready()
         image = (tmp_path / "photos-there" / "s203.jpg").read_bytes()
         status, fleet, _ = running.upload(image, k="4", scope="fleet")
         assert status == 200 and fleet["collection"] == "served"
-        assert (fleet["results"][0]["box"], fleet["results"][0]["path"]) == ("there", str(tmp_path / "photos-there" / "s203.jpg"))
+        assert (fleet["results"][0]["box"], fleet["results"][0]["path"]) == (
+            "there",
+            str(tmp_path / "photos-there" / "s203.jpg"),
+        )
         status, one_box, _ = running.upload(image, k="3", scope="fleet", box="here")
         assert status == 200 and {r["box"] for r in one_box["results"]} == {"here"}
         status, local, _ = running.upload(image, k="3")  # scope=box (the default): this box's own index

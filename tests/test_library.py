@@ -8,11 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+
 from conftest import photo
 from edge_search.runtime.errors import IndexMissing, UsageError
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.options import ModelOptions
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,29 @@ def test_several_query_images_are_averaged_and_filters_apply(model, library, pho
 
 def test_hidden_folders_thumbnail_caches_and_recycle_bins_are_skipped_unless_asked(model, library, tmp_path):
     root = tmp_path / "nas"
-    for folder in ("2024", "@eaDir/x.jpg", ".thumbnails/large", "#recycle", ".git/objects", "node_modules/pkg",
-                   "System Volume Information"):
+    for folder in (
+        "2024",
+        "@eaDir/x.jpg",
+        ".thumbnails/large",
+        "#recycle",
+        ".git/objects",
+        "node_modules/pkg",
+        "System Volume Information",
+    ):
         (root / folder).mkdir(parents=True)
-    for i, name in enumerate(["2024/a.jpg", "2024/b.png", "@eaDir/x.jpg/SYNOPHOTO_THUMB_XL.jpg", ".thumbnails/large/t.png",
-                              "#recycle/old.jpg", ".git/objects/c.png", "node_modules/pkg/logo.png",
-                              "System Volume Information/s.jpg", "2024/.hidden.jpg"]):
+    for i, name in enumerate(
+        [
+            "2024/a.jpg",
+            "2024/b.png",
+            "@eaDir/x.jpg/SYNOPHOTO_THUMB_XL.jpg",
+            ".thumbnails/large/t.png",
+            "#recycle/old.jpg",
+            ".git/objects/c.png",
+            "node_modules/pkg/logo.png",
+            "System Volume Information/s.jpg",
+            "2024/.hidden.jpg",
+        ]
+    ):
         photo(40 + i).save(root / name)
     report = library.index(model, [root])
     assert report.count == 2
@@ -151,7 +169,9 @@ def test_re_exporting_the_same_checkpoint_or_adding_a_precision_keeps_the_index(
     export_bundle(model=str(tiny_checkpoint), out=again, precisions=("fp32", "int8"))
     assert json.loads((again / "manifest.json").read_text())["created_at"]  # a new manifest, other bytes
     assert Bundle.load(again).identity == Bundle.load(first).identity
-    hits = library.query(Model.open(again, ModelOptions(device="cpu", precision="int8")), images=[photo_dir / "img01.png"], k=1).hits
+    hits = library.query(
+        Model.open(again, ModelOptions(device="cpu", precision="int8")), images=[photo_dir / "img01.png"], k=1
+    ).hits
     assert hits[0].path == str(photo_dir / "img01.png")
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import photo
 
 BLOCKER = """
@@ -32,8 +33,13 @@ def run_blocked(*args, env):
 def test_runtime_and_cli_work_without_torch_transformers_or_optimum(tiny_bundle, tmp_path):
     for i in range(3):
         photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
-           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(tiny_bundle),
+        "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     embedded = run_blocked("embed", "--json", str(tmp_path / "0.jpg"), env=env)
     assert embedded.returncode == 0, embedded.stderr
     assert len(json.loads(embedded.stdout.splitlines()[0])["embedding"]) == 48
@@ -59,8 +65,13 @@ def test_no_runtime_module_imports_torch_transformers_or_optimum():
 def test_text_search_works_without_torch_transformers_or_optimum(tiny_clip_bundle, tmp_path):
     for i in range(3):
         photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_clip_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
-           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(tiny_clip_bundle),
+        "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     assert run_blocked("index", str(tmp_path), env=env).returncode == 0
     queried = run_blocked("query", "--text", "a dog on a beach", "--json", env=env)
     assert queried.returncode == 0, queried.stderr
@@ -71,8 +82,13 @@ def test_fleet_sync_and_query_work_without_torch_transformers_or_optimum(tiny_bu
     pytest.importorskip("pymilvus")
     for i in range(3):
         photo(i, 90, 60).save(tmp_path / f"{i}.jpg")
-    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
-           "EDGE_SEARCH_DEVICE": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "EDGE_SEARCH_MODEL": str(tiny_bundle),
+        "EDGE_SEARCH_INDEX": str(tmp_path / "idx"),
+        "EDGE_SEARCH_DEVICE": "cpu",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     assert run_blocked("index", str(tmp_path), env=env).returncode == 0
     fleet = str(tmp_path / "fleet.db")
     synced = run_blocked("sync", "--milvus", fleet, "--box", "alpha", "--json", env=env)

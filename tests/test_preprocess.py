@@ -6,13 +6,25 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from conftest import photo
 from edge_search.export.preprocess_config import preprocess_config
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.model.preprocess import Preprocessor, open_image, to_rgb
-from PIL import Image
 
-SIZES = [(224, 224), (640, 480), (480, 640), (333, 101), (97, 1200), (1, 1), (17, 3), (3000, 2000), (225, 223), (50, 50)]
+SIZES = [
+    (224, 224),
+    (640, 480),
+    (480, 640),
+    (333, 101),
+    (97, 1200),
+    (1, 1),
+    (17, 3),
+    (3000, 2000),
+    (225, 223),
+    (50, 50),
+]
 
 
 def runtime_for(processor) -> Preprocessor:
@@ -37,7 +49,10 @@ def test_matches_shortest_edge_and_center_crop_processors(width, height):
     from transformers import BitImageProcessor, DeiTImageProcessor
 
     image = photo(width + height, width, height)
-    for processor in (DeiTImageProcessor(), BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224})):
+    for processor in (
+        DeiTImageProcessor(),
+        BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}),
+    ):
         expected = processor(images=image, return_tensors="np")["pixel_values"][0]
         assert np.abs(runtime_for(processor).from_image(image) - expected).max() <= 1e-6
 
@@ -136,8 +151,9 @@ def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
 
 
 def test_a_transparent_image_is_resized_before_it_is_laid_over_white_with_the_same_result():
-    from edge_search.runtime.model.preprocess import over_white
     from transformers import ViTImageProcessor
+
+    from edge_search.runtime.model.preprocess import over_white
 
     rgb = photo(77, 900, 600)
     alpha = Image.fromarray(np.tile(np.linspace(0, 255, 900, dtype=np.uint8), (600, 1)), "L")
@@ -146,4 +162,6 @@ def test_a_transparent_image_is_resized_before_it_is_laid_over_white_with_the_sa
     runtime = runtime_for(ViTImageProcessor(size={"height": 224, "width": 224}))
     fast, composited_first = runtime.from_image(rgba), runtime.from_image(over_white(rgba))
     assert np.abs(fast - composited_first).max() <= 2.5 / 255 / 0.5  # rounding of two 8-bit steps, in normalised units
-    assert np.abs(fast[:, :, 0] - 1.0).max() < 0.05  # the fully transparent left edge shows white (1.0 after normalising)
+    assert (
+        np.abs(fast[:, :, 0] - 1.0).max() < 0.05
+    )  # the fully transparent left edge shows white (1.0 after normalising)

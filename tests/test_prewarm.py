@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from conftest import cli_env, run_script
 from edge_search.runtime.cli import prewarm
 from edge_search.runtime.options import ModelOptions
@@ -46,12 +47,16 @@ def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, t
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
     image = str(photo_dir / "img02.webp")
     early = run_script("edge-search", "query", image, "--json", env=env)  # guessed from the environment
-    own = run_script("edge-search", "query", image, "--json", "--cuda-arena", "kSameAsRequested", env=env)  # not guessed
+    own = run_script(
+        "edge-search", "query", image, "--json", "--cuda-arena", "kSameAsRequested", env=env
+    )  # not guessed
     assert early.returncode == own.returncode == 0
     assert json.loads(early.stdout)["results"] == json.loads(own.stdout)["results"]
 
 
-def test_the_query_images_are_decoded_ahead_and_used_only_for_exactly_those_files_and_options(tiny_bundle, photo_dir, monkeypatch):
+def test_the_query_images_are_decoded_ahead_and_used_only_for_exactly_those_files_and_options(
+    tiny_bundle, photo_dir, monkeypatch
+):
     from edge_search.runtime.library import Model
 
     monkeypatch.setenv("EDGE_SEARCH_MODEL", str(tiny_bundle))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from edge_search.runtime.errors import ProviderError, UsageError
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.providers import CPU, CUDA, resolve
@@ -35,8 +36,17 @@ def test_explicit_cuda_without_the_provider_is_an_error():
 
 
 def test_cuda_options_reach_the_provider():
-    plan = resolve("cuda", "auto", [CUDA, CPU], ALL, CudaOptions(device_id=1, mem_limit_bytes=1 << 30, arena_strategy="kSameAsRequested"))[0]
-    assert plan.providers[0] == (CUDA, {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"})
+    plan = resolve(
+        "cuda",
+        "auto",
+        [CUDA, CPU],
+        ALL,
+        CudaOptions(device_id=1, mem_limit_bytes=1 << 30, arena_strategy="kSameAsRequested"),
+    )[0]
+    assert plan.providers[0] == (
+        CUDA,
+        {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"},
+    )
 
 
 def test_bad_choices_are_usage_errors():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import photo
 from edge_search.export.synthetic import clustered_embeddings as clustered
 from edge_search.runtime.errors import IndexBusy, IndexCorrupt, IndexMismatch
@@ -59,7 +60,9 @@ def test_incremental_add_modify_delete(engine, photo_dir, tmp_path):
     third = index_once(engine, index, [photo_dir])
     assert (third.added, third.updated, third.removed, third.unchanged, third.count) == (1, 1, 1, 10, 12)
     assert query(engine, index, changed)[0].path == str(changed)
-    assert all(h.path != str(photo_dir / "sub" / "img04.gif") for h in query(engine, index, photo_dir / "new.jpg", k=12))
+    assert all(
+        h.path != str(photo_dir / "sub" / "img04.gif") for h in query(engine, index, photo_dir / "new.jpg", k=12)
+    )
 
 
 def test_a_run_killed_between_commit_and_publish_is_published_by_the_next_run(engine, tmp_path, monkeypatch):
@@ -163,7 +166,9 @@ def _variant(bundle: Path, directory: Path, change) -> Bundle:
 def test_a_bundle_with_other_preprocessing_or_weights_is_refused_with_how_to_reindex(engine, photo_dir, tmp_path):
     index = tmp_path / "index"
     index_once(engine, index, [photo_dir])
-    other_mean = _variant(engine[0].root, tmp_path / "mean", lambda m: m["preprocess"].update(image_mean=[0.4, 0.4, 0.4]))
+    other_mean = _variant(
+        engine[0].root, tmp_path / "mean", lambda m: m["preprocess"].update(image_mean=[0.4, 0.4, 0.4])
+    )
     other_weights = _variant(engine[0].root, tmp_path / "weights", lambda m: m.update(source_sha256="0" * 64))
     for other in (other_mean, other_weights):
         with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR"):

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import cli_env, cosine, edge_search, transformers_embeddings
-from edge_search.export.pipeline import export_bundle
-from edge_search.runtime.options import ModelOptions
-from edge_search.runtime.library import Library, Model
 
 from benchmarks.edits import MILD, save_edit
+from conftest import cli_env, cosine, edge_search, transformers_embeddings
+from edge_search.export.pipeline import export_bundle
+from edge_search.runtime.library import Library, Model
+from edge_search.runtime.options import ModelOptions
 
 FORMS = ("vit", "dinov2")
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
@@ -85,7 +85,10 @@ def test_int8_embeds_a_photo_alike_alone_and_among_others(bundles, photos):
 def test_the_two_motorcycle_views_are_each_others_nearest(bundles, trained, tmp_path):
     env = cli_env(tmp_path, bundles["vit"])
     assert edge_search("index", str(trained.photos), env=env).returncode == 0
-    for view, other in (("motorcycle_left.png", "motorcycle_right.png"), ("motorcycle_right.png", "motorcycle_left.png")):
+    for view, other in (
+        ("motorcycle_left.png", "motorcycle_right.png"),
+        ("motorcycle_right.png", "motorcycle_left.png"),
+    ):
         result = edge_search("query", str(trained.photo(view)), "--exclude-self", "-k", "1", "-f", env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == str(trained.photo(other))

@@ -6,14 +6,14 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from conftest import photo
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.model import vips_decode
 from edge_search.runtime.model.preprocess import Preprocessor, open_image
-from PIL import Image
 
 pytest.importorskip("pyvips")
-
 
 
 def _bytes(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -60,8 +60,9 @@ def test_pngs_of_every_common_kind_decode_to_the_same_pixels_as_pillow(kind, int
 
 
 def _vit_config():
-    from edge_search.export.preprocess_config import preprocess_config
     from transformers import ViTImageProcessor
+
+    from edge_search.export.preprocess_config import preprocess_config
 
     return preprocess_config(ViTImageProcessor())
 

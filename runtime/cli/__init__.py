@@ -1,7 +1,7 @@
 """`edge-search`, the command line: parse options -> call the library -> render. Nothing else.
 
 `main` imports nothing heavy itself: a cold query first starts opening its model session
-(`prewarm`), then loads the CLI (`app`) while the session is being built.
+(`prewarm`), then loads the CLI (`program`) while the session is being built.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def main() -> None:
     from edge_search.runtime.cli import prewarm
 
     prewarm.start(sys.argv[1:])
-    from edge_search.runtime.cli.app import main as run
+    from edge_search.runtime.cli.program import run
 
     run()
 

@@ -1,17 +1,15 @@
-"""The Typer app and its edge: the exit-code table, --version, shell completion, `main`."""
+"""The Typer app itself: the exit-code table, --version, shell completion. Commands register on it from
+`commands` and `serve`; `program` puts them together and runs them."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated
 
 import typer
-from edge_search.runtime import __version__
-from edge_search.runtime.cli import edge as cli_edge
+
 from edge_search.runtime.errors import (
     BundleError,
     ClusterError,
-    EdgeSearchError,
     ImageDecodeError,
     ImagesFailed,
     IndexBusy,
@@ -51,13 +49,17 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from edge_search.runtime import __version__
+
         typer.echo(f"edge-search {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Offline search-by-image: index a folder of photos, then find the ones that look like a given image."""
 
@@ -67,13 +69,3 @@ BRIEF = (
     "commands: index, query, dupes, sync, info, remove, embed, verify, serve  ·  edge-search --help for more, "
     "edge-search COMMAND --help for one command"
 )
-
-
-def main() -> None:
-    from edge_search.runtime.cli import commands, serve  # noqa: F401  (registers the commands)
-
-    warnings.filterwarnings("ignore", module="PIL")
-    cli_edge.run(
-        app, prog="edge-search", table=EXIT_CODES, base_error=EdgeSearchError, brief=lambda: BRIEF,
-        interrupted="Everything committed so far is kept; run the same command to resume.", fast_exit=True,
-    )

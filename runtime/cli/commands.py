@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from edge_search.runtime.cli import prewarm
 from edge_search.runtime.cli.app import app
 from edge_search.runtime.cli.options import (
@@ -38,9 +39,9 @@ from edge_search.runtime.cli.render import (
     model_notes,
     say,
 )
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
-from edge_search.runtime.library import Library, Model
+from edge_search.runtime.library import IndexOptions, Library, Model
+from edge_search.runtime.options import ModelOptions
 
 
 @contextlib.contextmanager
@@ -67,7 +68,9 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @with_model_options()
 def embed(
     images: Annotated[list[Path] | None, typer.Argument(help="Image files.")] = None,
-    texts: Annotated[list[str] | None, typer.Option("--text", "-t", help="Also embed these words (CLIP bundles); repeatable.")] = None,
+    texts: Annotated[
+        list[str] | None, typer.Option("--text", "-t", help="Also embed these words (CLIP bundles); repeatable.")
+    ] = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -89,7 +92,7 @@ def embed(
     for result in opened.embed_paths(images):
         done += 1
         path = os.fspath(result.path)
-        if result.ok:
+        if result.vector is not None:
             if as_json:
                 emit_json({"path": path, "embedding": [round(float(v), 7) for v in result.vector]})
             else:
@@ -103,36 +106,97 @@ def embed(
                 say("error:", "red", f"{human(path)}: {result.error}")
     seconds = time.perf_counter() - started
     summary = {
-        "summary": True, "images": done, "failed": failed, "provider": opened.provider, "precision": opened.precision,
-        "seconds": round(seconds, 3), "images_per_s": round(done / seconds, 2) if seconds else None,
-        "model": opened.bundle.manifest.model_id, "random_weights": opened.random_weights,
+        "summary": True,
+        "images": done,
+        "failed": failed,
+        "provider": opened.provider,
+        "precision": opened.precision,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(done / seconds, 2) if seconds else None,
+        "model": opened.bundle.manifest.model_id,
+        "random_weights": opened.random_weights,
     }
-    err.print(json.dumps(summary) if as_json else
-              f"{done} image(s), {failed} failed · {opened.provider} {opened.precision} · {seconds:.2f}s")
+    err.print(
+        json.dumps(summary)
+        if as_json
+        else f"{done} image(s), {failed} failed · {opened.provider} {opened.precision} · {seconds:.2f}s"
+    )
     if failed:
         raise ImagesFailed(f"{failed} of {done} image(s) could not be read (listed above).")
 
 
 # ---------------------------------------------------------------------------------------------- index
-@app.command(help="Index (or update) image folders: new and changed files are embedded, moved ones keep their "
-                  "embedding, deleted ones are removed. With no folder, every folder indexed before is updated.")
+@app.command(
+    help="Index (or update) image folders: new and changed files are embedded, moved ones keep their "
+    "embedding, deleted ones are removed. With no folder, every folder indexed before is updated."
+)
 @with_model_options()
 def index(
-    dirs: Annotated[list[Path] | None, typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones].")] = None,
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones]."),
+    ] = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
-    exclude: Annotated[list[str] | None, typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")] = None,
-    include_hidden: Annotated[bool | None, typer.Option("--include-hidden/--skip-hidden", help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins [default: skip them, or what the folder remembered].")] = None,
-    no_prune: Annotated[bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")] = False,
-    vector_dtype: Annotated[str | None, typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")
+    ] = None,
+    include_hidden: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-hidden/--skip-hidden",
+            help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins "
+            "[default: skip them, or what the folder remembered].",
+        ),
+    ] = None,
+    no_prune: Annotated[
+        bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")
+    ] = False,
+    vector_dtype: Annotated[
+        str | None, typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")
+    ] = None,
     connectivity: Annotated[int | None, typer.Option(min=2, help="HNSW connectivity (M).")] = None,
     expansion_add: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while building.")] = None,
     expansion_search: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while searching.")] = None,
-    publish_every: Annotated[float, typer.Option(min=0, help="Seconds between index publishes while indexing (queries see progress).", envvar="EDGE_SEARCH_PUBLISH_EVERY")] = 30.0,
-    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="Embed on this Ray cluster (e.g. 10.0.0.5:6379); the walk, hashes and commits stay on this box. Needs the ray extra here and on every node.", envvar="EDGE_SEARCH_RAY", show_envvar=True)] = None,
-    ray_ship_bytes: Annotated[bool, typer.Option("--ray-ship-bytes", help="Send the files and the bundle to the Ray workers through the object store [default: workers read them at the same paths].")] = False,
-    ray_cpus_per_worker: Annotated[int | None, typer.Option("--ray-cpus-per-worker", min=1, help="CPUs (= onnxruntime threads) per Ray worker [default: min(4, the smallest node's CPUs)].")] = None,
-    ray_timeout: Annotated[float, typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up.")] = 60.0,
+    publish_every: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds between index publishes while indexing (queries see progress).",
+            envvar="EDGE_SEARCH_PUBLISH_EVERY",
+        ),
+    ] = 30.0,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Embed on this Ray cluster (e.g. 10.0.0.5:6379); the walk, hashes and commits stay on this "
+            "box. Needs the ray extra here and on every node.",
+            envvar="EDGE_SEARCH_RAY",
+            show_envvar=True,
+        ),
+    ] = None,
+    ray_ship_bytes: Annotated[
+        bool,
+        typer.Option(
+            "--ray-ship-bytes",
+            help="Send the files and the bundle to the Ray workers through the object store [default: workers "
+            "read them at the same paths].",
+        ),
+    ] = False,
+    ray_cpus_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-cpus-per-worker",
+            min=1,
+            help="CPUs (= onnxruntime threads) per Ray worker [default: min(4, the smallest node's CPUs)].",
+        ),
+    ] = None,
+    ray_timeout: Annotated[
+        float,
+        typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up."),
+    ] = 60.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     model_options: ModelOptions = ModelOptions(),
@@ -141,30 +205,56 @@ def index(
         raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
     library = Library(index)
     if not dirs and not library.roots():
-        raise UsageError(f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
-                         "remembers none yet.")
+        raise UsageError(
+            f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
+            "remembers none yet."
+        )
     opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     cluster = None
     if ray:
         from edge_search.runtime.scale.ray_embedder import RayOptions
 
-        cluster = RayOptions(ray, ship_bytes=ray_ship_bytes, cpus_per_worker=ray_cpus_per_worker,
-                             start_timeout_s=ray_timeout, batch_size=model_options.batch_size)
+        cluster = RayOptions(
+            ray,
+            ship_bytes=ray_ship_bytes,
+            cpus_per_worker=ray_cpus_per_worker,
+            start_timeout_s=ray_timeout,
+            batch_size=model_options.batch_size,
+        )
     if not as_json:
         where = f"the Ray cluster at {ray}" if ray else opened.provider
-        err.print(f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {where} {opened.precision}")
-    settings = dict(dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search)
+        err.print(
+            f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {where} {opened.precision}"
+        )
+    settings = IndexOptions(
+        dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search
+    )
     # Ray's driver prints cluster events (a node marked dead) on stdout: keep stdout for results
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if ray else contextlib.nullcontext()
     with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not as_json) as progress, quiet_stdout:
         report = library.index(
-            opened, [os.fspath(d) for d in dirs] if dirs else None, excludes=exclude, include_hidden=include_hidden,
-            prune=not no_prune, settings=settings, publish_every_s=publish_every,
-            on_start=progress.start, on_file=progress.file, stop=stop, ray=cluster,
+            opened,
+            [os.fspath(d) for d in dirs] if dirs else None,
+            excludes=exclude,
+            include_hidden=include_hidden,
+            prune=not no_prune,
+            settings=settings,
+            publish_every_s=publish_every,
+            on_start=progress.start,
+            on_file=progress.file,
+            stop=stop,
+            ray=cluster,
         )
     if as_json:
-        emit_json({**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(library.directory)})
+        emit_json(
+            {
+                **report.as_dict(),
+                "provider": opened.provider,
+                "precision": opened.precision,
+                "index": str(library.directory),
+            }
+        )
     else:
         for path, reason in report.problems:
             say("skipped:", "yellow", f"{human(path)}: {reason}")
@@ -177,32 +267,54 @@ def index(
             + (f" · embedded by {report.cluster}" if report.cluster else "")
         )
     if report.interrupted:
-        raise Interrupted(f"Stopped early: {report.count} images are indexed and committed; {report.pending} file(s) "
-                          "were left for later. Run the same command to resume.")
+        raise Interrupted(
+            f"Stopped early: {report.count} images are indexed and committed; {report.pending} file(s) "
+            "were left for later. Run the same command to resume."
+        )
     if report.missing_roots:
-        raise UsageError("No such file or folder: " + ", ".join(human(p) for p in report.missing_roots)
-                         + " (the other folders were indexed).")
+        raise UsageError(
+            "No such file or folder: "
+            + ", ".join(human(p) for p in report.missing_roots)
+            + " (the other folders were indexed)."
+        )
     if report.failed:
         raise ImagesFailed(f"{len(report.failed)} image(s) could not be read (listed above); the others were indexed.")
 
 
 # ---------------------------------------------------------------------------------------------- query
-@app.command(help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
-                  "their average, i.e. what they have in common. '-' reads an image from standard input. "
-                  "--text searches by words (CLIP bundles), alone or with images.")
+@app.command(
+    help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
+    "their average, i.e. what they have in common. '-' reads an image from standard input. "
+    "--text searches by words (CLIP bundles), alone or with images."
+)
 @with_model_options(batch=False)
 def query(
     images: Annotated[list[str] | None, typer.Argument(help="Query image(s), or - for standard input.")] = None,
-    text: Annotated[str | None, typer.Option("--text", "-t", help="Search by words, e.g. \"a dog on a beach\" (CLIP bundles). With images: added to them.")] = None,
-    text_weight: Annotated[float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")] = 1.0,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text", "-t", help='Search by words, e.g. "a dog on a beach" (CLIP bundles). With images: added to them.'
+        ),
+    ] = None,
+    text_weight: Annotated[
+        float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")
+    ] = 1.0,
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
-    min_score: Annotated[float | None, typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")
+    ] = None,
     under: Annotated[Path | None, typer.Option(help="Only results inside this folder.")] = None,
-    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")] = False,
-    paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")] = False,
+    exclude_self: Annotated[
+        bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")
+    ] = False,
+    paths_only: Annotated[
+        bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")
+    ] = False,
     montage: MontageOpt = None,
     milvus: MilvusOpt = None,
-    box: Annotated[str | None, typer.Option("--box", help="With --milvus: only this box's images [default: every box].")] = None,
+    box: Annotated[
+        str | None, typer.Option("--box", help="With --milvus: only this box's images [default: every box].")
+    ] = None,
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
     index: IndexOpt = None,
@@ -224,8 +336,25 @@ def query(
     started = time.perf_counter()
     library = Library(index)
     if milvus:
-        _query_fleet(library, milvus, images, sources, text, text_weight, k, min_score, box, collection, milvus_token,
-                     model, model_options, as_json, paths_only, verbose, started)
+        _query_fleet(
+            library,
+            milvus,
+            images,
+            sources,
+            text,
+            text_weight,
+            k,
+            min_score,
+            box,
+            collection,
+            milvus_token,
+            model,
+            model_options,
+            as_json,
+            paths_only,
+            verbose,
+            started,
+        )
         return
     library.reader()  # no index yet: say so before loading a model
     prewarmed = prewarm.take(model, index, model_options)  # a session being opened since the CLI started
@@ -241,8 +370,17 @@ def query(
             pixels = prewarmed.pixels(sources, Model.preprocessor_for(prewarmed.bundle, model_options))
         opened = pending.result()
     model_notes(opened, library.directory, verbose)
-    result = library.query(opened, images=sources, text=text, text_weight=text_weight, k=k, min_score=min_score,
-                           under_dir=under, exclude_self=exclude_self, pixels=pixels)
+    result = library.query(
+        opened,
+        images=sources,
+        text=text,
+        text_weight=text_weight,
+        k=k,
+        min_score=min_score,
+        under_dir=under,
+        exclude_self=exclude_self,
+        pixels=pixels,
+    )
     library.close()
     latency_ms = (time.perf_counter() - started) * 1000
     for note in result.notes:
@@ -252,12 +390,19 @@ def query(
 
         write_montage(images, sources, result.hits, montage, text=text)
     if as_json:
-        emit_json({
-            "query": images if len(images) > 1 else (images[0] if images else None), "text": text,
-            "results": [{"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits],
-            "provider": result.provider, "precision": result.precision, "latency_ms": round(latency_ms, 1),
-            "montage": os.fspath(montage) if montage else None,
-        })
+        emit_json(
+            {
+                "query": images if len(images) > 1 else (images[0] if images else None),
+                "text": text,
+                "results": [
+                    {"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits
+                ],
+                "provider": result.provider,
+                "precision": result.precision,
+                "latency_ms": round(latency_ms, 1),
+                "montage": os.fspath(montage) if montage else None,
+            }
+        )
         return
     if paths_only:
         for hit in result.hits:
@@ -267,38 +412,88 @@ def query(
         echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
     for hit in result.hits:
         echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
-    err.print(f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {latency_ms:.0f} ms"
-              + (f" · montage: {montage}" if montage else ""))
+    err.print(
+        f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {latency_ms:.0f} ms"
+        + (f" · montage: {montage}" if montage else "")
+    )
 
 
-def _query_fleet(library: Library, uri: str, images: list[str], sources: list, text: str | None, text_weight: float,
-                 k: int, min_score: float | None, box: str | None, collection: str | None, token: str | None,
-                 model: Path | None, model_options: ModelOptions, as_json: bool, paths_only: bool, verbose: bool,
-                 started: float) -> None:
+def _query_fleet(
+    library: Library,
+    uri: str,
+    images: list[str],
+    sources: list,
+    text: str | None,
+    text_weight: float,
+    k: int,
+    min_score: float | None,
+    box: str | None,
+    collection: str | None,
+    token: str | None,
+    model: Path | None,
+    model_options: ModelOptions,
+    as_json: bool,
+    paths_only: bool,
+    verbose: bool,
+    started: float,
+) -> None:
     """`query --milvus`: the same query, answered by every box synced to the collection."""
     opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
-    result = library.query_fleet(uri, opened, images=sources, text=text, text_weight=text_weight, k=k,
-                                 min_score=min_score, box=box, collection=collection, token=token)
+    result = library.query_fleet(
+        uri,
+        opened,
+        images=sources,
+        text=text,
+        text_weight=text_weight,
+        k=k,
+        min_score=min_score,
+        box=box,
+        collection=collection,
+        token=token,
+    )
     latency_ms = (time.perf_counter() - started) * 1000
     if as_json:
-        emit_json({"query": images if len(images) > 1 else (images[0] if images else None), "text": text,
-                   "milvus": uri, "collection": result.collection, "results": [h.as_dict() for h in result.hits],
-                   "provider": result.provider, "precision": result.precision, "latency_ms": round(latency_ms, 1)})
+        emit_json(
+            {
+                "query": images if len(images) > 1 else (images[0] if images else None),
+                "text": text,
+                "milvus": uri,
+                "collection": result.collection,
+                "results": [h.as_dict() for h in result.hits],
+                "provider": result.provider,
+                "precision": result.precision,
+                "latency_ms": round(latency_ms, 1),
+            }
+        )
         return
     for hit in result.hits:
         echo(f"{hit.box}:{hit.path}" if paths_only else f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
     if not result.hits and not paths_only:
         echo("No results (nothing synced to this collection yet, or nothing scored above --min-score).")
-    err.print(f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · {latency_ms:.0f} ms")
+    err.print(
+        f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · "
+        f"{latency_ms:.0f} ms"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- sync
-@app.command(help="Copy this box's index into a Milvus collection shared by a fleet of boxes (a server, or a Milvus "
-                  "Lite *.db file): adds what is new, updates what changed, deletes what this box no longer has. "
-                  "Sends file paths and embeddings off the box. Needs no model.")
+@app.command(
+    help="Copy this box's index into a Milvus collection shared by a fleet of boxes (a server, or a Milvus "
+    "Lite *.db file): adds what is new, updates what changed, deletes what this box no longer has. "
+    "Sends file paths and embeddings off the box. Needs no model."
+)
 def sync(
-    milvus: Annotated[str, typer.Option("--milvus", metavar="URI", help="http://HOST:19530 (a Milvus server) or PATH.db (Milvus Lite).", envvar="EDGE_SEARCH_MILVUS", show_envvar=True)],
+    milvus: Annotated[
+        str,
+        typer.Option(
+            "--milvus",
+            metavar="URI",
+            help="http://HOST:19530 (a Milvus server) or PATH.db (Milvus Lite).",
+            envvar="EDGE_SEARCH_MILVUS",
+            show_envvar=True,
+        ),
+    ],
     box: BoxOpt = None,
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
@@ -309,19 +504,42 @@ def sync(
     if as_json:
         emit_json({**report.as_dict(), "milvus": milvus})
         return
-    echo(f"added {report.added} · updated {report.updated} · deleted {report.deleted} · unchanged {report.unchanged}"
-         f" — box {report.box} has {report.count} images in {report.collection} ({report.seconds:.1f}s)")
+    echo(
+        f"added {report.added} · updated {report.updated} · deleted {report.deleted} · unchanged {report.unchanged}"
+        f" — box {report.box} has {report.count} images in {report.collection} ({report.seconds:.1f}s)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- dupes
-@app.command(help="Groups of duplicate images in the index: exact copies (same bytes) and near-duplicates (resized, "
-                  "re-encoded, slightly cropped: embeddings at or above --threshold), each with a suggested keeper. "
-                  "Deletes nothing. Needs no model.")
+@app.command(
+    help="Groups of duplicate images in the index: exact copies (same bytes) and near-duplicates (resized, "
+    "re-encoded, slightly cropped: embeddings at or above --threshold), each with a suggested keeper. "
+    "Deletes nothing. Needs no model."
+)
 def dupes(
-    threshold: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="Cosine similarity at or above which two images are near-duplicates [default: the bundle's, set at export per model family].")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Cosine similarity at or above which two images are near-duplicates [default: the bundle's, "
+            "set at export per model family].",
+        ),
+    ] = None,
     under: Annotated[Path | None, typer.Option(help="Only images inside this folder.")] = None,
-    montage_dir: Annotated[Path | None, typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...).")] = None,
-    paths_only: Annotated[bool, typer.Option("-f", "--paths-only", help="Print only the files that are not the suggested keeper, one per line (review before deleting anything).")] = False,
+    montage_dir: Annotated[
+        Path | None,
+        typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...)."),
+    ] = None,
+    paths_only: Annotated[
+        bool,
+        typer.Option(
+            "-f",
+            "--paths-only",
+            help="Print only the files that are not the suggested keeper, one per line (review before deleting "
+            "anything).",
+        ),
+    ] = False,
     index: IndexOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -346,9 +564,11 @@ def dupes(
             mark = "keep " if file.path == group.keep else f"{score:.4f}"
             size = f"{file.width}x{file.height}" if file.width else "?"
             echo(f"  {mark}  {size:>11}  {file.size / 1e6:7.2f} MB  {file.taken or file.modified}  {human(file.path)}")
-    err.print(f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
-              f"images · threshold {report.threshold:g} ({report.threshold_source}) · {report.seconds:.1f} s"
-              + (f" · montages in {montage_dir}" if montage_dir else ""))
+    err.print(
+        f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
+        f"images · threshold {report.threshold:g} ({report.threshold_source}) · {report.seconds:.1f} s"
+        + (f" · montages in {montage_dir}" if montage_dir else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -374,14 +594,23 @@ def info(
         return
     for key, value in data.items():
         if key == "roots":
-            value = ", ".join(r["path"] + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
-                              + (" (hidden included)" if r["include_hidden"] else "") for r in value) or "none"
+            value = (
+                ", ".join(
+                    r["path"]
+                    + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
+                    + (" (hidden included)" if r["include_hidden"] else "")
+                    for r in value
+                )
+                or "none"
+            )
         echo(f"{key:<17} {value}")
 
 
 # ---------------------------------------------------------------------------------------------- remove
-@app.command(help="Remove files (or everything under folders) from the index; a removed folder is also forgotten "
-                  "as a root. Needs no model.")
+@app.command(
+    help="Remove files (or everything under folders) from the index; a removed folder is also forgotten "
+    "as a root. Needs no model."
+)
 def remove(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders, as they were indexed.")],
     index: IndexOpt = None,
@@ -389,7 +618,9 @@ def remove(
 ) -> None:
     report = Library(index).remove([os.path.abspath(p) for p in paths])
     if as_json:
-        emit_json({"removed": report.removed, "forgotten_roots": report.forgotten_roots, "generation": report.generation})
+        emit_json(
+            {"removed": report.removed, "forgotten_roots": report.forgotten_roots, "generation": report.generation}
+        )
         return
     echo(f"removed {report.removed} file(s) (generation {report.generation})")
     for root in report.forgotten_roots:
@@ -403,7 +634,12 @@ def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = Fa
 
     report = Library(index).verify(model)
     if as_json:
-        emit_json({"ok": report.ok, "checks": [{"name": c.name, "status": c.status, "ok": c.ok, "detail": c.detail} for c in report.checks]})
+        emit_json(
+            {
+                "ok": report.ok,
+                "checks": [{"name": c.name, "status": c.status, "ok": c.ok, "detail": c.detail} for c in report.checks],
+            }
+        )
     else:
         marks = {"ok": "ok  ", "fail": "FAIL", "info": "info"}
         for check in report.checks:

@@ -36,7 +36,7 @@ def _is_click_error(exc: BaseException) -> bool:
 def _usage_line(prog: str, exc: BaseException) -> str:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else prog
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]  # click, duck-typed
     # click names its range types ("'abc' is not a valid int range"); a person expects the plain words
     message = message.replace(" valid int range.", " valid integer.").replace(" valid float range.", " valid number.")
     return f"{command}: {message} (see `{command} --help`)"
@@ -79,11 +79,12 @@ def run(
     except Exception as exc:
         if not _is_click_error(exc):
             raise
-        if exc.exit_code == 0:  # --help and friends end this way in non-standalone mode
+        exit_code: int = getattr(exc, "exit_code")  # noqa: B009  (click's, duck-typed: see _is_click_error)
+        if exit_code == 0:  # --help and friends end this way in non-standalone mode
             code = EXIT_OK
         else:
             err.print(_usage_line(prog, exc))
-            code = EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
+            code = EXIT_USAGE if exit_code == 2 else exit_code
     sys.stdout.flush()
     sys.stderr.flush()
     if fast_exit:

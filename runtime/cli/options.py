@@ -8,27 +8,102 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from edge_search.runtime.options import CudaOptions, Device, ModelOptions, Precision
 
+from edge_search.runtime.options import CudaOptions, Device, ModelOptions, Precision
 
 MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="Bundle directory made by export-model [default: the bundle the index recorded, else export-model's default location].", envvar="EDGE_SEARCH_MODEL", show_envvar=True)]
-IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index directory [default: ~/.local/share/edge-search/index].", envvar="EDGE_SEARCH_INDEX", show_envvar=True)]
-DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs; auto tries CUDA and keeps it only if it really starts.", envvar="EDGE_SEARCH_DEVICE", show_envvar=True)]
-PrecisionOpt = Annotated[Precision, typer.Option(help="Which graph (auto: fp16 on CUDA, int8 on the CPU).", envvar="EDGE_SEARCH_PRECISION", show_envvar=True)]
-ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: the CPUs this process may use].", envvar="EDGE_SEARCH_THREADS")]
+ModelOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model",
+        help="Bundle directory made by export-model [default: the bundle the index recorded, else "
+        "export-model's default location].",
+        envvar="EDGE_SEARCH_MODEL",
+        show_envvar=True,
+    ),
+]
+IndexOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--index",
+        help="Index directory [default: ~/.local/share/edge-search/index].",
+        envvar="EDGE_SEARCH_INDEX",
+        show_envvar=True,
+    ),
+]
+DeviceOpt = Annotated[
+    Device,
+    typer.Option(
+        help="Where the model runs; auto tries CUDA and keeps it only if it really starts.",
+        envvar="EDGE_SEARCH_DEVICE",
+        show_envvar=True,
+    ),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="Which graph (auto: fp16 on CUDA, int8 on the CPU).", envvar="EDGE_SEARCH_PRECISION", show_envvar=True
+    ),
+]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="CPU threads [default: the CPUs this process may use].", envvar="EDGE_SEARCH_THREADS"),
+]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per model call.", envvar="EDGE_SEARCH_BATCH_SIZE")]
 CudaIdOpt = Annotated[int, typer.Option(min=0, help="CUDA device id.", envvar="EDGE_SEARCH_CUDA_DEVICE")]
-CudaMemOpt = Annotated[Optional[int], typer.Option(min=1, help="CUDA memory arena limit in MiB.", envvar="EDGE_SEARCH_CUDA_MEM_LIMIT_MB")]
+CudaMemOpt = Annotated[
+    Optional[int], typer.Option(min=1, help="CUDA memory arena limit in MiB.", envvar="EDGE_SEARCH_CUDA_MEM_LIMIT_MB")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DraftOpt = Annotated[bool, typer.Option("--jpeg-draft/--no-jpeg-draft", help="Decode large JPEGs at reduced size (DCT scaling): about 3.5x faster, cosine >= 0.99999 to full decoding in our tests.", envvar="EDGE_SEARCH_JPEG_DRAFT")]
-MaxMpOpt = Annotated[Optional[float], typer.Option("--max-megapixels", min=1, help="Skip images larger than this after JPEG draft decoding [default: what the available memory allows, 24 to 178].", envvar="EDGE_SEARCH_MAX_MEGAPIXELS")]
-MilvusOpt = Annotated[Optional[str], typer.Option("--milvus", metavar="URI", help="A Milvus server (http://HOST:19530) or a Milvus Lite file (fleet.db) holding several boxes' indexes.", envvar="EDGE_SEARCH_MILVUS", show_envvar=True)]
-BoxOpt = Annotated[Optional[str], typer.Option("--box", help="This box's name in the fleet collection [default: the host name].", envvar="EDGE_SEARCH_BOX")]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection [default: one per bundle identity, edge_search_<identity>].")]
-MilvusTokenOpt = Annotated[Optional[str], typer.Option("--milvus-token", help="Milvus credentials, USER:PASSWORD or an API key.", envvar="EDGE_SEARCH_MILVUS_TOKEN")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Repeat notes already shown once (e.g. that CUDA cannot start).")]
+DraftOpt = Annotated[
+    bool,
+    typer.Option(
+        "--jpeg-draft/--no-jpeg-draft",
+        help="Decode large JPEGs at reduced size (DCT scaling): about 3.5x faster, cosine >= 0.99999 to full "
+        "decoding in our tests.",
+        envvar="EDGE_SEARCH_JPEG_DRAFT",
+    ),
+]
+MaxMpOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-megapixels",
+        min=1,
+        help="Skip images larger than this after JPEG draft decoding [default: what the available memory "
+        "allows, 24 to 178].",
+        envvar="EDGE_SEARCH_MAX_MEGAPIXELS",
+    ),
+]
+MilvusOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--milvus",
+        metavar="URI",
+        help="A Milvus server (http://HOST:19530) or a Milvus Lite file (fleet.db) holding several boxes' indexes.",
+        envvar="EDGE_SEARCH_MILVUS",
+        show_envvar=True,
+    ),
+]
+BoxOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--box", help="This box's name in the fleet collection [default: the host name].", envvar="EDGE_SEARCH_BOX"
+    ),
+]
+CollectionOpt = Annotated[
+    Optional[str],
+    typer.Option("--collection", help="Milvus collection [default: one per bundle identity, edge_search_<identity>]."),
+]
+MilvusTokenOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--milvus-token", help="Milvus credentials, USER:PASSWORD or an API key.", envvar="EDGE_SEARCH_MILVUS_TOKEN"
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("-v", "--verbose", help="Repeat notes already shown once (e.g. that CUDA cannot start).")
+]
 
 
 def cuda_arena(value: Optional[str]) -> Optional[str]:
@@ -38,22 +113,39 @@ def cuda_arena(value: Optional[str]) -> Optional[str]:
 
 
 CUDA_ARENAS = ("kNextPowerOfTwo", "kSameAsRequested")
-CudaArenaOpt = Annotated[Optional[str], typer.Option(callback=cuda_arena, help="CUDA arena growth: kNextPowerOfTwo or kSameAsRequested.", envvar="EDGE_SEARCH_CUDA_ARENA")]
+CudaArenaOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        callback=cuda_arena,
+        help="CUDA arena growth: kNextPowerOfTwo or kSameAsRequested.",
+        envvar="EDGE_SEARCH_CUDA_ARENA",
+    ),
+]
 
 
 def cuda_options(device_id: int, mem_limit_mib: int | None, arena: str | None) -> CudaOptions:
-    return CudaOptions(device_id=device_id, mem_limit_bytes=mem_limit_mib * 1024 * 1024 if mem_limit_mib else None,
-                       arena_strategy=arena)
+    return CudaOptions(
+        device_id=device_id,
+        mem_limit_bytes=mem_limit_mib * 1024 * 1024 if mem_limit_mib else None,
+        arena_strategy=arena,
+    )
 
 
 def montage_path(value: Optional[Path]) -> Optional[Path]:
     """--montage is checked before anything runs: its suffix picks the format."""
     if value is not None and value.suffix.lower() not in MONTAGE_SUFFIXES:
-        raise typer.BadParameter(f"{value} needs one of the suffixes {', '.join(MONTAGE_SUFFIXES)}", param_hint="--montage")
+        raise typer.BadParameter(
+            f"{value} needs one of the suffixes {', '.join(MONTAGE_SUFFIXES)}", param_hint="--montage"
+        )
     return value
 
 
-MontageOpt = Annotated[Optional[Path], typer.Option(callback=montage_path, help="Write the query and its results as a contact sheet to this .jpg/.png/.webp file.")]
+MontageOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        callback=montage_path, help="Write the query and its results as a contact sheet to this .jpg/.png/.webp file."
+    ),
+]
 
 
 def with_model_options(*, batch: bool = True):
@@ -62,26 +154,36 @@ def with_model_options(*, batch: bool = True):
     The command receives them as one `ModelOptions`, `model_options`, for `Model.open` / `Library.open_model`.
     """
     shared = [
-        ("device", DeviceOpt, Device.auto), ("precision", PrecisionOpt, Precision.auto), ("threads", ThreadsOpt, None),
+        ("device", DeviceOpt, Device.auto),
+        ("precision", PrecisionOpt, Precision.auto),
+        ("threads", ThreadsOpt, None),
         *([("batch_size", BatchOpt, 8)] if batch else []),
-        ("cuda_device_id", CudaIdOpt, 0), ("cuda_mem_limit", CudaMemOpt, None), ("cuda_arena", CudaArenaOpt, None),
-        ("jpeg_draft", DraftOpt, True), ("max_megapixels", MaxMpOpt, None),
+        ("cuda_device_id", CudaIdOpt, 0),
+        ("cuda_mem_limit", CudaMemOpt, None),
+        ("cuda_arena", CudaArenaOpt, None),
+        ("jpeg_draft", DraftOpt, True),
+        ("max_megapixels", MaxMpOpt, None),
     ]
 
     def decorate(command):
         signature = inspect.signature(command, eval_str=True)  # resolve the command's own annotations here
         own = [p for p in signature.parameters.values() if p.name != "model_options"]
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-                 for name, annotation, default in shared]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, annotation, default in shared
+        ]
 
         @functools.wraps(command)
         def run(**kwargs):
             chosen = {name: kwargs.pop(name) for name, _, _ in shared}
             model_options = ModelOptions(
-                device=chosen["device"], precision=chosen["precision"], threads=chosen["threads"],
+                device=chosen["device"],
+                precision=chosen["precision"],
+                threads=chosen["threads"],
                 batch_size=chosen.get("batch_size", 1),
                 cuda=cuda_options(chosen["cuda_device_id"], chosen["cuda_mem_limit"], chosen["cuda_arena"]),
-                jpeg_draft=chosen["jpeg_draft"], max_megapixels=chosen["max_megapixels"],
+                jpeg_draft=chosen["jpeg_draft"],
+                max_megapixels=chosen["max_megapixels"],
             )
             return command(**kwargs, model_options=model_options)
 

@@ -23,10 +23,22 @@ if TYPE_CHECKING:
     from edge_search.runtime.options import ModelOptions
 
 # option -> environment variable, for the options that decide which session a query opens
-GUESSED = {"--model": "EDGE_SEARCH_MODEL", "--index": "EDGE_SEARCH_INDEX", "--device": "EDGE_SEARCH_DEVICE",
-           "--precision": "EDGE_SEARCH_PRECISION", "--threads": "EDGE_SEARCH_THREADS"}
-NOT_GUESSED = ("--cuda-device-id", "--cuda-mem-limit", "--cuda-arena", "--help", "EDGE_SEARCH_CUDA_DEVICE",
-               "EDGE_SEARCH_CUDA_MEM_LIMIT_MB", "EDGE_SEARCH_CUDA_ARENA")
+GUESSED = {
+    "--model": "EDGE_SEARCH_MODEL",
+    "--index": "EDGE_SEARCH_INDEX",
+    "--device": "EDGE_SEARCH_DEVICE",
+    "--precision": "EDGE_SEARCH_PRECISION",
+    "--threads": "EDGE_SEARCH_THREADS",
+}
+NOT_GUESSED = (
+    "--cuda-device-id",
+    "--cuda-mem-limit",
+    "--cuda-arena",
+    "--help",
+    "EDGE_SEARCH_CUDA_DEVICE",
+    "EDGE_SEARCH_CUDA_MEM_LIMIT_MB",
+    "EDGE_SEARCH_CUDA_ARENA",
+)
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,12 @@ _started: tuple[Guess, threading.Thread, dict[str, Any]] | None = None
 
 def guess(argv: list[str], environ: os._Environ | dict[str, str]) -> Guess | None:
     """The session options of `edge-search query ...`, or None where guessing would be unreliable."""
-    if not argv or argv[0] != "query" or any(a.split("=", 1)[0] in NOT_GUESSED for a in argv) \
-            or any(name in environ for name in NOT_GUESSED):
+    if (
+        not argv
+        or argv[0] != "query"
+        or any(a.split("=", 1)[0] in NOT_GUESSED for a in argv)
+        or any(name in environ for name in NOT_GUESSED)
+    ):
         return None
     values = {option: environ.get(variable) for option, variable in GUESSED.items()}
     words = iter(argv[1:])
@@ -58,8 +74,14 @@ def guess(argv: list[str], environ: os._Environ | dict[str, str]) -> Guess | Non
     except ValueError:
         return None
     images = tuple(word for word in argv[1:] if not word.startswith("-") and os.path.isfile(word))
-    return Guess(values["--model"], values["--index"], values["--device"] or "auto", values["--precision"] or "auto",
-                 threads, images)
+    return Guess(
+        values["--model"],
+        values["--index"],
+        values["--device"] or "auto",
+        values["--precision"] or "auto",
+        threads,
+        images,
+    )
 
 
 def start(argv: list[str]) -> None:
@@ -85,6 +107,7 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
     try:
         try:
             import onnxruntime  # noqa: F401  (open_session imports it lazily: here, before the main thread goes on)
+
             from edge_search.runtime.model.bundle import Bundle
             from edge_search.runtime.model.session import open_session
         finally:
@@ -96,12 +119,15 @@ def _open(hint: Guess, box: dict[str, Any], imported: threading.Event) -> None:
                 return
             bundle = box["bundle"] = Bundle.load(root)
             if hint.images:  # decoded on another thread while this one builds the session
-                box["decoding"] = threading.Thread(target=_decode, args=(bundle, hint, box), name="prewarm-decode", daemon=True)
+                box["decoding"] = threading.Thread(
+                    target=_decode, args=(bundle, hint, box), name="prewarm-decode", daemon=True
+                )
                 box["decoding"].start()
         finally:
             box["loaded"].set()
-        box["session"] = open_session(bundle, device=hint.device, precision=hint.precision, threads=hint.threads,
-                                      one_shot=True)
+        box["session"] = open_session(
+            bundle, device=hint.device, precision=hint.precision, threads=hint.threads, one_shot=True
+        )
     except Exception:  # noqa: BLE001 - a failed guess costs nothing: the command opens (and reports) it itself
         box.pop("session", None)
 
@@ -142,9 +168,14 @@ def take(model: Path | None, index: Path | None, options: ModelOptions) -> Prewa
     _started = None
     from edge_search.runtime.options import CudaOptions
 
-    same = (hint.device == options.device and hint.precision == options.precision
-            and hint.threads == options.threads and options.cuda == CudaOptions()
-            and _same_path(hint.model, model) and _same_path(hint.index, index))
+    same = (
+        hint.device == options.device
+        and hint.precision == options.precision
+        and hint.threads == options.threads
+        and options.cuda == CudaOptions()
+        and _same_path(hint.model, model)
+        and _same_path(hint.index, index)
+    )
     if not same:
         return None
     box["loaded"].wait()
@@ -159,6 +190,7 @@ def _decode(bundle: Any, hint: Guess, box: dict[str, Any]) -> None:
     """The guessed query images, decoded as a model with default decoding options would decode them."""
     try:
         import numpy as np
+
         from edge_search.runtime.model.preprocess import Preprocessor
 
         preprocessor = Preprocessor.for_options(bundle.manifest, threads=hint.threads)

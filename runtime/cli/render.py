@@ -11,13 +11,16 @@ from typing import Any
 
 import platformdirs
 import typer
+
 from edge_search.runtime.cli.edge import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
     say,
 )
 
-CUDA_HINT = ("Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
-             "to skip the CUDA check; -v shows this note again.")
+CUDA_HINT = (
+    "Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
+    "to skip the CUDA check; -v shows this note again."
+)
 
 
 def human(path: str) -> str:
@@ -66,7 +69,7 @@ def _first_time(key: str) -> bool:
 def short(path: str, width: int = 40) -> str:
     """A path shortened from the left, so the file name survives."""
     text = human(path)
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 class Progress:
@@ -74,10 +77,10 @@ class Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self._bar = None
+        self._bar: Any = None  # a rich Progress, imported only on a terminal
         self._task = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.enabled:
             from rich.progress import (
                 BarColumn,
@@ -88,9 +91,15 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
-                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}", markup=False),
-                console=err, transient=True,
+                TextColumn("indexing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[cyan]{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[current]}", markup=False),
+                console=err,
+                transient=True,
             )
             self._bar.__enter__()
         return self

@@ -6,6 +6,7 @@ import ipaddress
 from typing import Annotated, Optional
 
 import typer
+
 from edge_search.runtime.cli.app import app
 from edge_search.runtime.cli.options import (
     CollectionOpt,
@@ -17,9 +18,9 @@ from edge_search.runtime.cli.options import (
     with_model_options,
 )
 from edge_search.runtime.cli.render import err, model_notes
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.errors import UsageError
 from edge_search.runtime.library import Library
+from edge_search.runtime.options import ModelOptions
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -36,26 +37,55 @@ def _is_loopback(host: str) -> bool:
 def _serve_imports():
     try:
         import uvicorn
+
         from edge_search.runtime.serve.app import ServiceConfig, make_app
     except ImportError as exc:
-        raise UsageError(f"`edge-search serve` needs {exc.name}: install the serve extra "
-                         "(pip install 'edge-search[serve]').") from None
+        raise UsageError(
+            f"`edge-search serve` needs {exc.name}: install the serve extra (pip install 'edge-search[serve]')."
+        ) from None
     return uvicorn, ServiceConfig, make_app
 
 
-@app.command(help="Serve searches over HTTP from one warm process: a JSON API (see README). Binds 127.0.0.1 "
-                  "unless told otherwise; any other address needs a token (or an explicit --no-auth).")
+@app.command(
+    help="Serve searches over HTTP from one warm process: a JSON API (see README). Binds 127.0.0.1 "
+    "unless told otherwise; any other address needs a token (or an explicit --no-auth)."
+)
 @with_model_options(batch=False)
 def serve(
     index: IndexOpt = None,
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.", envvar="EDGE_SEARCH_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.", envvar="EDGE_SEARCH_PORT")] = 8765,
-    token: Annotated[Optional[str], typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow a non-loopback address without a token (anyone on the network can search and download your photos).")] = False,
+    token: Annotated[
+        Optional[str],
+        typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN"),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Allow a non-loopback address without a token (anyone on the network can search and download "
+            "your photos).",
+        ),
+    ] = False,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
-    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Keep the index current: watch the remembered folders and index what changes (the service becomes the index's writer). --no-watch: a read-only replica.")] = True,
-    rescan: Annotated[float, typer.Option(min=5, help="Seconds between full rescans of the watched folders (file events can be lost, and network shares send none).", envvar="EDGE_SEARCH_RESCAN")] = 300.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch/--no-watch",
+            help="Keep the index current: watch the remembered folders and index what changes (the service "
+            "becomes the index's writer). --no-watch: a read-only replica.",
+        ),
+    ] = True,
+    rescan: Annotated[
+        float,
+        typer.Option(
+            min=5,
+            help="Seconds between full rescans of the watched folders (file events can be lost, and network "
+            "shares send none).",
+            envvar="EDGE_SEARCH_RESCAN",
+        ),
+    ] = 300.0,
     milvus: MilvusOpt = None,
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
@@ -63,21 +93,41 @@ def serve(
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not _is_loopback(host) and not token and not no_auth:
-        raise UsageError(f"Refusing to listen on {host} without a token: anyone on the network could search and "
-                         "download your photos. Pass --token (or EDGE_SEARCH_TOKEN), or --no-auth if you mean it.")
+        raise UsageError(
+            f"Refusing to listen on {host} without a token: anyone on the network could search and "
+            "download your photos. Pass --token (or EDGE_SEARCH_TOKEN), or --no-auth if you mean it."
+        )
     uvicorn, ServiceConfig, make_app = _serve_imports()
     library = Library(index)
     library.reader()  # no index yet: say so before loading a model
     opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     library.check_model(opened)
-    config = ServiceConfig(token=token, max_upload_bytes=max_upload_mb * 2**20, watch=watch, rescan_s=rescan, log=_log,
-                           milvus=milvus, milvus_collection=collection, milvus_token=milvus_token)
+    config = ServiceConfig(
+        token=token,
+        max_upload_bytes=max_upload_mb * 2**20,
+        watch=watch,
+        rescan_s=rescan,
+        log=_log,
+        milvus=milvus,
+        milvus_collection=collection,
+        milvus_token=milvus_token,
+    )
     service = make_app(library, opened, config)
-    err.print(f"edge-search serving {library.directory} on http://{host}:{port}/ · {opened.provider} {opened.precision}"
-              + (" · token required" if token else "") + (" · watching its folders" if watch else " · read-only"))
-    server_config = uvicorn.Config(service, host=host, port=port, log_level="warning", access_log=False, server_header=False,
-                            timeout_graceful_shutdown=10)
+    err.print(
+        f"edge-search serving {library.directory} on http://{host}:{port}/ · {opened.provider} {opened.precision}"
+        + (" · token required" if token else "")
+        + (" · watching its folders" if watch else " · read-only")
+    )
+    server_config = uvicorn.Config(
+        service,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
     _quiet_exit_server(uvicorn)(server_config).run()
 
 

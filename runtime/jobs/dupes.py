@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from edge_search.runtime.jobs.indexer import under
 from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, encode_path
-from PIL import Image
 
 FIRST_K = 16
 # Up to this many vectors every image is compared with every other (exact); above it the candidates
@@ -51,8 +52,17 @@ class DupeFile:
         return (self.width or 0) * (self.height or 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.key, "path": self.path, "size": self.size, "modified": self.modified, "width": self.width,
-                "height": self.height, "exif_tags": self.exif_tags, "taken": self.taken, "sha256": self.sha256}
+        return {
+            "id": self.key,
+            "path": self.path,
+            "size": self.size,
+            "modified": self.modified,
+            "width": self.width,
+            "height": self.height,
+            "exif_tags": self.exif_tags,
+            "taken": self.taken,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,13 @@ class DupeGroup:
     pairs: list[tuple[int, int, float]]  # (index in files, index in files, cosine)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "keep": self.keep, "paths": [f.path for f in self.files],
-                "files": [{**f.as_dict(), "score_to_keep": round(s, 6)} for f, s in zip(self.files, self.scores_to_keep)],
-                "pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs]}
+        return {
+            "kind": self.kind,
+            "keep": self.keep,
+            "paths": [f.path for f in self.files],
+            "files": [{**f.as_dict(), "score_to_keep": round(s, 6)} for f, s in zip(self.files, self.scores_to_keep)],
+            "pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs],
+        }
 
 
 @dataclass(frozen=True)
@@ -84,9 +98,16 @@ class DupesReport:
         return sum(len(g.files) - 1 for g in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"groups": [g.as_dict() for g in self.groups], "threshold": self.threshold,
-                "threshold_source": self.threshold_source, "files": self.files, "redundant_files": self.redundant_files,
-                "seconds": round(self.seconds, 3), "random_weights": self.random_weights, "notes": self.notes}
+        return {
+            "groups": [g.as_dict() for g in self.groups],
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "files": self.files,
+            "redundant_files": self.redundant_files,
+            "seconds": round(self.seconds, 3),
+            "random_weights": self.random_weights,
+            "notes": self.notes,
+        }
 
 
 class _Components:
@@ -118,8 +139,16 @@ class _Components:
         return [m for m in members.values() if len(m) > 1]
 
 
-def find_duplicates(catalog: Catalog, index: vi.Index, threshold: float, *, under_dir: str | None = None,
-                    threshold_source: str = "option", random_weights: bool = False, index_dtype: str = "f16") -> DupesReport:
+def find_duplicates(
+    catalog: Catalog,
+    index: vi.Index,
+    threshold: float,
+    *,
+    under_dir: str | None = None,
+    threshold_source: str = "option",
+    random_weights: bool = False,
+    index_dtype: str = "f16",
+) -> DupesReport:
     """Group the catalog's images (those under `under_dir`, if given) into duplicates."""
     started = time.perf_counter()
     rows = catalog.ok_files()
@@ -148,9 +177,13 @@ def find_duplicates(catalog: Catalog, index: vi.Index, threshold: float, *, unde
     groups.sort(key=lambda g: (-len(g.files), g.keep))
     notes = []
     if random_weights:
-        notes.append("The model has random weights: similarity means nothing, so near-duplicate groups mean nothing "
-                     "either (exact copies are still exact).")
-    return DupesReport(groups, threshold, threshold_source, len(rows), time.perf_counter() - started, random_weights, notes)
+        notes.append(
+            "The model has random weights: similarity means nothing, so near-duplicate groups mean nothing "
+            "either (exact copies are still exact)."
+        )
+    return DupesReport(
+        groups, threshold, threshold_source, len(rows), time.perf_counter() - started, random_weights, notes
+    )
 
 
 def _vectors(catalog: Catalog, keys: np.ndarray) -> np.ndarray:
@@ -163,11 +196,12 @@ def _vectors(catalog: Catalog, keys: np.ndarray) -> np.ndarray:
         if out is None:
             out = np.empty((len(keys), chunk.shape[1]), dtype=np.float32)
         out[[position[int(k)] for k in chunk_keys]] = chunk
-    return out
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
-def _pairs_at_or_above(index: vi.Index, vectors: np.ndarray, keys: np.ndarray, row_of: dict[int, int],
-                       threshold: float) -> list[tuple[int, int]]:
+def _pairs_at_or_above(
+    index: vi.Index, vectors: np.ndarray, keys: np.ndarray, row_of: dict[int, int], threshold: float
+) -> list[tuple[int, int]]:
     """(row, row) for neighbours at or above `threshold`, found by k-nearest searches in `index`;
     rows whose k-th neighbour still passes are searched again with a larger k."""
     pairs: list[tuple[int, int]] = []
@@ -194,11 +228,15 @@ def _pairs_at_or_above(index: vi.Index, vectors: np.ndarray, keys: np.ndarray, r
 def _group(rows: list[tuple], vectors: np.ndarray) -> DupeGroup:
     files = [_describe(row) for row in rows]
     similarity = vectors @ vectors.T
-    keeper = max(range(len(files)), key=lambda i: (files[i].pixels, files[i].size, files[i].exif_tags, -len(files[i].path)))
+    keeper = max(
+        range(len(files)), key=lambda i: (files[i].pixels, files[i].size, files[i].exif_tags, -len(files[i].path))
+    )
     exact = len({f.sha256 for f in files}) == 1 and files[0].sha256 is not None
     if exact:
         similarity = np.ones_like(similarity)
-    order = [keeper] + sorted((i for i in range(len(files)) if i != keeper), key=lambda i: (-similarity[keeper, i], files[i].path))
+    order = [keeper] + sorted(
+        (i for i in range(len(files)) if i != keeper), key=lambda i: (-similarity[keeper, i], files[i].path)
+    )
     files = [files[i] for i in order]
     similarity = similarity[np.ix_(order, order)]
     count = len(files)

@@ -14,19 +14,21 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edge_search.runtime.jobs.walk import walk
-from edge_search.runtime.model.embedder import Embedder, EmbedResult
-from edge_search.runtime.store.catalog import Root, encode_path
+from edge_search.runtime.model.embedder import EmbedResult
+from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
 from edge_search.runtime.store.generations import IndexWriter
 
 # A publish rewrites and hashes the whole usearch file (~1.3 s of hashing alone at 1M vectors): while
 # indexing, wait at least this many times as long as the last publish took, so publishing stays ~10% of the work.
 PUBLISH_SHARE = 10
 
-# Called once per file as it is settled: (path, what happened: "added" | "updated" | "moved" | "unchanged" | "failed" | "vanished").
+# Called once per file as it is settled: (path, what happened), the latter one of
+# "added" | "updated" | "moved" | "unchanged" | "failed" | "vanished".
 FileCallback = Callable[[str, str], None]
 
 
@@ -60,13 +62,21 @@ class IndexReport:
 
     def as_dict(self) -> dict:
         return {
-            "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
-            "unchanged": self.unchanged, "embedded": self.embedded,
+            "added": self.added,
+            "updated": self.updated,
+            "moved": self.moved,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "embedded": self.embedded,
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "problems": [{"path": p, "reason": r} for p, r in self.problems],
             "missing_roots": self.missing_roots,
-            "count": self.count, "generation": self.generation, "seconds": round(self.seconds, 3),
-            "images_per_s": round(self.images_per_s, 2), "interrupted": self.interrupted, "pending": self.pending,
+            "count": self.count,
+            "generation": self.generation,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "interrupted": self.interrupted,
+            "pending": self.pending,
             "cluster": self.cluster,
         }
 
@@ -76,10 +86,18 @@ def under(path: bytes, prefixes: list[bytes]) -> bool:
     return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
 
 
+class BatchEmbedder(Protocol):
+    """What the indexer embeds with: this process's `Embedder`, or a Ray cluster's (`scale.ray_embedder`)."""
+
+    def embed(
+        self, paths: Iterable[str], *, reuse: Container[str] = ..., stop: threading.Event | None = None
+    ) -> Iterator[EmbedResult]: ...
+
+
 def run_index(
     writer: IndexWriter,
-    embedder: Embedder,
-    roots: Sequence[Root | str | os.PathLike],
+    embedder: BatchEmbedder,
+    roots_given: Sequence[Root | str | os.PathLike[str]],
     *,
     prune: bool = True,
     commit_every: int = 32,
@@ -89,7 +107,7 @@ def run_index(
     stop: threading.Event | None = None,
 ) -> IndexReport:
     started = time.perf_counter()
-    roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots]
+    roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots_given]
     catalog = writer.catalog
     report = IndexReport()
     found = walk(roots, stop)
@@ -110,17 +128,17 @@ def run_index(
     if on_start:
         on_start(len(todo))
     stats = dict(todo)
-    rows: list = []
-    touched: list = []
+    rows: list[ResultRow] = []
+    touched: list[tuple[bytes, int, int]] = []
     vanished: list[bytes] = []
     last_publish = time.monotonic()
     publish_cost = 0.0  # seconds the last publish took: a large index is republished less often
 
     def commit() -> None:
         if rows:
-            catalog.upsert_results(rows)
+            writer.commit_results(rows)
         if touched:
-            catalog.touch(touched)
+            writer.touch(touched)
         rows.clear()
         touched.clear()
 
@@ -161,7 +179,7 @@ def run_index(
         roots_b = [encode_path(r.path) for r in roots]
         keep_b = [encode_path(d) for d in found.unreadable_dirs]
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
-        report.removed = catalog.delete_paths(gone + vanished) if gone or vanished else 0
+        report.removed = writer.delete_paths(gone + vanished) if gone or vanished else 0
     report.generation = writer.publish_if_changed()
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started
@@ -183,7 +201,9 @@ def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, tou
             return "retry"
         rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, vector, None))
         source_path = catalog.paths_for([source]).get(source)
-        moved = source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
+        moved = (
+            source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
+        )
         return "moved" if moved else ("updated" if state else "added")
     rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
     if not result.ok:

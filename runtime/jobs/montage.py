@@ -12,9 +12,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
 from edge_search.runtime.errors import ImageDecodeError, StorageError
 from edge_search.runtime.model.preprocess import open_image
-from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 TILE = 256
 LABEL_H = 46
@@ -57,7 +58,7 @@ def _font(size: int):
 
 def _short(name: str, width: int = 26) -> str:
     name = os.fsencode(name).decode("utf-8", "replace")
-    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2):]
+    return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2) :]
 
 
 def hit_label(hit) -> str:
@@ -65,11 +66,14 @@ def hit_label(hit) -> str:
     return f"#{hit.rank}  {hit.score:.4f}"
 
 
-def write_montage(labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6,
-                  text: str | None = None) -> Path:
+def write_montage(
+    labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6, text: str | None = None
+) -> Path:
     """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix."""
-    cells = [(source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
-             for label, source in zip(labels, sources)]
+    cells = [
+        (source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
+        for label, source in zip(labels, sources)
+    ]
     cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path, False) for hit in hits]
     named = [_short(str(label), 60) for label in labels] + ([f'"{_short(text, 60)}"'] if text else [])
     header = "query: " + ", ".join(named) + f"  ·  {len(hits)} result(s)"
@@ -92,7 +96,12 @@ def write_sheet(header: str, cells: Sequence[tuple], out: Path, columns: int = 6
         sheet.paste(tile, (x, y))
         if not readable:
             missing = path is not None and not os.path.exists(path)
-            draw.text((x + 10, y + TILE // 2 - 10), "missing file" if missing else "cannot be read", fill=(255, 120, 120), font=font)
+            draw.text(
+                (x + 10, y + TILE // 2 - 10),
+                "missing file" if missing else "cannot be read",
+                fill=(255, 120, 120),
+                font=font,
+            )
         if framed:
             draw.rectangle([x - 3, y - 3, x + TILE + 2, y + TILE + 2], outline=(255, 200, 0), width=3)
         draw.text((x + 4, y + TILE + 4), label, fill=(235, 235, 235), font=font)
@@ -112,8 +121,11 @@ def write_dupes_sheets(groups: Sequence, folder: Path) -> list[Path]:
     """One sheet per duplicates group: the suggested keeper framed, then the others with their score to it."""
     written = []
     for number, group in enumerate(groups, 1):
-        cells = [(f.path, "keep" if i == 0 else f"{score:.4f}", os.path.basename(f.path), f.path, i == 0)
-                 for i, (f, score) in enumerate(zip(group.files, group.scores_to_keep))]
-        header = f"group {number} · {group.kind} · {len(group.files)} files · keep {_short(os.path.basename(group.keep), 50)}"
+        cells = [
+            (f.path, "keep" if i == 0 else f"{score:.4f}", os.path.basename(f.path), f.path, i == 0)
+            for i, (f, score) in enumerate(zip(group.files, group.scores_to_keep))
+        ]
+        keep = _short(os.path.basename(group.keep), 50)
+        header = f"group {number} · {group.kind} · {len(group.files)} files · keep {keep}"
         written.append(write_sheet(header, cells, folder / f"group-{number:04d}.jpg"))
     return written

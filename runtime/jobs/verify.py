@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from edge_search.runtime.errors import EdgeSearchError
 from edge_search.runtime.files import sha256_file
 from edge_search.runtime.model.bundle import Bundle
@@ -41,7 +42,9 @@ def check_bundle_files(root: Path) -> list[Check]:
         bundle = Bundle.load(root)
     except EdgeSearchError as exc:
         return [Check("bundle", "fail", str(exc))]
-    checks = [Check("bundle", "ok", f"{bundle.manifest.model_id} at {bundle.root} (schema {bundle.manifest.schema_version})")]
+    checks = [
+        Check("bundle", "ok", f"{bundle.manifest.model_id} at {bundle.root} (schema {bundle.manifest.schema_version})")
+    ]
     text = bundle.manifest.text
     files = [(f"bundle {p}", spec.path, spec.sha256) for p, spec in bundle.manifest.files.items()]
     if text:
@@ -52,8 +55,13 @@ def check_bundle_files(root: Path) -> list[Check]:
             same = sha256_file(bundle.root / path) == sha256
         except OSError:
             same = False
-        checks.append(Check(name, _verdict(same),
-                            "sha256 matches the manifest" if same else "sha256 differs from the manifest: re-export or re-copy"))
+        checks.append(
+            Check(
+                name,
+                _verdict(same),
+                "sha256 matches the manifest" if same else "sha256 differs from the manifest: re-export or re-copy",
+            )
+        )
     return checks
 
 
@@ -66,8 +74,13 @@ def check_index(directory: Path) -> list[Check]:
         integrity = catalog.integrity_check()
         checks = [Check("catalog", _verdict(integrity == "ok"), f"PRAGMA integrity_check: {integrity}")]
         duplicates = catalog.duplicate_paths()
-        checks.append(Check("catalog rows", _verdict(duplicates == 0),
-                            f"{catalog.count()} indexed, {catalog.count('failed')} failed, {duplicates} duplicate paths"))
+        checks.append(
+            Check(
+                "catalog rows",
+                _verdict(duplicates == 0),
+                f"{catalog.count()} indexed, {catalog.count('failed')} failed, {duplicates} duplicate paths",
+            )
+        )
         meta = catalog.index_meta()
         if not meta.index_file:
             checks.append(Check("index file", "fail", "no generation published yet: run `edge-search index`"))
@@ -75,13 +88,28 @@ def check_index(directory: Path) -> list[Check]:
         try:
             index = vi.load_verified(directory / meta.index_file, meta.index_sha256 or "", view=True, full_hash=True)
         except EdgeSearchError as exc:
-            checks.append(Check("index file", "fail", f"{exc} The next query or index run rebuilds it from the catalog."))
+            checks.append(
+                Check("index file", "fail", f"{exc} The next query or index run rebuilds it from the catalog.")
+            )
             return checks
         want = catalog.ok_ids()
-        have = set(np.asarray(index.keys, dtype=np.uint64).tolist()) if len(index) else set()  # one call, not O(n) per key
+        have = (
+            set(np.asarray(index.keys, dtype=np.uint64).tolist()) if len(index) else set()
+        )  # one call, not O(n) per key
         same = want == have
-        checks.append(Check("index file", _verdict(same), f"{meta.index_file}: sha256 ok, {len(have)} vectors" +
-                            ("" if same else f"; {len(want - have)} missing, {len(have - want)} extra versus the catalog (the next index run reconciles)")))
+        checks.append(
+            Check(
+                "index file",
+                _verdict(same),
+                f"{meta.index_file}: sha256 ok, {len(have)} vectors"
+                + (
+                    ""
+                    if same
+                    else f"; {len(want - have)} missing, {len(have - want)} extra versus the catalog (the next "
+                    "index run reconciles)"
+                ),
+            )
+        )
         return checks
     finally:
         catalog.close()
@@ -89,6 +117,7 @@ def check_index(directory: Path) -> list[Check]:
 
 def check_providers(root: Path) -> list[Check]:
     import onnxruntime as ort
+
     from edge_search.runtime.model.session import open_session
 
     try:

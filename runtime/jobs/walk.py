@@ -17,12 +17,35 @@ from dataclasses import dataclass, field
 from edge_search.runtime.store.catalog import Root
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
 )
 SKIPPED_BY_DEFAULT = (
     ".*",  # hidden: .thumbnails, .git, .Trash-1000, .DS_Store, ._AppleDouble files ...
-    "@eaDir", "#recycle", "#snapshot", "@Recycle", "@Recently-Snapshot", "$RECYCLE.BIN",
-    "System Volume Information", "node_modules", "__MACOSX", "lost+found",
+    "@eaDir",
+    "#recycle",
+    "#snapshot",
+    "@Recycle",
+    "@Recently-Snapshot",
+    "$RECYCLE.BIN",
+    "System Volume Information",
+    "node_modules",
+    "__MACOSX",
+    "lost+found",
 )
 
 

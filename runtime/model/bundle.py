@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from edge_search.runtime.errors import BundleError
-from edge_search.runtime.options import GRAPH_PRECISIONS
 from edge_search.runtime.files import VerifiedCache, sha256_file
+from edge_search.runtime.options import GRAPH_PRECISIONS
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
 
 
-# The duplicate threshold per model family (`dupes`). DINOv2's is measured on trained weights (`python -m benchmarks.quality`, the trained
-# DINOv2 ViT-S/14 fixture, 142 real pictures): the lowest cosine at which at most 0.05% of the pairs of
-# different pictures pair up (3-4 of 9936 at 0.95; 34-37 at the 0.92 used before), catching ~80% of mild
-# edits. ViT and DeiT are not calibrated (no trained checkpoint of theirs reachable here). A bundle records
-# its own (`export-model --dupe-threshold`), `--threshold` overrides.
+# The duplicate threshold per model family (`dupes`). DINOv2's is measured on trained weights
+# (`python -m benchmarks.quality`, the trained DINOv2 ViT-S/14 fixture, 142 real pictures): the lowest
+# cosine at which at most 0.05% of the pairs of different pictures pair up (3-4 of 9936 at 0.95; 34-37 at
+# the 0.92 used before), catching ~80% of mild edits. ViT and DeiT are not calibrated (no trained
+# checkpoint of theirs reachable here). A bundle records its own (`export-model --dupe-threshold`);
+# `--threshold` overrides.
 FAMILY_THRESHOLDS = {"vit": 0.95, "deit": 0.95, "dinov2": 0.95}
 FALLBACK_THRESHOLD = 0.95
 
@@ -155,8 +156,11 @@ class Manifest:
                 )
             files = {precision: _model_file(spec) for precision, spec in raw["files"].items()}
             fields = {key: raw[key] for key in cls.__dataclass_fields__ if key in raw}
-            fields.update(preprocess=PreprocessConfig(**raw["preprocess"]), files=files,
-                          text=TextTower.from_dict(raw["text"]) if raw.get("text") else None)
+            fields.update(
+                preprocess=PreprocessConfig(**raw["preprocess"]),
+                files=files,
+                text=TextTower.from_dict(raw["text"]) if raw.get("text") else None,
+            )
             manifest = cls(**fields)
         except BundleError:
             raise
@@ -166,8 +170,9 @@ class Manifest:
             if precision not in GRAPH_PRECISIONS:
                 raise BundleError(f"The manifest lists an unknown precision {precision!r}.")
         if not manifest.source_sha256:
-            raise BundleError("The bundle's manifest lacks source_sha256 (made by a pre-release export-model); "
-                              "re-export the model.")
+            raise BundleError(
+                "The bundle's manifest lacks source_sha256 (made by a pre-release export-model); re-export the model."
+            )
         if manifest.external_data:
             raise BundleError("The bundle's graphs reference external data files, which edge-search refuses.")
         return manifest
@@ -216,7 +221,9 @@ class Bundle:
         try:
             stat = path.stat()
         except OSError as exc:
-            raise BundleError(f"The bundle at {self.root} is incomplete: {spec.path} is missing ({exc.strerror}).") from exc
+            raise BundleError(
+                f"The bundle at {self.root} is incomplete: {spec.path} is missing ({exc.strerror})."
+            ) from exc
         if stat.st_size != spec.bytes:
             raise BundleError(
                 f"{path} has {stat.st_size} bytes but the manifest says {spec.bytes}: the file is truncated or "
@@ -229,8 +236,15 @@ class Bundle:
         spec = self.manifest.files.get(precision)
         if spec is None:
             rejected = self.manifest.rejected.get(precision)
-            why = (f": export-model left it out because it failed its parity gate (min cosine {rejected['min_cosine']:.4f} "
-                   f"against PyTorch, below {rejected['threshold']})") if rejected else ""
+            why = (
+                (
+                    ": export-model left it out because it failed its parity gate (min cosine "
+                    f"{rejected['min_cosine']:.4f} "
+                    f"against PyTorch, below {rejected['threshold']})"
+                )
+                if rejected
+                else ""
+            )
             raise BundleError(
                 f"The bundle at {self.root} has no {precision} graph{why} (it has: {', '.join(self.precisions)})."
             )
@@ -251,7 +265,9 @@ class Bundle:
         try:
             stat = self._check_size(spec) if spec else path.stat()
         except OSError as exc:
-            raise BundleError(f"The bundle at {self.root} is incomplete: {path.name} is missing ({exc.strerror}).") from exc
+            raise BundleError(
+                f"The bundle at {self.root} is incomplete: {path.name} is missing ({exc.strerror})."
+            ) from exc
         cache = cache or VerifiedCache()
         if not cache.known_good(path, stat, sha256):
             actual = sha256_file(path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.preprocess import Preprocessor
@@ -83,15 +84,18 @@ class Embedder:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return l2_normalize(self.session.run(pixels))
 
-    def _load(self, path: Path, reuse: Container[str], data: bytes | None = None) -> tuple[np.ndarray | None, str] | str:
+    def _load(
+        self, path: Path, reuse: Container[str], data: bytes | None = None
+    ) -> tuple[np.ndarray | None, str] | str:
         """(pixels, sha256 of the file) or the reason it failed; the file is read once (unless its
         `data` came with it), hashed before it is decoded, and not decoded at all when its hash is in
         `reuse` (pixels None)."""
         try:
             if data is None:
-                data = read_file(path)
-                if isinstance(data, str):
-                    return data
+                read = read_file(path)
+                if isinstance(read, str):
+                    return read
+                data = read
             sha = hashlib.sha256(data).hexdigest()
             if sha in reuse:
                 return None, sha
@@ -104,7 +108,10 @@ class Embedder:
             return "out of memory while decoding"
 
     def embed(
-        self, paths: Iterable[Path | str | tuple[Path | str, bytes]], *, reuse: Container[str] = frozenset(),
+        self,
+        paths: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], bytes]],
+        *,
+        reuse: Container[str] = frozenset(),
         stop: threading.Event | None = None,
     ) -> Iterator[EmbedResult]:
         """Results in input order; decoding of later files overlaps inference of earlier ones.

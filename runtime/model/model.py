@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from edge_search.runtime.locations import default_bundle_dir
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.embedder import Embedder, EmbedResult
 from edge_search.runtime.model.preprocess import Preprocessor
 from edge_search.runtime.model.session import OrtSession, open_session
 from edge_search.runtime.options import ImageSource, ModelOptions
-from PIL import Image
 
 
 @dataclass
@@ -60,8 +61,9 @@ class Model:
         options = options or ModelOptions()
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
-        session = session or open_session(bundle, device=options.device, precision=options.precision,
-                                          threads=options.threads, cuda=options.cuda)
+        session = session or open_session(
+            bundle, device=options.device, precision=options.precision, threads=options.threads, cuda=options.cuda
+        )
         preprocessor = cls.preprocessor_for(bundle, options)
         embedder = Embedder(session[0], preprocessor, batch_size=options.batch_size, workers=options.threads)
         return cls(bundle, session[0], preprocessor, embedder, session[1], options)
@@ -71,8 +73,12 @@ class Model:
         """The decoding and preprocessing `open` gives a model with these options (needs no session, so
         the CLI can decode a query image while the session is still being built)."""
         options = options or ModelOptions()
-        return Preprocessor.for_options(bundle.manifest, jpeg_draft=options.jpeg_draft,
-                                        max_megapixels=options.max_megapixels, threads=options.threads)
+        return Preprocessor.for_options(
+            bundle.manifest,
+            jpeg_draft=options.jpeg_draft,
+            max_megapixels=options.max_megapixels,
+            threads=options.threads,
+        )
 
     @property
     def threads(self) -> int | None:
@@ -90,7 +96,9 @@ class Model:
     def random_weights(self) -> bool:
         return self.bundle.manifest.random_weights
 
-    def embed_paths(self, paths: Iterable[str | os.PathLike], *, stop: threading.Event | None = None) -> Iterator[EmbedResult]:
+    def embed_paths(
+        self, paths: Iterable[str | os.PathLike[str]], *, stop: threading.Event | None = None
+    ) -> Iterator[EmbedResult]:
         """One result per path, in order: a unit vector, or the reason that file could not be read."""
         return self.embedder.embed(paths, stop=stop)
 
@@ -100,7 +108,7 @@ class Model:
             return self.preprocessor.from_image(image)
         if isinstance(image, bytes):
             return self.preprocessor.load_bytes(image, label or "<bytes>")
-        return self.preprocessor.load(image)
+        return self.preprocessor.load(os.fspath(image))
 
     def embed_image(self, image: ImageSource) -> np.ndarray:
         """The unit embedding of one image."""

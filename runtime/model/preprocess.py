@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model import vips_decode
 from edge_search.runtime.model.bundle import PreprocessConfig
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP)
@@ -74,7 +75,11 @@ def allowed_formats() -> tuple[str, ...]:
 
 
 def open_image(
-    path, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_hw: tuple[int, int] | None = None, label: Path | str | None = None
+    path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_hw: tuple[int, int] | None = None,
+    label: Path | str | None = None,
 ) -> Image.Image:
     """Decode frame 0 of an allowed image (a path or file object), upright (EXIF), fully loaded.
 
@@ -97,8 +102,10 @@ def open_image(
         if width * height > max_pixels:
             image.close()
             raise ImageDecodeError(
-                path, f"{width}x{height} pixels exceeds the limit of {max_pixels / 1e6:.0f} megapixels "
-                "(a decompression bomb? if it is a real photo, raise the limit with --max-megapixels)")
+                path,
+                f"{width}x{height} pixels exceeds the limit of {max_pixels / 1e6:.0f} megapixels "
+                "(a decompression bomb? if it is a real photo, raise the limit with --max-megapixels)",
+            )
         image.load()
         return ImageOps.exif_transpose(image)
     except ImageDecodeError:
@@ -139,7 +146,7 @@ def _is_heif(source) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_max_pixels(workers: int) -> int:
     """The largest image (in pixels, after JPEG draft) that `workers` parallel decodes can hold in the
     memory available now: ~24 bytes a pixel each (decoded RGB(A), its conversion and resize copies),
@@ -244,12 +251,13 @@ class Preprocessor:
     jpeg_draft: bool = True
 
     @classmethod
-    def from_manifest(cls, manifest, **options) -> "Preprocessor":
+    def from_manifest(cls, manifest, **options) -> Preprocessor:
         return cls(config=manifest.preprocess, **options)
 
     @classmethod
-    def for_options(cls, manifest, *, jpeg_draft: bool = True, max_megapixels: float | None = None,
-                    threads: int | None = None) -> "Preprocessor":
+    def for_options(
+        cls, manifest, *, jpeg_draft: bool = True, max_megapixels: float | None = None, threads: int | None = None
+    ) -> Preprocessor:
         """The preprocessor a model opened with these options uses (`--max-megapixels` unset: what
         `threads` parallel decoders can hold in memory)."""
         max_pixels = int(max_megapixels * 1e6) if max_megapixels else default_max_pixels(threads or default_threads())
@@ -278,7 +286,8 @@ class Preprocessor:
     def _load(self, source, label: Path | str) -> np.ndarray:
         draft = None
         if self.jpeg_draft:
-            draft = tuple(DRAFT_FACTOR * v for v in self._resize_hw(*self.input_hw))
+            height, width = self._resize_hw(*self.input_hw)
+            draft = (DRAFT_FACTOR * height, DRAFT_FACTOR * width)
         image = open_image(source, max_pixels=self.max_pixels, draft_hw=draft, label=label)
         try:
             return self.from_image(image)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
 from edge_search.runtime.errors import BundleError, ProviderError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.bundle import Bundle
@@ -17,9 +18,12 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 
 class EmbeddingSession(Protocol):
-    device: str
-    precision: str
-    provider: str
+    @property
+    def device(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [n, 3, H, W] -> float32 [n, dim] (not yet normalised)."""
@@ -119,7 +123,9 @@ def open_session(
                 notes.append(f"CUDA cannot start ({problem}); using the CPU.")
                 continue
             if problem:
-                raise ProviderError(f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto.")
+                raise ProviderError(
+                    f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto."
+                )
         path = bundle.model_path(plan.precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
@@ -141,7 +147,9 @@ def open_session(
             if index + 1 < len(plans):
                 notes.append(f"CUDA could not start ({reason}); using the CPU.")
                 continue
-            raise ProviderError(f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto.")
+            raise ProviderError(
+                f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto."
+            )
         spec = session.get_inputs()[0]
         return (
             OrtSession(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from edge_search.runtime.errors import BundleError, UsageError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.bundle import Bundle
@@ -38,7 +39,8 @@ class TextEncoder:
             raise UsageError(
                 f"The model of this index ({bundle.manifest.model_id}, {bundle.manifest.architecture}) has no text "
                 "tower, so it cannot search by words. Text search needs a CLIP bundle: `export-model --model "
-                "openai/clip-vit-base-patch32 --out BUNDLE`, then index into a new location with `--model BUNDLE`.")
+                "openai/clip-vit-base-patch32 --out BUNDLE`, then index into a new location with `--model BUNDLE`."
+            )
         graph, tokenizer_file = bundle.text_paths(precision)
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))

@@ -49,7 +49,7 @@ def _library():
 
 
 def sniff(head: bytes) -> str | None:
-    """"png", "webp" or None, from a file's first 16 bytes."""
+    """ "png", "webp" or None, from a file's first 16 bytes."""
     if head.startswith(PNG_MAGIC):
         return "png"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from edge_search.runtime.errors import ClusterError, IndexMismatch, UsageError
 from edge_search.runtime.store.catalog import Catalog
 from edge_search.runtime.store.meta import IndexMeta
@@ -73,7 +74,9 @@ def default_box() -> str:
 
 def check_box(box: str) -> str:
     if not BOX_PATTERN.fullmatch(box):
-        raise UsageError(f"A box name is 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), not {box!r}.")
+        raise UsageError(
+            f"A box name is 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), not {box!r}."
+        )
     return box
 
 
@@ -86,8 +89,9 @@ def _milvus():
     try:
         import pymilvus
     except ImportError as exc:
-        raise UsageError("--milvus needs pymilvus: pip install 'edge-search[milvus]' (it includes Milvus Lite "
-                         "for *.db files).") from exc
+        raise UsageError(
+            "--milvus needs pymilvus: pip install 'edge-search[milvus]' (it includes Milvus Lite for *.db files)."
+        ) from exc
     for name in ("pymilvus", "milvus_lite", "grpc"):  # they log failed calls with tracebacks; we raise one message
         logging.getLogger(name).setLevel(logging.CRITICAL)
     return pymilvus
@@ -109,8 +113,18 @@ class Fleet:
         self.dim = dim
 
     @classmethod
-    def open(cls, uri: str, *, identity: str, dim: int, model: str = "", collection: str | None = None,
-             token: str | None = None, create: bool = False, settings: IndexMeta | None = None) -> Fleet:
+    def open(
+        cls,
+        uri: str,
+        *,
+        identity: str,
+        dim: int,
+        model: str = "",
+        collection: str | None = None,
+        token: str | None = None,
+        create: bool = False,
+        settings: IndexMeta | None = None,
+    ) -> Fleet:
         """Connect and check the collection; with `create`, make it (HNSW, inner product) if it is new."""
         pymilvus = _milvus()
         name = collection or collection_name(identity)
@@ -121,11 +135,14 @@ class Fleet:
             exists = client.has_collection(name)
         except Exception as exc:  # MilvusException, grpc errors, a bad *.db path
             if is_lite(uri):
-                raise ClusterError(f"Milvus Lite could not open {uri}: {_reason(exc)}. A Lite file serves one process "
-                                   "at a time (is another edge-search using it?); a fleet shared by several boxes "
-                                   "needs a Milvus server.") from exc
-            raise ClusterError(f"Cannot reach Milvus at {uri}: {_reason(exc)}. Start the server, or give a *.db "
-                               "file for Milvus Lite.") from exc
+                raise ClusterError(
+                    f"Milvus Lite could not open {uri}: {_reason(exc)}. A Lite file serves one process "
+                    "at a time (is another edge-search using it?); a fleet shared by several boxes "
+                    "needs a Milvus server."
+                ) from exc
+            raise ClusterError(
+                f"Cannot reach Milvus at {uri}: {_reason(exc)}. Start the server, or give a *.db file for Milvus Lite."
+            ) from exc
         fleet = cls(client, name, identity, dim, uri)
         if exists:
             fleet._check()
@@ -134,9 +151,12 @@ class Fleet:
         elif create:
             fleet._create(model, settings)
         else:
-            raise ClusterError(f"Milvus at {uri} has no collection {name}: run `edge-search sync --milvus {uri}` "
-                               "on a box first.")
-        if "Loaded" not in str(client.get_load_state(name).get("state")):  # released after a restart, or a new Lite process
+            raise ClusterError(
+                f"Milvus at {uri} has no collection {name}: run `edge-search sync --milvus {uri}` on a box first."
+            )
+        if "Loaded" not in str(
+            client.get_load_state(name).get("state")
+        ):  # released after a restart, or a new Lite process
             client.load_collection(name)
         return fleet
 
@@ -148,11 +168,16 @@ class Fleet:
                 f"The Milvus collection {self.name} holds embeddings of another bundle (identity "
                 f"{str(recorded)[:12]}… instead of {self.identity[:12]}…): their scores would not be comparable. "
                 "Sync to another --collection, or use the bundle that collection was built with.",
-                expected=str(recorded), got=self.identity)
+                expected=str(recorded),
+                got=self.identity,
+            )
         dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "embedding"]
         if dims and int(dims[0]) != self.dim:
-            raise IndexMismatch(f"The Milvus collection {self.name} holds {dims[0]}-d vectors, not {self.dim}-d.",
-                                expected=str(dims[0]), got=str(self.dim))
+            raise IndexMismatch(
+                f"The Milvus collection {self.name} holds {dims[0]}-d vectors, not {self.dim}-d.",
+                expected=str(dims[0]),
+                got=str(self.dim),
+            )
 
     def _create(self, model: str, settings: IndexMeta | None) -> None:
         pymilvus = _milvus()
@@ -167,23 +192,36 @@ class Fleet:
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
         # Strong: a query right after a sync sees it (the server's default, Bounded, made fresh writes invisible)
-        self.client.create_collection(self.name, schema=schema, index_params=self._index_params(settings), consistency_level="Strong",
-                                      properties={IDENTITY_PROPERTY: self.identity, MODEL_PROPERTY: model[:200]})
+        self.client.create_collection(
+            self.name,
+            schema=schema,
+            index_params=self._index_params(settings),
+            consistency_level="Strong",
+            properties={IDENTITY_PROPERTY: self.identity, MODEL_PROPERTY: model[:200]},
+        )
 
     def _index_params(self, settings: IndexMeta | None):
         """HNSW over inner products, with the box index's own connectivity and build breadth."""
         connectivity = settings.connectivity if settings and settings.connectivity else 16
         expansion_add = settings.expansion_add if settings and settings.expansion_add else 128
         index = self.client.prepare_index_params()
-        index.add_index(field_name="embedding", index_type="HNSW", metric_type="IP",
-                        params={"M": connectivity, "efConstruction": expansion_add})
+        index.add_index(
+            field_name="embedding",
+            index_type="HNSW",
+            metric_type="IP",
+            params={"M": connectivity, "efConstruction": expansion_add},
+        )
         return index
 
     # -- sync ---------------------------------------------------------------------------------------
     def _remote(self, box: str) -> dict[int, tuple]:
         """file_id -> (path, size, mtime_ns, sha256) of this box's rows in the collection."""
-        iterator = self.client.query_iterator(self.name, batch_size=READ_BATCH, filter=f'box == "{box}"',
-                                              output_fields=["file_id", "path", "size", "mtime_ns", "sha256"])
+        iterator = self.client.query_iterator(
+            self.name,
+            batch_size=READ_BATCH,
+            filter=f'box == "{box}"',
+            output_fields=["file_id", "path", "size", "mtime_ns", "sha256"],
+        )
         found: dict[int, tuple] = {}
         try:
             while rows := iterator.next():
@@ -198,14 +236,26 @@ class Fleet:
         started = time.perf_counter()
         check_box(box)
         remote = self._remote(box)
-        local = {key: (_storable_path(path), size, mtime, sha or "") for key, path, size, mtime, sha in catalog.ok_files()}
+        local = {
+            key: (_storable_path(path), size, mtime, sha or "") for key, path, size, mtime, sha in catalog.ok_files()
+        }
         stale = [key for key, row in local.items() if remote.get(key) != row]
         added = sum(key not in remote for key in stale)
         gone = [key for key in remote if key not in local]
         for keys, vectors in catalog.vectors(stale):  # at most 500 rows a time
-            rows = [{"pk": f"{box}/{int(key)}", "box": box, "file_id": int(key), "path": local[int(key)][0],
-                     "size": local[int(key)][1], "mtime_ns": local[int(key)][2], "sha256": local[int(key)][3],
-                     "embedding": vector.tolist()} for key, vector in zip(keys, vectors)]
+            rows = [
+                {
+                    "pk": f"{box}/{int(key)}",
+                    "box": box,
+                    "file_id": int(key),
+                    "path": local[int(key)][0],
+                    "size": local[int(key)][1],
+                    "mtime_ns": local[int(key)][2],
+                    "sha256": local[int(key)][3],
+                    "embedding": vector.tolist(),
+                }
+                for key, vector in zip(keys, vectors)
+            ]
             self.client.upsert(self.name, rows)
         for part in iter_chunks(gone, WRITE_BATCH):
             self.client.delete(self.name, ids=[f"{box}/{key}" for key in part])
@@ -213,29 +263,58 @@ class Fleet:
             # seal what was written: a server searches unsealed ("growing") rows through a coarse interim
             # index (measured: recall@10 0.70 at 10k before the flush), sealed ones through HNSW
             self.client.flush(self.name)
-        return SyncReport(self.name, box, added=added, updated=len(stale) - added, deleted=len(gone),
-                          unchanged=len(local) - len(stale), count=len(local), seconds=time.perf_counter() - started)
+        return SyncReport(
+            self.name,
+            box,
+            added=added,
+            updated=len(stale) - added,
+            deleted=len(gone),
+            unchanged=len(local) - len(stale),
+            count=len(local),
+            seconds=time.perf_counter() - started,
+        )
 
     # -- search -------------------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int, *, box: str | None = None, min_score: float | None = None,
-               expansion: int = SEARCH_BREADTH, consistency: str = "Strong") -> list[FleetHit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        box: str | None = None,
+        min_score: float | None = None,
+        expansion: int = SEARCH_BREADTH,
+        consistency: str = "Strong",
+    ) -> list[FleetHit]:
         """The k rows nearest `vector` (a unit embedding) across every box, or one `box`.
 
         Strong (the default) sees every finished sync; a server makes it wait for its next time tick
         (measured ~190 ms on Milvus 2.3 vs ~11 ms "Bounded", which may miss the last seconds' writes)."""
         results = self.client.search(
-            self.name, [np.asarray(vector, dtype=np.float32).tolist()], limit=k,
+            self.name,
+            [np.asarray(vector, dtype=np.float32).tolist()],
+            limit=k,
             filter=f'box == "{check_box(box)}"' if box else "",
             output_fields=["box", "file_id", "path", "size", "mtime_ns"],
-            search_params={"metric_type": "IP", "params": {"ef": max(k, expansion)}}, consistency_level=consistency)
-        hits = []
+            search_params={"metric_type": "IP", "params": {"ef": max(k, expansion)}},
+            consistency_level=consistency,
+        )
+        hits: list[FleetHit] = []
         for row in results[0]:
             entity = row["entity"]
             score = float(row["distance"])
             if min_score is not None and score < min_score:
                 continue
-            hits.append(FleetHit(len(hits) + 1, score, entity["box"], entity["path"], int(entity["file_id"]),
-                                 int(entity["size"]), int(entity["mtime_ns"])))
+            hits.append(
+                FleetHit(
+                    len(hits) + 1,
+                    score,
+                    entity["box"],
+                    entity["path"],
+                    int(entity["file_id"]),
+                    int(entity["size"]),
+                    int(entity["mtime_ns"]),
+                )
+            )
         return hits
 
     def close(self) -> None:
@@ -275,4 +354,4 @@ def _reason(exc: BaseException) -> str:
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

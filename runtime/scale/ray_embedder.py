@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from edge_search.runtime.errors import ClusterError, EdgeSearchError, UsageError
 from edge_search.runtime.model.bundle import MANIFEST_NAME, Bundle
 from edge_search.runtime.model.embedder import EmbedResult, read_file
-from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.options import Device, ModelOptions, Precision
 
 if TYPE_CHECKING:
     from edge_search.runtime.model.model import Model
@@ -74,8 +75,10 @@ def _ray():
     try:
         import ray
     except ImportError as exc:
-        raise UsageError("--ray needs Ray on this box and on every node: pip install 'edge-search[ray]' "
-                         "(the same Ray version everywhere).") from exc
+        raise UsageError(
+            "--ray needs Ray on this box and on every node: pip install 'edge-search[ray]' "
+            "(the same Ray version everywhere)."
+        ) from exc
     return ray
 
 
@@ -93,15 +96,23 @@ class EmbedWorker:
             root = Path(bundle_source)
         bundle = Bundle.load(root)
         if bundle.identity != identity:
-            raise EdgeSearchError(f"the bundle at {root} on this node is not the one the box indexes with "
-                                  f"(identity {bundle.identity[:12]}… instead of {identity[:12]}…)")
+            raise EdgeSearchError(
+                f"the bundle at {root} on this node is not the one the box indexes with "
+                f"(identity {bundle.identity[:12]}… instead of {identity[:12]}…)"
+            )
         self.model = Model.open(bundle, options)
 
     def ready(self) -> dict[str, Any]:
         import socket
 
-        return {"node": self._node_id(), "host": socket.gethostname(), "pid": os.getpid(),
-                "provider": self.model.provider, "precision": self.model.precision, "threads": self.model.threads}
+        return {
+            "node": self._node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "provider": self.model.provider,
+            "precision": self.model.precision,
+            "threads": self.model.threads,
+        }
 
     @staticmethod
     def _node_id() -> str:
@@ -109,7 +120,9 @@ class EmbedWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def embed(self, items: list[tuple[str, bytes | None]]) -> list[tuple[str, np.ndarray | None, str | None, str | None]]:
+    def embed(
+        self, items: list[tuple[str, bytes | None]]
+    ) -> list[tuple[str, np.ndarray | None, str | None, str | None]]:
         sources = [(path, data) if data is not None else path for path, data in items]
         return [(str(r.path), r.vector, r.error, r.sha256) for r in self.model.embedder.embed(sources)]
 
@@ -119,9 +132,11 @@ def shipped_bundle(bundle: Bundle, precision: str) -> dict[str, bytes]:
     The identity does not depend on which precisions a manifest lists, so the worker's check still holds."""
     manifest = bundle.manifest
     spec = manifest.files[precision]
-    source = manifest.source_sha256 or (manifest.files["fp32"].sha256 if "fp32" in manifest.files else None)
-    narrowed = replace(manifest, files={precision: spec}, text=None, source_sha256=source)
-    return {MANIFEST_NAME: json.dumps(narrowed.to_dict(), indent=2).encode(), spec.path: (bundle.root / spec.path).read_bytes()}
+    narrowed = replace(manifest, files={precision: spec}, text=None)
+    return {
+        MANIFEST_NAME: json.dumps(narrowed.to_dict(), indent=2).encode(),
+        spec.path: (bundle.root / spec.path).read_bytes(),
+    }
 
 
 class RayEmbedder:
@@ -136,7 +151,7 @@ class RayEmbedder:
         self._connect()
         self._load: dict[Any, int] = {}  # each live actor -> its batches in flight
         self._lost = _lost_errors(self._ray)
-        self._actor_class = None
+        self._actor_class: Any = None  # ray.remote(EmbedWorker), made once connected
         self._bundle_ref = None
         self._start_pool()
 
@@ -145,12 +160,19 @@ class RayEmbedder:
         ray = self._ray
         _check_reachable(self.options.address)  # ray.init retries a dead address for many minutes
         try:
-            ray.init(address=self.options.address, namespace="edge-search", log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=True)
+            ray.init(
+                address=self.options.address,
+                namespace="edge-search",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+            )
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words follow
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ClusterError(f"Cannot join the Ray cluster at {self.options.address}: {reason}. Start one with "
-                               "`ray start --head` (README: Scaling out) or check the address.") from exc
+            raise ClusterError(
+                f"Cannot join the Ray cluster at {self.options.address}: {reason}. Start one with "
+                "`ray start --head` (README: Scaling out) or check the address."
+            ) from exc
 
     def _sizing(self) -> tuple[int, int, int, int]:
         """(workers, cpus each, gpus each) that the cluster's free resources hold now, and the CPUs of
@@ -173,13 +195,17 @@ class RayEmbedder:
             if workers >= 1:
                 break
             if cpus > largest:
-                raise ClusterError(f"No node of the Ray cluster at {self.options.address} has {cpus} CPU(s) for a worker "
-                                   f"(the largest has {largest}). Lower --ray-cpus-per-worker.")
+                raise ClusterError(
+                    f"No node of the Ray cluster at {self.options.address} has {cpus} CPU(s) for a worker "
+                    f"(the largest has {largest}). Lower --ray-cpus-per-worker."
+                )
             if time.monotonic() > deadline:
                 free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
-                raise ClusterError(f"The Ray cluster at {self.options.address} had no room for a worker of {cpus} CPU(s) "
-                                   f"for {self.options.start_timeout_s:.0f} s (free now: {free or 'nothing'}). Free some "
-                                   "resources, or lower --ray-cpus-per-worker.")
+                raise ClusterError(
+                    f"The Ray cluster at {self.options.address} had no room for a worker of {cpus} CPU(s) "
+                    f"for {self.options.start_timeout_s:.0f} s (free now: {free or 'nothing'}). Free some "
+                    "resources, or lower --ray-cpus-per-worker."
+                )
             time.sleep(1.0)
         self.plan.cpus_per_worker, self.plan.gpus_per_worker = cpus, gpus
         if self.options.ship_bytes:
@@ -188,19 +214,30 @@ class RayEmbedder:
         self._add_workers(workers)
         if not self._load:
             self.close()
-            raise ClusterError(f"The Ray cluster at {self.options.address} placed none of {workers} worker(s) of "
-                               f"{cpus} CPU(s) within {self.options.start_timeout_s:.0f} s (its resources are taken, or "
-                               "its nodes cannot start them). Nothing was embedded.")
+            raise ClusterError(
+                f"The Ray cluster at {self.options.address} placed none of {workers} worker(s) of "
+                f"{cpus} CPU(s) within {self.options.start_timeout_s:.0f} s (its resources are taken, or "
+                "its nodes cannot start them). Nothing was embedded."
+            )
 
     def _add_workers(self, count: int) -> None:
         ray = self._ray
         cpus, gpus = self.plan.cpus_per_worker, self.plan.gpus_per_worker
         bundle = self._bundle_ref if self._bundle_ref is not None else str(self.model.bundle.root)
-        worker_options = replace(self.model.options, device="cuda" if gpus else "cpu", precision=self.model.precision,
-                                 threads=cpus, batch_size=self.options.batch_size,
-                                 max_megapixels=self.model.preprocessor.max_pixels / 1e6)
-        actors = [self._actor_class.options(num_cpus=cpus, num_gpus=gpus, max_restarts=0).remote(
-            bundle, self.model.bundle.identity, worker_options) for _ in range(count)]
+        worker_options = replace(
+            self.model.options,
+            device=Device.cuda if gpus else Device.cpu,
+            precision=Precision(self.model.precision),
+            threads=cpus,
+            batch_size=self.options.batch_size,
+            max_megapixels=self.model.preprocessor.max_pixels / 1e6,
+        )
+        actors = [
+            self._actor_class.options(num_cpus=cpus, num_gpus=gpus, max_restarts=0).remote(
+                bundle, self.model.bundle.identity, worker_options
+            )
+            for _ in range(count)
+        ]
         pending = {actor.ready.remote(): actor for actor in actors}
         deadline = time.monotonic() + self.options.start_timeout_s
         failures: list[str] = []
@@ -218,8 +255,11 @@ class RayEmbedder:
         for actor in pending.values():  # never placed: give the resources back instead of waiting forever
             ray.kill(actor)
         if failures and not self._load:
-            hint = "" if self.options.ship_bytes else (" Every node needs the bundle at the same path (or use "
-                                                       "--ray-ship-bytes, which sends it).")
+            hint = (
+                ""
+                if self.options.ship_bytes
+                else (" Every node needs the bundle at the same path (or use --ray-ship-bytes, which sends it).")
+            )
             raise ClusterError(f"No Ray worker could start: {failures[0]}.{hint}")
 
     def describe(self) -> str:
@@ -237,8 +277,9 @@ class RayEmbedder:
             ray.shutdown()
 
     # -- embedding ----------------------------------------------------------------------------------
-    def embed(self, paths: Iterable[Path | str], *, reuse: Container[str] = frozenset(),
-              stop: threading.Event | None = None) -> Iterator[EmbedResult]:
+    def embed(
+        self, paths: Iterable[Path | str], *, reuse: Container[str] = frozenset(), stop: threading.Event | None = None
+    ) -> Iterator[EmbedResult]:
         """Read + hash on the box (known content never leaves it), embed the rest on the cluster."""
         ray = self._ray
         size = self.options.batch_size
@@ -286,13 +327,17 @@ class RayEmbedder:
                     if exhausted and not reading and not queued:
                         return
                     continue
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.05 if reading else self.options.result_timeout_s)
+                done, _ = ray.wait(
+                    list(in_flight), num_returns=1, timeout=0.05 if reading else self.options.result_timeout_s
+                )
                 if not done:
                     if reading:
                         continue
-                    raise ClusterError(f"The Ray cluster returned nothing for {self.options.result_timeout_s:.0f} s "
-                                       f"({len(in_flight)} batch(es) outstanding on {len(self._load)} worker(s)). What "
-                                       "was embedded before is committed; run the same command to resume.")
+                    raise ClusterError(
+                        f"The Ray cluster returned nothing for {self.options.result_timeout_s:.0f} s "
+                        f"({len(in_flight)} batch(es) outstanding on {len(self._load)} worker(s)). What "
+                        "was embedded before is committed; run the same command to resume."
+                    )
                 for ref in done:
                     actor, items = in_flight.pop(ref)
                     try:
@@ -314,7 +359,7 @@ class RayEmbedder:
                 in_flight[actor.embed.remote(items)] = (actor, items)
                 self._load[actor] += 1
 
-    def _lose(self, actor: Any, exc: Exception) -> None:
+    def _lose(self, actor: Any, exc: BaseException) -> None:
         """An actor died (its node was killed or lost): drop it, replace it where the cluster has room."""
         if actor in self._load:
             del self._load[actor]
@@ -324,8 +369,10 @@ class RayEmbedder:
             if workers:
                 self._add_workers(workers)
             if not self._load:
-                raise ClusterError("Every Ray worker was lost and the cluster has no room for new ones. What was "
-                                   "embedded is committed; run the same command to resume.") from exc
+                raise ClusterError(
+                    "Every Ray worker was lost and the cluster has no room for new ones. What was "
+                    "embedded is committed; run the same command to resume."
+                ) from exc
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -340,15 +387,26 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise ClusterError(f"Cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}). "
-                           "Start one with `ray start --head` (README: Scaling out) or check the address.") from exc
+        raise ClusterError(
+            f"Cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}). "
+            "Start one with `ray start --head` (README: Scaling out) or check the address."
+        ) from exc
 
 
-def _lost_errors(ray: Any) -> tuple[type, ...]:
+def _lost_errors(ray: Any) -> tuple[type[BaseException], ...]:
     """Ray's errors that mean "the actor (or its node) is gone": its batch can be redone elsewhere."""
-    return tuple(getattr(ray.exceptions, name) for name in ("RayActorError", "ActorDiedError", "ActorUnavailableError",
-                                                             "NodeDiedError", "ObjectLostError", "WorkerCrashedError")
-                 if hasattr(ray.exceptions, name))
+    return tuple(
+        getattr(ray.exceptions, name)
+        for name in (
+            "RayActorError",
+            "ActorDiedError",
+            "ActorUnavailableError",
+            "NodeDiedError",
+            "ObjectLostError",
+            "WorkerCrashedError",
+        )
+        if hasattr(ray.exceptions, name)
+    )
 
 
 def _read_and_hash(path: str) -> tuple[bytes | str, str | None]:

@@ -20,19 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_search.runtime.errors import (
-    ClusterError,
-    EdgeSearchError,
-    ImageDecodeError,
-    IndexCorrupt,
-    IndexMismatch,
-    IndexMissing,
-    StorageError,
-    UsageError,
-)
-from edge_search.runtime.library import Library, Model
-from edge_search.runtime.serve.thumbnails import ThumbnailCache
-from edge_search.runtime.serve.watch import LibraryWatcher
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -48,15 +35,37 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from edge_search.runtime.errors import (
+    ClusterError,
+    EdgeSearchError,
+    ImageDecodeError,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    StorageError,
+    UsageError,
+)
+from edge_search.runtime.library import Library, Model
+from edge_search.runtime.serve.thumbnails import ThumbnailCache
+from edge_search.runtime.serve.watch import LibraryWatcher
+
 STATIC = Path(__file__).parent / "static"
 # the page loads only its own files; uploads are previewed from blob: URLs
 PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
 
 HTTP_STATUS: dict[type, int] = {
-    UsageError: 400, ImageDecodeError: 400, IndexMissing: 503, IndexMismatch: 409, IndexCorrupt: 500, StorageError: 507,
+    UsageError: 400,
+    ImageDecodeError: 400,
+    IndexMissing: 503,
+    IndexMismatch: 409,
+    IndexCorrupt: 500,
+    StorageError: 507,
     ClusterError: 502,  # the Milvus server behind scope=fleet is down
 }
 TOKEN_COOKIE = "edge_search_token"
@@ -101,8 +110,11 @@ class Service:
         self.dupes_library = Library(library.directory)  # not in the query worker, so searches go on meanwhile
         self._dupes_cached: tuple[tuple, Any] | None = None
         self._fleet: Any = None
-        self.watcher = (LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
-                        if config.watch else None)
+        self.watcher = (
+            LibraryWatcher(library, model, settle_s=config.settle_s, rescan_s=config.rescan_s, log=config.log)
+            if config.watch
+            else None
+        )
 
     def start(self) -> None:
         if self.watcher is not None:
@@ -113,6 +125,7 @@ class Service:
 
     async def dupes(self, threshold: float | None, under: str | None) -> Any:
         """The duplicates report, computed once per (generation, threshold, folder)."""
+
         def compute():
             generation = self.dupes_library.reader().meta.generation
             key = (generation, threshold, under)
@@ -127,8 +140,9 @@ class Service:
         if self.config.milvus is None:
             raise HttpError(400, "This service was started without --milvus: there is no fleet to search.")
         if self._fleet is None:
-            self._fleet = self.library.open_fleet(self.config.milvus, self.model, collection=self.config.milvus_collection,
-                                                  token=self.config.milvus_token)
+            self._fleet = self.library.open_fleet(
+                self.config.milvus, self.model, collection=self.config.milvus_collection, token=self.config.milvus_token
+            )
         return self._fleet
 
     def close(self) -> None:
@@ -147,6 +161,11 @@ class Service:
         if path is None:
             raise HttpError(404, f"No indexed image has id {key}.")
         return path
+
+
+def _text_field(value: object) -> str | None:
+    """A form field sent as text (a file sent where a number belongs counts as absent)."""
+    return value if isinstance(value, str) else None
 
 
 def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -190,8 +209,17 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
     async def health(request: Request) -> Response:
         count = await service.call(lambda: library.reader().catalog.count())
         watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
-        return JSONResponse({"ok": True, "count": count, "provider": model.provider, "precision": model.precision,
-                             "random_weights": model.random_weights, "text": model.has_text, "watch": watch})
+        return JSONResponse(
+            {
+                "ok": True,
+                "count": count,
+                "provider": model.provider,
+                "precision": model.precision,
+                "random_weights": model.random_weights,
+                "text": model.has_text,
+                "watch": watch,
+            }
+        )
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -229,8 +257,8 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
                     raise HttpError(400, "The uploaded file is empty.")
             if data is None and text is None:
                 raise HttpError(400, "No file in the form field `image` (and no `text`).")
-            k = _int(form.get("k"), "k", config.default_k, 1, config.max_k)
-            min_score = _float(form.get("min_score"), "min_score")
+            k = _int(_text_field(form.get("k")), "k", config.default_k, 1, config.max_k)
+            min_score = _float(_text_field(form.get("min_score")), "min_score")
             under = form.get("under") or None
             scope = str(form.get("scope") or "box")
             box = str(form.get("box") or "").strip() or None
@@ -239,11 +267,15 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         if scope == "fleet":
             if under:
                 raise HttpError(400, "`under` works on this box's index, not with scope=fleet.")
-            found = await service.call(lambda: library.query_fleet(service.fleet(), model, images=[data] if data else [],
-                                                                   text=text, k=k, min_score=min_score, box=box))
+            found = await service.call(
+                lambda: library.query_fleet(
+                    service.fleet(), model, images=[data] if data else [], text=text, k=k, min_score=min_score, box=box
+                )
+            )
             return JSONResponse({"results": [h.as_dict() for h in found.hits], "collection": found.collection})
-        result = await service.call(library.query, model, images=[data] if data else [], text=text, k=k,
-                                    min_score=min_score, under_dir=under)
+        result = await service.call(
+            library.query, model, images=[data] if data else [], text=text, k=k, min_score=min_score, under_dir=under
+        )
         return JSONResponse(_results(result))
 
     async def similar(request: Request) -> Response:
@@ -280,6 +312,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpError)  # registered for HttpError only
         return error(exc.status, str(exc))
 
     async def on_library_error(request: Request, exc: Exception) -> Response:
@@ -313,8 +346,14 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         service.close()  # SIGTERM: uvicorn finishes the requests in flight, then this closes the catalog
 
     app = Starlette(
-        routes=routes, middleware=middleware, lifespan=lifespan,
-        exception_handlers={HttpError: on_http_error, EdgeSearchError: on_library_error, HTTPException: on_starlette_error},
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HttpError: on_http_error,
+            EdgeSearchError: on_library_error,
+            HTTPException: on_starlette_error,
+        },
     )
     app.state.service = service
     return app

@@ -6,9 +6,10 @@ import io
 import os
 from pathlib import Path
 
+from PIL import Image
+
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.model.preprocess import open_image, to_rgb
-from PIL import Image
 
 THUMB_EDGE = 320
 

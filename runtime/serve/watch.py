@@ -38,16 +38,31 @@ class WatchStatus:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "roots": self.roots, "indexing": self.indexing, "passes": self.passes,
-                "last_pass_at": self.last_pass_at, "last_report": self.last_report, "last_error": self.last_error,
-                "notes": self.notes}
+        return {
+            "mode": self.mode,
+            "roots": self.roots,
+            "indexing": self.indexing,
+            "passes": self.passes,
+            "last_pass_at": self.last_pass_at,
+            "last_report": self.last_report,
+            "last_error": self.last_error,
+            "notes": self.notes,
+        }
 
 
 class LibraryWatcher:
     """One thread that indexes the library's remembered roots whenever they change."""
 
-    def __init__(self, library: Library, model: Model, *, settle_s: float = 1.0, rescan_s: float = 300.0,
-                 publish_every_s: float = 5.0, log: Callable[[str], None] = lambda message: None):
+    def __init__(
+        self,
+        library: Library,
+        model: Model,
+        *,
+        settle_s: float = 1.0,
+        rescan_s: float = 300.0,
+        publish_every_s: float = 5.0,
+        log: Callable[[str], None] = lambda message: None,
+    ):
         self.library = Library(library.directory)  # its own connections: this thread writes, the service reads
         self.model = model
         self.settle_s = settle_s
@@ -59,7 +74,7 @@ class LibraryWatcher:
         self._last_event = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="library-watcher", daemon=True)
-        self._observer = None
+        self._observer: Any = None  # a watchdog Observer, started with the first watched folder
         self._watched: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -130,8 +145,10 @@ class LibraryWatcher:
         self.status.last_report = report.as_dict()
         self.status.last_error = None
         if report.changed or report.failed:
-            self.log(f"watch: +{report.added} new, {report.updated} changed, {report.moved} moved, "
-                     f"{report.removed} removed, {len(report.failed)} unreadable; {report.count} images")
+            self.log(
+                f"watch: +{report.added} new, {report.updated} changed, {report.moved} moved, "
+                f"{report.removed} removed, {len(report.failed)} unreadable; {report.count} images"
+            )
         return True
 
     # -- events -----------------------------------------------------------------------------------
@@ -149,9 +166,11 @@ class LibraryWatcher:
                 self._observer.schedule(_Handler(self, self.library.directory), root, recursive=True)
                 self._watched.add(root)
             except OSError as exc:  # ENOSPC: the inotify watch limit (fs.inotify.max_user_watches)
-                self.status.notes.append(f"cannot watch {root} for changes ({exc.strerror or exc}); it is "
-                                         f"rescanned every {self.rescan_s:g} s instead. On Linux, raising "
-                                         "fs.inotify.max_user_watches lifts the limit.")
+                self.status.notes.append(
+                    f"cannot watch {root} for changes ({exc.strerror or exc}); it is "
+                    f"rescanned every {self.rescan_s:g} s instead. On Linux, raising "
+                    "fs.inotify.max_user_watches lifts the limit."
+                )
                 self.log(f"watch: {self.status.notes[-1]}")
         self.status.mode = "events" if self._watched else "polling"
 
@@ -160,8 +179,10 @@ class LibraryWatcher:
             from watchdog.observers import Observer
         except ImportError:
             self.status.mode = "polling"
-            self.status.notes.append(f"watchdog is not installed: folders are rescanned every {self.rescan_s:g} s "
-                                     "(install the serve extra for instant updates).")
+            self.status.notes.append(
+                f"watchdog is not installed: folders are rescanned every {self.rescan_s:g} s "
+                "(install the serve extra for instant updates)."
+            )
             return False
         self._observer = Observer()
         self._observer.daemon = True

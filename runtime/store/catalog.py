@@ -11,17 +11,20 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (SCHEMA_VERSION,)
+# One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None)
+ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,7 +100,7 @@ class Catalog:
         return Path(index_dir) / CATALOG_NAME
 
     @classmethod
-    def open(cls, index_dir: Path, *, create: bool) -> "Catalog":
+    def open(cls, index_dir: Path, *, create: bool) -> Catalog:
         path = cls.path_in(index_dir)
         if not path.exists():
             if not create:
@@ -157,6 +160,12 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -172,12 +181,12 @@ class Catalog:
         with self.transaction():
             self._put_meta(meta.to_rows())
 
-    def set_meta(self, values: dict[str, object]) -> None:
+    def set_meta(self, values: Mapping[str, object]) -> None:
         """Atomically set several meta values (one durable transaction)."""
         with self.transaction():
             self._put_meta(values)
 
-    def _put_meta(self, values: dict[str, object]) -> None:
+    def _put_meta(self, values: Mapping[str, object]) -> None:
         self.db.executemany(
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             [(k, str(v)) for k, v in values.items()],
@@ -214,7 +223,10 @@ class Catalog:
 
     def ok_ids_by_sha256(self) -> dict[str, int]:
         """Content hash -> a row embedded from that content (what a moved or touched file can reuse)."""
-        return {row[0]: row[1] for row in self.db.execute("SELECT sha256, id FROM files WHERE status='ok' AND sha256 IS NOT NULL")}
+        return {
+            row[0]: row[1]
+            for row in self.db.execute("SELECT sha256, id FROM files WHERE status='ok' AND sha256 IS NOT NULL")
+        }
 
     def vector(self, key: int) -> np.ndarray | None:
         row = self.db.execute("SELECT embedding FROM files WHERE id=? AND status='ok'", (int(key),)).fetchone()
@@ -227,7 +239,8 @@ class Catalog:
     def sample_ok(self, limit: int) -> list[tuple[str, int, int, np.ndarray]]:
         """(path, size, mtime_ns, vector) of the first `limit` embedded rows."""
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, embedding FROM files WHERE status='ok' ORDER BY id LIMIT ?", (limit,))
+            "SELECT path, size, mtime_ns, embedding FROM files WHERE status='ok' ORDER BY id LIMIT ?", (limit,)
+        )
         return [(decode_path(p), size, mtime, np.frombuffer(blob, dtype=np.float32)) for p, size, mtime, blob in rows]
 
     def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
@@ -259,7 +272,7 @@ class Catalog:
         with self.transaction():
             self.db.executemany("DELETE FROM roots WHERE path=?", [(p,) for p in paths])
 
-    def upsert_results(self, rows: Iterable[tuple[bytes, int, int, str | None, np.ndarray | None, str | None]]) -> None:
+    def upsert_results(self, rows: Iterable[ResultRow]) -> None:
         """(path, size, mtime_ns, sha256, vector or None, error or None) per file, in one transaction.
 
         A changed file gets a new id (the old key disappears from the index), so a stale vector is
@@ -273,7 +286,10 @@ class Catalog:
                     "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        path, size, mtime_ns, sha,
+                        path,
+                        size,
+                        mtime_ns,
+                        sha,
                         "ok" if vector is not None else "failed",
                         error,
                         None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
@@ -295,8 +311,10 @@ class Catalog:
 
     def _bump_version(self) -> None:
         """Inside a write transaction: record that the vectors changed (see `IndexMeta.published_is_current`)."""
-        self.db.execute("INSERT INTO meta VALUES ('catalog_version', '1') "
-                        "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
+        self.db.execute(
+            "INSERT INTO meta VALUES ('catalog_version', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1"
+        )
 
     def ok_files(self) -> list[tuple[int, str, int, int, str | None]]:
         """(id, path, size, mtime_ns, sha256) of every embedded file, by id."""

@@ -13,12 +13,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from filelock import FileLock, Timeout
+
 from edge_search.runtime.errors import (
     IndexBusy,
     IndexCorrupt,
@@ -26,13 +28,10 @@ from edge_search.runtime.errors import (
     IndexMissing,
     StorageError,
 )
-from edge_search.runtime.store import (
-    vector_index as vi,  # first: it imports onnxruntime before usearch
-)
-from edge_search.runtime.store.catalog import Catalog
+from edge_search.runtime.store import vector_index as vi
+from edge_search.runtime.store.catalog import Catalog, ResultRow, Root
 from edge_search.runtime.store.meta import IndexMeta
 from edge_search.runtime.store.vector_index import Index
-from filelock import FileLock, Timeout
 
 LOCK_NAME = "writer.lock"
 HOLDER_NAME = "writer.json"
@@ -94,9 +93,19 @@ def publish_generation(catalog: Catalog, directory: Path, index: Index, **meta: 
     try:
         name, sha = vi.write_atomically(index, directory, generation)
     except OSError as exc:
-        raise StorageError(f"Cannot write the index file: {exc.strerror or exc}. The previous generation is still served.") from exc
-    catalog.set_meta({"generation": generation, "index_file": name, "index_sha256": sha, "index_count": len(index),
-                      "published_version": current.catalog_version, **meta})
+        raise StorageError(
+            f"Cannot write the index file: {exc.strerror or exc}. The previous generation is still served."
+        ) from exc
+    catalog.set_meta(
+        {
+            "generation": generation,
+            "index_file": name,
+            "index_sha256": sha,
+            "index_count": len(index),
+            "published_version": current.catalog_version,
+            **meta,
+        }
+    )
     for path in vi.stale_files(directory, name):
         with contextlib.suppress(OSError):
             path.unlink()
@@ -111,18 +120,24 @@ def _build_from_catalog(catalog: Catalog, settings: vi.IndexSettings) -> Index:
 class IndexWriter:
     """The single writer: binds the bundle, commits embeddings, publishes generations."""
 
-    def __init__(self, directory: Path, binding: Binding | None, *, precision: str | None,
-                 settings: vi.IndexSettings | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        binding: Binding | None,
+        *,
+        precision: str | None,
+        settings: vi.IndexSettings | None = None,
+    ):
         """`binding` None: a writer that only removes (the index must exist and be bound already)."""
         self.directory = Path(directory)
         self.binding = binding
         self.precision = precision
         self.requested = settings
         self._lock: FileLock | None = None
-        self.catalog: Catalog | None = None
+        self._catalog: Catalog | None = None
         self._index: Index | None = None
 
-    def __enter__(self) -> "IndexWriter":
+    def __enter__(self) -> IndexWriter:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -136,13 +151,15 @@ class IndexWriter:
         try:
             self._lock.acquire()
         except Timeout:
-            raise IndexBusy(f"Another indexer is already writing to {self.directory} ({self._holder()}). "
-                            "Wait for it to finish; queries keep working meanwhile.") from None
+            raise IndexBusy(
+                f"Another indexer is already writing to {self.directory} ({self._holder()}). "
+                "Wait for it to finish; queries keep working meanwhile."
+            ) from None
         except OSError as exc:
             raise StorageError(f"Cannot take the writer lock in {self.directory}: {exc.strerror}.") from exc
         try:
             self._write_holder()
-            self.catalog = Catalog.open(self.directory, create=True)
+            self._catalog = Catalog.open(self.directory, create=True)
             self._bind()
             self._remove_stale()
         except BaseException:
@@ -150,13 +167,39 @@ class IndexWriter:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.catalog is not None:
-            self.catalog.close()
+    def __exit__(self, *exc: object) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 (self.directory / HOLDER_NAME).unlink()
             self._lock.release()
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog, for reading while this writer holds the lock (writes go through the verbs below)."""
+        if self._catalog is None:
+            raise RuntimeError("IndexWriter is used outside its `with` block")
+        return self._catalog
+
+    # -- the write verbs: every change to the catalog goes through the single writer -------------
+    def remember_roots(self, roots: Iterable[Root]) -> None:
+        self.catalog.remember_roots(roots)
+
+    def forget_roots(self, paths: Iterable[bytes]) -> None:
+        self.catalog.forget_roots(paths)
+
+    def commit_results(self, rows: Iterable[ResultRow]) -> None:
+        """Embeddings and failures of a batch of files, in one durable transaction."""
+        self.catalog.upsert_results(rows)
+
+    def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
+        """New size/mtime of files whose content is unchanged."""
+        self.catalog.touch(rows)
+
+    def delete_paths(self, paths: Iterable[bytes]) -> int:
+        return self.catalog.delete_paths(paths)
 
     def _holder(self) -> str:
         try:
@@ -185,20 +228,26 @@ class IndexWriter:
             current = meta.settings
             settings = self.requested or current
             if self.requested and self.requested.dim != current.dim:
-                raise IndexMismatch("The index's dimension differs from the bundle's.", expected=str(current.dim), got=str(self.requested.dim))
+                raise IndexMismatch(
+                    "The index's dimension differs from the bundle's.",
+                    expected=str(current.dim),
+                    got=str(self.requested.dim),
+                )
             self._rebuild = settings != current
         else:
             settings = self.requested or vi.IndexSettings(dim=binding.dim)
             self._rebuild = True
         self.settings = settings
-        catalog.write_index_meta(replace(
-            meta.with_settings(settings),
-            bundle_identity=binding.identity,
-            bundle_path=binding.bundle_path,
-            model_id=binding.model_id,
-            precision=self.precision,
-            random_weights=binding.random_weights,
-        ))
+        catalog.write_index_meta(
+            replace(
+                meta.with_settings(settings),
+                bundle_identity=binding.identity,
+                bundle_path=binding.bundle_path,
+                model_id=binding.model_id,
+                precision=self.precision,
+                random_weights=binding.random_weights,
+            )
+        )
 
     def _remove_stale(self) -> None:
         keep, _ = _current(self.catalog)
@@ -212,7 +261,7 @@ class IndexWriter:
         name, sha = _current(self.catalog)
         if name and not self._rebuild:
             try:
-                self._index = vi.load_verified(self.directory / name, sha, view=False)
+                self._index = vi.load_verified(self.directory / name, sha or "", view=False)
             except IndexCorrupt:
                 self._index = None
         if self._index is None:
@@ -224,15 +273,17 @@ class IndexWriter:
         one killed before it could publish) or the published file is gone; returns the generation in
         force. An index run that found nothing new writes nothing."""
         meta = self.catalog.index_meta()
-        if not self._rebuild and meta.published_is_current and (self.directory / meta.index_file).is_file():
+        published = meta.index_file if meta.published_is_current else None
+        if not self._rebuild and published and (self.directory / published).is_file():
             return meta.generation
         return self.publish()
 
     def publish(self) -> int:
         """Bring the index in line with the catalog and publish it as a new generation; returns it."""
         index = vi.sync_with(self._working_index(), self.catalog.ok_ids(), self.catalog.vectors)
-        return publish_generation(self.catalog, self.directory, index,
-                                  last_indexed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return publish_generation(
+            self.catalog, self.directory, index, last_indexed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        )
 
 
 class IndexReader:
@@ -270,7 +321,7 @@ class IndexReader:
             if not name:
                 break
             try:
-                return vi.load_verified(self.directory / name, sha, view=True)
+                return vi.load_verified(self.directory / name, sha or "", view=True)
             except IndexCorrupt as exc:
                 problem = str(exc)
                 if _current(self.catalog)[0] != name:

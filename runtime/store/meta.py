@@ -7,7 +7,7 @@ the keys and their types.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 from edge_search.runtime.store import vector_index as vi
 
@@ -47,18 +47,27 @@ class IndexMeta:
     @property
     def settings(self) -> vi.IndexSettings:
         return vi.IndexSettings(
-            dim=int(self.dim or 0), dtype=self.vector_dtype, connectivity=self.connectivity,
-            expansion_add=self.expansion_add, expansion_search=self.expansion_search,
+            dim=int(self.dim or 0),
+            dtype=self.vector_dtype,
+            connectivity=self.connectivity,
+            expansion_add=self.expansion_add,
+            expansion_search=self.expansion_search,
         )
 
-    def with_settings(self, settings: vi.IndexSettings) -> "IndexMeta":
-        return replace(self, dim=settings.dim, vector_dtype=settings.dtype, connectivity=settings.connectivity,
-                       expansion_add=settings.expansion_add, expansion_search=settings.expansion_search)
+    def with_settings(self, settings: vi.IndexSettings) -> IndexMeta:
+        return replace(
+            self,
+            dim=settings.dim,
+            vector_dtype=settings.dtype,
+            connectivity=settings.connectivity,
+            expansion_add=settings.expansion_add,
+            expansion_search=settings.expansion_search,
+        )
 
     @classmethod
-    def from_rows(cls, rows: dict[str, str]) -> "IndexMeta":
+    def from_rows(cls, rows: dict[str, str]) -> IndexMeta:
         types = get_type_hints(cls)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for spec in fields(cls):
             if spec.name not in rows:
                 continue
@@ -80,4 +89,3 @@ class IndexMeta:
                 continue
             rows[spec.name] = str(int(value)) if isinstance(value, bool) else str(value)
         return rows
-

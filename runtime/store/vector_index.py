@@ -13,15 +13,16 @@ import errno
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime  # noqa: F401  (must load before usearch: the reverse order segfaults, usearch 2.26 + onnxruntime 1.31)
-from edge_search.runtime.errors import IndexCorrupt
+from usearch.index import Index
+
+from edge_search.runtime.errors import IndexCorrupt, UsageError
 from edge_search.runtime.files import VerifiedCache, sha256_file
 from edge_search.runtime.host import default_threads
-from usearch.index import Index
 
 DTYPES = ("f16", "f32", "i8")
 DEFAULT_DTYPE = "f16"
@@ -53,6 +54,30 @@ class IndexSettings:
             connectivity=self.connectivity,
             expansion_add=self.expansion_add,
             expansion_search=self.expansion_search,
+        )
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """What a caller asks to change in the usearch settings (None: keep what the index has, or the default);
+    applied to a new index or by rebuilding an existing one from the catalog."""
+
+    dtype: str | None = None
+    connectivity: int | None = None
+    expansion_add: int | None = None
+    expansion_search: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}.")
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def applied_to(self, base: IndexSettings) -> IndexSettings:
+        return replace(
+            base, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         )
 
 
@@ -137,7 +162,9 @@ def load_verified(path: Path, sha256: str, *, view: bool, full_hash: bool = Fals
         seen = f"{sha256}:{fingerprint(path)}"  # what a verified file in this state looks like
         if full_hash or not cache.known_good(path, stat, seen):
             if sha256_file(path) != sha256:
-                raise IndexCorrupt(f"The index file {path.name} does not match the hash recorded when it was published.")
+                raise IndexCorrupt(
+                    f"The index file {path.name} does not match the hash recorded when it was published."
+                )
             cache.remember(path, stat, seen)
     except FileNotFoundError:
         raise IndexCorrupt(f"The index file {path.name} is missing.") from None
@@ -182,23 +209,29 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float32)
     wanted = expansion_for(count, index.expansion_search)
     if wanted != index.expansion_search:
-        index.expansion_search = wanted
-    matches = index.search(query.astype(np.float32), min(k, count), exact=count <= EXACT_SEARCH_MAX, threads=default_threads())
+        index.expansion_search = wanted  # type: ignore[misc]  # settable; usearch types it read-only
+    matches = index.search(
+        query.astype(np.float32), min(k, count), exact=count <= EXACT_SEARCH_MAX, threads=default_threads()
+    )
     return np.asarray(matches.keys, dtype=np.uint64), (1.0 - np.asarray(matches.distances, dtype=np.float32))
 
 
-def search_many(index: Index, queries: np.ndarray, k: int, exact_max: int = EXACT_SEARCH_MAX) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def search_many(
+    index: Index, queries: np.ndarray, k: int, exact_max: int = EXACT_SEARCH_MAX
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per query: (keys, cosine similarities), best first, from one batched search on every core
     (exact scan up to `exact_max` vectors, HNSW above)."""
     count = len(index)
     if count == 0 or not len(queries):
         return [np.empty(0, dtype=np.uint64)] * len(queries), [np.empty(0, dtype=np.float32)] * len(queries)
-    matches = index.search(queries.astype(np.float32), min(k, count), exact=count <= exact_max, threads=default_threads())
+    matches = index.search(
+        queries.astype(np.float32), min(k, count), exact=count <= exact_max, threads=default_threads()
+    )
     keys = np.asarray(matches.keys, dtype=np.uint64).reshape(len(queries), -1)
     scores = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
     # usearch answers one query with `Matches` (no counts), several with `BatchMatches`
     counts = np.asarray(getattr(matches, "counts", [keys.shape[1]])).reshape(-1)
-    return [keys[i, :counts[i]] for i in range(len(queries))], [scores[i, :counts[i]] for i in range(len(queries))]
+    return [keys[i, : counts[i]] for i in range(len(queries))], [scores[i, : counts[i]] for i in range(len(queries))]
 
 
 def stale_files(directory: Path, keep: str | None) -> list[Path]:

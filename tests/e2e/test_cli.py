@@ -10,8 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import cli_env, edge_search, photo
 from PIL import Image
+
+from conftest import cli_env, edge_search, photo
 
 
 @pytest.fixture
@@ -28,7 +29,12 @@ def test_index_then_query_finds_the_image_itself_first(photo_dir, env, tmp_path)
     hit = edge_search("query", str(target), "-k", "3", "--json", env=env)
     assert hit.returncode == 0, hit.stderr
     answer = json.loads(hit.stdout)
-    assert answer["results"][0] == {"rank": 1, "score": pytest.approx(1.0, abs=1e-3), "path": str(target), "id": pytest.approx(answer["results"][0]["id"])}
+    assert answer["results"][0] == {
+        "rank": 1,
+        "score": pytest.approx(1.0, abs=1e-3),
+        "path": str(target),
+        "id": pytest.approx(answer["results"][0]["id"]),
+    }
     assert isinstance(answer["results"][0]["id"], int)
     assert len(answer["results"]) == 3 and answer["provider"] == "CPUExecutionProvider" and answer["latency_ms"] > 0
     second = json.loads(edge_search("index", str(photo_dir), "--json", env=env).stdout)
@@ -57,9 +63,13 @@ def test_remove_and_min_score(photo_dir, env):
     edge_search("index", str(photo_dir), env=env)
     removed = json.loads(edge_search("remove", str(photo_dir / "sub"), "--json", env=env).stdout)
     assert removed["removed"] == 3
-    results = json.loads(edge_search("query", str(photo_dir / "sub" / "img00.jpg"), "--json", "-k", "20", env=env).stdout)["results"]
+    results = json.loads(
+        edge_search("query", str(photo_dir / "sub" / "img00.jpg"), "--json", "-k", "20", env=env).stdout
+    )["results"]
     assert len(results) == 9 and all("/sub/" not in r["path"] for r in results)
-    strict = json.loads(edge_search("query", str(photo_dir / "img01.png"), "--json", "--min-score", "0.9999", env=env).stdout)
+    strict = json.loads(
+        edge_search("query", str(photo_dir / "img01.png"), "--json", "--min-score", "0.9999", env=env).stdout
+    )
     assert [r["path"] for r in strict["results"]] == [str(photo_dir / "img01.png")]
 
 
@@ -85,7 +95,9 @@ def test_some_failed_files_give_exit_4_and_their_reasons(photo_dir, env):
     result = edge_search("index", str(photo_dir), "--json", env=env)
     assert result.returncode == 4
     summary = json.loads(result.stdout)
-    assert summary["added"] == 12 and summary["failed"] == [{"path": str(photo_dir / "zero.jpg"), "reason": "empty file"}]
+    assert summary["added"] == 12 and summary["failed"] == [
+        {"path": str(photo_dir / "zero.jpg"), "reason": "empty file"}
+    ]
 
 
 def test_kill_9_during_indexing_then_rerun_indexes_every_file_once(tiny_bundle, tmp_path):
@@ -95,8 +107,12 @@ def test_kill_9_during_indexing_then_rerun_indexes_every_file_once(tiny_bundle, 
         photo(2000 + i, 96, 72).save(photos / f"{i:03d}.jpg")
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
     catalog = tmp_path / "index" / "catalog.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "edge_search.runtime", "index", str(photos)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_search.runtime", "index", str(photos)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if catalog.exists():
@@ -109,7 +125,9 @@ def test_kill_9_during_indexing_then_rerun_indexes_every_file_once(tiny_bundle, 
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert edge_search("query", str(photos / "000.jpg"), env=env).returncode in (0, 8), "a query after the kill must not crash"
+    assert edge_search("query", str(photos / "000.jpg"), env=env).returncode in (0, 8), (
+        "a query after the kill must not crash"
+    )
     rerun = edge_search("index", str(photos), "--json", env=env)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)

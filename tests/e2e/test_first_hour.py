@@ -13,8 +13,9 @@ import time
 
 import onnxruntime
 import pytest
-from conftest import cli_env, console_script, photo, run_script
 from PIL import Image
+
+from conftest import cli_env, console_script, photo, run_script
 
 
 @pytest.fixture
@@ -45,8 +46,13 @@ def committed(catalog) -> int:
 
 def index_then_signal(many, env, catalog, signum, *extra):
     """Start indexing, send `signum` once the first commit landed, return (exit status, stdout, stderr)."""
-    proc = subprocess.Popen([console_script("edge-search"), "index", str(many), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [console_script("edge-search"), "index", str(many), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and committed(catalog) == 0 and proc.poll() is None:
@@ -82,8 +88,9 @@ def test_sigterm_also_commits_and_exits_130(many, tiny_bundle, tmp_path):
 def test_progress_advances_per_file_with_rate_eta_and_the_current_file_on_a_terminal(many, tiny_bundle, tmp_path):
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1", COLUMNS="200")
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([console_script("edge-search"), "index", str(many)], env=env, stdin=follower,
-                            stdout=follower, stderr=follower)
+    proc = subprocess.Popen(
+        [console_script("edge-search"), "index", str(many)], env=env, stdin=follower, stdout=follower, stderr=follower
+    )
     os.close(follower)
     screen = b""
     try:
@@ -118,8 +125,10 @@ def test_nothing_on_stdout_but_the_summary_when_piped(photo_dir, env):
     assert "\r" not in result.stderr
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
-                    reason="only an onnxruntime with a CUDA provider prints the note")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
+    reason="only an onnxruntime with a CUDA provider prints the note",
+)
 def test_the_cuda_note_is_shown_once_per_index_and_says_how_to_silence_it(photo_dir, tiny_bundle, tmp_path):
     env = {**cli_env(tmp_path, tiny_bundle), "CUDA_VISIBLE_DEVICES": ""}
     env.pop("EDGE_SEARCH_DEVICE")
@@ -136,15 +145,24 @@ def test_query_conveniences_paths_only_stdin_under_exclude_self(photo_dir, env):
     target = photo_dir / "img01.png"
     paths = run_script("edge-search", "query", str(target), "-f", "-k", "3", env=env)
     assert paths.returncode == 0 and paths.stdout.splitlines()[0] == str(target) and len(paths.stdout.splitlines()) == 3
-    piped = subprocess.run([console_script("edge-search"), "query", "-", "-f", "-k", "1", "--exclude-self"], env=env,
-                           input=target.read_bytes(), capture_output=True, timeout=300)
+    piped = subprocess.run(
+        [console_script("edge-search"), "query", "-", "-f", "-k", "1", "--exclude-self"],
+        env=env,
+        input=target.read_bytes(),
+        capture_output=True,
+        timeout=300,
+    )
     assert piped.returncode == 0 and piped.stdout.decode().strip() not in ("", str(target))
     inside = run_script("edge-search", "query", str(target), "--under", str(photo_dir / "sub"), "--json", env=env)
     results = json.loads(inside.stdout)["results"]
     assert len(results) == 3 and all(r["path"].startswith(str(photo_dir / "sub") + "/") for r in results)
     two = run_script("edge-search", "query", str(target), str(photo_dir / "img02.webp"), "--json", "-k", "2", env=env)
     answer = json.loads(two.stdout)  # what averaging finds is the library's test; here: the CLI takes both
-    assert two.returncode == 0 and answer["query"] == [str(target), str(photo_dir / "img02.webp")] and len(answer["results"]) == 2
+    assert (
+        two.returncode == 0
+        and answer["query"] == [str(target), str(photo_dir / "img02.webp")]
+        and len(answer["results"]) == 2
+    )
 
 
 def test_index_with_no_folder_updates_the_remembered_ones_and_a_missing_root_exits_2(photo_dir, env, tmp_path):
@@ -184,23 +202,33 @@ def test_a_heic_photo_without_the_heic_extra_names_the_extra(tiny_bundle, tmp_pa
     pillow_heif = pytest.importorskip("pillow_heif")
     heic = tmp_path / "phone.heic"
     pillow_heif.from_pillow(photo(3)).save(heic)
-    blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] == 'pillow_heif': raise ImportError('blocked')\n"
-               "sys.meta_path.insert(0, Block())\nsys.argv = ['edge-search'] + sys.argv[1:]\n"
-               "from edge_search.runtime.cli import main\nmain()\n")
-    result = subprocess.run([sys.executable, "-c", blocker, "embed", str(heic)], env=cli_env(tmp_path, tiny_bundle),
-                            capture_output=True, text=True, timeout=300)
+    blocker = (
+        "import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pillow_heif': raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\nsys.argv = ['edge-search'] + sys.argv[1:]\n"
+        "from edge_search.runtime.cli import main\nmain()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocker, "embed", str(heic)],
+        env=cli_env(tmp_path, tiny_bundle),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 4 and "edge-search[heic]" in result.stderr
 
 
 def test_export_model_on_a_search_only_install_names_the_extra(tmp_path):
-    blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
-               "            e = ImportError('No module named ' + name); e.name = name; raise e\n"
-               "sys.meta_path.insert(0, Block())\nsys.argv = ['export-model'] + sys.argv[1:]\n"
-               "from edge_search.export.cli import main\nmain()\n")
-    result = subprocess.run([sys.executable, "-c", blocker, "--out", str(tmp_path / "b")], capture_output=True,
-                            text=True, timeout=300)
+    blocker = (
+        "import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
+        "            e = ImportError('No module named ' + name); e.name = name; raise e\n"
+        "sys.meta_path.insert(0, Block())\nsys.argv = ['export-model'] + sys.argv[1:]\n"
+        "from edge_search.export.cli import main\nmain()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocker, "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2 and "edge-search[export]" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -12,14 +12,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, run_script
 from served import Service
+
+from conftest import cli_env, run_script
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
 
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str:
@@ -109,14 +118,25 @@ def test_the_page_fits_a_phone_screen(browser, indexed):
     errors: list[str] = []
     try:
         service.wait_ready()
-        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 390, "height": 844},
-                                  device_scale_factor=3, is_mobile=True, has_touch=True)
-        long_name = photos / ("a-photo-with-a-very-long-file-name-as-cameras-and-phones-like-to-write-them-" * 2 + ".bmp")
+        context, page = open_page(
+            browser,
+            service.base + "/",
+            errors,
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=3,
+            is_mobile=True,
+            has_touch=True,
+        )
+        long_name = photos / (
+            "a-photo-with-a-very-long-file-name-as-cameras-and-phones-like-to-write-them-" * 2 + ".bmp"
+        )
         long_name.write_bytes((photos / "img03.bmp").read_bytes())
         page.set_input_files("#file", str(long_name))
         page.wait_for_selector("#results .hit")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
-        columns = page.evaluate("getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length")
+        columns = page.evaluate(
+            "getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length"
+        )
         assert columns == 2
         context.close()
     finally:
@@ -183,7 +203,9 @@ def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tm
         assert page.is_hidden("#results")
         group = page.locator("#groups .group").filter(has_text="copy-of-img02.webp")
         assert {"copy-of-img02.webp", "img02.webp"} <= {n.inner_text() for n in group.locator(".name").all()}
-        assert group.locator(".member.keep").count() == 1 and "keeper" in group.locator(".member.keep .badge").inner_text()
+        assert (
+            group.locator(".member.keep").count() == 1 and "keeper" in group.locator(".member.keep .badge").inner_text()
+        )
         group.locator(".member a[href^='#similar/']").first.click()
         page.wait_for_selector("#results .hit")
         assert page.is_hidden("#groups") and page.is_visible("#results")

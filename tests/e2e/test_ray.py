@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cluster import LocalRayCluster
+
 from conftest import cli_env, console_script, photo
 
 pytest.importorskip("ray")
@@ -32,14 +33,21 @@ def folder(tmp_path) -> Path:
     root = tmp_path / "photos"
     (root / "trip").mkdir(parents=True)
     for i in range(40):
-        photo(500 + i, 140 + 3 * i, 110 + 2 * i).save(root / ("trip" if i % 3 == 0 else "") / f"p{i:02d}.{'jpg' if i % 2 else 'png'}")
+        photo(500 + i, 140 + 3 * i, 110 + 2 * i).save(
+            root / ("trip" if i % 3 == 0 else "") / f"p{i:02d}.{'jpg' if i % 2 else 'png'}"
+        )
     (root / "notes.jpg").write_bytes(b"this is not an image")
     return root
 
 
 def index(folder: Path, env: dict, index_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script("edge-search"), "index", str(folder), "--index", str(index_dir), "--json", *extra],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [console_script("edge-search"), "index", str(folder), "--index", str(index_dir), "--json", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def neighbours(index_dir: Path, env: dict, k: int = 5) -> dict[str, list[str]]:
@@ -61,7 +69,9 @@ def stored(index_dir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_a_cluster_run_equals_a_one_box_run_and_a_bad_file_fails_alone(cluster, folder, tiny_bundle, tmp_path, precision):
+def test_a_cluster_run_equals_a_one_box_run_and_a_bad_file_fails_alone(
+    cluster, folder, tiny_bundle, tmp_path, precision
+):
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PRECISION=precision)
     on_box = index(folder, env, tmp_path / "box")
     on_cluster = index(folder, env, tmp_path / "cluster", "--ray", cluster.address)
@@ -85,7 +95,9 @@ def test_shipping_bytes_gives_the_same_embeddings(cluster, folder, tiny_bundle, 
     assert box.keys() == spread.keys() and min(float(box[p] @ spread[p]) for p in box) >= 0.99999
 
 
-def test_a_rerun_on_the_cluster_embeds_nothing_and_moved_files_keep_their_embeddings(cluster, folder, tiny_bundle, tmp_path):
+def test_a_rerun_on_the_cluster_embeds_nothing_and_moved_files_keep_their_embeddings(
+    cluster, folder, tiny_bundle, tmp_path
+):
     env = cli_env(tmp_path, tiny_bundle)
     assert index(folder, env, tmp_path / "idx", "--ray", cluster.address).returncode == 4
     (folder / "trip").rename(folder / "holiday")
@@ -105,11 +117,13 @@ def test_a_worker_larger_than_any_node_fails_at_once_saying_so(cluster, folder, 
 
 
 def test_a_cluster_kept_busy_by_another_job_times_out_with_a_clear_error(cluster, folder, tiny_bundle, tmp_path):
-    hog = ("import ray, sys, time\n"
-           "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
-           "@ray.remote(num_cpus=1)\nclass Busy:\n    def ready(self): return 1\n"
-           "actors = [Busy.remote() for _ in range(2)]\nray.get([a.ready.remote() for a in actors])\n"
-           "print('holding', flush=True)\ntime.sleep(600)\n")
+    hog = (
+        "import ray, sys, time\n"
+        "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+        "@ray.remote(num_cpus=1)\nclass Busy:\n    def ready(self): return 1\n"
+        "actors = [Busy.remote() for _ in range(2)]\nray.get([a.ready.remote() for a in actors])\n"
+        "print('holding', flush=True)\ntime.sleep(600)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", hog, cluster.address], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
@@ -144,8 +158,13 @@ def many_large_photos(folder: Path, count: int = 300) -> Path:
 
 
 def start_and_wait_for_a_commit(folder: Path, index_dir: Path, env: dict, address: str) -> subprocess.Popen:
-    run = subprocess.Popen([console_script("edge-search"), "index", str(folder), "--index", str(index_dir), "--json",
-                            "--ray", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [console_script("edge-search"), "index", str(folder), "--index", str(index_dir), "--json", "--ray", address],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     committed = 0
     while run.poll() is None and committed == 0:
         try:

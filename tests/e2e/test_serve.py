@@ -9,8 +9,9 @@ import threading
 
 import pytest
 from cluster import free_port
-from conftest import cli_env, run_script
 from served import Service
+
+from conftest import cli_env, run_script
 
 
 @pytest.fixture
@@ -58,15 +59,29 @@ def test_bad_uploads_get_a_clear_4xx_and_the_service_goes_on(service, case, inde
     if case == "no field":
         status, body, _ = service.request("/api/query", b"k=3", {"Content-Type": "application/x-www-form-urlencoded"})
     else:
-        content = {"corrupt": (photos / "img01.png").read_bytes()[:300], "empty": b"", "huge": os.urandom(2 * 2**20),
-                   "text": b"hello", "bad k": (photos / "img01.png").read_bytes()}[case]
+        content = {
+            "corrupt": (photos / "img01.png").read_bytes()[:300],
+            "empty": b"",
+            "huge": os.urandom(2 * 2**20),
+            "text": b"hello",
+            "bad k": (photos / "img01.png").read_bytes(),
+        }[case]
         status, body, _ = service.upload(content, **({"k": "zero"} if case == "bad k" else {}))
     assert status == (413 if case == "huge" else 400) and body["error"]
     assert service.upload((photos / "img01.png").read_bytes())[0] == 200  # unharmed
 
 
-@pytest.mark.parametrize("path", ["/api/image/999999", "/api/image/..%2F..%2Fetc%2Fpasswd", "/api/image/%2Fetc%2Fpasswd",
-                                  "/api/thumb/-1", "/api/image/1/../../../etc/passwd", "/etc/passwd"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/image/999999",
+        "/api/image/..%2F..%2Fetc%2Fpasswd",
+        "/api/image/%2Fetc%2Fpasswd",
+        "/api/thumb/-1",
+        "/api/image/1/../../../etc/passwd",
+        "/etc/passwd",
+    ],
+)
 def test_files_are_served_by_catalog_id_only(service, path):
     status, body, _ = service.request(path)
     assert status == 404 and b"root:" not in (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -120,5 +135,7 @@ def test_sigterm_stops_the_service_cleanly(indexed):
 
 
 def test_no_index_yet_is_exit_6_before_anything_listens(tmp_path, tiny_bundle):
-    result = run_script("edge-search", "serve", "--port", str(free_port()), env=cli_env(tmp_path, tiny_bundle), timeout=60)
+    result = run_script(
+        "edge-search", "serve", "--port", str(free_port()), env=cli_env(tmp_path, tiny_bundle), timeout=60
+    )
     assert result.returncode == 6 and "edge-search index" in result.stderr

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, photo, run_script
 from served import Service
+
+from conftest import cli_env, photo, run_script
 
 
 @pytest.fixture

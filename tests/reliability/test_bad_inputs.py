@@ -10,8 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import cli_env, cosine, edge_search, photo
 from PIL import Image
+
+from conftest import cli_env, cosine, edge_search, photo
 
 
 def run_with_peak_rss(command, env):
@@ -33,6 +34,7 @@ def zoo(tmp_path):
     root = tmp_path / "zoo"
     root.mkdir()
     good = {}
+
     def keep(name, image, fmt=None, **kw):
         good[name] = _save(image, root / name, fmt, **kw)
 
@@ -52,7 +54,10 @@ def zoo(tmp_path):
         "random.jpg": (np.random.default_rng(0).bytes(5000), "not an image"),
         "text.png": (b"just some text\n" * 20, "not an image"),
         "doc.jpg": (b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<<>>\n%%EOF\n", "not an image"),
-        "art.jpg": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n0 0 moveto 100 100 lineto stroke\nshowpage\n", "not an image"),
+        "art.jpg": (
+            b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n0 0 moveto 100 100 lineto stroke\nshowpage\n",
+            "not an image",
+        ),
     }
     for name, (content, _) in bad.items():
         (root / name).write_bytes(content)
@@ -70,7 +75,9 @@ def zoo(tmp_path):
 def test_good_files_are_indexed_and_bad_ones_reported_with_reasons(zoo, tiny_bundle, tmp_path):
     root, good, bad = zoo
     env = cli_env(tmp_path, tiny_bundle)
-    returncode, out, errors, peak_kib = run_with_peak_rss([sys.executable, "-m", "edge_search.runtime", "index", str(root), "--json"], env)
+    returncode, out, errors, peak_kib = run_with_peak_rss(
+        [sys.executable, "-m", "edge_search.runtime", "index", str(root), "--json"], env
+    )
     assert returncode == 4, errors
     assert "Traceback" not in errors
     summary = json.loads(out)
@@ -95,10 +102,16 @@ def test_exif_rotated_copies_match_their_upright_original(orientation, tiny_bund
 
     upright = photo(40, 200, 120)
     # How the camera stored the pixels so that applying `orientation` shows the upright image.
-    stored = {1: upright, 2: upright.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 3: upright.rotate(180),
-              4: upright.transpose(Image.Transpose.FLIP_TOP_BOTTOM), 5: upright.transpose(Image.Transpose.TRANSPOSE),
-              6: upright.rotate(90, expand=True), 7: upright.transpose(Image.Transpose.TRANSVERSE),
-              8: upright.rotate(-90, expand=True)}[orientation]
+    stored = {
+        1: upright,
+        2: upright.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        3: upright.rotate(180),
+        4: upright.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        5: upright.transpose(Image.Transpose.TRANSPOSE),
+        6: upright.rotate(90, expand=True),
+        7: upright.transpose(Image.Transpose.TRANSVERSE),
+        8: upright.rotate(-90, expand=True),
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(tmp_path / "rotated.jpg", quality=95, exif=exif.tobytes())

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import cli_env, edge_search, photo
 
 EDGE = [sys.executable, "-m", "edge_search.runtime"]
@@ -52,7 +53,9 @@ def catalog_rows(index: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_kill_9_at_ten_random_moments_never_corrupts_the_index(many_photos, tiny_bundle, tmp_path):
     # publish after every commit, one image per batch: kills land in embedding, commits and publishes
-    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PUBLISH_EVERY="0", EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
+    env = cli_env(
+        tmp_path, tiny_bundle, EDGE_SEARCH_PUBLISH_EVERY="0", EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1"
+    )
     index = tmp_path / "index"
     started = time.perf_counter()
     full = edge_search("index", str(many_photos), env=env)
@@ -64,7 +67,9 @@ def test_kill_9_at_ten_random_moments_never_corrupts_the_index(many_photos, tiny
             shutil.rmtree(index, ignore_errors=True)  # some runs start from scratch, others resume
         for p in list(many_photos.glob("*.jpg"))[: attempt * 3]:
             os.utime(p, ns=(time.time_ns(), time.time_ns()))  # and some files changed since
-        proc = subprocess.Popen(EDGE + ["index", str(many_photos)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            EDGE + ["index", str(many_photos)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.1, max(duration, 0.5)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -87,6 +92,7 @@ def _limit_file_size(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write(), as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -95,8 +101,14 @@ def test_a_full_disk_while_committing_keeps_the_previous_generation(many_photos,
     assert edge_search("index", str(photo_dir), env=env).returncode == 0
     before = json.loads(edge_search("info", "--json", env=env).stdout)
     size = (tmp_path / "index" / "catalog.sqlite").stat().st_size
-    full = subprocess.run(EDGE + ["index", str(photo_dir), str(many_photos)], env=env, capture_output=True, text=True,
-                          timeout=300, preexec_fn=_limit_file_size(size + 4096))
+    full = subprocess.run(
+        EDGE + ["index", str(photo_dir), str(many_photos)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size(size + 4096),
+    )
     assert full.returncode == 10, full.stderr
     assert "Traceback" not in full.stderr and "Cannot" in full.stderr
     served = json.loads(edge_search("query", str(photo_dir / "img01.png"), "--json", env=env).stdout)
@@ -123,7 +135,7 @@ def test_a_full_disk_while_publishing_keeps_the_previous_generation(photo_dir, t
     monkeypatch.setattr(vi.Index, "save", no_space)
     with pytest.raises(StorageError, match="previous generation is still served"):
         with IndexWriter(tmp_path / "index", Bundle.load(tiny_bundle), precision="int8") as writer:
-            writer.catalog.delete_paths([os.fsencode(str(photo_dir / "img03.bmp"))])
+            writer.delete_paths([os.fsencode(str(photo_dir / "img03.bmp"))])
             writer.publish()
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "index").iterdir() if p.name.endswith(".tmp")] == []
@@ -138,8 +150,14 @@ def test_a_damaged_index_file_is_detected_and_rebuilt_through_the_cli(damage, ph
     edge_search("index", str(photo_dir), env=env)
     (file,) = (tmp_path / "index").glob("index.*.usearch")
     data = file.read_bytes()
-    file.write_bytes({"truncated": data[: len(data) // 2], "bitflip": data[:-7] + bytes([data[-7] ^ 1]) + data[-6:],
-                      "zero": b"", "foreign": photo(1).tobytes()[: len(data)]}[damage])
+    file.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "bitflip": data[:-7] + bytes([data[-7] ^ 1]) + data[-6:],
+            "zero": b"",
+            "foreign": photo(1).tobytes()[: len(data)],
+        }[damage]
+    )
     bad = edge_search("verify", "--json", env=env)
     assert not json.loads(bad.stdout)["ok"]
     result = edge_search("query", str(photo_dir / "img07.png"), "--json", env=env)
@@ -163,10 +181,17 @@ def test_a_tampered_model_is_refused_before_onnxruntime_loads_it(photo_dir, tiny
 
 
 def test_queries_during_a_long_indexing_run_never_fail(slow_to_index, photo_dir, tiny_bundle, tmp_path):
-    env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PUBLISH_EVERY="0", EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1")
+    env = cli_env(
+        tmp_path, tiny_bundle, EDGE_SEARCH_PUBLISH_EVERY="0", EDGE_SEARCH_BATCH_SIZE="1", EDGE_SEARCH_THREADS="1"
+    )
     assert edge_search("index", str(photo_dir), env=env).returncode == 0
-    indexer = subprocess.Popen(EDGE + ["index", str(photo_dir), str(slow_to_index)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    indexer = subprocess.Popen(
+        EDGE + ["index", str(photo_dir), str(slow_to_index)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     holder = tmp_path / "index" / "writer.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (holder.exists() and f'"pid": {indexer.pid}' in holder.read_text()):
@@ -202,7 +227,9 @@ def read_only_view(tmp_path):
         subprocess.run(["umount", str(target)], capture_output=True)
 
 
-def test_a_read_only_index_directory_is_refused_by_the_indexer_but_queries_work(photo_dir, tiny_bundle, tmp_path, read_only_view):
+def test_a_read_only_index_directory_is_refused_by_the_indexer_but_queries_work(
+    photo_dir, tiny_bundle, tmp_path, read_only_view
+):
     env = cli_env(tmp_path, tiny_bundle)
     assert edge_search("index", str(photo_dir), env=env).returncode == 0
     read_only = dict(env, EDGE_SEARCH_INDEX=str(read_only_view(tmp_path / "index")))
@@ -215,7 +242,9 @@ def test_a_read_only_index_directory_is_refused_by_the_indexer_but_queries_work(
 
 
 @pytest.mark.parametrize("stage", ["empty file", "meta table only"])
-def test_a_catalog_killed_while_being_created_reads_as_no_index_yet_and_the_next_run_builds_it(stage, tiny_bundle, photo_dir, tmp_path):
+def test_a_catalog_killed_while_being_created_reads_as_no_index_yet_and_the_next_run_builds_it(
+    stage, tiny_bundle, photo_dir, tmp_path
+):
     env = cli_env(tmp_path, tiny_bundle)
     index = tmp_path / "index"
     index.mkdir()
