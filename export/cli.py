@@ -30,7 +30,7 @@ from .errors import (
 
 # Exit codes of `export-model`, documented in README.md: the only place they are numbered.
 EXIT_CODES: dict[type, int] = {ExportUsageError: 2, SourceError: 3, ParityError: 4, ExportStorageError: 5}
-EXPORT_PACKAGES = ("torch", "transformers", "optimum", "onnx")
+EXPORT_PACKAGES = ("torch", "transformers", "onnx")
 
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -60,6 +60,13 @@ def _version(value: bool) -> None:
 
 def _import_pipeline():
     """The export pipeline, or a SourceError naming the extra to install where its packages are missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:  # imported lazily by the steps that fuse and gate
+        raise ExportUsageError(
+            "export-model needs onnxruntime (its parity gates run every graph), which this install lacks: "
+            "install the export extra together with cpu or gpu, e.g. pip install 'edge-search[cpu,export]'."
+        )
     try:
         from .pipeline import export_bundle
     except ImportError as exc:

@@ -73,7 +73,7 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     found = {}
-    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx"):
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu"):
         with contextlib.suppress(md.PackageNotFoundError):
             found[dist] = md.version(dist)
     return found

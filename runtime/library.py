@@ -44,7 +44,7 @@ from edge_search.runtime.model.embedder import l2_normalize
 from edge_search.runtime.model.model import Model
 from edge_search.runtime.options import CudaOptions, ImageSource, ModelOptions
 from edge_search.runtime.store import vector_index as vi
-from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path
+from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path, recorded_meta
 from edge_search.runtime.store.generations import (
     Hit,
     IndexReader,
@@ -131,11 +131,16 @@ class VerifyReport:
 # --------------------------------------------------------------------------------------- Library
 class Library:
     """One index directory. Reads take no lock and see the last committed generation (a long-lived
-    Library picks up newer ones); `index` and `remove` are the single writer for their duration."""
+    Library picks up newer ones); `index` and `remove` are the single writer for their duration.
+
+    Safe to share between threads: each thread that reads gets its own reader (SQLite connections stay with
+    the thread that uses them); `close` closes them all, from any thread."""
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory or default_index_dir()).expanduser()
-        self._reader: IndexReader | None = None
+        self._local = threading.local()
+        self._readers: list[IndexReader] = []
+        self._readers_lock = threading.Lock()
 
     def __enter__(self) -> Library:
         return self
@@ -144,9 +149,12 @@ class Library:
         self.close()
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        """Close every thread's reader; the next read in a thread opens a new one."""
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+            self._local = threading.local()
+        for reader in readers:
+            reader.close()
 
     # -- what is recorded -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -165,7 +173,7 @@ class Library:
 
     def meta(self) -> IndexMeta:
         """The recorded meta, or an empty one where there is no index yet."""
-        return self._recorded(Catalog.index_meta, IndexMeta())
+        return recorded_meta(self.directory)
 
     def roots(self) -> list[Root]:
         """The folders earlier runs indexed (what `index` with no folder updates)."""
@@ -283,10 +291,14 @@ class Library:
 
     # -- reading ----------------------------------------------------------------------------------
     def reader(self) -> IndexReader:
-        """The lock-free reader of this library, opened once and kept (IndexMissing if no index yet)."""
-        if self._reader is None:
-            self._reader = IndexReader(self.directory)
-        return self._reader
+        """This thread's lock-free reader, opened once and kept (IndexMissing if no index yet)."""
+        reader: IndexReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = IndexReader(self.directory)
+            with self._readers_lock:
+                self._local.reader = reader
+                self._readers.append(reader)
+        return reader
 
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""

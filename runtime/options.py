@@ -83,3 +83,31 @@ class ModelOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", choose(Device, self.device, "--device"))
         object.__setattr__(self, "precision", choose(Precision, self.precision, "--precision"))
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How a person sets one option: its flag and its environment variable. The CLI declares its options from
+    these, and the cold-start guess (`prewarm`) reads the command line and the environment with the same ones."""
+
+    name: str  # the command's parameter
+    flag: str
+    env: str
+
+
+OPTION_SPECS: dict[str, OptionSpec] = {
+    spec.name: spec
+    for spec in (
+        OptionSpec("model", "--model", "EDGE_SEARCH_MODEL"),
+        OptionSpec("index", "--index", "EDGE_SEARCH_INDEX"),
+        OptionSpec("device", "--device", "EDGE_SEARCH_DEVICE"),
+        OptionSpec("precision", "--precision", "EDGE_SEARCH_PRECISION"),
+        OptionSpec("threads", "--threads", "EDGE_SEARCH_THREADS"),
+        OptionSpec("batch_size", "--batch-size", "EDGE_SEARCH_BATCH_SIZE"),
+        OptionSpec("cuda_device_id", "--cuda-device-id", "EDGE_SEARCH_CUDA_DEVICE"),
+        OptionSpec("cuda_mem_limit", "--cuda-mem-limit", "EDGE_SEARCH_CUDA_MEM_LIMIT_MB"),
+        OptionSpec("cuda_arena", "--cuda-arena", "EDGE_SEARCH_CUDA_ARENA"),
+        OptionSpec("jpeg_draft", "--jpeg-draft", "EDGE_SEARCH_JPEG_DRAFT"),
+        OptionSpec("max_megapixels", "--max-megapixels", "EDGE_SEARCH_MAX_MEGAPIXELS"),
+    )
+}

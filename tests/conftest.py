@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,43 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmarks/ holds the trained fixture and the photo edits the tests share
+
+
+def _checkout_is_what_runs() -> None:
+    """The tests run the checkout, in this process and in the console scripts they start: an installed copy
+    that is not this checkout (a plain `pip install .` from before the last edit) would test stale code."""
+    import importlib.metadata
+    import json
+
+    import edge_search.runtime
+
+    imported = Path(edge_search.runtime.__file__).resolve().parent
+    installed = [d.read_text("direct_url.json") for d in importlib.metadata.distributions(name="edge-search")]
+    direct = json.loads(next((text for text in installed if text), "{}"))  # (an egg-info in the checkout has none)
+    editable = direct.get("dir_info", {}).get("editable", False)
+    installed_from = direct.get("url", "").removeprefix("file://")
+    if imported != ROOT / "runtime" or not editable or Path(installed_from).resolve() != ROOT:
+        pytest.exit(
+            f"The tests would run an installed copy of edge-search ({imported}, installed from "
+            f"{installed_from or 'an unknown place'}{'' if editable else ', not editable'}) instead of this "
+            f"checkout ({ROOT}). Install the checkout editable: pip install -e '.[cpu,export,serve,test]'",
+            returncode=4,
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _checkout_is_what_runs()
+    # Nothing a test runs writes to the user's own cache or data: verified-file states, notes shown, indexes.
+    # The trained fixture stays where it was built once per machine (EDGE_SEARCH_FIXTURES, else ~/.cache).
+    from benchmarks.trained_fixture import fixture_root
+
+    os.environ.setdefault("EDGE_SEARCH_FIXTURES", str(fixture_root()))
+    home = Path(tempfile.mkdtemp(prefix="edge-search-tests-"))
+    for variable in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        os.environ[variable] = str(home / variable.lower())
+    for variable in ("EDGE_SEARCH_INDEX", "EDGE_SEARCH_MODEL", "EDGE_SEARCH_DEVICE", "EDGE_SEARCH_PRECISION"):
+        os.environ.pop(variable, None)
+
 
 TINY_VIT = dict(
     hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8

@@ -1,4 +1,6 @@
-"""The benchmark script cannot rot: its smoke mode runs end to end (timings are never asserted)."""
+"""The benchmark script cannot rot: its smoke mode runs end to end (timings are never asserted). The original
+torch + chromadb pipeline it compares against is a benchmark of its own (`python -m benchmarks`, section
+baseline: a virtualenv built once in the user's cache), not part of the tests."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_benchmark_writes_all_sections(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-baseline", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,12 +36,7 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     )
     assert report["end_to_end"][0]["images"] == 8
     assert {row["dtype"] for row in report["vector_index"]} == {"f32", "f16", "i8"}
-    side = report["side_by_side"]
-    assert (
-        side["images"] == 8
-        and side["indexing"]["speedup"]["runs"] == 2
-        and side["cold_query"]["original_peak_rss_mb"] > 0
-    )
+    assert "side_by_side" not in report
     quality = report["quality"]
     if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in quality:
         int8 = quality["precisions"]["int8"]  # figures are reported, not asserted: the shape is
@@ -48,7 +49,6 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
         "Model throughput",
         "End-to-end indexing",
         "Vector index",
-        "Against the original pipeline",
         "The warm service against a cold CLI query",
         "Search quality on trained weights",
     ):

@@ -119,6 +119,7 @@ def test_graphs_have_a_dynamic_batch_and_float32_io(cli_bundle):
             assert session.run(None, {inp.name: np.zeros((batch, 3, 32, 32), np.float32)})[0].shape == (batch, 48)
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_without_force(cli_bundle, tiny_checkpoint, tmp_path):
     out, _ = cli_bundle
     before = sha256_file(out / "manifest.json")
@@ -128,6 +129,7 @@ def test_existing_output_is_refused_without_force(cli_bundle, tiny_checkpoint, t
     assert sha256_file(out / "manifest.json") == before
 
 
+@pytest.mark.slow
 def test_force_replaces_an_existing_bundle(tiny_checkpoint, tmp_path):
     out = tmp_path / "b"
     out.mkdir()
@@ -139,6 +141,7 @@ def test_force_replaces_an_existing_bundle(tiny_checkpoint, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx"]
 
 
+@pytest.mark.slow
 def test_unreachable_hub_ends_in_one_readable_paragraph(tmp_path):
     out = tmp_path / "b"
     result = export_model("--model", "google/vit-base-patch16-224", "--out", str(out), tmp_path=tmp_path)
@@ -149,6 +152,7 @@ def test_unreachable_hub_ends_in_one_readable_paragraph(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_unsupported_architecture_is_named(tmp_path):
     from transformers import ConvNextConfig, ConvNextModel
 
@@ -160,6 +164,7 @@ def test_unsupported_architecture_is_named(tmp_path):
     assert "'convnext'" in result.stderr and "vit, deit, dinov2" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_local_directory_is_a_usage_error(tmp_path):
     result = export_model("--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"), tmp_path=tmp_path)
     assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr
@@ -177,6 +182,7 @@ def test_a_precision_that_fails_its_gate_is_left_out_and_the_others_are_written(
         bundle.model_path("int8")
 
 
+@pytest.mark.slow
 def test_the_cli_says_which_precision_was_left_out_and_what_runs_instead(tiny_checkpoint, tmp_path):
     # the gate is raised through a tiny plugin module: the CLI runs in its own process, as users run it
     (tmp_path / "sitecustomize.py").write_text(
@@ -246,6 +252,7 @@ def test_other_vit_style_encoders_export_with_fused_attention(model_type, tmp_pa
     assert manifest.preprocess.do_center_crop and manifest.preprocess.input_hw() == (32, 32)
 
 
+@pytest.mark.slow
 def test_random_weights_build_the_default_architecture_offline(monkeypatch, tmp_path):
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)

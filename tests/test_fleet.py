@@ -23,6 +23,8 @@ from edge_search.runtime.library import Library, Model  # noqa: E402
 from edge_search.runtime.options import ModelOptions  # noqa: E402
 from edge_search.runtime.store.catalog import Catalog  # noqa: E402
 
+pytestmark = pytest.mark.scale  # tier: README "Running the tests"
+
 
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory):

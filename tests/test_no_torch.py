@@ -53,8 +53,8 @@ def test_runtime_and_cli_work_without_torch_transformers_or_optimum(tiny_bundle,
 def test_no_runtime_module_imports_torch_transformers_or_optimum():
     code = (
         "import sys, pkgutil, importlib, edge_search.runtime as r\n"
-        "for m in pkgutil.iter_modules(r.__path__):\n"
-        "    if m.name != '__main__': importlib.import_module('edge_search.runtime.' + m.name)\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'edge_search.runtime.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
         "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'transformers', 'optimum')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -78,6 +78,7 @@ def test_text_search_works_without_torch_transformers_or_optimum(tiny_clip_bundl
     assert len(json.loads(queried.stdout)["results"]) == 3
 
 
+@pytest.mark.scale
 def test_fleet_sync_and_query_work_without_torch_transformers_or_optimum(tiny_bundle, tmp_path):
     pytest.importorskip("pymilvus")
     for i in range(3):
@@ -97,3 +98,21 @@ def test_fleet_sync_and_query_work_without_torch_transformers_or_optimum(tiny_bu
     queried = run_blocked("query", str(tmp_path / "2.jpg"), "--milvus", fleet, "--json", env=env)
     assert queried.returncode == 0, queried.stderr
     assert json.loads(queried.stdout)["results"][0]["path"] == str(tmp_path / "2.jpg")
+
+
+def test_without_onnxruntime_the_cli_names_the_extra_to_install(tiny_bundle, tmp_path):
+    """A bare `pip install edge-search` (no extra) has no onnxruntime: one paragraph, exit 5, --version works."""
+    blocker = BLOCKER.replace("('torch', 'transformers', 'optimum')", "('onnxruntime',)")
+    env = {**os.environ, "EDGE_SEARCH_MODEL": str(tiny_bundle), "EDGE_SEARCH_INDEX": str(tmp_path / "idx")}
+    photo(1, 90, 60).save(tmp_path / "a.jpg")
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-c", blocker, *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("edge-search ")
+    embedded = run("embed", str(tmp_path / "a.jpg"))
+    assert embedded.returncode == 5, embedded.stderr
+    assert "pip install 'edge-search[cpu]'" in embedded.stderr and "Traceback" not in embedded.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import cli_env, run_script
-from edge_search.runtime.cli import prewarm
+from edge_search.runtime import prewarm
 from edge_search.runtime.options import ModelOptions
 
 

@@ -189,6 +189,7 @@ def test_what_does_not_change_embeddings_does_not_change_the_binding(engine, pho
         pass
 
 
+@pytest.mark.slow
 def test_hnsw_recall_at_10_with_default_settings(monkeypatch):
     both = clustered(20_200, 768, 200, seed=7)  # one draw: queries come from the same clusters
     data, queries = both[:20_000], both[20_000:]

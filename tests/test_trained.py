@@ -17,6 +17,8 @@ from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.options import ModelOptions
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 FORMS = ("vit", "dinov2")
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
 FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}

@@ -10,7 +10,7 @@ from __future__ import annotations
 def main() -> None:
     import sys
 
-    from edge_search.runtime.cli import prewarm
+    from edge_search.runtime import prewarm
 
     prewarm.start(sys.argv[1:])
     from edge_search.runtime.cli.program import run

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from edge_search.runtime.cli import prewarm
+from edge_search.runtime import prewarm
 from edge_search.runtime.cli.app import app
 from edge_search.runtime.cli.options import (
     BoxOpt,
@@ -394,9 +394,7 @@ def query(
             {
                 "query": images if len(images) > 1 else (images[0] if images else None),
                 "text": text,
-                "results": [
-                    {"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.key} for h in result.hits
-                ],
+                "results": [hit.as_dict() for hit in result.hits],
                 "provider": result.provider,
                 "precision": result.precision,
                 "latency_ms": round(latency_ms, 1),

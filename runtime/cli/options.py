@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge_search.runtime.options import OPTION_SPECS as SPEC
 from edge_search.runtime.options import CudaOptions, Device, ModelOptions, Precision
 
 MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -16,63 +17,79 @@ MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 ModelOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--model",
+        SPEC["model"].flag,
         help="Bundle directory made by export-model [default: the bundle the index recorded, else "
         "export-model's default location].",
-        envvar="EDGE_SEARCH_MODEL",
+        envvar=SPEC["model"].env,
         show_envvar=True,
     ),
 ]
 IndexOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--index",
+        SPEC["index"].flag,
         help="Index directory [default: ~/.local/share/edge-search/index].",
-        envvar="EDGE_SEARCH_INDEX",
+        envvar=SPEC["index"].env,
         show_envvar=True,
     ),
 ]
 DeviceOpt = Annotated[
     Device,
     typer.Option(
+        SPEC["device"].flag,
         help="Where the model runs; auto tries CUDA and keeps it only if it really starts.",
-        envvar="EDGE_SEARCH_DEVICE",
+        envvar=SPEC["device"].env,
         show_envvar=True,
     ),
 ]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
-        help="Which graph (auto: fp16 on CUDA, int8 on the CPU).", envvar="EDGE_SEARCH_PRECISION", show_envvar=True
+        SPEC["precision"].flag,
+        help="Which graph (auto: fp16 on CUDA, int8 on the CPU).",
+        envvar=SPEC["precision"].env,
+        show_envvar=True,
     ),
 ]
 ThreadsOpt = Annotated[
     Optional[int],
-    typer.Option(min=1, help="CPU threads [default: the CPUs this process may use].", envvar="EDGE_SEARCH_THREADS"),
+    typer.Option(
+        SPEC["threads"].flag,
+        min=1,
+        help="CPU threads [default: the CPUs this process may use].",
+        envvar=SPEC["threads"].env,
+    ),
 ]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Images per model call.", envvar="EDGE_SEARCH_BATCH_SIZE")]
-CudaIdOpt = Annotated[int, typer.Option(min=0, help="CUDA device id.", envvar="EDGE_SEARCH_CUDA_DEVICE")]
+BatchOpt = Annotated[
+    int, typer.Option(SPEC["batch_size"].flag, min=1, help="Images per model call.", envvar=SPEC["batch_size"].env)
+]
+CudaIdOpt = Annotated[
+    int, typer.Option(SPEC["cuda_device_id"].flag, min=0, help="CUDA device id.", envvar=SPEC["cuda_device_id"].env)
+]
 CudaMemOpt = Annotated[
-    Optional[int], typer.Option(min=1, help="CUDA memory arena limit in MiB.", envvar="EDGE_SEARCH_CUDA_MEM_LIMIT_MB")
+    Optional[int],
+    typer.Option(
+        SPEC["cuda_mem_limit"].flag, min=1, help="CUDA memory arena limit in MiB.", envvar=SPEC["cuda_mem_limit"].env
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DraftOpt = Annotated[
     bool,
     typer.Option(
-        "--jpeg-draft/--no-jpeg-draft",
+        f"{SPEC['jpeg_draft'].flag}/--no-jpeg-draft",
         help="Decode large JPEGs at reduced size (DCT scaling): about 3.5x faster, cosine >= 0.99999 to full "
         "decoding in our tests.",
-        envvar="EDGE_SEARCH_JPEG_DRAFT",
+        envvar=SPEC["jpeg_draft"].env,
     ),
 ]
 MaxMpOpt = Annotated[
     Optional[float],
     typer.Option(
-        "--max-megapixels",
+        SPEC["max_megapixels"].flag,
         min=1,
         help="Skip images larger than this after JPEG draft decoding [default: what the available memory "
         "allows, 24 to 178].",
-        envvar="EDGE_SEARCH_MAX_MEGAPIXELS",
+        envvar=SPEC["max_megapixels"].env,
     ),
 ]
 MilvusOpt = Annotated[
@@ -116,9 +133,10 @@ CUDA_ARENAS = ("kNextPowerOfTwo", "kSameAsRequested")
 CudaArenaOpt = Annotated[
     Optional[str],
     typer.Option(
+        SPEC["cuda_arena"].flag,
         callback=cuda_arena,
         help="CUDA arena growth: kNextPowerOfTwo or kSameAsRequested.",
-        envvar="EDGE_SEARCH_CUDA_ARENA",
+        envvar=SPEC["cuda_arena"].env,
     ),
 ]
 

@@ -116,9 +116,10 @@ def check_index(directory: Path) -> list[Check]:
 
 
 def check_providers(root: Path) -> list[Check]:
-    import onnxruntime as ort
-
+    from edge_search.runtime.model.providers import load_onnxruntime
     from edge_search.runtime.model.session import open_session
+
+    ort = load_onnxruntime()
 
     try:
         bundle = Bundle.load(root)

@@ -60,3 +60,16 @@ def started_on(plan: Plan, session_providers: list[str]) -> bool:
     if plan.device == "cuda":
         return bool(session_providers) and session_providers[0] == CUDA
     return CPU in session_providers
+
+
+def load_onnxruntime() -> Any:
+    """The onnxruntime module, or a ProviderError that names the extra to install (a bare install has none)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ProviderError(
+            "onnxruntime is not installed: edge-search runs its models with it. Install one of the two extras, "
+            "never both: pip install 'edge-search[cpu]' (CPU only, small) or 'edge-search[gpu]' (CUDA, and the "
+            "CPU too)."
+        ) from None
+    return onnxruntime

@@ -11,7 +11,7 @@ import numpy as np
 from edge_search.runtime.errors import BundleError, ProviderError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.bundle import Bundle
-from edge_search.runtime.model.providers import resolve, started_on
+from edge_search.runtime.model.providers import load_onnxruntime, resolve, started_on
 from edge_search.runtime.options import CudaOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -65,12 +65,6 @@ def is_dynamically_quantized(fused_ops: dict[str, int]) -> bool:
     return any(fused_ops.get(op) for op in DYNAMIC_QUANTIZATION_OPS)
 
 
-def _ort():
-    import onnxruntime
-
-    return onnxruntime
-
-
 def _cuda_library_problem(ort) -> str | None:
     """Why the CUDA provider library cannot load (a missing CUDA / cuDNN library), or None if it can.
 
@@ -110,7 +104,7 @@ def open_session(
 
     `one_shot`: for a process that runs the model once (a cold query): weights are not pre-packed,
     which makes the session ~0.07 s quicker to open and the one run ~0.02 s slower."""
-    ort = _ort()
+    ort = load_onnxruntime()
     ort.set_default_logger_severity(4)  # a CUDA provider that cannot start is reported by us, in one line
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession

@@ -31,8 +31,11 @@ class TextEncoder:
 
     @classmethod
     def open(cls, bundle: Bundle, *, precision: str = "fp32", threads: int | None = None) -> TextEncoder:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from edge_search.runtime.model.providers import load_onnxruntime
+
+        ort = load_onnxruntime()
 
         text = bundle.manifest.text
         if text is None:

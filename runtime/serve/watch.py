@@ -63,7 +63,7 @@ class LibraryWatcher:
         publish_every_s: float = 5.0,
         log: Callable[[str], None] = lambda message: None,
     ):
-        self.library = Library(library.directory)  # its own connections: this thread writes, the service reads
+        self.library = library  # the same Library: its reads are per thread, and this thread is the writer
         self.model = model
         self.settle_s = settle_s
         self.rescan_s = rescan_s

@@ -136,13 +136,19 @@ class Catalog:
 
     @staticmethod
     def _open_reader(path: Path) -> sqlite3.Connection:
-        """Readers never write, but WAL needs the -shm file; fall back to immutable mode where we cannot."""
+        """Readers never write, but WAL needs the -shm file; fall back to immutable mode where we cannot.
+        One thread uses a reader at a time; it may be closed from another (`Library.close`), hence
+        check_same_thread=False (the sqlite3 module serialises calls on a connection)."""
         try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            db = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
+            )
             db.execute("SELECT count(*) FROM meta").fetchone()
             return db
         except sqlite3.OperationalError:
-            db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None)
+            db = sqlite3.connect(
+                f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
             db.execute("SELECT count(*) FROM meta").fetchone()
             return db
 
@@ -361,3 +367,16 @@ class Catalog:
 
     def duplicate_paths(self) -> int:
         return self.db.execute("SELECT count(*) - count(DISTINCT path) FROM files").fetchone()[0]
+
+
+def recorded_meta(index_dir: Path) -> IndexMeta:
+    """What the catalog in `index_dir` records, read without a lock; an empty IndexMeta where nothing is recorded
+    yet (no index, or a first run killed while it was creating the catalog). Imports no usearch: cheap enough
+    for the CLI's cold start."""
+    if not Catalog.path_in(index_dir).exists():
+        return IndexMeta()
+    try:
+        with Catalog.open(index_dir, create=False) as catalog:
+            return catalog.index_meta()
+    except IndexMissing:
+        return IndexMeta()

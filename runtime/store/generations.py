@@ -44,6 +44,10 @@ class Hit:
     path: str
     key: int
 
+    def as_dict(self) -> dict[str, object]:
+        """The JSON shape of a result, the same in `query --json` and the HTTP API (`id` is the key)."""
+        return {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "id": self.key}
+
 
 class Binding(Protocol):
     """What an index records of the model that fills it (a model bundle is one): its embedding identity (a hash

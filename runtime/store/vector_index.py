@@ -15,10 +15,12 @@ import os
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime  # noqa: F401  (must load before usearch: the reverse order segfaults, usearch 2.26 + onnxruntime 1.31)
-from usearch.index import Index
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 from edge_search.runtime.errors import IndexCorrupt, UsageError
 from edge_search.runtime.files import VerifiedCache, sha256_file
@@ -47,7 +49,7 @@ class IndexSettings:
     expansion_search: int = DEFAULT_EXPANSION_SEARCH
 
     def new_index(self) -> Index:
-        return Index(
+        return usearch_index()(
             ndim=self.dim,
             metric="cos",
             dtype=self.dtype,
@@ -55,6 +57,23 @@ class IndexSettings:
             expansion_add=self.expansion_add,
             expansion_search=self.expansion_search,
         )
+
+
+def usearch_index() -> type[Index]:
+    """usearch's Index class, imported on first use: reading a catalog's meta (the CLI's cold start, `info`)
+    needs none of it."""
+    with contextlib.suppress(ImportError):  # a bare install has none: the model side says which extra it needs
+        import onnxruntime  # noqa: F401  (must load before usearch: the reverse order segfaults, usearch 2.26 + onnxruntime 1.31)
+    from usearch.index import Index
+
+    return Index
+
+
+def __getattr__(name: str) -> type[Index]:
+    """`vector_index.Index`, the usearch class, without importing usearch with this module."""
+    if name == "Index":
+        return usearch_index()
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ def load_verified(path: Path, sha256: str, *, view: bool, full_hash: bool = Fals
     except OSError as exc:
         raise IndexCorrupt(f"The index file {path.name} cannot be read ({exc.strerror}).") from None
     try:
-        index = Index.restore(str(path), view=view)
+        index = usearch_index().restore(str(path), view=view)
     except Exception as exc:  # usearch raises RuntimeError / ValueError for bad headers
         raise IndexCorrupt(f"usearch cannot read {path.name}: {exc}") from None
     if index is None:

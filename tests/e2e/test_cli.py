@@ -14,6 +14,8 @@ from PIL import Image
 
 from conftest import cli_env, edge_search, photo
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 
 @pytest.fixture
 def env(tmp_path, tiny_bundle):

@@ -17,6 +17,8 @@ from PIL import Image
 
 from conftest import cli_env, console_script, photo, run_script
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 
 @pytest.fixture
 def env(tmp_path, tiny_bundle):

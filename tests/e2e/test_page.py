@@ -16,6 +16,8 @@ from served import Service
 
 from conftest import cli_env, run_script
 
+pytestmark = pytest.mark.browser  # tier: README "Running the tests"
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
 

@@ -17,8 +17,9 @@ from cluster import LocalRayCluster
 
 from conftest import cli_env, console_script, photo
 
+pytestmark = pytest.mark.scale  # tier: README "Running the tests"
+
 pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

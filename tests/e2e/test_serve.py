@@ -13,6 +13,8 @@ from served import Service
 
 from conftest import cli_env, run_script
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 
 @pytest.fixture
 def indexed(tmp_path, tiny_bundle, photo_dir):

@@ -14,6 +14,8 @@ from served import Service
 
 from conftest import cli_env, photo, run_script
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 
 @pytest.fixture
 def indexed(tmp_path, tiny_bundle, photo_dir):
@@ -108,7 +110,6 @@ def catalog_rows(index: Path) -> tuple[int, int]:
         return db.execute("SELECT count(*), count(DISTINCT path) FROM files WHERE status='ok'").fetchone()
 
 
-@pytest.mark.slow
 def test_kill_9_of_the_service_mid_indexing_loses_nothing_committed_and_a_restart_resumes(indexed, tmp_path):
     env, photos = indexed
     index = tmp_path / "index"

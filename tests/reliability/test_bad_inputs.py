@@ -14,6 +14,8 @@ from PIL import Image
 
 from conftest import cli_env, cosine, edge_search, photo
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 
 def run_with_peak_rss(command, env):
     """(exit code, stdout, stderr, peak RSS in KiB of that child alone)."""

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import cli_env, edge_search, photo
 
+pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+
 EDGE = [sys.executable, "-m", "edge_search.runtime"]
 
 
@@ -50,7 +52,6 @@ def catalog_rows(index: Path) -> tuple[int, int]:
         return db.execute("SELECT count(*), count(DISTINCT path) FROM files WHERE status='ok'").fetchone()
 
 
-@pytest.mark.slow
 def test_kill_9_at_ten_random_moments_never_corrupts_the_index(many_photos, tiny_bundle, tmp_path):
     # publish after every commit, one image per batch: kills land in embedding, commits and publishes
     env = cli_env(

@@ -1,0 +1,110 @@
+"""The API's handlers: each takes the shared `Service` from the app's state, parses its request, calls the
+library on the worker thread and answers JSON (errors are raised, and turned into JSON by `app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC
+from edge_search.runtime.serve.config import HttpError
+from edge_search.runtime.serve.requests import QueryRequest, number, whole_number
+from edge_search.runtime.serve.service import Service
+
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot be indexed
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _id(request: Request) -> int:
+    """The path's image id; one out of SQLite's range cannot name an indexed image: 404 like any unknown id."""
+    key = request.path_params["id"]
+    if not 0 <= key <= MAX_ID:
+        raise HttpError(404, f"No indexed image has id {key}.")
+    return key
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+async def health(request: Request) -> Response:
+    service = _service(request)
+    model = service.model
+    count = await service.call(lambda: service.library.reader().catalog.count())
+    watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
+    return JSONResponse(
+        {
+            "ok": True,
+            "count": count,
+            "provider": model.provider,
+            "precision": model.precision,
+            "random_weights": model.random_weights,
+            "text": model.has_text,
+            "watch": watch,
+        }
+    )
+
+
+async def info(request: Request) -> Response:
+    service = _service(request)
+    return JSONResponse((await service.call(service.library.info)).as_dict())
+
+
+async def query(request: Request) -> Response:
+    service = _service(request)
+    asked = await QueryRequest.read(request, service.config)
+    library, model = service.library, service.model
+    wanted: dict[str, Any] = {"images": asked.images, "text": asked.text, "k": asked.k, "min_score": asked.min_score}
+    if asked.scope == "fleet":
+        found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
+        return JSONResponse({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
+    result = await service.call(library.query, model, under_dir=asked.under, **wanted)
+    return JSONResponse({"results": [hit.as_dict() for hit in result.hits]})
+
+
+async def similar(request: Request) -> Response:
+    service = _service(request)
+    key = _id(request)
+    k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
+    await service.call(service.path_of, key)  # an unknown id is a 404, as for /api/image and /api/thumb
+    result = await service.call(service.library.query, key=key, k=k, exclude_self=True)
+    return JSONResponse({"results": [hit.as_dict() for hit in result.hits]})
+
+
+async def dupes(request: Request) -> Response:
+    """The duplicates report (the library checks the threshold), without the files' content hashes."""
+    service = _service(request)
+    threshold = number(request.query_params.get("threshold"), "threshold")
+    report = await service.dupes(threshold, request.query_params.get("under") or None)
+    groups = []
+    for group in report.groups:
+        data = group.as_dict()
+        for file in data["files"]:
+            file.pop("sha256", None)
+        groups.append(data)
+    return JSONResponse({**report.as_dict(), "groups": groups})
+
+
+async def _existing_file(service: Service, key: int) -> str:
+    path = await service.call(service.path_of, key)
+    if not os.path.isfile(path):
+        raise HttpError(404, "The file is no longer there (moved or deleted since it was indexed).")
+    return path
+
+
+async def image(request: Request) -> Response:
+    return FileResponse(await _existing_file(_service(request), _id(request)))
+
+
+async def thumb(request: Request) -> Response:
+    service, key = _service(request), _id(request)
+    path = await _existing_file(service, key)
+    data = await asyncio.get_running_loop().run_in_executor(None, service.thumbs.get, key, path)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})

@@ -1,0 +1,115 @@
+"""The HTTP API in process: `make_app` over a real Library and Model, spoken to through Starlette's test client.
+
+The same routes, handlers and error mapping as `edge-search serve` (tests/e2e/test_serve.py runs the installed
+script over real HTTP); here they run in milliseconds, so every case of the API is in the fast tier.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from starlette.testclient import TestClient
+
+from edge_search.runtime.library import Library, Model
+from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.serve.app import make_app
+from edge_search.runtime.serve.config import ServiceConfig
+
+TOKEN = "a-token-of-twenty-four-chars"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle) -> Model:
+    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+
+
+@pytest.fixture
+def photos(model, tmp_path, photo_dir):
+    with Library(tmp_path / "index") as library:
+        library.index(model, [photo_dir])
+    return photo_dir
+
+
+def client(model, index, **config) -> TestClient:
+    return TestClient(make_app(Library(index), model, ServiceConfig(**config)))
+
+
+@pytest.fixture
+def api(model, photos, tmp_path):
+    with client(model, tmp_path / "index", max_upload_bytes=2**20) as test_client:
+        yield test_client
+
+
+def upload(api: TestClient, data: bytes, **fields: str):
+    return api.post("/api/query", files={"image": ("photo", io.BytesIO(data))}, data=fields)
+
+
+def test_an_upload_returns_ranked_results_whose_ids_lead_to_the_file_its_thumbnail_and_similar_ones(api, photos):
+    target = photos / "img01.png"
+    answer = upload(api, target.read_bytes(), k="3")
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert len(results) == 3 and (results[0]["rank"], results[0]["path"]) == (1, str(target))
+    assert set(results[0]) == {"rank", "score", "path", "id"} and results[0]["score"] == pytest.approx(1, abs=1e-4)
+    key = results[0]["id"]
+    assert api.get(f"/api/image/{key}").content == target.read_bytes()
+    thumb = api.get(f"/api/thumb/{key}")
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    similar = api.get(f"/api/similar/{key}?k=4").json()["results"]
+    assert len(similar) == 4 and str(target) not in [r["path"] for r in similar]
+    inside = upload(api, target.read_bytes(), k="5", under=str(photos / "sub")).json()["results"]
+    assert len(inside) == 3 and all(r["path"].startswith(str(photos / "sub")) for r in inside)
+
+
+def test_info_and_health_describe_the_library_and_the_model(api, photos):
+    info = api.get("/api/info").json()
+    assert info["count"] == 12 and info["roots"][0]["path"] == str(photos)
+    health = api.get("/api/health").json()
+    assert health["ok"] and health["count"] == 12 and health["precision"] == "fp32" and health["watch"]["mode"] == "off"
+
+
+@pytest.mark.parametrize(
+    "case, status",
+    [("corrupt", 400), ("empty", 400), ("too large", 413), ("not an image", 400), ("k not a number", 400)],
+)
+def test_bad_uploads_get_a_json_4xx_naming_the_problem_and_the_service_goes_on(api, photos, case, status):
+    good = (photos / "img01.png").read_bytes()
+    data = {"corrupt": good[:300], "empty": b"", "too large": b"\0" * (2**20 + 10), "not an image": b"hello"}
+    answer = upload(api, data.get(case, good), **({"k": "zero"} if case == "k not a number" else {}))
+    assert answer.status_code == status and answer.json()["error"]
+    assert upload(api, good).status_code == 200
+
+
+def test_a_query_without_an_image_or_words_is_a_400(api):
+    answer = api.post("/api/query", data={"k": "3"})
+    assert answer.status_code == 400 and "multipart" in answer.json()["error"]
+    answer = api.post("/api/query", files={"other": ("x", b"1")}, data={"k": "3"})
+    assert answer.status_code == 400 and "image" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("route", ["image", "thumb", "similar"])
+@pytest.mark.parametrize("key", ["999999", "99999999999999999999999", "-1"])
+def test_an_unknown_or_out_of_range_id_is_a_json_404_on_every_route(api, route, key):
+    answer = api.get(f"/api/{route}/{key}")
+    assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"
+
+
+def test_a_bad_dupes_threshold_is_a_400_from_the_library_check(api):
+    answer = api.get("/api/dupes?threshold=1.5")
+    assert answer.status_code == 400 and "(0, 1]" in answer.json()["error"]
+    assert api.get("/api/dupes").json()["files"] == 12
+
+
+def test_with_a_token_every_route_but_login_and_static_files_needs_it(model, photos, tmp_path):
+    with client(model, tmp_path / "index", token=TOKEN) as api:
+        assert api.get("/api/health").status_code == 401
+        assert api.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        page = api.get("/", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        assert api.get("/login").status_code == 200
+        assert api.post("/login", data={"token": "wrong"}).status_code == 401
+        assert api.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        logged_in = api.post("/login", data={"token": TOKEN}, follow_redirects=False)
+        assert logged_in.status_code == 303 and "httponly" in logged_in.headers["set-cookie"].lower()
+        assert api.get("/api/health").status_code == 200  # the cookie the login set
