@@ -75,3 +75,7 @@ class Interrupted(EdgeSearchError):
 class ClusterError(EdgeSearchError):
     """A Ray cluster or Milvus server cannot be reached, has no room, or failed mid-run (what was
     committed before is kept)."""
+
+
+class AddressUnavailable(EdgeSearchError):
+    """`serve` cannot listen where it was told (the port is taken, or the address is not this machine's)."""

@@ -113,3 +113,16 @@ def test_with_a_token_every_route_but_login_and_static_files_needs_it(model, pho
         logged_in = api.post("/login", data={"token": TOKEN}, follow_redirects=False)
         assert logged_in.status_code == 303 and "httponly" in logged_in.headers["set-cookie"].lower()
         assert api.get("/api/health").status_code == 200  # the cookie the login set
+
+
+def test_wrong_tokens_from_one_client_are_slowed_to_a_429_that_even_the_right_token_gets(model, photos, tmp_path):
+    from edge_search.runtime.serve.auth import WRONG_TOKENS_ALLOWED
+
+    with client(model, tmp_path / "index", token=TOKEN) as api:
+        for _ in range(WRONG_TOKENS_ALLOWED - 1):
+            assert api.get("/api/health", headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert api.post("/login", data={"token": "guess"}).status_code == 401  # the form counts too
+        refused = api.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "wait" in refused.json()["error"]
+        assert api.post("/login", data={"token": TOKEN}).status_code == 429

@@ -1,10 +1,12 @@
-"""`dupes`: exact copies are always grouped; at a given threshold the groups are exactly the connected
-components of "same bytes or cosine >= threshold", whatever the group sizes; each group suggests the
-largest picture as its keeper; nothing is deleted."""
+"""`dupes`: groups that are safe to act on. Exact copies (same bytes) always form their own `exact` group; a `near`
+group is a keeper (the best picture) and files at or above the threshold *to that keeper*, one per content, so
+deleting every non-keeper always leaves a kept file with the same picture, whatever chains the data holds.
+Nothing is deleted by edge-search itself."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -54,29 +56,47 @@ def library(tmp_path, model, variants):
         yield library
 
 
-def components_by_brute_force(index_dir: Path, threshold: float) -> set[frozenset[str]]:
-    """The specification, computed independently: all pairs from the stored embeddings and hashes."""
+def stored(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """path -> (sha256, float32 embedding), read from the catalog independently of the dupes code."""
     with Catalog.open(index_dir, create=False) as catalog:
-        rows = catalog.db.execute("SELECT path, sha256, embedding FROM files WHERE status='ok' ORDER BY id").fetchall()
-    paths = [r[0].decode() for r in rows]
-    vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
-    linked = (vectors @ vectors.T) >= threshold
-    linked |= np.array([[a[1] == b[1] for b in rows] for a in rows])
-    seen, groups = set(), set()
-    for start in range(len(paths)):
-        if start in seen:
-            continue
-        members, frontier = {start}, [start]
-        while frontier:
-            row = frontier.pop()
-            for other in np.flatnonzero(linked[row]):
-                if other not in members:
-                    members.add(int(other))
-                    frontier.append(int(other))
-        seen |= members
-        if len(members) > 1:
-            groups.add(frozenset(paths[m] for m in members))
-    return groups
+        rows = catalog.db.execute("SELECT path, sha256, embedding FROM files WHERE status='ok'").fetchall()
+    return {r[0].decode(): (r[1], np.frombuffer(r[2], dtype=np.float32)) for r in rows}
+
+
+def picture_size(path: str) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size[0] * image.size[1], Path(path).stat().st_size
+
+
+def assert_safe_to_act_on(report, index_dir: Path) -> None:
+    """The rule, checked on the report against the catalog's own hashes and embeddings."""
+    rows, threshold = stored(index_dir), report.threshold
+    copies: dict[str, set[str]] = {}
+    for path, (sha, _) in rows.items():
+        copies.setdefault(sha, set()).add(path)
+    exact = [g for g in report.groups if g.kind == "exact"]
+    near = [g for g in report.groups if g.kind == "near"]
+    assert sorted(sorted(f.path for f in g.files) for g in exact) == sorted(
+        sorted(same) for same in copies.values() if len(same) > 1
+    ), "every set of identical files is one exact group, and nothing else is"
+    in_near = [f.path for g in near for f in g.files]
+    assert len(in_near) == len(set(in_near)), "no file is in two near groups"
+    assert len({rows[p][0] for p in in_near}) == len(in_near), "a near group holds one file per content"
+    for group in near:
+        keeper = rows[group.keep][1]
+        assert group.files[0].path == group.keep
+        for file, listed in zip(group.files, group.scores_to_keep):
+            assert float(rows[file.path][1] @ keeper) >= threshold, f"{file.path} is below the threshold to its keeper"
+            assert listed == pytest.approx(float(rows[file.path][1] @ keeper), abs=1e-6)
+        assert picture_size(group.keep) == max(picture_size(f.path) for f in group.files), "the keeper is the best"
+    # nothing that passes is left out: of any two distinct contents that pass, one is in a near group
+    grouped = {rows[p][0] for p in in_near}
+    contents = {sha: rows[sorted(paths)[0]][1] for sha, paths in copies.items()}
+    shas = sorted(contents)
+    for i, a in enumerate(shas):
+        for b in shas[i + 1 :]:
+            if float(contents[a] @ contents[b]) >= threshold + 1e-6:
+                assert a in grouped or b in grouped
 
 
 def found_groups(report) -> set[frozenset[str]]:
@@ -94,7 +114,7 @@ def test_exact_copies_are_always_grouped_and_called_exact(library, variants):
 
 
 @pytest.mark.parametrize("quantile", [0.5, 0.9, 0.97, 0.995])
-def test_groups_are_the_connected_components_at_the_threshold(library, quantile):
+def test_at_every_threshold_each_member_passes_against_its_keeper_and_exact_copies_stand_apart(library, quantile):
     with Catalog.open(library.directory, create=False) as catalog:
         vectors = np.stack([v for _, chunk in catalog.vectors() for v in chunk])
     similarities = np.sort((vectors @ vectors.T)[np.triu_indices(len(vectors), 1)])
@@ -103,7 +123,7 @@ def test_groups_are_the_connected_components_at_the_threshold(library, quantile)
     at = gaps[np.argmin(np.abs(gaps - quantile * len(similarities)))]
     threshold = float(similarities[at] + similarities[at + 1]) / 2
     report = library.dupes(threshold=threshold)
-    assert found_groups(report) == components_by_brute_force(library.directory, threshold)
+    assert_safe_to_act_on(report, library.directory)
     assert report.threshold == threshold and report.threshold_source == "option" and report.files == len(vectors)
 
 
@@ -129,6 +149,70 @@ def test_the_keeper_is_the_largest_picture_then_the_largest_file_and_listed_firs
         )
         assert group.scores_to_keep[0] == pytest.approx(1.0, abs=1e-5)
         assert len(group.pairs) == len(group.files) * (len(group.files) - 1) // 2
+
+
+def planted_library(root: Path, tiny_bundle: Path, pictures: list[tuple[str, int, np.ndarray]]) -> Library:
+    """An index whose embeddings are chosen, not computed: (file name, picture side in pixels, direction).
+    Files of the same side and direction are written as byte-identical copies."""
+    from edge_search.runtime.files import sha256_file
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store.generations import IndexWriter
+
+    root.mkdir(parents=True, exist_ok=True)
+    bundle = Bundle.load(tiny_bundle)
+    written: dict[tuple[int, bytes], Path] = {}
+    rows = []
+    for name, side, direction in pictures:
+        path = root / name
+        vector = np.zeros(bundle.dim, dtype=np.float32)
+        vector[: len(direction)] = direction
+        vector /= np.linalg.norm(vector)
+        same = written.setdefault((side, vector.tobytes()), path)
+        if same == path:
+            photo(side, side, side).save(path)
+        else:
+            shutil.copyfile(same, path)
+        stat = path.stat()
+        rows.append((os.fsencode(path), stat.st_size, stat.st_mtime_ns, sha256_file(path), vector, None))
+    with IndexWriter(root / "index", bundle, precision="fp32") as writer:
+        writer.commit_results(rows)
+        writer.publish()
+    return Library(root / "index")
+
+
+def chain(cos: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A~B and B~C at `cos`; A and C only at cos(2θ), below it."""
+    sin = float(np.sqrt(1 - cos**2))
+    return np.array([cos, sin]), np.array([1.0, 0.0]), np.array([cos, -sin])
+
+
+@pytest.mark.parametrize("threshold", [0.9, 0.95, 0.98])
+def test_a_chain_is_one_group_only_through_a_keeper_both_ends_pass_against(tiny_bundle, tmp_path, threshold):
+    a, b, c = chain(cos=(1 + threshold) / 2)  # A and C: below the threshold to each other
+    assert float(a @ c) < threshold
+    middle_best = planted_library(tmp_path / "b", tiny_bundle, [("a.png", 60, a), ("b.png", 90, b), ("c.png", 70, c)])
+    report = middle_best.dupes(threshold=threshold)
+    assert [[Path(f.path).name for f in g.files] for g in report.groups] == [["b.png", "a.png", "c.png"]]
+    assert_safe_to_act_on(report, middle_best.directory)
+    end_best = planted_library(tmp_path / "a", tiny_bundle, [("a.png", 90, a), ("b.png", 70, b), ("c.png", 60, c)])
+    report = end_best.dupes(threshold=threshold)
+    assert [[Path(f.path).name for f in g.files] for g in report.groups] == [["a.png", "b.png"]]  # C: alone
+    assert_safe_to_act_on(report, end_best.directory)
+
+
+def test_exact_copies_beside_a_near_group_keep_their_own_group(tiny_bundle, tmp_path):
+    near = np.array([0.99, float(np.sqrt(1 - 0.99**2))])
+    library = planted_library(
+        tmp_path,
+        tiny_bundle,
+        [("unrelated.png", 80, np.array([0.0, 0.0, 1.0])), ("copy-1.png", 60, near), ("copy-2.png", 60, near),
+         ("best.png", 90, np.array([1.0, 0.0]))],
+    )  # fmt: skip
+    report = library.dupes(threshold=0.95)
+    groups = sorted((g.kind, [Path(f.path).name for f in g.files]) for g in report.groups)
+    assert groups == [("exact", ["copy-1.png", "copy-2.png"]), ("near", ["best.png", "copy-1.png"])]
+    assert_safe_to_act_on(report, library.directory)
+    assert "keeper" in report.as_dict()["rule"]
 
 
 def test_under_restricts_the_search_and_a_bad_threshold_is_refused(model, variants, tmp_path):

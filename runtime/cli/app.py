@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge_search.runtime.errors import (
+    AddressUnavailable,
     BundleError,
     ClusterError,
     ImageDecodeError,
@@ -35,6 +36,7 @@ EXIT_CODES: dict[type, int] = {
     IndexBusy: 9,
     StorageError: 10,
     ClusterError: 11,
+    AddressUnavailable: 12,
     Interrupted: 130,
 }
 EXIT_VERIFY_FAILED = EXIT_CODES[IndexCorrupt]

@@ -27,6 +27,7 @@ from edge_search.runtime.cli.options import (
     MilvusTokenOpt,
     ModelOpt,
     MontageOpt,
+    Print0Opt,
     VerboseOpt,
     with_model_options,
 )
@@ -34,6 +35,7 @@ from edge_search.runtime.cli.render import (
     Progress,
     echo,
     emit_json,
+    emit_paths,
     err,
     human,
     model_notes,
@@ -310,6 +312,7 @@ def query(
     paths_only: Annotated[
         bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")
     ] = False,
+    print0: Print0Opt = False,
     montage: MontageOpt = None,
     milvus: MilvusOpt = None,
     box: Annotated[
@@ -324,6 +327,7 @@ def query(
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
     images = images or []
+    paths_only = paths_only or print0
     if not images and text is None:
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
     if images.count("-") > 1:
@@ -352,6 +356,7 @@ def query(
             model_options,
             as_json,
             paths_only,
+            print0,
             verbose,
             started,
         )
@@ -403,8 +408,7 @@ def query(
         )
         return
     if paths_only:
-        for hit in result.hits:
-            echo(human(hit.path))
+        emit_paths((hit.path for hit in result.hits), nul=print0)
         return
     if not result.hits:
         echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
@@ -432,6 +436,7 @@ def _query_fleet(
     model_options: ModelOptions,
     as_json: bool,
     paths_only: bool,
+    print0: bool,
     verbose: bool,
     started: float,
 ) -> None:
@@ -465,9 +470,12 @@ def _query_fleet(
             }
         )
         return
+    if paths_only:
+        emit_paths((f"{hit.box}:{hit.path}" for hit in result.hits), nul=print0)
+        return
     for hit in result.hits:
-        echo(f"{hit.box}:{hit.path}" if paths_only else f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
-    if not result.hits and not paths_only:
+        echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
+    if not result.hits:
         echo("No results (nothing synced to this collection yet, or nothing scored above --min-score).")
     err.print(
         f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · "
@@ -538,6 +546,7 @@ def dupes(
             "anything).",
         ),
     ] = False,
+    print0: Print0Opt = False,
     index: IndexOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -551,10 +560,8 @@ def dupes(
     if as_json:
         emit_json({**report.as_dict(), "montage": os.fspath(montage_dir) if montage_dir else None})
         return
-    if paths_only:
-        for group in report.groups:
-            for file in group.files[1:]:
-                echo(human(file.path))
+    if paths_only or print0:
+        emit_paths((file.path for group in report.groups for file in group.files[1:]), nul=print0)
         return
     for number, group in enumerate(report.groups, 1):
         echo(f"group {number} · {group.kind} · {len(group.files)} files")

@@ -72,6 +72,15 @@ CudaMemOpt = Annotated[
         SPEC["cuda_mem_limit"].flag, min=1, help="CUDA memory arena limit in MiB.", envvar=SPEC["cuda_mem_limit"].env
     ),
 ]
+Print0Opt = Annotated[
+    bool,
+    typer.Option(
+        "-0",
+        "--print0",
+        help="Paths only (implies -f), each ended by a NUL byte instead of a newline: for `xargs -0`, whatever the "
+        "file names hold (spaces, quotes, emoji, bytes that are not UTF-8).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DraftOpt = Annotated[
     bool,

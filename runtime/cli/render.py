@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ CUDA_HINT = (
 def human(path: str) -> str:
     """A printable form of a path whose bytes may not be UTF-8 (lossless in --json output instead)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def emit_paths(paths: Iterable[str], *, nul: bool) -> None:
+    """One path per line, or (`nul`) each path's exact bytes ended by a NUL, as `find -print0` writes them."""
+    if not nul:
+        for path in paths:
+            echo(human(path))
+        return
+    out = sys.stdout.buffer
+    for path in paths:
+        out.write(os.fsencode(path) + b"\0")
+    out.flush()
 
 
 def emit_json(obj: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from typing import Annotated, Optional
 
 import typer
@@ -18,11 +20,14 @@ from edge_search.runtime.cli.options import (
     with_model_options,
 )
 from edge_search.runtime.cli.render import err, model_notes
-from edge_search.runtime.errors import UsageError
+from edge_search.runtime.errors import AddressUnavailable, UsageError
 from edge_search.runtime.library import Library
 from edge_search.runtime.options import ModelOptions
 
 LOOPBACK_NAMES = ("localhost",)
+MIN_TOKEN_LENGTH = 16  # for an address others can reach: a token short enough to guess is no lock
+PLACEHOLDER_TOKENS = {"change-me", "changeme", "secret", "password", "token", "paste-your-token-here"}  # README
+MAKE_A_TOKEN = 'python3 -c "import secrets; print(secrets.token_urlsafe(24))"'
 
 
 def _is_loopback(host: str) -> bool:
@@ -32,6 +37,37 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_token(host: str, token: str | None, no_auth: bool) -> None:
+    """A non-loopback address needs a token that cannot be guessed (or an explicit --no-auth)."""
+    if _is_loopback(host):
+        return
+    if not token and not no_auth:
+        raise UsageError(
+            f"Refusing to listen on {host} without a token: anyone on the network could search and "
+            f"download your photos. Pass --token (or EDGE_SEARCH_TOKEN; make one with {MAKE_A_TOKEN}), or "
+            "--no-auth if you mean it."
+        )
+    if token and (token.lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LENGTH):
+        weak = "the README's placeholder" if token.lower() in PLACEHOLDER_TOKENS else f"{len(token)} characters"
+        raise UsageError(
+            f"Refusing to listen on {host} with a weak token ({weak}): on a network it must be at least "
+            f"{MIN_TOKEN_LENGTH} characters and not a placeholder. Make one with {MAKE_A_TOKEN}."
+        )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads and before anything says "serving"."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        return socket.create_server(address[:2], family=family)
+    except OSError as exc:
+        reason = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise AddressUnavailable(
+            f"Cannot listen on {host}:{port}: the address {reason}. Choose another with --port (or "
+            "EDGE_SEARCH_PORT), or stop what holds it."
+        ) from None
 
 
 def _serve_imports():
@@ -92,14 +128,11 @@ def serve(
     verbose: VerboseOpt = False,
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
-    if not _is_loopback(host) and not token and not no_auth:
-        raise UsageError(
-            f"Refusing to listen on {host} without a token: anyone on the network could search and "
-            "download your photos. Pass --token (or EDGE_SEARCH_TOKEN), or --no-auth if you mean it."
-        )
+    _check_token(host, token, no_auth)
     uvicorn, ServiceConfig, make_app = _serve_imports()
     library = Library(index)
-    library.reader()  # no index yet: say so before loading a model
+    library.reader()  # no index yet: say so before listening or loading a model
+    listening = _listen(host, port)  # a port in use: say so before loading a model, and never "serving"
     opened = library.open_model(model, model_options)
     model_notes(opened, library.directory, verbose)
     library.check_model(opened)
@@ -128,7 +161,7 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    _quiet_exit_server(uvicorn)(server_config).run()
+    _quiet_exit_server(uvicorn)(server_config).run(sockets=[listening])
 
 
 def _log(message: str) -> None:

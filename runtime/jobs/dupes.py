@@ -1,12 +1,18 @@
-"""Duplicates in an index: byte-identical files (same sha256) and near-duplicates (re-encoded, resized,
-slightly cropped copies) whose embeddings are at least `threshold` alike.
+"""Duplicates in an index, in groups that are safe to act on: deleting every file but the keeper of each group
+leaves, for every deleted file, a kept file with the same picture.
 
-Every pair at or above the threshold lands in one group (connected components). Candidates are found
-through the vector index: one batched k-nearest search per image, with k widened for the images
-whose k-th neighbour still passes, so no pair above the threshold is cut off by k. The index holds
-reduced-precision vectors (f16 by default), so candidates are searched a little below the threshold
-and each pair is decided on the catalog's float32 embeddings: the groups do not depend on the dtype. Nothing is ever
-deleted; each group names a suggested keeper (largest resolution, then largest file, then most EXIF).
+The rule (`RULE`, also in the JSON report):
+- Byte-identical files (same sha256) form an `exact` group of their own, whatever else they resemble.
+- Among distinct contents (one file stands for each set of identical copies: that group's keeper), a `near` group
+  is a keeper and the files at or above the threshold *to that keeper*. Keepers are chosen best first (largest
+  resolution, then largest file, then most EXIF, then the shortest path): the best picture not yet placed takes
+  every not-yet-placed picture that passes against it. So a chain A~B~C where A and C do not pass is never one
+  group through B unless B is the keeper and both pass against B; nobody is listed because of a third file.
+
+Candidates are found through the vector index: one batched k-nearest search per image, with k widened for the
+images whose k-th neighbour still passes, so no pair above the threshold is cut off by k. The index holds
+reduced-precision vectors (f16 by default), so candidates are searched a little below the threshold and each pair
+is decided on the catalog's float32 embeddings: the groups do not depend on the dtype. Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ EXACT_DUPES_MAX = 20_000
 # how far an index dtype's cosine can stray from float32's (unit vectors, measured bounds with room)
 SCORE_SLACK = {"f32": 1e-5, "f16": 3e-3, "i8": 3e-2}
 EXIF_TAKEN = (36867, 306)  # DateTimeOriginal (Exif IFD), DateTime (IFD0)
-MAX_PAIRS_GROUP = 200  # larger groups list the pairs that joined them, not every pair
+MAX_PAIRS_GROUP = 200  # larger groups do not list every pair
+RULE = (
+    "exact: files with the same sha256, whatever else they resemble. near: one file per distinct content; every "
+    "member scores at or above the threshold to the group's keeper (the best picture: resolution, then file size, "
+    "then EXIF), chosen best first; members need not pass against each other."
+)
 
 
 @dataclass(frozen=True)
@@ -107,36 +118,8 @@ class DupesReport:
             "seconds": round(self.seconds, 3),
             "random_weights": self.random_weights,
             "notes": self.notes,
+            "rule": RULE,
         }
-
-
-class _Components:
-    """Union-find over row numbers (path halving, union by size)."""
-
-    def __init__(self, count: int):
-        self.parent = list(range(count))
-        self.size = [1] * count
-
-    def find(self, item: int) -> int:
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return
-        if self.size[a] < self.size[b]:
-            a, b = b, a
-        self.parent[b] = a
-        self.size[a] += self.size[b]
-
-    def groups(self) -> list[list[int]]:
-        members: dict[int, list[int]] = defaultdict(list)
-        for item in range(len(self.parent)):
-            members[self.find(item)].append(item)
-        return [m for m in members.values() if len(m) > 1]
 
 
 def find_duplicates(
@@ -149,31 +132,49 @@ def find_duplicates(
     random_weights: bool = False,
     index_dtype: str = "f16",
 ) -> DupesReport:
-    """Group the catalog's images (those under `under_dir`, if given) into duplicates."""
+    """Group the catalog's images (those under `under_dir`, if given) into duplicates, by `RULE`."""
     started = time.perf_counter()
     rows = catalog.ok_files()
     if under_dir:
         prefix = [encode_path(os.path.abspath(os.path.expanduser(under_dir)))]
         rows = [r for r in rows if under(encode_path(r[1]), prefix)]
-    keys = np.array([r[0] for r in rows], dtype=np.uint64)
-    row_of = {int(k): i for i, k in enumerate(keys)}
-    components = _Components(len(rows))
+    described: dict[int, DupeFile] = {}  # row -> what the keeper choice needs (opens the file: only as needed)
 
+    def describe(row: int) -> DupeFile:
+        if row not in described:
+            described[row] = _describe(rows[row])
+        return described[row]
+
+    groups: list[DupeGroup] = []
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        if row[4]:
-            by_hash[row[4]].append(i)
+        by_hash[row[4] or f"unhashed:{i}"].append(i)
+    distinct: list[int] = []  # one row per content: its copies' keeper
     for same in by_hash.values():
-        for other in same[1:]:
-            components.union(same[0], other)
+        best = max(same, key=lambda i: _preference(describe(i))) if len(same) > 1 else same[0]
+        distinct.append(best)
+        if len(same) > 1:
+            groups.append(_group("exact", [describe(i) for i in _keeper_first(best, same)], None))
 
+    keys = np.array([rows[i][0] for i in distinct], dtype=np.uint64)
     vectors = _vectors(catalog, keys)
+    position = {int(k): p for p, k in enumerate(keys)}
     slack = SCORE_SLACK.get(index_dtype, max(SCORE_SLACK.values()))
-    for i, j in _pairs_at_or_above(index, vectors, keys, row_of, threshold - slack):
-        if float(vectors[i] @ vectors[j]) >= threshold:  # decided in float32, not in the index's dtype
-            components.union(i, j)
-
-    groups = [_group([rows[i] for i in members], vectors[members]) for members in components.groups()]
+    passing: dict[int, set[int]] = defaultdict(set)  # position -> positions at or above the threshold
+    for a, b in _pairs_at_or_above(index, vectors, keys, position, threshold - slack):
+        if float(vectors[a] @ vectors[b]) >= threshold:  # decided in float32, not in the index's dtype
+            passing[a].add(b)
+            passing[b].add(a)
+    placed: set[int] = set()
+    for keeper in sorted(passing, key=lambda p: _preference(describe(distinct[p])), reverse=True):
+        if keeper in placed:
+            continue
+        placed.add(keeper)
+        members = sorted(passing[keeper] - placed, key=lambda p: (-float(vectors[keeper] @ vectors[p]), p))
+        if members:
+            placed.update(members)
+            chosen = [keeper, *members]
+            groups.append(_group("near", [describe(distinct[p]) for p in chosen], vectors[chosen]))
     groups.sort(key=lambda g: (-len(g.files), g.keep))
     notes = []
     if random_weights:
@@ -225,25 +226,24 @@ def _pairs_at_or_above(
     return pairs
 
 
-def _group(rows: list[tuple], vectors: np.ndarray) -> DupeGroup:
-    files = [_describe(row) for row in rows]
-    similarity = vectors @ vectors.T
-    keeper = max(
-        range(len(files)), key=lambda i: (files[i].pixels, files[i].size, files[i].exif_tags, -len(files[i].path))
-    )
-    exact = len({f.sha256 for f in files}) == 1 and files[0].sha256 is not None
-    if exact:
-        similarity = np.ones_like(similarity)
-    order = [keeper] + sorted(
-        (i for i in range(len(files)) if i != keeper), key=lambda i: (-similarity[keeper, i], files[i].path)
-    )
-    files = [files[i] for i in order]
-    similarity = similarity[np.ix_(order, order)]
+def _preference(file: DupeFile) -> tuple[int, int, int, int]:
+    """Which of several copies to keep: the largest picture, then the largest file, then the most EXIF, then the
+    shortest path (the copy least likely to be a "copy of copy" in a nested folder)."""
+    return (file.pixels, file.size, file.exif_tags, -len(file.path))
+
+
+def _keeper_first(keeper: int, rows: list[int]) -> list[int]:
+    return [keeper] + sorted((r for r in rows if r != keeper), key=lambda r: r)
+
+
+def _group(kind: str, files: list[DupeFile], vectors: np.ndarray | None) -> DupeGroup:
+    """A group with its keeper first (`files[0]`); `vectors` None: exact copies (every score 1)."""
     count = len(files)
+    similarity = np.ones((count, count)) if vectors is None else vectors @ vectors.T
     pairs = []
     if count <= MAX_PAIRS_GROUP:
         pairs = [(a, b, float(similarity[a, b])) for a in range(count) for b in range(a + 1, count)]
-    return DupeGroup("exact" if exact else "near", files, files[0].path, [float(s) for s in similarity[0]], pairs)
+    return DupeGroup(kind, files, files[0].path, [float(s) for s in similarity[0]], pairs)
 
 
 def _describe(row: tuple) -> DupeFile:

@@ -30,7 +30,7 @@ from edge_search.runtime.errors import (
 )
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.serve import routes
-from edge_search.runtime.serve.auth import STATIC, TokenAuth, error, login
+from edge_search.runtime.serve.auth import STATIC, TokenAuth, WrongTokenLimiter, error, login
 from edge_search.runtime.serve.config import HttpError, ServiceConfig
 from edge_search.runtime.serve.service import Service
 from edge_search.runtime.serve.watch import LibraryWatcher
@@ -102,6 +102,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
         },
     )
     app.state.service = service
+    app.state.wrong_tokens = WrongTokenLimiter()
     return app
 
 
