@@ -32,7 +32,12 @@ class ImagesFailed(EdgeSearchError):
 
 
 class ProviderError(EdgeSearchError):
-    """The requested execution provider or precision cannot run here."""
+    """The requested execution provider or precision cannot run here; `reason` is why, in a few words (the
+    message also says what to do)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class IndexMissing(EdgeSearchError):

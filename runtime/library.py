@@ -82,6 +82,7 @@ class RemoveReport:
     removed: int
     forgotten_roots: list[str]
     generation: int
+    notes: list[str] = field(default_factory=list)  # e.g. that a folder inside an indexed one comes back
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class Library:
                     on_start=on_start,
                     on_file=on_file,
                     stop=stop,
+                    decode_limits=f"max_pixels={model.preprocessor.max_pixels}",
                 )
         finally:
             if cluster is not None:
@@ -280,14 +282,36 @@ class Library:
         """Forget files, or everything under folders (and those folders as roots). No model needed."""
         if not self.exists():
             raise IndexMissing(f"No index at {self.directory} yet; nothing to remove.")
-        targets = [encode_path(os.path.expanduser(os.fspath(p))) for p in paths]
+        targets = [encode_path(os.path.abspath(os.path.expanduser(os.fspath(p)))) for p in paths]
         with IndexWriter(self.directory, None, precision=None) as writer:
-            doomed = [p for p in writer.catalog.states() if under(p, targets)]
+            states, roots = writer.catalog.states(), writer.catalog.roots()
+            indexed = [*states, *(encode_path(r.path) for r in roots)]
+            unknown = [os.fsdecode(t) for t in targets if not any(under(p, [t]) for p in indexed)]
+            if unknown:
+                raise UsageError(
+                    f"Nothing to remove: no indexed file or folder is at or under {', '.join(unknown)}. "
+                    f"{self._roots_line(roots)} Nothing was removed."
+                )
+            doomed = [p for p in states if under(p, targets)]
             removed = writer.delete_paths(doomed)
-            forgotten = [r.path for r in writer.catalog.roots() if under(encode_path(r.path), targets)]
+            forgotten = [r.path for r in roots if under(encode_path(r.path), targets)]
             writer.forget_roots(encode_path(p) for p in forgotten)
             generation = writer.publish_if_changed()
-        return RemoveReport(removed, forgotten, generation)
+        notes = [
+            f"{os.fsdecode(t)} is inside the indexed folder {r.path}: the next `edge-search index` adds it back. "
+            f"To keep it out: edge-search index {r.path} --exclude '{os.fsdecode(t)}' (--exclude replaces what "
+            "the folder remembered: repeat those patterns too)."
+            for t in targets
+            for r in roots
+            if r.path not in forgotten and under(t, [encode_path(r.path)])
+        ]
+        return RemoveReport(removed, forgotten, generation, notes)
+
+    @staticmethod
+    def _roots_line(roots: Sequence[Root]) -> str:
+        if not roots:
+            return "The index remembers no folders."
+        return "Indexed folders: " + ", ".join(r.path for r in roots) + "."
 
     # -- reading ----------------------------------------------------------------------------------
     def reader(self) -> IndexReader:
@@ -357,7 +381,17 @@ class Library:
                     excluded_paths.update(_self_paths(image))
                     excluded_sha.add(_sha256(image))
         query = l2_normalize(query[None])[0]
-        prefix = [encode_path(os.path.expanduser(os.fspath(under_dir)))] if under_dir else None
+        prefix = None
+        if under_dir:
+            prefix = [encode_path(os.path.abspath(os.path.expanduser(os.fspath(under_dir))))]
+            roots = reader.catalog.roots()
+            if roots and not any(
+                under(p, prefix) or under(prefix[0], [p]) for p in (encode_path(r.path) for r in roots)
+            ):
+                raise UsageError(
+                    f"--under {os.fsdecode(prefix[0])} is not inside any indexed folder, so nothing could be found "
+                    f"there. {self._roots_line(roots)}"
+                )
         keep = None
         if prefix or excluded_paths or excluded_sha:
             catalog = reader.catalog

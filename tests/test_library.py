@@ -133,7 +133,13 @@ def test_a_moved_or_renamed_folder_keeps_its_embeddings(model, library, photo_di
     before = {h.path: h.score for h in library.query(model, images=[photo_dir / "img01.png"], k=12).hits}
     photo_dir.rename(tmp_path / "renamed")
     report = library.index(model, [tmp_path])
-    assert (report.moved, report.embedded, report.added, report.removed, report.count) == (12, 0, 0, 12, 12)
+    assert (report.moved, report.embedded, report.added, report.removed, report.count) == (
+        12,
+        0,
+        0,
+        0,
+        12,
+    )  # a move is not a removal
     after = {h.path: h.score for h in library.query(model, images=[tmp_path / "renamed" / "img01.png"], k=12).hits}
     assert sorted(after.values()) == pytest.approx(sorted(before.values()), abs=1e-6)
 
@@ -215,3 +221,37 @@ def test_a_stop_during_the_folder_walk_ends_the_run_and_prunes_nothing(model, li
     report = library.index(model, [photo_dir], stop=stop)
     assert report.interrupted and (report.removed, report.added) == (0, 0)
     assert library.info().count == 12
+
+
+def test_a_file_too_large_for_the_limit_is_retried_when_the_limit_is_raised(tiny_bundle, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (1500, 1000), (10, 80, 200)).save(photos / "big.png")  # 1.5 MP
+    with Library(tmp_path / "index") as library:
+        small = library.index(Model.open(tiny_bundle, ModelOptions(device="cpu", max_megapixels=1)), [photos])
+        assert len(small.failed) == 1 and "--max-megapixels" in small.failed[0][1]
+        again = library.index(Model.open(tiny_bundle, ModelOptions(device="cpu", max_megapixels=1)), [photos])
+        assert (again.unchanged, again.failed) == (1, [])  # same limit: not tried again
+        raised = library.index(Model.open(tiny_bundle, ModelOptions(device="cpu", max_megapixels=2)), [photos])
+        assert (raised.embedded, raised.failed, raised.count) == (1, [], 1)
+        assert library.failures() == []
+
+
+def test_removing_or_searching_under_a_path_the_index_does_not_hold_says_so(model, library, photo_dir, tmp_path):
+    library.index(model, [photo_dir])
+    with pytest.raises(UsageError, match="Nothing to remove.*Indexed folders: " + str(photo_dir)):
+        library.remove([tmp_path / "nonexistent"])
+    assert library.info().count == 12  # nothing was removed
+    with pytest.raises(UsageError, match="not inside any indexed folder"):
+        library.query(model, images=[photo_dir / "img01.png"], under_dir=tmp_path / "nonexistent")
+    assert library.query(model, images=[photo_dir / "img01.png"], under_dir=tmp_path, k=1).hits  # above a root: fine
+
+
+def test_removing_a_folder_inside_an_indexed_one_says_the_next_index_brings_it_back(model, library, photo_dir):
+    library.index(model, [photo_dir])
+    report = library.remove([photo_dir / "sub"])
+    assert report.removed == 3 and len(report.notes) == 1
+    assert "adds it back" in report.notes[0] and f"--exclude '{photo_dir / 'sub'}'" in report.notes[0]
+    assert library.index(model, [photo_dir], excludes=[str(photo_dir / "sub")]).count == 9  # the advice works

@@ -38,6 +38,8 @@ from edge_search.runtime.cli.render import (
     emit_paths,
     err,
     human,
+    human_size,
+    info_lines,
     model_notes,
     say,
 )
@@ -227,7 +229,8 @@ def index(
     if not as_json:
         where = f"the Ray cluster at {ray}" if ray else opened.provider
         err.print(
-            f"Indexing into {library.directory} with {opened.bundle.manifest.model_id} · {where} {opened.precision}"
+            f"Indexing into {library.directory} with the bundle at {opened.bundle.root} (from "
+            f"{opened.bundle.manifest.model_id}) · {where} {opened.precision}"
         )
     settings = IndexOptions(
         dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search
@@ -568,7 +571,8 @@ def dupes(
         for file, score in zip(group.files, group.scores_to_keep):
             mark = "keep " if file.path == group.keep else f"{score:.4f}"
             size = f"{file.width}x{file.height}" if file.width else "?"
-            echo(f"  {mark}  {size:>11}  {file.size / 1e6:7.2f} MB  {file.taken or file.modified}  {human(file.path)}")
+            when = file.taken or file.modified
+            echo(f"  {mark}  {size:>11}  {human_size(file.size):>8}  {when}  {human(file.path)}")
     err.print(
         f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
         f"images · threshold {report.threshold:g} ({report.threshold_source}) · {report.seconds:.1f} s"
@@ -597,18 +601,8 @@ def info(
     if as_json:
         emit_json(data)
         return
-    for key, value in data.items():
-        if key == "roots":
-            value = (
-                ", ".join(
-                    r["path"]
-                    + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
-                    + (" (hidden included)" if r["include_hidden"] else "")
-                    for r in value
-                )
-                or "none"
-            )
-        echo(f"{key:<17} {value}")
+    for label, value in info_lines(data):
+        echo(f"{label:<14} {value}")
 
 
 # ---------------------------------------------------------------------------------------------- remove
@@ -624,9 +618,16 @@ def remove(
     report = Library(index).remove([os.path.abspath(p) for p in paths])
     if as_json:
         emit_json(
-            {"removed": report.removed, "forgotten_roots": report.forgotten_roots, "generation": report.generation}
+            {
+                "removed": report.removed,
+                "forgotten_roots": report.forgotten_roots,
+                "generation": report.generation,
+                "notes": report.notes,
+            }
         )
         return
+    for note in report.notes:
+        say("note:", "yellow", note)
     echo(f"removed {report.removed} file(s) (generation {report.generation})")
     for root in report.forgotten_roots:
         err.print(f"forgot the root {human(root)}: `edge-search index` no longer updates it")

@@ -29,6 +29,47 @@ def human(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def human_size(size: float) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as file managers show them)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """`info` for a person: labelled lines, sizes in units, the bundle named as the bundle (its source
+    checkpoint beside it)."""
+    failed = data["failed"]
+    roots = ", ".join(
+        human(r["path"])
+        + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
+        + (" (hidden included)" if r["include_hidden"] else "")
+        for r in data["roots"]
+    )
+    identity = (data["bundle_identity"] or "")[:12]
+    return [
+        ("index", human(data["index"])),
+        ("images", f"{data['count']}" + (f" · {failed} failed (edge-search info --failed)" if failed else "")),
+        ("bundle", f"{data['bundle_path'] or 'none yet'}" + (f" (identity {identity}…)" if identity else "")),
+        (
+            "model",
+            f"made from {data['model'] or '?'} · {data['dim'] or '?'}-d"
+            + (" · RANDOM weights: results mean nothing" if data["random_weights"] else ""),
+        ),
+        ("precision", f"{data['precision'] or '?'} (the last run's)"),
+        (
+            "vector index",
+            f"{data['vector_dtype']} · connectivity {data['connectivity']} · expansion {data['expansion_search']} · "
+            f"generation {data['generation']} ({data['index_file'] or 'none'}, {data['index_count']} vectors)",
+        ),
+        ("last indexed", data["last_indexed_at"] or "never"),
+        ("folders", roots or "none"),
+        ("size on disk", human_size(data["size_bytes"])),
+    ]
+
+
 def emit_paths(paths: Iterable[str], *, nul: bool) -> None:
     """One path per line, or (`nul`) each path's exact bytes ended by a NUL, as `find -print0` writes them."""
     if not nul:

@@ -259,4 +259,12 @@ def _describe(row: tuple) -> DupeFile:
     except (OSError, ValueError, SyntaxError):
         pass  # gone or unreadable since it was indexed: listed without dimensions
     modified = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
-    return DupeFile(key, path, size, modified, sha, width, height, tags, str(taken) if taken else None)
+    return DupeFile(key, path, size, modified, sha, width, height, tags, _exif_date(taken))
+
+
+def _exif_date(value: object) -> str | None:
+    """EXIF's "2024:05:01 10:00:00" in the form the modification dates take, "2024-05-01 10:00:00"."""
+    if not value:
+        return None
+    text = str(value).strip("\x00 ")
+    return text[:10].replace(":", "-") + text[10:] if len(text) >= 10 and text[4] == ":" else text

@@ -105,7 +105,10 @@ def run_index(
     on_start: Callable[[int], None] | None = None,
     on_file: FileCallback | None = None,
     stop: threading.Event | None = None,
+    decode_limits: str | None = None,
 ) -> IndexReport:
+    """`decode_limits`: what decides whether a file can be decoded at all (the megapixel limit); when it differs
+    from the last run's, files that failed are tried again although they did not change."""
     started = time.perf_counter()
     roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots_given]
     catalog = writer.catalog
@@ -113,11 +116,14 @@ def run_index(
     found = walk(roots, stop)
     report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
+    limits_changed = decode_limits is not None and catalog.index_meta().decode_limits != decode_limits
 
     todo: list[tuple[str, os.stat_result]] = []
     for path, stat in found.files.items():
         state = states.get(encode_path(path))
-        if state and state.size == stat.st_size and state.mtime_ns == stat.st_mtime_ns:
+        failed_under_other_limits = state is not None and state.status == "failed" and limits_changed
+        unchanged = state is not None and state.size == stat.st_size and state.mtime_ns == stat.st_mtime_ns
+        if unchanged and not failed_under_other_limits:
             report.unchanged += 1
             continue
         todo.append((path, stat))
@@ -131,6 +137,7 @@ def run_index(
     rows: list[ResultRow] = []
     touched: list[tuple[bytes, int, int]] = []
     vanished: list[bytes] = []
+    moved_from: set[str] = set()  # old paths of moved files
     last_publish = time.monotonic()
     publish_cost = 0.0  # seconds the last publish took: a large index is republished less often
 
@@ -148,7 +155,7 @@ def run_index(
     for result in itertools.chain(results, embedder.embed(retry, stop=stop)):  # `retry` is filled by then
         path = str(result.path)
         key = encode_path(path)
-        outcome = _settle(result, states.get(key), stats[path], found.files, catalog, known, rows, touched)
+        outcome = _settle(result, states.get(key), stats[path], found.files, catalog, known, rows, touched, moved_from)
         if outcome == "retry":
             retry.append(path)
             continue
@@ -179,15 +186,19 @@ def run_index(
         roots_b = [encode_path(r.path) for r in roots]
         keep_b = [encode_path(d) for d in found.unreadable_dirs]
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
-        report.removed = writer.delete_paths(gone + vanished) if gone or vanished else 0
+        deleted = writer.delete_paths(gone + vanished) if gone or vanished else 0
+        report.removed = deleted - len({encode_path(p) for p in moved_from} & set(gone))  # a move is no removal
+    if decode_limits is not None and limits_changed and not report.interrupted:
+        writer.record_decode_limits(decode_limits)
     report.generation = writer.publish_if_changed()
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched) -> str:
-    """Queue the catalog change for one file; returns what happened to it."""
+def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched, moved_from: set[str]) -> str:
+    """Queue the catalog change for one file; returns what happened to it (a move adds its old path to
+    `moved_from`: that row goes, but it was moved, not removed)."""
     key = encode_path(result.path)
     if result.vanished:
         return "vanished"
@@ -204,7 +215,11 @@ def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, tou
         moved = (
             source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
         )
-        return "moved" if moved else ("updated" if state else "added")
+        if moved:
+            assert source_path is not None
+            moved_from.add(source_path)
+            return "moved"
+        return "updated" if state else "added"
     rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
     if not result.ok:
         return "failed"

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from edge_search.runtime.errors import EdgeSearchError
+from edge_search.runtime.errors import EdgeSearchError, ProviderError
 from edge_search.runtime.files import sha256_file
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.store import vector_index as vi
@@ -136,6 +136,8 @@ def check_providers(root: Path) -> list[Check]:
         try:
             session, _ = open_session(bundle, device=device)
             checks.append(Check(f"provider {device}", "ok", f"starts: {session.provider} with {session.precision}"))
+        except ProviderError as exc:  # its reason, not the advice for a `--device` nobody gave here
+            checks.append(Check(f"provider {device}", absent, f"does not start: {exc.reason}"))
         except EdgeSearchError as exc:
             checks.append(Check(f"provider {device}", absent, f"does not start: {exc}"))
     return checks

@@ -28,6 +28,9 @@ from edge_search.runtime.model.bundle import PreprocessConfig
 
 BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP)
+# Pillow refuses images above twice its limit (~178 MP) whatever the caller allows; `open_image` checks the
+# caller's limit itself (from the header, before decoding), so --max-megapixels above 178 is honoured.
+Image.MAX_IMAGE_PIXELS = None
 # JPEGs are decoded with DCT scaling to no less than this multiple of the resize target (e.g. 448 px
 # for 224): a 12 MP photo decodes ~3.5x faster, and embeddings stay within cosine 0.99999 of full decoding.
 DRAFT_FACTOR = 2
@@ -124,8 +127,8 @@ def open_image(
         else:
             reason = "not an image in a supported format"
         raise ImageDecodeError(path, reason) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, f"decompression bomb: {exc}") from None
+    except Image.DecompressionBombError:  # (Pillow's own limit is lifted below: `max_pixels` is the one that counts)
+        raise ImageDecodeError(path, "too large to decode; raise the limit with --max-megapixels") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image ({exc})") from None
 
@@ -150,7 +153,8 @@ def _is_heif(source) -> bool:
 def default_max_pixels(workers: int) -> int:
     """The largest image (in pixels, after JPEG draft) that `workers` parallel decodes can hold in the
     memory available now: ~24 bytes a pixel each (decoded RGB(A), its conversion and resize copies),
-    at most a quarter of available memory, between 24 and 178 megapixels (Pillow's own hard limit).
+    at most a quarter of available memory, between 24 and 178 megapixels (Pillow's default hard limit;
+    --max-megapixels goes beyond it).
     Decided once per process, so every preprocessor a process builds for the same options is equal."""
     available = _available_memory()
     if available is None:

@@ -118,7 +118,8 @@ def open_session(
                 continue
             if problem:
                 raise ProviderError(
-                    f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto."
+                    f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto.",
+                    reason=f"CUDA cannot start: {problem}",
                 )
         path = bundle.model_path(plan.precision)
         options = ort.SessionOptions()
@@ -142,7 +143,8 @@ def open_session(
                 notes.append(f"CUDA could not start ({reason}); using the CPU.")
                 continue
             raise ProviderError(
-                f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto."
+                f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto.",
+                reason=f"CUDA could not start: {reason}",
             )
         spec = session.get_inputs()[0]
         return (

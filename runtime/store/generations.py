@@ -205,6 +205,9 @@ class IndexWriter:
     def delete_paths(self, paths: Iterable[bytes]) -> int:
         return self.catalog.delete_paths(paths)
 
+    def record_decode_limits(self, limits: str) -> None:
+        self.catalog.set_meta({"decode_limits": limits})
+
     def _holder(self) -> str:
         try:
             info = json.loads((self.directory / HOLDER_NAME).read_text())

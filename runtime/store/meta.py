@@ -30,6 +30,7 @@ class IndexMeta:
     index_sha256: str | None = None
     index_count: int = 0
     last_indexed_at: str | None = None
+    decode_limits: str | None = None  # the decoding limits the last run used: failed files are retried when they change
     catalog_version: int = 0  # bumped in the same transaction as every change to the vectors
     published_version: int | None = None  # the catalog_version the published generation reflects
 
