@@ -324,6 +324,10 @@ class Library:
                 self._readers.append(reader)
         return reader
 
+    def latest(self, k: int = 24) -> list[tuple[int, str]]:
+        """(key, path) of the `k` images added last, newest first: what a start page shows. No model needed."""
+        return self.reader().catalog.latest(k)
+
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""
         catalog = self.reader().catalog

@@ -61,6 +61,12 @@ def _short(name: str, width: int = 26) -> str:
     return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2) :]
 
 
+def folder_and_name(path: str) -> str:
+    """"holiday 2024/IMG_0001.jpg": the parent folder tells apart the many files of one name."""
+    parent = os.path.basename(os.path.dirname(path))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
 def hit_label(hit) -> str:
     """Rank and score with 4 decimals: 0.9996 must not read as 1.000."""
     return f"#{hit.rank}  {hit.score:.4f}"
@@ -74,7 +80,7 @@ def write_montage(
         (source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
         for label, source in zip(labels, sources)
     ]
-    cells += [(hit.path, hit_label(hit), os.path.basename(hit.path), hit.path, False) for hit in hits]
+    cells += [(hit.path, hit_label(hit), folder_and_name(hit.path), hit.path, False) for hit in hits]
     named = [_short(str(label), 60) for label in labels] + ([f'"{_short(text, 60)}"'] if text else [])
     header = "query: " + ", ".join(named) + f"  ·  {len(hits)} result(s)"
     return write_sheet(header, cells, out, columns)
@@ -122,10 +128,10 @@ def write_dupes_sheets(groups: Sequence, folder: Path) -> list[Path]:
     written = []
     for number, group in enumerate(groups, 1):
         cells = [
-            (f.path, "keep" if i == 0 else f"{score:.4f}", os.path.basename(f.path), f.path, i == 0)
+            (f.path, "keep" if i == 0 else f"{score:.4f}", folder_and_name(f.path), f.path, i == 0)
             for i, (f, score) in enumerate(zip(group.files, group.scores_to_keep))
         ]
-        keep = _short(os.path.basename(group.keep), 50)
+        keep = _short(folder_and_name(group.keep), 50)
         header = f"group {number} · {group.kind} · {len(group.files)} files · keep {keep}"
         written.append(write_sheet(header, cells, folder / f"group-{number:04d}.jpg"))
     return written

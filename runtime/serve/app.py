@@ -54,6 +54,7 @@ ROUTES = [
     Route("/api/query", routes.query, methods=["POST"]),
     Route("/api/similar/{id:int}", routes.similar),
     Route("/api/dupes", routes.dupes),
+    Route("/api/latest", routes.latest),
     Route("/api/image/{id:int}", routes.image),
     Route("/api/thumb/{id:int}", routes.thumb),
 ]

@@ -78,6 +78,14 @@ async def similar(request: Request) -> Response:
     return JSONResponse({"results": [hit.as_dict() for hit in result.hits]})
 
 
+async def latest(request: Request) -> Response:
+    """The images added last: the start page's grid, before anything is searched."""
+    service = _service(request)
+    k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
+    found = await service.call(service.library.latest, k)
+    return JSONResponse({"results": [{"id": key, "path": path} for key, path in found]})
+
+
 async def dupes(request: Request) -> Response:
     """The duplicates report (the library checks the threshold), without the files' content hashes."""
     service = _service(request)

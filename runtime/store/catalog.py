@@ -355,6 +355,11 @@ class Catalog:
         vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
         return keys, vectors
 
+    def latest(self, limit: int) -> list[tuple[int, str]]:
+        """(key, path) of the images added last, newest first (by row id: no scan of the table)."""
+        rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' ORDER BY id DESC LIMIT ?", (limit,))
+        return [(row[0], decode_path(row[1])) for row in rows]
+
     def paths_for(self, ids: Iterable[int]) -> dict[int, str]:
         ids = [int(i) for i in ids]
         if not ids:

@@ -81,10 +81,10 @@ def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, i
         assert page.is_visible("#warning") == service.health()["random_weights"]  # the tiny test bundle says no
 
         page.set_input_files("#file", str(photos / "img02.webp"))
-        page.wait_for_selector("#results .hit")
+        page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
         hits = page.locator("#results .hit")
         assert hits.count() == 12  # 24 asked, 12 indexed
-        assert hits.first.locator(".name").inner_text() == "img02.webp"
+        assert hits.first.locator(".name").inner_text() == "photos/img02.webp"  # the parent folder too
         assert float(hits.first.locator(".score").inner_text()) == pytest.approx(1.0, abs=1e-3)
         assert page.inner_text("#query-name") == "img02.webp"
         for thumbnail in page.locator("#results img").all():
@@ -134,7 +134,7 @@ def test_the_page_fits_a_phone_screen(browser, indexed):
         )
         long_name.write_bytes((photos / "img03.bmp").read_bytes())
         page.set_input_files("#file", str(long_name))
-        page.wait_for_selector("#results .hit")
+        page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         columns = page.evaluate(
             "getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length"
@@ -179,8 +179,8 @@ def test_with_a_token_the_login_form_lets_a_person_in(browser, indexed):
         page.click("button[type=submit]")
         page.wait_for_url(service.base + "/")
         page.set_input_files("#file", str(photos / "img01.png"))
-        page.wait_for_selector("#results .hit")
-        assert page.locator("#results .hit").first.locator(".name").inner_text() == "img01.png"
+        page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
+        assert page.locator("#results .hit").first.locator(".name").inner_text() == "photos/img01.png"
         cookie = next(c for c in context.cookies() if c["name"] == "edge_search_token")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         context.close()
@@ -204,13 +204,73 @@ def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tm
         page.wait_for_selector("#groups .group")
         assert page.is_hidden("#results")
         group = page.locator("#groups .group").filter(has_text="copy-of-img02.webp")
-        assert {"copy-of-img02.webp", "img02.webp"} <= {n.inner_text() for n in group.locator(".name").all()}
+        assert {"photos/copy-of-img02.webp", "photos/img02.webp"} <= {
+            n.inner_text() for n in group.locator(".name").all()
+        }
         assert (
             group.locator(".member.keep").count() == 1 and "keeper" in group.locator(".member.keep .badge").inner_text()
         )
         group.locator(".member a[href^='#similar/']").first.click()
-        page.wait_for_selector("#results .hit")
+        page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
         assert page.is_hidden("#groups") and page.is_visible("#results")
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
+    env, photos = indexed
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        expect(page.locator("#message")).to_contain_text("12 photos")  # the start page: what the library holds
+        expect(page.locator("#results .hit")).to_have_count(12)  # the photos added last
+        page.set_input_files("#file", str(photos / "img02.webp"))
+        expect(page.locator("#query-name")).to_have_text("img02.webp")
+        expect(page.locator("#results .hit").first.locator(".name")).to_have_text("photos/img02.webp")
+        uploaded = [n.get_attribute("title") for n in page.locator("#results .name").all()]
+        page.locator("#results .hit").nth(3).locator("a.similar").click()
+        page.wait_for_url("**/#similar/*")
+        expect(page.locator("#results .hit")).to_have_count(11)
+
+        page.go_back()  # to the upload's results, as they were
+        page.wait_for_url(service.base + "/")
+        expect(page.locator("#query-name")).to_have_text("img02.webp")
+        expect(page.locator("#results .hit")).to_have_count(12)
+        assert [n.get_attribute("title") for n in page.locator("#results .name").all()] == uploaded
+        page.go_back()  # to the start page
+        expect(page.locator("#query")).to_be_hidden()
+        expect(page.locator("#message")).to_contain_text("Added last")
+        page.go_forward()
+        page.go_forward()  # and on to the similar photos again
+        page.wait_for_url("**/#similar/*")
+        expect(page.locator("#results .hit")).to_have_count(11)
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
+    from conftest import photo
+
+    env, photos = indexed
+    photo(77, 300, 900).save(photos / "portrait.png")  # three times as tall as wide
+    assert run_script("edge-search", "index", str(photos), env=env).returncode == 0
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        page.set_input_files("#file", str(photos / "portrait.png"))
+        expect(page.locator("#results .hit")).to_have_count(13)
+        boxes = [link.bounding_box() for link in page.locator("#results a.similar").all()]
+        assert all(abs(b["width"] - b["height"]) < 1 for b in boxes)  # square, the portrait one included
+        cards = [card.bounding_box()["height"] for card in page.locator("#results .hit").all()]
+        assert max(cards) - min(cards) < 2  # no card stretched, no gaps under the others
         context.close()
     finally:
         service.stop()

@@ -1,5 +1,7 @@
 // edge-search's page: pick, drop or paste a photo -> POST /api/query -> a grid of thumbnails.
-// Clicking a result asks /api/similar/{id} (the URL becomes #similar/{id}, so Back works).
+// Clicking a result asks /api/similar/{id} (the URL becomes #similar/{id}). Every view is a history entry:
+// an upload's results live in history.state, so Back and Forward redraw each view as it was.
+// Before any search, the start page shows what the library holds and the photos added last.
 // Everything the server sends is set with textContent: file names never become markup.
 "use strict";
 
@@ -9,8 +11,8 @@ const els = {
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
   overlay: $("drop-overlay"), groups: $("groups"), words: $("words"), text: $("text"), picker: $("picker"),
 };
-let queryUrl = null; // object URL of the uploaded photo, revoked when replaced
 let searchId = 0; // only the newest search may draw its results
+// Object URLs of uploaded photos stay valid for the page's life: history entries show them again.
 
 async function api(path, options) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -24,6 +26,13 @@ async function api(path, options) {
   return body;
 }
 
+function humanSize(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let size = bytes, unit = 0;
+  while (size >= 1000 && unit < units.length - 1) { size /= 1000; unit++; }
+  return unit ? `${size.toFixed(1)} ${units[unit]}` : `${size} B`;
+}
+
 function say(text, isError = false) {
   els.message.textContent = text;
   els.message.classList.toggle("error", isError);
@@ -32,6 +41,14 @@ function say(text, isError = false) {
 function baseName(path) {
   const parts = path.split(/[\\/]/);
   return parts[parts.length - 1] || path;
+}
+
+// "holiday 2024/IMG_0001.jpg": the parent folder tells apart the many "IMG_0001.jpg" and "screenshot.png".
+function shortName(path) {
+  const parts = path.split(/[\\/]/).filter(Boolean);
+  if (parts.length < 2) return baseName(path);
+  const folder = parts[parts.length - 2];
+  return `${folder.length > 24 ? folder.slice(0, 23) + "…" : folder}/${parts[parts.length - 1]}`;
 }
 
 function showResultsView() {
@@ -58,7 +75,7 @@ function thumbLink(id, path) {
   link.dataset.name = path;
   const img = document.createElement("img");
   img.src = `/api/thumb/${id}`;
-  img.alt = baseName(path);
+  img.alt = shortName(path);
   img.loading = "lazy";
   link.append(img);
   return link;
@@ -74,57 +91,69 @@ function originalLink(id) {
   return original;
 }
 
-function render(results) {
+function render(results, summary) {
   els.results.replaceChildren(...results.map((hit) => {
     const item = document.createElement("li");
     item.className = "hit";
     const meta = document.createElement("div");
     meta.className = "meta";
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = hit.score.toFixed(3);
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = baseName(hit.path);
+    name.textContent = shortName(hit.path);
     name.title = hit.path;
-    meta.append(score, name);
+    if (hit.score !== undefined) {
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = hit.score.toFixed(3);
+      meta.append(score);
+    }
+    meta.append(name);
     item.append(thumbLink(hit.id, hit.path), meta, originalLink(hit.id));
     return item;
   }));
-  say(results.length ? `${results.length} photo${results.length === 1 ? "" : "s"}` : "No similar photos found.");
+  say(summary || (results.length ? `${results.length} photo${results.length === 1 ? "" : "s"}` : "No similar photos found."));
 }
 
-async function search(request) {
+// `remember`: keep the results in this history entry's state, so Back/Forward can redraw them.
+async function search(request, remember) {
   const mine = ++searchId;
   say("Searching…");
   try {
     const body = await request();
-    if (mine === searchId) render(body.results);
+    if (mine !== searchId) return;
+    render(body.results);
+    if (remember) history.replaceState({ ...remember, results: body.results }, "", window.location.href);
   } catch (error) {
     if (mine === searchId) { els.results.replaceChildren(); say(error.message, true); }
   }
 }
 
+// A new search is a new history entry (its URL: the page itself), drawn now and remembered with its results.
+function newEntry(view) {
+  history.pushState(view, "", window.location.pathname);
+  shown = routeKey();
+}
+
 function searchFile(file) {
   if (!file) return;
-  if (queryUrl) URL.revokeObjectURL(queryUrl);
-  queryUrl = URL.createObjectURL(file);
-  showQuery(queryUrl, file.name || "pasted image");
-  if (window.location.hash) history.pushState(null, "", window.location.pathname);
+  const view = { view: "search", image: URL.createObjectURL(file), name: file.name || "pasted image" };
+  newEntry(view);
+  showQuery(view.image, view.name);
   const form = new FormData();
   form.append("image", file, file.name || "pasted.png");
   form.append("k", els.k.value);
-  search(() => api("/api/query", { method: "POST", body: form }));
+  search(() => api("/api/query", { method: "POST", body: form }), view);
 }
 
 function searchText(words) {
   if (!words.trim()) return;
-  showQuery("", `“${words.trim()}”`);
-  if (window.location.hash) history.pushState(null, "", window.location.pathname);
+  const view = { view: "search", image: "", name: `“${words.trim()}”` };
+  newEntry(view);
+  showQuery("", view.name);
   const form = new FormData();
   form.append("text", words);
   form.append("k", els.k.value);
-  search(() => api("/api/query", { method: "POST", body: form }));
+  search(() => api("/api/query", { method: "POST", body: form }), view);
 }
 
 function searchSimilar(id, name) {
@@ -152,12 +181,12 @@ function renderGroups(report) {
       badge.textContent = i === 0 ? "suggested keeper" : `${file.score_to_keep.toFixed(4)} to keeper`;
       const name = document.createElement("div");
       name.className = "name";
-      name.textContent = baseName(file.path);
+      name.textContent = shortName(file.path);
       name.title = file.path;
       const detail = document.createElement("div");
       detail.className = "detail";
       const size = file.width ? `${file.width}×${file.height}` : "size unknown";
-      detail.textContent = `${size} · ${(file.size / 1e6).toFixed(2)} MB · ${file.taken || file.modified}`;
+      detail.textContent = `${size} · ${humanSize(file.size)} · ${file.taken || file.modified}`;
       card.append(thumbLink(file.id, file.path), badge, name, detail, originalLink(file.id));
       return card;
     }));
@@ -181,13 +210,47 @@ async function showDupes() {
   }
 }
 
+// The start page: what the library holds, and the photos added last (each leads to photos like it).
+async function showStart() {
+  const mine = ++searchId;
+  els.query.hidden = true;
+  showResultsView();
+  try {
+    const [info, latest] = await Promise.all([api("/api/info"), api("/api/latest")]);
+    if (mine !== searchId) return;
+    const folders = info.roots.map((r) => r.path);
+    const where = folders.length ? ` in ${folders.length === 1 ? folders[0] : `${folders.length} folders`}` : "";
+    render(latest.results, info.count
+      ? `${info.count.toLocaleString()} photos${where}. Added last:`
+      : "The library is empty: index a folder with `edge-search index DIR`.");
+  } catch (error) {
+    if (mine === searchId) say(error.message, true);
+  }
+}
+
+let shown = null; // the view on screen: popstate and hashchange both fire on one navigation
+function routeKey() {
+  return `${window.location.hash}|${history.state ? JSON.stringify(history.state.name || "") + history.state.image : ""}`;
+}
+
 function route() {
+  if (routeKey() === shown) return;
+  shown = routeKey();
   if (window.location.hash === "#dupes") { showDupes(); return; }
   const match = /^#similar\/(\d+)$/.exec(window.location.hash);
   if (match) {
     const link = document.querySelector(`a[href="#similar/${match[1]}"]`);
     searchSimilar(match[1], link ? link.dataset.name : null);
+    return;
   }
+  const state = history.state;
+  if (state && state.view === "search") {
+    searchId++; // a search still running for another entry must not draw over this one
+    showQuery(state.image, state.name);
+    if (state.results) render(state.results); else say("This search did not finish; run it again.");
+    return;
+  }
+  showStart();
 }
 
 async function refreshStatus() {
@@ -210,6 +273,7 @@ async function refreshStatus() {
 els.picker.addEventListener("submit", (event) => { event.preventDefault(); searchText(els.text.value); });
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 window.addEventListener("hashchange", route);
+window.addEventListener("popstate", route);
 
 let dragDepth = 0;
 window.addEventListener("dragenter", (event) => { event.preventDefault(); dragDepth++; els.overlay.hidden = false; });
