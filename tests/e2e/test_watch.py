@@ -62,6 +62,24 @@ def test_a_new_photo_becomes_searchable_and_a_deleted_one_disappears(indexed, tm
         assert service.stop() == 0
 
 
+def test_a_shell_index_between_the_services_passes_runs_and_the_service_sees_it(indexed, tmp_path):
+    """README: the service holds the writer lock only while a pass runs; between passes a shell `index` runs."""
+    env, photos = indexed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    photo(5151, 200, 150).save(elsewhere / "other.jpg")
+    service = Service({**env, "EDGE_SEARCH_RESCAN": "3600"})
+    try:
+        service.wait_ready()
+        service.wait_until(lambda: watcher_caught_up(service, 12), "the catch-up pass at start")
+        shell = run_script("edge-search", "index", str(elsewhere), env=env)
+        assert shell.returncode == 0, shell.stderr
+        service.wait_until(lambda: service.health()["count"] == 13, "the shell's commit to be seen")
+        assert top_path(service, elsewhere / "other.jpg") == str(elsewhere / "other.jpg")
+    finally:
+        assert service.stop() == 0
+
+
 def test_no_watch_is_a_read_only_replica(indexed):
     env, photos = indexed
     service = Service(env, "--no-watch")
