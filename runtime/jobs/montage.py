@@ -62,7 +62,7 @@ def _short(name: str, width: int = 26) -> str:
 
 
 def folder_and_name(path: str) -> str:
-    """"holiday 2024/IMG_0001.jpg": the parent folder tells apart the many files of one name."""
+    """The parent folder and the name, as in "holiday 2024/IMG_0001.jpg": it tells apart files of one name."""
     parent = os.path.basename(os.path.dirname(path))
     return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
 
