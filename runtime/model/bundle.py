@@ -129,8 +129,8 @@ class Manifest:
     external_data: bool = False
     # sha256 of the fused fp32 graph every precision is derived from (see `embedding_identity`)
     source_sha256: str = ""
-    # cosine at or above which `edge-search dupes` calls two images near-duplicates (written since dupes; older
-    # bundles fall back to the family default in runtime/dupes.py). It does not change embeddings.
+    # cosine at or above which `edge-search dupes` calls two images near-duplicates (None: the family default,
+    # `family_threshold`). It does not change embeddings.
     dupe_threshold: float | None = None
     # CLIP bundles: the text tower for `query --text` (None: an image-only bundle)
     text: TextTower | None = None
