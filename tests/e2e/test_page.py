@@ -7,8 +7,10 @@ in. No JavaScript error may occur along the way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -219,13 +221,24 @@ def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tm
     assert errors == []
 
 
-def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
-    env, photos = indexed
+@contextlib.contextmanager
+def desktop_page(browser, env: dict) -> Iterator[tuple[Service, object]]:
+    """The installed service and a desktop-sized page on it; no JavaScript or HTTP error may occur meanwhile."""
     service = Service(env)
     errors: list[str] = []
     try:
         service.wait_ready()
         context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        yield service, page
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
+    env, photos = indexed
+    with desktop_page(browser, env) as (service, page):
         expect(page.locator("#message")).to_contain_text("12 photos")  # the start page: what the library holds
         expect(page.locator("#results .hit")).to_have_count(12)  # the photos added last
         page.set_input_files("#file", str(photos / "img02.webp"))
@@ -248,10 +261,6 @@ def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
         page.go_forward()  # and on to the similar photos again
         page.wait_for_url("**/#similar/*")
         expect(page.locator("#results .hit")).to_have_count(11)
-        context.close()
-    finally:
-        service.stop()
-    assert errors == []
 
 
 def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
@@ -260,18 +269,10 @@ def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
     env, photos = indexed
     photo(77, 300, 900).save(photos / "portrait.png")  # three times as tall as wide
     assert run_script("edge-search", "index", str(photos), env=env).returncode == 0
-    service = Service(env)
-    errors: list[str] = []
-    try:
-        service.wait_ready()
-        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+    with desktop_page(browser, env) as (_, page):
         page.set_input_files("#file", str(photos / "portrait.png"))
         expect(page.locator("#results .hit")).to_have_count(13)
         boxes = [link.bounding_box() for link in page.locator("#results a.similar").all()]
         assert all(abs(b["width"] - b["height"]) < 1 for b in boxes)  # square, the portrait one included
         cards = [card.bounding_box()["height"] for card in page.locator("#results .hit").all()]
         assert max(cards) - min(cards) < 2  # no card stretched, no gaps under the others
-        context.close()
-    finally:
-        service.stop()
-    assert errors == []
