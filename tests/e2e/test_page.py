@@ -243,6 +243,7 @@ def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
         expect(page.locator("#results .hit")).to_have_count(12)  # the photos added last
         page.set_input_files("#file", str(photos / "img02.webp"))
         expect(page.locator("#query-name")).to_have_text("img02.webp")
+        expect(page.locator("#results .hit .score")).to_have_count(12)  # the search's results, not the start page's
         expect(page.locator("#results .hit").first.locator(".name")).to_have_text("photos/img02.webp")
         uploaded = [n.get_attribute("title") for n in page.locator("#results .name").all()]
         page.locator("#results .hit").nth(3).locator("a.similar").click()
@@ -252,7 +253,7 @@ def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
         page.go_back()  # to the upload's results, as they were
         page.wait_for_url(service.base + "/")
         expect(page.locator("#query-name")).to_have_text("img02.webp")
-        expect(page.locator("#results .hit")).to_have_count(12)
+        expect(page.locator("#results .hit .score")).to_have_count(12)
         assert [n.get_attribute("title") for n in page.locator("#results .name").all()] == uploaded
         page.go_back()  # to the start page
         expect(page.locator("#query")).to_be_hidden()
@@ -271,7 +272,8 @@ def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
     assert run_script("edge-search", "index", str(photos), env=env).returncode == 0
     with desktop_page(browser, env) as (_, page):
         page.set_input_files("#file", str(photos / "portrait.png"))
-        expect(page.locator("#results .hit")).to_have_count(13)
+        expect(page.locator("#query-name")).to_have_text("portrait.png")
+        expect(page.locator("#results .hit .score")).to_have_count(13)  # the search's results, not the start page's
         boxes = [link.bounding_box() for link in page.locator("#results a.similar").all()]
         assert all(abs(b["width"] - b["height"]) < 1 for b in boxes)  # square, the portrait one included
         cards = [card.bounding_box()["height"] for card in page.locator("#results .hit").all()]
