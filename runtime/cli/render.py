@@ -10,13 +10,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import typer
 
 from edge_search.runtime.cli.edge import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
     say,
 )
+from edge_search.runtime.files import cache_dir, write_atomically
 
 CUDA_HINT = (
     "Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "
@@ -103,7 +103,7 @@ def model_notes(model, scope: Path, verbose: bool) -> None:
 
 def _first_time(key: str) -> bool:
     """True once per key on this machine (remembered in the user cache; if that cannot be written, always)."""
-    path = Path(platformdirs.user_cache_dir("edge-search")) / "notes-shown.json"
+    path = cache_dir() / "notes-shown.json"
     try:
         shown = set(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -111,10 +111,7 @@ def _first_time(key: str) -> bool:
     if key in shown:
         return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(sorted(shown | {key})))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(sorted(shown | {key})).encode())
     except OSError:
         pass
     return True

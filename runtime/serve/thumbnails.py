@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.files import write_atomically
 from edge_search.runtime.model.preprocess import open_image, to_rgb
 
 THUMB_EDGE = 320
@@ -35,10 +35,7 @@ class ThumbnailCache:
 
     def _store(self, path: Path, data: bytes) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
         except OSError:
             return  # a read-only index still serves thumbnails, made each time
         if self._size is None:
