@@ -17,7 +17,6 @@ from rich.console import Console
 
 from edge_search.runtime.cli import edge as cli_edge
 from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
-from edge_search.runtime.options import GRAPH_PRECISIONS
 
 from .defaults import DEFAULT_MODEL, DEFAULT_OPSET
 from .errors import (
@@ -105,7 +104,18 @@ def export_model(
     ] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     precision: Annotated[
-        Optional[list[str]], typer.Option(help="Graphs to write; repeat for several. [default: fp32, fp16, int8]")
+        Optional[list[str]],
+        typer.Option(
+            help="Graphs to write; repeat for several. [default: fp32, fp16, int8, and int8-static with "
+            "--calibration-photos]"
+        ),
+    ] = None,
+    calibration_photos: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A folder of photos like the ones you will search (8 or more; up to 64 are used) to calibrate "
+            "the int8-static graph for OpenVINO (--device openvino) on.",
+        ),
     ] = None,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --out.")] = False,
@@ -152,7 +162,8 @@ def export_model(
         model=model,
         out=out,
         revision=revision,
-        precisions=tuple(precision or GRAPH_PRECISIONS),
+        precisions=tuple(precision) if precision else None,
+        calibration_photos=calibration_photos,
         opset=opset,
         force=force,
         random_weights=random_weights,

@@ -27,9 +27,9 @@ from edge_search.runtime.model.bundle import (
     TextTower,
     family_threshold,
 )
-from edge_search.runtime.options import GRAPH_PRECISIONS
+from edge_search.runtime.options import DEFAULT_EXPORT_PRECISIONS, GRAPH_PRECISIONS
 
-from . import clip, optimize, parity
+from . import clip, optimize, parity, static_int8
 from .errors import (
     ExportError,
     ExportStorageError,
@@ -116,17 +116,26 @@ def export_bundle(
     model: str = DEFAULT_MODEL,
     out: Path,
     revision: str | None = None,
-    precisions: tuple[str, ...] = GRAPH_PRECISIONS,
+    precisions: tuple[str, ...] | None = None,
     opset: int = DEFAULT_OPSET,
     force: bool = False,
+    calibration_photos: Path | None = None,
     random_weights: bool = False,
     dupe_threshold: float | None = None,
     require: tuple[str, ...] = (),
     step: StepReporter = _silent_step,
 ) -> Manifest:
     """Export `model` into a bundle at `out`; a precision that fails its parity gate is left out (see
-    `Manifest.rejected`) unless it is in `require`, when nothing is written."""
+    `Manifest.rejected`) unless it is in `require`, when nothing is written. `precisions` None: fp32, fp16 and
+    int8, plus int8-static when `calibration_photos` names a folder of photos to calibrate it on."""
     out = Path(out).expanduser().absolute()
+    if precisions is None:
+        precisions = DEFAULT_EXPORT_PRECISIONS + (("int8-static",) if calibration_photos else ())
+    if "int8-static" in precisions and calibration_photos is None:
+        raise ExportUsageError(
+            "--precision int8-static is calibrated on photos: add --calibration-photos DIR (a folder of at least "
+            f"{static_int8.CALIBRATION_MINIMUM} photos like the ones you will search)."
+        )
     unknown = set(precisions) - set(GRAPH_PRECISIONS)
     if unknown or not precisions:
         raise ExportUsageError(
@@ -150,7 +159,16 @@ def export_bundle(
         raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
         manifest = _build(
-            model, revision, staging, precisions, opset, random_weights, dupe_threshold, tuple(require), step
+            model,
+            revision,
+            staging,
+            precisions,
+            opset,
+            random_weights,
+            dupe_threshold,
+            tuple(require),
+            step,
+            calibration_photos,
         )
         _publish(staging, out)
         return manifest
@@ -163,6 +181,7 @@ def export_bundle(
 
 
 INT8_SCHEME = {"weights": "int8 per output channel", "activations": "uint8 per tensor, dynamic (one image per call)"}
+QUANTIZATION_SCHEMES = {"int8": INT8_SCHEME, "int8-static": static_int8.SCHEME}
 
 
 def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, precisions, step) -> dict[str, Path]:
@@ -212,7 +231,7 @@ def _checked_files(
             output=spec[1],
             fused_ops=optimize.fused_op_counts(path),
             parity=figures,
-            quantization=INT8_SCHEME if precision == "int8" else {},
+            quantization=QUANTIZATION_SCHEMES.get(precision, {}),
         )
     return files
 
@@ -273,7 +292,7 @@ def _keep_passing(
 
 
 def _build(
-    model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step
+    model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step, calibration
 ) -> Manifest:
     with step("load"):
         source = load_source(model, revision=revision, random_weights=random_weights)
@@ -291,6 +310,11 @@ def _build(
         fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type)
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
+    if "int8-static" in precisions:
+        with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
+            pixels, _skipped = static_int8.calibration_pixels(source.processor, calibration)
+            graphs["int8-static"] = staging / "model.int8-static.onnx"
+            static_int8.to_int8_static(raw, graphs["int8-static"], pixels, INPUT_NAME)
     with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
         spec = (

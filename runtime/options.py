@@ -18,20 +18,24 @@ if TYPE_CHECKING:
 
 
 class Device(StrEnum):
-    """Where the model runs; `auto` tries CUDA and keeps it only if a session really starts there."""
+    """Where the model runs. `auto` tries CUDA, then OpenVINO (where it is installed and the bundle has an
+    int8-static graph), and keeps each only if a session really starts there; `cpu` is onnxruntime's CPU."""
 
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+    openvino = "openvino"
 
 
 class Precision(StrEnum):
-    """Which graph of the bundle runs; `auto` is fp16 on CUDA and int8 on the CPU (see `providers`)."""
+    """Which graph of the bundle runs; `auto` is fp16 on CUDA, int8-static on OpenVINO and int8 on the CPU
+    (see `providers`). int8 is quantized dynamically (onnxruntime), int8-static is calibrated for OpenVINO."""
 
     auto = "auto"
     fp32 = "fp32"
     fp16 = "fp16"
     int8 = "int8"
+    int8_static = "int8-static"
 
 
 # The graphs a bundle can hold, in the order export-model writes them.
@@ -59,6 +63,20 @@ class CudaOptions:
         return options
 
 
+# What export-model writes unless told otherwise (int8-static also needs photos to calibrate on).
+DEFAULT_EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """OpenVINO settings: which of its devices runs the model ("CPU"; "GPU" or "NPU" for Intel graphics and
+    NPUs, untested here), and whether compiled models are cached (the first compile is seconds, a cached one
+    a fraction of that)."""
+
+    device: str = "CPU"
+    cache: bool = True
+
+
 def choose(kind: type[StrEnum], value: object, option: str) -> Any:
     """`value` as a member of `kind`, or a UsageError naming `option` and the choices."""
     try:
@@ -77,6 +95,7 @@ class ModelOptions:
     threads: int | None = None  # None: the CPUs this process may use
     batch_size: int = 8
     cuda: CudaOptions = field(default_factory=CudaOptions)
+    openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
     jpeg_draft: bool = True  # decode large JPEGs at reduced size (see `preprocess`)
     max_megapixels: float | None = None  # None: what the available memory allows
 
@@ -107,6 +126,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("cuda_device_id", "--cuda-device-id", "EDGE_SEARCH_CUDA_DEVICE"),
         OptionSpec("cuda_mem_limit", "--cuda-mem-limit", "EDGE_SEARCH_CUDA_MEM_LIMIT_MB"),
         OptionSpec("cuda_arena", "--cuda-arena", "EDGE_SEARCH_CUDA_ARENA"),
+        OptionSpec("openvino_device", "--openvino-device", "EDGE_SEARCH_OPENVINO_DEVICE"),
         OptionSpec("jpeg_draft", "--jpeg-draft", "EDGE_SEARCH_JPEG_DRAFT"),
         OptionSpec("max_megapixels", "--max-megapixels", "EDGE_SEARCH_MAX_MEGAPIXELS"),
     )

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_search.runtime.options import OPTION_SPECS, CudaOptions, ModelOptions
+from edge_search.runtime.options import OPTION_SPECS, CudaOptions, ModelOptions, OpenVinoOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edge_search.runtime.model.bundle import Bundle
     from edge_search.runtime.model.preprocess import Preprocessor
-    from edge_search.runtime.model.session import OrtSession
+    from edge_search.runtime.model.session import EmbeddingSession
 
 GUESSED = [OPTION_SPECS[name] for name in ("model", "index", "device", "precision", "threads")]
 NOT_GUESSED = [OPTION_SPECS[name] for name in ("cuda_device_id", "cuda_mem_limit", "cuda_arena")]
@@ -51,7 +51,7 @@ class Warming:
     guess: Guess
     loaded: threading.Event = field(default_factory=threading.Event)  # set once the bundle is loaded (or cannot be)
     bundle: Bundle | None = None
-    session: tuple[OrtSession, list[str]] | None = None
+    session: tuple[EmbeddingSession, list[str]] | None = None
     decoding: threading.Thread | None = None
     pixels: tuple[tuple[str, ...], Preprocessor, np.ndarray] | None = None  # (images, decoded with, pixels)
     thread: threading.Thread | None = None
@@ -156,7 +156,7 @@ class Prewarmed:
     bundle: Bundle
     _warming: Warming
 
-    def session(self) -> tuple[OrtSession, list[str]] | None:
+    def session(self) -> tuple[EmbeddingSession, list[str]] | None:
         """(session, notes), waiting for it to be built; None if building it failed (the command then opens
         its own, which reports why)."""
         assert self._warming.thread is not None
@@ -189,6 +189,7 @@ def take(model: Path | None, index: Path | None, options: ModelOptions) -> Prewa
         and hint.precision == options.precision
         and hint.threads == options.threads
         and options.cuda == CudaOptions()
+        and options.openvino == OpenVinoOptions()
         and _same_path(hint.model, model)
         and _same_path(hint.index, index)
     )

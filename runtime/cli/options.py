@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from edge_search.runtime.options import OPTION_SPECS as SPEC
-from edge_search.runtime.options import CudaOptions, Device, ModelOptions, Precision
+from edge_search.runtime.options import CudaOptions, Device, ModelOptions, OpenVinoOptions, Precision
 
 MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -37,7 +37,8 @@ DeviceOpt = Annotated[
     Device,
     typer.Option(
         SPEC["device"].flag,
-        help="Where the model runs; auto tries CUDA and keeps it only if it really starts.",
+        help="Where the model runs; auto tries CUDA, then OpenVINO (if installed and the bundle has an int8-static "
+        "graph), and keeps each only if it really starts; cpu is onnxruntime's CPU.",
         envvar=SPEC["device"].env,
         show_envvar=True,
     ),
@@ -46,7 +47,7 @@ PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         SPEC["precision"].flag,
-        help="Which graph (auto: fp16 on CUDA, int8 on the CPU).",
+        help="Which graph (auto: fp16 on CUDA, int8-static on OpenVINO, int8 on the CPU).",
         envvar=SPEC["precision"].env,
         show_envvar=True,
     ),
@@ -65,6 +66,14 @@ BatchOpt = Annotated[
 ]
 CudaIdOpt = Annotated[
     int, typer.Option(SPEC["cuda_device_id"].flag, min=0, help="CUDA device id.", envvar=SPEC["cuda_device_id"].env)
+]
+OpenVinoDeviceOpt = Annotated[
+    str,
+    typer.Option(
+        SPEC["openvino_device"].flag,
+        help="OpenVINO's device for --device openvino: CPU, or GPU / NPU for Intel graphics and NPUs (untested).",
+        envvar=SPEC["openvino_device"].env,
+    ),
 ]
 CudaMemOpt = Annotated[
     Optional[int],
@@ -188,6 +197,7 @@ def with_model_options(*, batch: bool = True):
         ("cuda_device_id", CudaIdOpt, 0),
         ("cuda_mem_limit", CudaMemOpt, None),
         ("cuda_arena", CudaArenaOpt, None),
+        ("openvino_device", OpenVinoDeviceOpt, "CPU"),
         ("jpeg_draft", DraftOpt, True),
         ("max_megapixels", MaxMpOpt, None),
     ]
@@ -209,6 +219,7 @@ def with_model_options(*, batch: bool = True):
                 threads=chosen["threads"],
                 batch_size=chosen.get("batch_size", 1),
                 cuda=cuda_options(chosen["cuda_device_id"], chosen["cuda_mem_limit"], chosen["cuda_arena"]),
+                openvino=OpenVinoOptions(device=chosen["openvino_device"].upper()),
                 jpeg_draft=chosen["jpeg_draft"],
                 max_megapixels=chosen["max_megapixels"],
             )

@@ -19,7 +19,7 @@ from edge_search.runtime.locations import default_bundle_dir
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.embedder import Embedder, EmbedResult
 from edge_search.runtime.model.preprocess import Preprocessor
-from edge_search.runtime.model.session import OrtSession, open_session
+from edge_search.runtime.model.session import EmbeddingSession, open_session
 from edge_search.runtime.options import ImageSource, ModelOptions
 
 
@@ -28,7 +28,7 @@ class Model:
     """A bundle with its onnxruntime session and preprocessing: open once, embed many times."""
 
     bundle: Bundle
-    session: OrtSession
+    session: EmbeddingSession
     preprocessor: Preprocessor
     embedder: Embedder
     notes: list[str] = field(default_factory=list)  # e.g. "CUDA cannot start (...); using the CPU."
@@ -54,7 +54,7 @@ class Model:
         bundle: Bundle | str | os.PathLike[str] | None = None,
         options: ModelOptions | None = None,
         *,
-        session: tuple[OrtSession, list[str]] | None = None,
+        session: tuple[EmbeddingSession, list[str]] | None = None,
     ) -> Model:
         """`bundle`: a loaded Bundle, a bundle directory, or None for export-model's default location.
         `session`: (session, notes) already opened for this bundle with these options (the CLI's prewarm)."""
@@ -62,7 +62,12 @@ class Model:
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(Path(bundle) if bundle is not None else default_bundle_dir())
         session = session or open_session(
-            bundle, device=options.device, precision=options.precision, threads=options.threads, cuda=options.cuda
+            bundle,
+            device=options.device,
+            precision=options.precision,
+            threads=options.threads,
+            cuda=options.cuda,
+            openvino=options.openvino,
         )
         preprocessor = cls.preprocessor_for(bundle, options)
         embedder = Embedder(session[0], preprocessor, batch_size=options.batch_size, workers=options.threads)

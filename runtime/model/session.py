@@ -1,4 +1,4 @@
-"""An onnxruntime session over one bundle graph, behind a small Protocol so tests can fake it."""
+"""A session over one bundle graph (onnxruntime, or OpenVINO where chosen), behind a small Protocol."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 from edge_search.runtime.errors import BundleError, ProviderError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.bundle import Bundle
+from edge_search.runtime.model.openvino_session import open_openvino, openvino_installed
 from edge_search.runtime.model.providers import load_onnxruntime, resolve, started_on
-from edge_search.runtime.options import CudaOptions
+from edge_search.runtime.options import CudaOptions, OpenVinoOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -96,10 +97,11 @@ def open_session(
     precision: str = "auto",
     threads: int | None = None,
     cuda: CudaOptions = CudaOptions(),
+    openvino: OpenVinoOptions = OpenVinoOptions(),
     available: list[str] | None = None,
     session_factory: Callable[..., Any] | None = None,
     one_shot: bool = False,
-) -> tuple[OrtSession, list[str]]:
+) -> tuple[EmbeddingSession, list[str]]:
     """Open the best session the request allows. Returns it and notes on plans that fell through.
 
     `one_shot`: for a process that runs the model once (a cold query): weights are not pre-packed,
@@ -109,8 +111,16 @@ def open_session(
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession
     notes: list[str] = []
-    plans = resolve(device, precision, available, bundle.precisions, cuda)
+    plans = resolve(device, precision, available, bundle.precisions, cuda, openvino_installed())
     for index, plan in enumerate(plans):
+        if plan.device == "openvino":
+            try:
+                return open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads), notes
+            except ProviderError as exc:
+                if index + 1 == len(plans):
+                    raise
+                notes.append(f"{exc.reason}; using onnxruntime on the CPU.")
+                continue
         if plan.device == "cuda" and session_factory is None:
             problem = _cuda_library_problem(ort)
             if problem and index + 1 < len(plans):
