@@ -101,6 +101,7 @@ def side_by_side(
     rounds: int,
     precision: str = "int8",
     query_rounds: int = 5,
+    device: str = "cpu",
 ) -> dict:
     """Indexing `rounds` times each (alternating, fresh indexes), then `query_rounds` alternating cold
     queries on the last indexes (a cold query varies ±20% run to run on a small VM: more samples)."""
@@ -114,11 +115,12 @@ def side_by_side(
         shutil.rmtree(edge_index, ignore_errors=True)
         shutil.rmtree(chroma, ignore_errors=True)
         a, _, _ = run_measured(
-            edge + ["index", str(images), "--precision", precision, "--json"], edge_env(bundle, edge_index)
+            edge + ["index", str(images), "--device", device, "--precision", precision, "--json"],
+            edge_env(bundle, edge_index),
         )
         b, _, _ = run_measured([str(python), str(BASELINE), "index", str(checkpoint), str(chroma), str(images)])
         index_rows.append({"round": round_, "edge_s": a, "original_s": b})
-    query_rows = cold_queries(bundle, checkpoint, edge_index, chroma, query_image, query_rounds, precision)
+    query_rows = cold_queries(bundle, checkpoint, edge_index, chroma, query_image, query_rounds, precision, device)
     _, _, warm_out = run_measured(
         [
             str(python),
@@ -148,17 +150,26 @@ def side_by_side(
         },
         "warm_query_ms": {
             "original": round(json.loads(warm_out)["warm_ms"], 1),
-            "edge": round(warm_edge_ms(bundle, workdir / "ab-edge-index", query_image, precision), 1),
+            "edge": round(warm_edge_ms(bundle, workdir / "ab-edge-index", query_image, precision, device), 1),
         },
         "precision": precision,
+        "device": device,
     }
 
 
 def cold_queries(
-    bundle: Path, checkpoint: Path, edge_index: Path, chroma: Path, image: Path, rounds: int, precision: str = "int8"
+    bundle: Path,
+    checkpoint: Path,
+    edge_index: Path,
+    chroma: Path,
+    image: Path,
+    rounds: int,
+    precision: str = "int8",
+    device: str = "cpu",
 ) -> list[dict]:
     """Alternating cold queries (a new process each) against indexes both sides built already."""
-    edge = [sys.executable, "-m", "edge_search.runtime", "query", str(image), "--precision", precision, "--json"]
+    edge = [sys.executable, "-m", "edge_search.runtime", "query", str(image), "--json"]
+    edge += ["--device", device, "--precision", precision]
     rows = []
     for round_ in range(rounds):
         qa, ra, _ = run_measured(edge, edge_env(bundle, edge_index))
@@ -199,7 +210,9 @@ def main() -> None:
     )
 
 
-def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats: int = 10) -> float:
+def warm_edge_ms(
+    bundle: Path, index: Path, image: Path, precision: str, device: str = "cpu", repeats: int = 10
+) -> float:
     from edge_search.runtime.model.bundle import Bundle
     from edge_search.runtime.model.embedder import Embedder
     from edge_search.runtime.model.preprocess import Preprocessor
@@ -207,7 +220,7 @@ def warm_edge_ms(bundle: Path, index: Path, image: Path, precision: str, repeats
     from edge_search.runtime.store.generations import IndexReader
 
     loaded = Bundle.load(bundle)
-    session, _ = open_session(loaded, device="cpu", precision=precision)
+    session, _ = open_session(loaded, device=device, precision=precision)
     embedder = Embedder(session, Preprocessor.from_manifest(loaded.manifest), batch_size=1)
     reader = IndexReader(index)
     times = []

@@ -16,6 +16,7 @@ import statistics
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,54 +154,74 @@ def model_throughput(bundle_dir: Path, batches: list[int], rounds: int) -> list[
     if "cuda" not in devices:
         rows.append({"provider": "CUDA", "status": "not run: this onnxruntime has no CUDA provider"})
     for device in devices:
-        # On the CPU the precisions take turns (fair ratios); on a GPU one at a time, so that each row's
-        # GPU memory is that precision's alone.
-        groups = [list(bundle.precisions)] if device == "cpu" else [[p] for p in bundle.precisions]
+        # On the CPU the engines and precisions take turns (fair ratios); on a GPU one at a time, so that each
+        # row's GPU memory is that precision's alone.
+        if device == "cpu":
+            groups = [[("cpu", p) for p in bundle.precisions] + [("openvino", p) for p in openvino_precisions(bundle)]]
+        else:
+            groups = [[(device, p)] for p in bundle.precisions if p != "int8-static"]
         for group in groups:
-            rows += _throughput_rows(bundle, device, group, batches, rounds, h, w)
+            rows += _throughput_rows(bundle, group, batches, rounds, h, w)
     return rows
 
 
+def openvino_precisions(bundle) -> list[str]:
+    """The bundle's graphs OpenVINO runs, where OpenVINO is installed (its own int8 first)."""
+    from edge_search.runtime.model.openvino_session import openvino_installed
+    from edge_search.runtime.model.providers import OPENVINO_PRECISIONS
+
+    if not openvino_installed():
+        return []
+    return [p for p in ("int8-static", "fp32") if p in bundle.precisions and p in OPENVINO_PRECISIONS]
+
+
 def _throughput_rows(
-    bundle, device: str, precisions: list[str], batches: list[int], rounds: int, h: int, w: int
+    bundle, engines: list[tuple[str, str]], batches: list[int], rounds: int, h: int, w: int
 ) -> list[dict]:
-    """The precisions' sessions open together, run in turn within each round."""
+    """The (device, precision) sessions open together, run in turn within each round."""
     from edge_search.runtime.errors import EdgeSearchError
     from edge_search.runtime.model.session import open_session
 
-    rows, sessions, grown = [], {}, {}
-    for precision in precisions:
+    rows: list[dict] = []
+    sessions: dict[tuple[str, str], Any] = {}
+    grown: dict[tuple[str, str], float] = {}
+    for engine in engines:
+        device, precision = engine
         baseline_rss = rss_mb()
         try:
-            sessions[precision], _ = open_session(bundle, device=device, precision=precision)
+            sessions[engine], _ = open_session(bundle, device=device, precision=precision)
         except EdgeSearchError as exc:
             rows.append({"provider": device.upper(), "precision": precision, "status": f"not run: {str(exc)[:160]}"})
             continue
-        sessions[precision].run(np.zeros((1, 3, h, w), dtype=np.float32))
-        grown[precision] = round(rss_mb() - baseline_rss, 1)  # the session and its first run's buffers
+        sessions[engine].run(np.zeros((1, 3, h, w), dtype=np.float32))
+        grown[engine] = round(rss_mb() - baseline_rss, 1)  # the session and its first run's buffers
     for batch in batches:
         pixels = np.random.default_rng(0).normal(size=(batch, 3, h, w)).astype(np.float32)
-        latencies: dict[str, list[float]] = {precision: [] for precision in sessions}
+        latencies: dict[tuple[str, str], list[float]] = {engine: [] for engine in sessions}
         for session in sessions.values():
             session.run(pixels)
         for _ in range(rounds):
-            for precision, session in sessions.items():
+            for engine, session in sessions.items():
                 started = time.perf_counter()
                 session.run(pixels)
-                latencies[precision].append(time.perf_counter() - started)
-        for precision, session in sessions.items():
-            times = latencies[precision]
+                latencies[engine].append(time.perf_counter() - started)
+        base = latencies.get(("cpu", "fp32"))
+        for engine, session in sessions.items():
+            times = latencies[engine]
             rows.append(
                 {
                     "provider": session.provider,
-                    "precision": precision,
+                    "precision": engine[1],
                     "batch": batch,
                     "status": "ok",
                     "gpu_memory_mb": gpu_memory_mb() if session.device == "cuda" else None,
                     "images_per_s": round(batch / statistics.median(times), 2),
+                    "x_onnxruntime_cpu_fp32": round(statistics.median(base) / statistics.median(times), 2)
+                    if base
+                    else None,
                     "p50_ms": round(1000 * statistics.median(times), 1),
                     "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
-                    "session_rss_mb": grown[precision],
+                    "session_rss_mb": grown[engine],
                 }
             )
     return rows
@@ -371,12 +392,23 @@ def markdown(report: dict) -> str:
                 "",
             ]
     side = report.get("side_by_side")
+    for side in [report.get("side_by_side"), *report.get("side_by_side_more", [])]:
+        lines += _side_by_side_table(side)
+    if report.get("quality"):
+        from .quality import markdown as quality_tables
+
+        lines += ["## Search quality on trained weights", "", quality_tables(report["quality"]), ""]
+    return "\n".join(lines)
+
+
+def _side_by_side_table(side: dict | None) -> list[str]:
+    lines: list[str] = []
     if side and "indexing" in side:
         ix, cq = side["indexing"], side["cold_query"]
         lines += [
             "## Against the original pipeline (torch fp32 + chromadb)",
             "",
-            f"Same {side['images']} images, same weights; edge-search {side['precision']} on the CPU. Ratios: median (min-max) over alternating runs.",
+            f"Same {side['images']} images, same weights; edge-search {side['precision']} on {side.get('device', 'cpu')}. Ratios: median (min-max) over alternating runs.",
             "",
             "| measure | edge-search | original | ratio |",
             "|---|---|---|---|",
@@ -388,11 +420,7 @@ def markdown(report: dict) -> str:
         ]
     elif side:
         lines += ["## Against the original pipeline", "", side["status"], ""]
-    if report.get("quality"):
-        from .quality import markdown as quality_tables
-
-        lines += ["## Search quality on trained weights", "", quality_tables(report["quality"]), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -496,6 +524,19 @@ def main() -> None:
         report["side_by_side"] = side_by_side(
             bundle_dir, checkpoint, images, CACHE, rounds=2 if args.quick else 3, query_rounds=2 if args.quick else 5
         )
+        if "int8-static" in openvino_precisions(Bundle.load(bundle_dir)):
+            report["side_by_side_more"] = [
+                side_by_side(
+                    bundle_dir,
+                    checkpoint,
+                    images,
+                    CACHE,
+                    rounds=2 if args.quick else 3,
+                    query_rounds=2 if args.quick else 5,
+                    precision="int8-static",
+                    device="openvino",
+                )
+            ]
     elif args.baseline:
         report["side_by_side"] = {
             "status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"
