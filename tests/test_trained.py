@@ -5,6 +5,7 @@ what a person expects. Random weights hide all of this: trained transformers hav
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,24 @@ pytestmark = pytest.mark.slow  # tier: README "Running the tests"
 
 FORMS = ("vit", "dinov2")
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
-FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995}
+FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995, "int8-static": 0.995}
 
 
 @pytest.fixture(scope="module")
 def bundles(trained, tmp_path_factory) -> dict[str, Path]:
-    """Each checkpoint form exported in every precision through the real export path."""
+    """Each checkpoint form exported in every precision through the real export path; the Dinov2Model form also
+    in int8-static, calibrated on every other photo of the fixture (the rest are never seen by calibration)."""
     out = tmp_path_factory.mktemp("trained-bundles")
+    calibration = out / "calibration"
+    calibration.mkdir()
+    for photo in sorted(trained.photos.iterdir())[::2]:
+        shutil.copyfile(photo, calibration / photo.name)
     for form in FORMS:
-        export_bundle(model=str(getattr(trained, form)), out=out / form)
+        export_bundle(
+            model=str(getattr(trained, form)),
+            out=out / form,
+            calibration_photos=calibration if form == "dinov2" else None,
+        )
     return {form: out / form for form in FORMS}
 
 
@@ -41,7 +51,8 @@ def photos(trained) -> list[Path]:
 @pytest.mark.parametrize("form", FORMS)
 def test_both_checkpoint_forms_export_every_precision_within_its_gate(bundles, form):
     manifest = json.loads((bundles[form] / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["fp16", "fp32", "int8"] and manifest["rejected"] == {}
+    expected = ["fp16", "fp32", "int8", *(["int8-static"] if form == "dinov2" else [])]
+    assert sorted(manifest["files"]) == expected and manifest["rejected"] == {}
     for precision, spec in manifest["files"].items():
         assert spec["parity"]["min_cosine"] >= FIDELITY[precision], precision
     assert manifest["files"]["int8"]["quantization"]["weights"] == "int8 per output channel"
@@ -113,3 +124,48 @@ def test_the_original_of_a_mild_edit_comes_first(bundles, trained, photos, tmp_p
                 if best.path != str(original):
                     misses.append(f"{copy.name} -> {best.path} ({best.score:.3f})")
     assert misses == [], misses
+
+
+@pytest.fixture(scope="module")
+def openvino_model(bundles) -> Model:
+    return Model.open(bundles["dinov2"], ModelOptions(device="openvino", jpeg_draft=False))
+
+
+def test_openvino_runs_the_calibrated_int8_static_graph(openvino_model):
+    assert (openvino_model.provider, openvino_model.precision) == ("OpenVINO CPU", "int8-static")
+
+
+def test_openvino_int8_static_keeps_transformers_embeddings_and_neighbours(openvino_model, trained, photos):
+    """The gates of int8: min cosine >= 0.995 against transformers on every photo (half of them never seen by
+    calibration), and each photo's 10 nearest among the others mostly the same (overlap >= 0.95)."""
+    reference = transformers_embeddings(trained.dinov2, photos)
+    got = np.stack([r.vector for r in openvino_model.embed_paths(photos)])
+    assert cosine(got, reference).min() >= FIDELITY["int8-static"]
+
+    def nearest(vectors: np.ndarray) -> list[set[int]]:
+        scores = vectors @ vectors.T
+        np.fill_diagonal(scores, -np.inf)
+        return [set(np.argsort(-row)[:10]) for row in scores]
+
+    overlap = np.mean([len(a & b) / 10 for a, b in zip(nearest(got), nearest(reference), strict=True)])
+    assert overlap >= 0.95
+
+
+def test_openvino_embeds_a_photo_alike_alone_and_among_others(openvino_model, photos):
+    together = {r.path: r.vector for r in openvino_model.embed_paths(photos[:9])}
+    alone = openvino_model.embed_image(photos[4])
+    assert cosine(alone, together[photos[4]])[0] >= 0.99999
+
+
+def test_auto_picks_openvino_for_a_bundle_with_its_graph_and_caches_the_compiled_model(bundles, trained, tmp_path):
+    env = cli_env(tmp_path, bundles["dinov2"], EDGE_SEARCH_DEVICE="auto")
+    result = edge_search("index", str(trained.photos), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["provider"], json.loads(result.stdout)["precision"]) == (
+        "OpenVINO CPU",
+        "int8-static",
+    )
+    assert any((tmp_path / "cache" / "edge-search" / "openvino").iterdir())  # the compiled model, for next time
+    query = edge_search("query", str(trained.photo("motorcycle_left.png")), "--exclude-self", "-k", "1", "-f", env=env)
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.strip() == str(trained.photo("motorcycle_right.png"))

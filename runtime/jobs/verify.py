@@ -140,4 +140,21 @@ def check_providers(root: Path) -> list[Check]:
             checks.append(Check(f"provider {device}", absent, f"does not start: {exc.reason}"))
         except EdgeSearchError as exc:
             checks.append(Check(f"provider {device}", absent, f"does not start: {exc}"))
+    checks.append(_check_openvino(bundle))
     return checks
+
+
+def _check_openvino(bundle: Bundle) -> Check:
+    """OpenVINO is optional: its absence is a fact (info), a broken install a failure worth knowing."""
+    from edge_search.runtime.model.openvino_session import openvino_installed
+    from edge_search.runtime.model.session import open_session
+
+    if not openvino_installed():
+        return Check("provider openvino", "info", "not installed (pip install 'edge-search[openvino]')")
+    try:
+        session, _ = open_session(bundle, device="openvino")
+        return Check("provider openvino", "ok", f"starts: {session.provider} with {session.precision}")
+    except ProviderError as exc:
+        return Check("provider openvino", "fail", f"does not start: {exc.reason}")
+    except EdgeSearchError as exc:
+        return Check("provider openvino", "fail", f"does not start: {exc}")

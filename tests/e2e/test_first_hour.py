@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pty
@@ -198,6 +199,8 @@ def test_verify_reports_on_stdout_cuda_is_information_and_no_index_is_exit_6(pho
     assert any(line.startswith("ok") and "bundle fp32" in line for line in lines)
     cuda = [line for line in lines if "provider cuda" in line]
     assert cuda and cuda[0].startswith("info")  # no GPU here: a fact, not a pass and not a failure
+    openvino = [line for line in lines if "provider openvino" in line]  # starts (installed) or is absent (info)
+    assert openvino and openvino[0].split()[0] == ("ok" if importlib.util.find_spec("openvino") else "info")
 
 
 def test_a_heic_photo_without_the_heic_extra_names_the_extra(tiny_bundle, tmp_path):
