@@ -182,6 +182,7 @@ def export_model(
         instead = {
             "int8": "on a CPU, `--precision auto` uses fp32 instead",
             "fp16": "on a GPU, `--precision auto` uses fp32 instead",
+            "int8-static": "`--device auto` keeps onnxruntime's int8, `--device openvino` runs fp32",
         }.get(name, "")
         cli_edge.say(
             "warning:",

@@ -208,6 +208,7 @@ def _checked_files(
     spec: tuple[TensorSpec, TensorSpec],
     tower: str,
     rejected: dict[str, dict],
+    schemes: dict[str, dict] = QUANTIZATION_SCHEMES,
 ) -> dict[str, ModelFile]:
     """Each graph measured against the PyTorch reference and described; one that drifts beyond its gate is
     deleted and recorded in `rejected` instead."""
@@ -231,7 +232,7 @@ def _checked_files(
             output=spec[1],
             fused_ops=optimize.fused_op_counts(path),
             parity=figures,
-            quantization=QUANTIZATION_SCHEMES.get(precision, {}),
+            quantization=schemes.get(precision, {}),
         )
     return files
 
@@ -312,9 +313,13 @@ def _build(
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
-            pixels, _skipped = static_int8.calibration_pixels(source.processor, calibration)
+            pixels, skipped = static_int8.calibration_pixels(source.processor, calibration)
             graphs["int8-static"] = staging / "model.int8-static.onnx"
             static_int8.to_int8_static(raw, graphs["int8-static"], pixels, INPUT_NAME)
+        calibrated = {"calibration_photos": len(pixels), "calibration_unreadable": skipped}
+        schemes = {**QUANTIZATION_SCHEMES, "int8-static": {**static_int8.SCHEME, **calibrated}}
+    else:
+        schemes = QUANTIZATION_SCHEMES
     with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
         spec = (
@@ -322,7 +327,7 @@ def _build(
             TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]),
         )
         rejected: dict[str, dict] = {}
-        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected)
+        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected, schemes)
     text = _text_tower(source, work, staging, precisions, opset, rejected, step) if source.is_clip else None
     files, text = _keep_passing(files, text, rejected, require, staging)
     shutil.rmtree(work)

@@ -50,7 +50,8 @@ def calibration_pixels(processor, directory: Path, limit: int = CALIBRATION_LIMI
         raise ExportUsageError(f"--calibration-photos {directory} is not a directory.")
     found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
     step = max(1, len(found) // limit)
-    images, skipped = [], 0
+    images: list[Image.Image] = []
+    skipped = 0
     for path in found[::step]:
         if len(images) == limit:
             break
