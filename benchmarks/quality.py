@@ -31,15 +31,16 @@ PRECISIONS_MEASURED = ("fp32", "fp16", "int8", "int8-static")
 DEVICE_OF = {"int8-static": "openvino"}
 
 
-def trained_bundle() -> Path:
-    """The fixture's Dinov2Model checkpoint exported in every precision, once; int8-static calibrated on the
-    fixture's 22 photos (the Debian wallpapers of the gallery are never seen by calibration)."""
+def trained_bundle(static: bool = True) -> Path:
+    """The fixture's Dinov2Model checkpoint exported in every precision, once; with `static` also int8-static,
+    calibrated on the fixture's 22 photos (the Debian wallpapers of the gallery are never seen by calibration)."""
     from edge_search.export.pipeline import export_bundle
 
     fixture = trained_fixture()
-    out = CACHE / f"trained-{fixture.root.name}-static"
+    out = CACHE / f"trained-{fixture.root.name}{'-static' if static else ''}"
     if not (out / "manifest.json").is_file():
-        export_bundle(model=str(fixture.dinov2), out=out, force=True, calibration_photos=fixture.photos)
+        photos = fixture.photos if static else None
+        export_bundle(model=str(fixture.dinov2), out=out, force=True, calibration_photos=photos)
     return out
 
 
@@ -141,7 +142,7 @@ def choose_threshold(rows: list[dict]) -> dict:
 def measure(quick: bool = False) -> dict:
     try:
         fixture = trained_fixture()
-        bundle = trained_bundle()
+        bundle = trained_bundle(static=not quick)
     except FixtureUnavailable as exc:
         return {"status": f"not run: {exc}"}
     gallery = sorted(fixture.photos.iterdir())

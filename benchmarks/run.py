@@ -227,6 +227,47 @@ def _throughput_rows(
     return rows
 
 
+COMPILE_ONCE = """
+import sys, time
+from pathlib import Path
+from edge_search.runtime.model.openvino_session import compile_graph
+from edge_search.runtime.options import OpenVinoOptions
+started = time.perf_counter()
+compile_graph(Path(sys.argv[1]), OpenVinoOptions(cache=sys.argv[2] == "cache"), None)
+print(time.perf_counter() - started)
+"""
+
+
+def openvino_compile(bundle_dir: Path, rounds: int = 3) -> dict:
+    """Seconds to open an OpenVINO session on the int8-static graph in a fresh process: compiled from the
+    graph (an empty cache), and loaded from the cache the first compile wrote. Medians over `rounds`."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from edge_search.runtime.model.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+    if "int8-static" not in openvino_precisions(bundle):
+        return {}
+    path = str(bundle.model_path("int8-static"))
+    first, cached = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "XDG_CACHE_HOME": cache}
+
+            def once(env=env) -> float:
+                command = [sys.executable, "-c", COMPILE_ONCE, path, "cache"]
+                return float(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
+
+            first.append(once())
+            cached.append(once())
+    return {
+        "first_compile_s": round(statistics.median(first), 3),
+        "cached_compile_s": round(statistics.median(cached), 3),
+    }
+
+
 def add_fractions_of_ceiling(rows: list[dict], limits: dict, bundle_dir: Path) -> None:
     """CPU rows of ViT-B/16 get images/s as a fraction of the matching ceiling."""
     from edge_search.runtime.model.bundle import Bundle
@@ -345,6 +386,13 @@ def markdown(report: dict) -> str:
     if report.get("int8_over_fp32"):
         ratios = ", ".join(f"batch {batch}: {ratio}×" for batch, ratio in report["int8_over_fp32"].items())
         lines += [f"int8 vs fp32 on the CPU (same alternating rounds): {ratios}.", ""]
+    if report.get("openvino_compile"):
+        c = report["openvino_compile"]
+        lines += [
+            f"OpenVINO session on the int8-static graph, fresh process: compiled {c['first_compile_s']} s, "
+            f"from its cache {c['cached_compile_s']} s.",
+            "",
+        ]
     if report.get("decoding"):
         from .decoding import markdown as decoding_table
 
@@ -494,6 +542,7 @@ def main() -> None:
         "cpu_ceilings": limits,
         "model_throughput": throughput,
         "int8_over_fp32": int8_over_fp32(throughput),
+        "openvino_compile": openvino_compile(bundle_dir) if "model" in args.sections else {},
         "decoding": decode_profile(images) if "decode" in args.sections else [],
         "end_to_end": end_to_end(bundle_dir, images, ["int8"] if args.quick else ["int8", "fp32"], CACHE)
         if "e2e" in args.sections

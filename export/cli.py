@@ -175,7 +175,7 @@ def export_model(
     for spec in manifest.files.values():
         fused = ", ".join(f"{op}×{n}" for op, n in spec.fused_ops.items()) or "none"
         typer.echo(
-            f"  {spec.path:<17} {spec.bytes / 1e6:8.1f} MB  parity min cos {spec.parity['min_cosine']:.6f} "
+            f"  {spec.path:<22} {spec.bytes / 1e6:8.1f} MB  parity min cos {spec.parity['min_cosine']:.6f} "
             f"(≥ {spec.parity['threshold']})  fused: {fused}"
         )
     for name, figures in manifest.rejected.items():
