@@ -197,6 +197,21 @@ def trained():
         pytest.skip(f"no trained fixture: {exc}")
 
 
+@pytest.fixture(scope="session")
+def debian_photos() -> Path:
+    """Debian's wallpaper photographs (benchmarks/real_photos.py: 131 images, ~200 MB of packages fetched with
+    apt-get download once per checkout). Skipped where they cannot be fetched, failed where
+    EDGE_SEARCH_TEST_REQUIRE_TRAINED=1 (CI)."""
+    from benchmarks.real_photos import real_photos
+
+    try:
+        return real_photos(ROOT / "benchmarks" / ".cache" / "real-photos")
+    except SystemExit as exc:
+        if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1":
+            pytest.fail(f"Debian's photos are required here: {exc}")
+        pytest.skip(f"no Debian photos: {exc}")
+
+
 def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:
     from edge_search.export.synthetic import photo_like
 
