@@ -88,8 +88,6 @@ def resolve(
 
 def started_on(plan: Plan, session_providers: list[str]) -> bool:
     """Whether the session really runs on the plan's device (CUDA must come first)."""
-    if plan.device == "openvino":
-        return True  # OpenVINO either compiles for its device or raises
     if plan.device == "cuda":
         return bool(session_providers) and session_providers[0] == CUDA
     return CPU in session_providers
