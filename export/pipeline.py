@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -311,15 +312,14 @@ def _build(
         fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type)
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
+    schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
-            pixels, skipped = static_int8.calibration_pixels(source.processor, calibration)
+            photos, unreadable = static_int8.calibration_pixels(source.processor, calibration)
             graphs["int8-static"] = staging / "model.int8-static.onnx"
-            static_int8.to_int8_static(raw, graphs["int8-static"], pixels, INPUT_NAME)
-        calibrated = {"calibration_photos": len(pixels), "calibration_unreadable": skipped}
-        schemes = {**QUANTIZATION_SCHEMES, "int8-static": {**static_int8.SCHEME, **calibrated}}
-    else:
-        schemes = QUANTIZATION_SCHEMES
+            static_int8.to_int8_static(raw, graphs["int8-static"], photos, INPUT_NAME)
+        calibrated = {"calibration_photos": len(photos), "calibration_unreadable": unreadable}
+        schemes["int8-static"] = {**static_int8.SCHEME, **calibrated}
     with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
         spec = (
