@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .edits import EDITS, MILD, is_blank, save_edit
+from .int8_schemes import top10_overlap
 from .real_photos import artwork, real_photos
 from .run import CACHE, machine
 from .trained_fixture import SAME_SCENE, FixtureUnavailable, trained_fixture
@@ -175,8 +176,9 @@ def _measured(
         "precisions": {},
     }
     fp32_vectors = None
+    exported = Bundle.load(bundle).precisions
     for precision in ("int8",) if quick else PRECISIONS_MEASURED:
-        if precision not in Bundle.load(bundle).precisions:
+        if precision not in exported:
             report["precisions"][precision] = {"status": "not in the bundle (failed its parity gate)"}
             continue
         model = Model.open(bundle, ModelOptions(device=DEVICE_OF.get(precision, "cpu"), precision=precision))
@@ -224,17 +226,10 @@ def _against(vectors: np.ndarray, fp32: np.ndarray | None) -> dict | None:
     if fp32 is None:
         return None
     cos = (vectors * fp32).sum(axis=1)
-
-    def nearest(v: np.ndarray) -> np.ndarray:
-        scores = v @ v.T
-        np.fill_diagonal(scores, -np.inf)
-        return np.argsort(-scores, axis=1)[:, :10]
-
-    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(nearest(vectors), nearest(fp32), strict=True)]
     return {
         "min_cosine": round(float(cos.min()), 5),
         "mean_cosine": round(float(cos.mean()), 5),
-        "top10_overlap": round(float(np.mean(overlap)), 3),
+        "top10_overlap": round(top10_overlap(fp32, vectors), 3),
     }
 
 

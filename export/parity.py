@@ -21,7 +21,7 @@ def parity_inputs(processor: Any, count: int = 8) -> np.ndarray:
 
 def openvino_cls(path: Path, pixels: np.ndarray) -> np.ndarray:
     """The graph as the runtime runs it on OpenVINO's CPU (the int8-static graph is made for it: its MLP
-    activations are quantized by OpenVINO at run time), one image per call and then all at once."""
+    activations are quantized by OpenVINO at run time), one image per call."""
     from edge_search.runtime.model.openvino_session import open_openvino
     from edge_search.runtime.options import OpenVinoOptions
 

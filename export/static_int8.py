@@ -92,9 +92,10 @@ def to_int8_static(raw: Path, out: Path, calibration: np.ndarray, input_name: st
     onnx.save(quantized, str(out))
 
 
-def _weight_shape(model: onnx.ModelProto, name: str, producers: dict[str, onnx.NodeProto]) -> tuple[int, ...] | None:
+def _weight_shape(
+    name: str, initializers: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto]
+) -> tuple[int, ...] | None:
     """The shape of a MatMul's constant weight, seen through its DequantizeLinear; None for an activation."""
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     node = producers.get(name)
     if node is not None and node.op_type == "DequantizeLinear":
         name = node.input[0]
@@ -107,19 +108,20 @@ def release_mlp_activations(model: onnx.ModelProto) -> int:
     is not square (the MLP's expansion and projection; attention projections are square). Their int8 weights
     stay. Returns how many pairs were removed."""
     producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     bypass: dict[str, str] = {}  # a DequantizeLinear's output -> the QuantizeLinear's input
     dropped: set[int] = set()
     for node in model.graph.node:
         if node.op_type != "MatMul":
             continue
-        shape = _weight_shape(model, node.input[1], producers)
+        shape = _weight_shape(node.input[1], initializers, producers)
         if shape is None or len(shape) != 2 or shape[0] == shape[1]:
             continue
         dequantize = producers.get(node.input[0])
-        quantize = producers.get(dequantize.input[0]) if dequantize is not None else None
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or quantize is None:
+        if dequantize is None or dequantize.op_type != "DequantizeLinear":
             continue
-        if quantize.op_type != "QuantizeLinear":
+        quantize = producers.get(dequantize.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
             continue
         bypass[dequantize.output[0]] = quantize.input[0]
         dropped.add(id(dequantize))

@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from benchmarks.edits import MILD, save_edit
+from benchmarks.int8_schemes import top10_overlap
 from conftest import cli_env, cosine, edge_search, transformers_embeddings
 from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.library import Library, Model
@@ -141,15 +142,6 @@ def test_openvino_int8_static_keeps_transformers_embeddings_and_neighbours(bundl
     int8 = Model.open(bundles["dinov2"], ModelOptions(device="cpu", precision="int8", jpeg_draft=False))
     int8_overlap = top10_overlap(np.stack([r.vector for r in int8.embed_paths(photos)]), reference)
     assert top10_overlap(got, reference) >= min(0.95, int8_overlap)
-
-
-def top10_overlap(vectors: np.ndarray, reference: np.ndarray) -> float:
-    def nearest(v: np.ndarray) -> list[set[int]]:
-        scores = v @ v.T
-        np.fill_diagonal(scores, -np.inf)
-        return [set(np.argsort(-row)[:10]) for row in scores]
-
-    return float(np.mean([len(a & b) / 10 for a, b in zip(nearest(vectors), nearest(reference), strict=True)]))
 
 
 def test_openvino_embeds_a_photo_alike_alone_and_among_others(openvino_model, photos):

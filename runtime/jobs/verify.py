@@ -116,8 +116,8 @@ def check_index(directory: Path) -> list[Check]:
 
 
 def check_providers(root: Path) -> list[Check]:
-    from edge_search.runtime.model.providers import load_onnxruntime
-    from edge_search.runtime.model.session import open_session
+    from edge_search.runtime.model.openvino_session import openvino_installed
+    from edge_search.runtime.model.providers import OPENVINO_EXTRA, load_onnxruntime
 
     ort = load_onnxruntime()
 
@@ -133,28 +133,23 @@ def check_providers(root: Path) -> list[Check]:
         if provider not in available:
             checks.append(Check(f"provider {device}", absent, f"{provider} is not in this onnxruntime build"))
             continue
-        try:
-            session, _ = open_session(bundle, device=device)
-            checks.append(Check(f"provider {device}", "ok", f"starts: {session.provider} with {session.precision}"))
-        except ProviderError as exc:  # its reason, not the advice for a `--device` nobody gave here
-            checks.append(Check(f"provider {device}", absent, f"does not start: {exc.reason}"))
-        except EdgeSearchError as exc:
-            checks.append(Check(f"provider {device}", absent, f"does not start: {exc}"))
-    checks.append(_check_openvino(bundle))
+        checks.append(_starts(bundle, device, absent))
+    # OpenVINO is optional: its absence is a fact (info), a broken install a failure worth knowing
+    if openvino_installed():
+        checks.append(_starts(bundle, "openvino", "fail"))
+    else:
+        checks.append(Check("provider openvino", "info", f"not installed ({OPENVINO_EXTRA})"))
     return checks
 
 
-def _check_openvino(bundle: Bundle) -> Check:
-    """OpenVINO is optional: its absence is a fact (info), a broken install a failure worth knowing."""
-    from edge_search.runtime.model.openvino_session import openvino_installed
+def _starts(bundle: Bundle, device: str, failed: Status) -> Check:
+    """Whether a session of the bundle starts on `device`; `failed` is the status when it does not."""
     from edge_search.runtime.model.session import open_session
 
-    if not openvino_installed():
-        return Check("provider openvino", "info", "not installed (pip install 'edge-search[openvino]')")
     try:
-        session, _ = open_session(bundle, device="openvino")
-        return Check("provider openvino", "ok", f"starts: {session.provider} with {session.precision}")
-    except ProviderError as exc:
-        return Check("provider openvino", "fail", f"does not start: {exc.reason}")
+        session, _ = open_session(bundle, device=device)
+        return Check(f"provider {device}", "ok", f"starts: {session.provider} with {session.precision}")
+    except ProviderError as exc:  # its reason, not the advice for a `--device` nobody gave here
+        return Check(f"provider {device}", failed, f"does not start: {exc.reason}")
     except EdgeSearchError as exc:
-        return Check("provider openvino", "fail", f"does not start: {exc}")
+        return Check(f"provider {device}", failed, f"does not start: {exc}")

@@ -20,6 +20,7 @@ import numpy as np
 from edge_search.runtime.errors import ProviderError
 from edge_search.runtime.files import cache_dir
 from edge_search.runtime.host import default_threads
+from edge_search.runtime.model.providers import OPENVINO_EXTRA
 from edge_search.runtime.options import OpenVinoOptions
 
 
@@ -44,7 +45,7 @@ def compile_graph(path: Path, options: OpenVinoOptions, threads: int | None) -> 
         import openvino
     except Exception as exc:  # a broken install raises anything from ImportError to OSError
         raise ProviderError(
-            f"OpenVINO cannot be imported ({_first_line(exc)}); install it with pip install 'edge-search[openvino]'.",
+            f"OpenVINO cannot be imported ({_first_line(exc)}); install it with {OPENVINO_EXTRA}.",
             reason=f"OpenVINO cannot be imported: {_first_line(exc)}",
         ) from None
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
