@@ -18,6 +18,7 @@ from typing import Any
 import onnx
 
 from edge_search.runtime.files import sha256_file
+from edge_search.runtime.model import selfcheck
 from edge_search.runtime.model.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -234,8 +235,17 @@ def _checked_files(
             fused_ops=optimize.fused_op_counts(path),
             parity=figures,
             quantization=schemes.get(precision, {}),
+            reference=_references(precision, path, spec[0]) if tower == "image" else [],
         )
     return files
+
+
+def _references(precision: str, path: Path, pixels: TensorSpec) -> list[list[float]]:
+    """The graph's embeddings of the runtime's fixed reference inputs, run as the runtime runs it (selfcheck)."""
+    height, width = int(pixels.shape[2]), int(pixels.shape[3])
+    if precision == "int8-static":
+        return selfcheck.reference_embeddings(lambda x: parity.openvino_cls(path, x), height, width)
+    return selfcheck.reference_embeddings(lambda x: parity.onnx_cls(path, x), height, width)
 
 
 def _text_tower(source, work: Path, staging: Path, precisions, opset, rejected: dict[str, dict], step) -> TextTower:

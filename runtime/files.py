@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 import platformdirs
@@ -14,6 +15,62 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """The hex sha256 of a file's content, read in blocks (constant memory)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# What a path that is not a regular file turns out to be, in the words a person reads in a report.
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+# Opened without blocking (a FIFO with no writer would otherwise hang open() for ever), without becoming the
+# controlling terminal of a tty, and closed on exec.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of this `st_mode` is not read as a photo (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((words for test, words in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file: {kind}"
+
+
+def open_regular(path: str | os.PathLike[str], *, no_follow: bool = False) -> tuple[int, os.stat_result]:
+    """An open descriptor of a regular file and its stat, taken from the descriptor itself (so what is checked is
+    what is read). Raises OSError; a FIFO, device or socket raises `NotRegularFile` without a single byte read.
+    `no_follow`: refuse a symlink as the last component (for a path already resolved)."""
+    fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if no_follow else 0))
+    try:
+        info = os.fstat(fd)
+        reason = not_regular(info.st_mode)
+        if reason is not None:
+            raise NotRegularFile(reason)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+class NotRegularFile(OSError):
+    """A path that leads to something other than a regular file (its words say what)."""
+
+
+def read_bounded(fd: int, limit: int) -> bytes | None:
+    """At most `limit` bytes from `fd`, or None when there are more: a file that grows, or one whose size `stat`
+    does not tell, can never make a read unbounded."""
+    chunks: list[bytes] = []
+    left = limit + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 4 * 2**20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    return None if len(data) > limit else data
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -35,6 +35,7 @@ from edge_search.runtime.jobs.indexer import FileCallback, IndexReport, run_inde
 from edge_search.runtime.jobs.verify import (
     Check,
     check_bundle_files,
+    check_graphs,
     check_index,
     check_providers,
 )
@@ -114,7 +115,13 @@ class LibraryInfo:
             "index_file": m.index_file,
             "last_indexed_at": m.last_indexed_at,
             "roots": [
-                {"path": r.path, "excludes": list(r.excludes), "include_hidden": r.include_hidden} for r in self.roots
+                {
+                    "path": r.path,
+                    "excludes": list(r.excludes),
+                    "include_hidden": r.include_hidden,
+                    "follow_links": r.follow_links,
+                }
+                for r in self.roots
             ],
             "size_bytes": self.size_bytes,
         }
@@ -201,6 +208,7 @@ class Library:
         *,
         excludes: Sequence[str] | None = None,
         include_hidden: bool | None = None,
+        follow_links: bool | None = None,
         prune: bool = True,
         settings: vi.IndexOptions | None = None,
         publish_every_s: float = 30.0,
@@ -213,8 +221,8 @@ class Library:
 
         `ray`: embed on a Ray cluster instead of this process (the walk, hashes, lock and commits stay here).
 
-        `excludes` / `include_hidden` given: they replace what a root remembered; None: the remembered
-        ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
+        `excludes` / `include_hidden` / `follow_links` given: they replace what a root remembered; None: the
+        remembered ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
         are indexed; if none exists, UsageError before anything is created. `settings`: usearch options for a
         new index, or to rebuild this one with.
         """
@@ -233,6 +241,7 @@ class Library:
                 r.path,
                 tuple(excludes) if excludes is not None else remembered.get(r.path, r).excludes,
                 include_hidden if include_hidden is not None else remembered.get(r.path, r).include_hidden,
+                follow_links if follow_links is not None else remembered.get(r.path, r).follow_links,
             )
             for r in wanted
         ]
@@ -552,7 +561,9 @@ class Library:
                 f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`."
             )
         root = Path(bundle) if bundle else self.bundle_path()
-        return VerifyReport(check_bundle_files(root) + check_index(self.directory) + check_providers(root))
+        return VerifyReport(
+            check_bundle_files(root) + check_graphs(root) + check_index(self.directory) + check_providers(root)
+        )
 
 
 def _settings(model: Model, meta: IndexMeta, requested: vi.IndexOptions | None) -> vi.IndexSettings | None:

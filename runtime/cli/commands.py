@@ -50,12 +50,14 @@ from edge_search.runtime.options import ModelOptions
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
-    """The first Ctrl-C or SIGTERM asks the run to stop after committing; a second Ctrl-C stops at once."""
+    """The first Ctrl-C or SIGTERM asks the run to stop after committing; a second one ends the process at once,
+    whatever its threads are blocked in (what was committed before is safe in the catalog)."""
     stop = threading.Event()
 
     def handler(signum, _frame):
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if stop.is_set():
+            err.print("\nstopped at once: what was committed is kept; the next index resumes")
+            os._exit(128 + signum)
         stop.set()
         err.print("\nstopping: committing what was embedded (Ctrl-C again to quit at once)…")
 
@@ -153,6 +155,14 @@ def index(
             "[default: skip them, or what the folder remembered].",
         ),
     ] = None,
+    follow_links: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow-links/--no-follow-links",
+            help="Also index photos that symlinks lead to outside the indexed folders (the service then serves "
+            "them too) [default: skip such links and list them, or what the folder remembered].",
+        ),
+    ] = None,
     no_prune: Annotated[
         bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")
     ] = False,
@@ -243,6 +253,7 @@ def index(
             [os.fspath(d) for d in dirs] if dirs else None,
             excludes=exclude,
             include_hidden=include_hidden,
+            follow_links=follow_links,
             prune=not no_prune,
             settings=settings,
             publish_every_s=publish_every,

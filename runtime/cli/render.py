@@ -46,6 +46,7 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         human(r["path"])
         + (f" (excluding {', '.join(r['excludes'])})" if r["excludes"] else "")
         + (" (hidden included)" if r["include_hidden"] else "")
+        + (" (symlinks out followed)" if r.get("follow_links") else "")
         for r in data["roots"]
     )
     identity = (data["bundle_identity"] or "")[:12]

@@ -18,6 +18,8 @@ from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
 from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
@@ -150,7 +152,8 @@ def run_index(
         touched.clear()
 
     settled = 0
-    retry: list[str] = []  # known content whose row was replaced during this run (files swapped names)
+    retry: list[str] = []  # known content whose row was replaced during this run (files swapped names), or whose
+    # first copy in this run failed
     results = embedder.embed((path for path, _ in todo), reuse=known, stop=stop)
     for result in itertools.chain(results, embedder.embed(retry, stop=stop)):  # `retry` is filled by then
         path = str(result.path)
@@ -196,6 +199,14 @@ def run_index(
     return report
 
 
+def _vector_of_content(sha: str | None, rows: list[ResultRow], catalog) -> np.ndarray | None:
+    """The embedding of this content: from the rows of this run not yet committed, else from the catalog."""
+    for row in reversed(rows):
+        if row[3] == sha and row[4] is not None:
+            return row[4]
+    return catalog.vector_of_content(sha) if sha else None
+
+
 def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched, moved_from: set[str]) -> str:
     """Queue the catalog change for one file; returns what happened to it (a move adds its old path to
     `moved_from`: that row goes, but it was moved, not removed)."""
@@ -206,12 +217,12 @@ def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, tou
         if state is not None and state.sha256 == result.sha256 and state.status == "ok":
             touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
             return "unchanged"
-        source = known[result.sha256]
-        vector = catalog.vector(source)
-        if vector is None:  # that row was replaced earlier in this run: embed this file after all
+        vector = _vector_of_content(result.sha256, rows, catalog)
+        if vector is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
             return "retry"
         rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, vector, None))
-        source_path = catalog.paths_for([source]).get(source)
+        source = known.get(result.sha256)
+        source_path = catalog.paths_for([source]).get(source) if source is not None else None
         moved = (
             source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
         )

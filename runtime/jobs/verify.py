@@ -65,6 +65,42 @@ def check_bundle_files(root: Path) -> list[Check]:
     return checks
 
 
+def check_graphs(root: Path) -> list[Check]:
+    """Each image graph run on the reference inputs recorded at export (selfcheck): the right dimension, and the
+    same embeddings within its precision's tolerance. int8-static runs on OpenVINO, as the runtime runs it."""
+    from edge_search.runtime.model import selfcheck
+    from edge_search.runtime.model.openvino_session import openvino_installed
+    from edge_search.runtime.model.session import open_session
+
+    try:
+        bundle = Bundle.load(root)
+    except EdgeSearchError:
+        return []
+    checks = []
+    for precision, spec in bundle.manifest.files.items():
+        name = f"graph {precision}"
+        device = "openvino" if precision == "int8-static" else "cpu"
+        if device == "openvino" and not openvino_installed():
+            checks.append(Check(name, "info", "not run: int8-static runs on OpenVINO, which is not installed"))
+            continue
+        try:
+            session, _ = open_session(bundle, device=device, precision=precision)
+            lowest = selfcheck.check(session, bundle, spec)
+        except ProviderError as exc:
+            checks.append(Check(name, "fail", f"does not start: {exc.reason}"))
+            continue
+        except EdgeSearchError as exc:
+            checks.append(Check(name, "fail", str(exc)))
+            continue
+        dim = bundle.manifest.embedding_dim
+        checks.append(
+            Check(name, "ok", f"{dim} dimensions; reference embeddings reproduced (cosine >= {lowest:.5f})")
+            if lowest is not None
+            else Check(name, "info", f"{dim} dimensions; no reference embeddings recorded (exported before they were)")
+        )
+    return checks
+
+
 def check_index(directory: Path) -> list[Check]:
     try:
         catalog = Catalog.open(directory, create=False)

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from edge_search.runtime.files import not_regular
 from edge_search.runtime.store.catalog import Root
 
 IMAGE_SUFFIXES = frozenset(
@@ -67,16 +68,35 @@ def is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
 
 
-def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResult:
-    """Image files under `roots` (following symlinks, each real directory once) and what went wrong.
+def inside_any(real: str, real_roots: Iterable[str]) -> bool:
+    """Whether the resolved path `real` is one of `real_roots` or inside one of them."""
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in real_roots)
 
-    A root itself is always walked, even if its own name is hidden; the rules apply below it. Once
+
+def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResult:
+    """Image files under `roots` and what went wrong.
+
+    Symlinks are followed (each real directory once) as long as they stay inside the indexed folders; one that
+    leads out of all of them (to /etc, another share) is skipped and reported, unless its root was indexed with
+    `follow_links`. Only regular files are listed: a FIFO, device or socket with an image's name is a problem,
+    never opened. A root itself is always walked, even if its own name is hidden; the rules apply below it. Once
     `stop` is set (Ctrl-C on a large NAS share), the walk ends early and says it is incomplete.
     """
     result = WalkResult()
     visited: set[tuple[int, int]] = set()
+    roots = list(roots)
+    real_roots = [os.path.realpath(r.path) for r in roots]
 
-    def visit(directory: str, skip: tuple[str, ...]) -> None:
+    def leaves(path: str, follow: bool) -> str | None:
+        """Why the symlink at `path` is not followed (None: it stays inside the indexed folders, or may leave)."""
+        if follow:
+            return None
+        real = os.path.realpath(path)
+        if inside_any(real, real_roots):
+            return None
+        return f"symlink to {real}, outside the indexed folders (index with --follow-links to include it)"
+
+    def visit(directory: str, skip: tuple[str, ...], follow: bool) -> None:
         if stop is not None and stop.is_set():
             result.complete = False
             return
@@ -103,36 +123,51 @@ def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResu
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
+                is_link = entry.is_symlink()
             except OSError:
-                is_dir = False
+                is_dir, is_link = False, False
             if is_dir:
-                visit(path, skip)
+                outside = leaves(path, follow) if is_link else None
+                if outside:
+                    result.problems.append((path, outside))
+                else:
+                    visit(path, skip, follow)
                 continue
             if not is_image_name(entry.name):
                 continue
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                reason = "broken symlink" if entry.is_symlink() else "vanished during the walk"
-                result.problems.append((path, reason))
-                continue
-            except OSError as exc:
-                result.problems.append((path, f"cannot stat ({exc.strerror})"))
-                continue
-            result.files[os.path.abspath(path)] = stat
+            _add_file(result, path, leaves(path, follow) if is_link else None, is_link)
 
     for root in roots:
         root_path = os.path.abspath(root.path)
         skip = tuple(root.excludes) + (() if root.include_hidden else SKIPPED_BY_DEFAULT)
-        if os.path.isfile(root_path):
-            if is_image_name(root_path):
-                result.files[root_path] = os.stat(root_path)
-            else:
-                result.problems.append((root_path, "not an image file name"))
-        elif not os.path.exists(root_path):
+        if not os.path.exists(root_path):
             result.problems.append((root_path, "no such file or folder"))
             result.unreadable_dirs.append(root_path)
             result.missing_roots.append(root_path)
+        elif os.path.isdir(root_path):
+            visit(root_path, skip, root.follow_links)
+        elif is_image_name(root_path):
+            _add_file(result, root_path, None, os.path.islink(root_path))
         else:
-            visit(root_path, skip)
+            result.problems.append((root_path, "not an image file name"))
     return result
+
+
+def _add_file(result: WalkResult, path: str, outside: str | None, is_link: bool) -> None:
+    """List `path` if it is a regular file (after following links) that may be indexed, else say why not."""
+    if outside:
+        result.problems.append((path, outside))
+        return
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        result.problems.append((path, "broken symlink" if is_link else "vanished during the walk"))
+        return
+    except OSError as exc:
+        result.problems.append((path, f"cannot stat ({exc.strerror})"))
+        return
+    reason = not_regular(stat.st_mode)
+    if reason:
+        result.problems.append((path, reason))
+        return
+    result.files[os.path.abspath(path)] = stat

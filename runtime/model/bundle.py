@@ -60,6 +60,8 @@ class ModelFile:
     parity: dict[str, float] = field(default_factory=dict)
     # int8: how it was quantized (weights and activations), as the exporter did it
     quantization: dict[str, Any] = field(default_factory=dict)
+    # the graph's unit embeddings of `selfcheck.reference_pixels`, as the exporter ran it (image graphs)
+    reference: list[list[float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,23 @@ class TextTower:
 
 def _model_file(spec: dict[str, Any]) -> ModelFile:
     return ModelFile(**{**spec, "input": TensorSpec(**spec["input"]), "output": TensorSpec(**spec["output"])})
+
+
+def _plain_name(name: object) -> None:
+    """A bundle's files are named without folders: a path that could lead out of the bundle is refused."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or os.path.isabs(name)
+    ):
+        raise BundleError(
+            f"The bundle's manifest names the file {name!r}: a bundle's files are plain names inside its folder, "
+            "so a path that could lead out of it is refused. Re-export or re-copy the bundle."
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +194,12 @@ class Manifest:
             )
         if manifest.external_data:
             raise BundleError("The bundle's graphs reference external data files, which edge-search refuses.")
+        for spec in manifest.files.values():
+            _plain_name(spec.path)
+        if manifest.text:
+            for spec in manifest.text.files.values():
+                _plain_name(spec.path)
+            _plain_name(manifest.text.tokenizer)
         return manifest
 
 

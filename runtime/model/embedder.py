@@ -6,11 +6,13 @@ onnxruntime runs a batch. A bad file becomes an error result for that file; the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.files import NotRegularFile, open_regular, read_bounded
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.preprocess import Preprocessor
 from edge_search.runtime.model.session import EmbeddingSession
@@ -44,27 +47,56 @@ class EmbedResult:
         return self.error == VANISHED
 
 
-def read_file(path: Path | str) -> bytes | str:
-    """A file's bytes, or the reason it cannot be read (the same words wherever files are read)."""
+def read_file(path: Path | str, limit: int = MAX_FILE_BYTES) -> bytes | str:
+    """A file's bytes, or the reason it cannot be read (the same words wherever files are read).
+
+    Only a regular file is read (after following links): a FIFO, a device such as /dev/zero or a socket is
+    refused without a byte read and without blocking; and the read stops at `limit` whatever `stat` says."""
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                return f"file too large ({size} bytes)"
-            return handle.read()
+        fd, info = open_regular(path)
     except FileNotFoundError:
         return VANISHED
+    except NotRegularFile as exc:
+        return str(exc)
     except IsADirectoryError:
         return "is a directory"
     except PermissionError:
         return "permission denied"
     except OSError as exc:
         return f"cannot read ({exc.strerror or exc})"
+    try:
+        if info.st_size > limit:
+            return f"file too large ({info.st_size} bytes)"
+        data = read_bounded(fd, limit)
+        return f"file too large (more than {limit} bytes)" if data is None else data
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+_NOTHING: frozenset[str] = frozenset()  # no `reuse` given: every file is embedded, copies included
+
+
+class _FirstOfContent:
+    """Which input position first had each content: decode threads race, so a later copy may be hashed first;
+    only a copy whose content appeared at an earlier position skips decoding."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def earlier_than(self, sha: str, position: int) -> bool:
+        with self._lock:
+            first = self._first.setdefault(sha, position)
+            if position < first:
+                self._first[sha] = position
+            return first < position
 
 
 class Embedder:
@@ -85,11 +117,11 @@ class Embedder:
         return l2_normalize(self.session.run(pixels))
 
     def _load(
-        self, path: Path, reuse: Container[str], data: bytes | None = None
+        self, path: Path, reuse: Container[str], data: bytes | None = None, seen: Callable[[str], bool] | None = None
     ) -> tuple[np.ndarray | None, str] | str:
         """(pixels, sha256 of the file) or the reason it failed; the file is read once (unless its
         `data` came with it), hashed before it is decoded, and not decoded at all when its hash is in
-        `reuse` (pixels None)."""
+        `reuse` or `seen` says an earlier file of this run has the same content (pixels None)."""
         try:
             if data is None:
                 read = read_file(path)
@@ -97,7 +129,7 @@ class Embedder:
                     return read
                 data = read
             sha = hashlib.sha256(data).hexdigest()
-            if sha in reuse:
+            if sha in reuse or (seen is not None and seen(sha)):
                 return None, sha
             return self.preprocessor.load_bytes(data, path), sha
         except ImageDecodeError as exc:
@@ -111,22 +143,27 @@ class Embedder:
         self,
         paths: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], bytes]],
         *,
-        reuse: Container[str] = frozenset(),
+        reuse: Container[str] = _NOTHING,
         stop: threading.Event | None = None,
     ) -> Iterator[EmbedResult]:
         """Results in input order; decoding of later files overlaps inference of earlier ones.
 
         An item is a path, or (path, the file's bytes) when they were read elsewhere (a Ray worker
         given the bytes by the box). Files whose sha256 is in `reuse` come back as `known` results
-        without being decoded. Once `stop` is set, no new file is started: what is decoded is embedded
-        and returned, the rest dropped.
+        without being decoded; when `reuse` is given (the caller can look embeddings up by content), so do
+        files whose content an earlier file of this call already had: identical copies are embedded once.
+        Once `stop` is set, no new file is started: what is decoded is embedded and returned, the rest dropped.
         """
         pending: list = []
         ready = 0
+        share = reuse is not _NOTHING
+        first_of = _FirstOfContent()
+        embedded_here: set[str] = set()  # contents sent to the model by this call
         window = self.batch_size * 2 + self.workers
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
             in_flight: deque[tuple[Path, Future]] = deque()
             source = iter(paths)
+            positions = itertools.count()
             exhausted = False
             while in_flight or not exhausted:
                 if stop is not None and stop.is_set():
@@ -140,16 +177,21 @@ class Embedder:
                         exhausted = True
                         break
                     path, data = (Path(item[0]), item[1]) if isinstance(item, tuple) else (Path(item), None)
-                    in_flight.append((path, pool.submit(self._load, path, reuse, data)))
+                    seen = functools.partial(first_of.earlier_than, position=next(positions)) if share else None
+                    in_flight.append((path, pool.submit(self._load, path, reuse, data, seen)))
                 if not in_flight:
                     break
                 path, future = in_flight.popleft()
-                item = future.result()
-                needs_model = not isinstance(item, str) and item[0] is not None
+                loaded = future.result()
+                if share and not isinstance(loaded, str) and loaded[0] is not None:
+                    if loaded[1] in embedded_here:  # a later copy decoded before the first was: one model run
+                        loaded = (None, loaded[1])
+                    embedded_here.add(loaded[1])
+                needs_model = not isinstance(loaded, str) and loaded[0] is not None
                 if not needs_model and not pending:
-                    yield from self._flush([(path, item)])  # failures and known files need no batch: report now
+                    yield from self._flush([(path, loaded)])  # failures and known files need no batch: report now
                     continue
-                pending.append((path, item))
+                pending.append((path, loaded))
                 ready += needs_model
                 if ready >= self.batch_size:
                     yield from self._flush(pending)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from edge_search.runtime.locations import default_bundle_dir
+from edge_search.runtime.model import selfcheck
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.embedder import Embedder, EmbedResult
 from edge_search.runtime.model.preprocess import Preprocessor
@@ -69,6 +70,7 @@ class Model:
             cuda=options.cuda,
             openvino=options.openvino,
         )
+        selfcheck.check_once(session[0], bundle)  # a swapped graph or a wrong embedding_dim: before any embedding
         preprocessor = cls.preprocessor_for(bundle, options)
         embedder = Embedder(session[0], preprocessor, batch_size=options.batch_size, workers=options.threads)
         return cls(bundle, session[0], preprocessor, embedder, session[1], options)

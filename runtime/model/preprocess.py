@@ -83,15 +83,21 @@ def open_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_hw: tuple[int, int] | None = None,
     label: Path | str | None = None,
+    max_declared_pixels: int | None = None,
 ) -> Image.Image:
     """Decode frame 0 of an allowed image (a path or file object), upright (EXIF), fully loaded.
 
     PNG and WebP go through libvips when it can (faster, same pixels: see vips_decode), the rest and
     anything libvips declines through Pillow. A WebP may then be decoded reduced, as a JPEG is with draft.
+    `max_pixels` bounds what is decoded (a drafted JPEG: its reduced size); `max_declared_pixels`, where given
+    (uploads), bounds the size the header declares, before any decoding. A baseline JPEG too small to hold the
+    pixels it declares is refused as truncated (libjpeg would fill the missing rows with grey and say nothing).
 
     Raises ImageDecodeError naming `label` (default: the path).
     """
     source, path = path, label if label is not None else path
+    if max_declared_pixels is not None:
+        _check_declared(source, path, max_declared_pixels)
     decoded = vips_decode.decode(source, max_pixels=max_pixels, draft_hw=draft_hw)
     if decoded is not None:
         return decoded
@@ -99,6 +105,8 @@ def open_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source, formats=allowed_formats())
+        if image.format in ("JPEG", "MPO"):
+            _check_jpeg_holds_its_pixels(image, source, path)
         if draft_hw is not None and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_hw[1], draft_hw[0]))
         width, height = image.size  # what will be decoded: a drafted JPEG costs a fraction of its full size
@@ -131,6 +139,51 @@ def open_image(
         raise ImageDecodeError(path, "too large to decode; raise the limit with --max-megapixels") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image ({exc})") from None
+
+
+# A baseline JPEG spends at least two bits (a DC code and an end-of-block) on every 8x8 block of every component:
+# at least one byte per 256 pixels in greyscale, more in colour. A file under a quarter of that cannot hold its
+# pixels: it was cut short, or it lies about its size to cost a large decode.
+JPEG_MIN_PIXELS_PER_BYTE = 1024
+
+
+def _source_bytes(source) -> int | None:
+    if hasattr(source, "getbuffer"):
+        return source.getbuffer().nbytes
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return os.stat(source).st_size
+        except OSError:
+            return None
+    return None
+
+
+def _check_jpeg_holds_its_pixels(image: Image.Image, source, path) -> None:
+    if image.info.get("progressive") or image.info.get("progression"):
+        return  # progressive scans code runs of empty blocks in a few bits: no such bound
+    size = _source_bytes(source)
+    width, height = image.size
+    if size is not None and size * JPEG_MIN_PIXELS_PER_BYTE < width * height:
+        image.close()
+        raise ImageDecodeError(path, f"truncated: {size} bytes cannot hold the {width}x{height} pixels it declares")
+
+
+def _check_declared(source, path, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than `max_pixels`, having decoded nothing."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=allowed_formats()) as header:
+                width, height = header.size
+    except Exception:
+        return  # not readable as a header: open_image words the reason
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            path, f"{width}x{height} pixels exceeds the limit of {max_pixels / 1e6:.0f} megapixels for a search"
+        )
 
 
 HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
@@ -281,18 +334,21 @@ class Preprocessor:
         """Decode and preprocess one file; raises ImageDecodeError for that file only."""
         return self._load(path, path)
 
-    def load_bytes(self, data: bytes, label: Path | str) -> np.ndarray:
-        """Same as `load` on a file already read into memory (so it is hashed and decoded from one read)."""
+    def load_bytes(self, data: bytes, label: Path | str, *, max_declared_pixels: int | None = None) -> np.ndarray:
+        """Same as `load` on a file already read into memory (so it is hashed and decoded from one read).
+        `max_declared_pixels`: refuse an image declaring more pixels than that before decoding (uploads)."""
         if not data:
             raise ImageDecodeError(label, "empty file")
-        return self._load(io.BytesIO(data), label)
+        return self._load(io.BytesIO(data), label, max_declared_pixels)
 
-    def _load(self, source, label: Path | str) -> np.ndarray:
+    def _load(self, source, label: Path | str, max_declared_pixels: int | None = None) -> np.ndarray:
         draft = None
         if self.jpeg_draft:
             height, width = self._resize_hw(*self.input_hw)
             draft = (DRAFT_FACTOR * height, DRAFT_FACTOR * width)
-        image = open_image(source, max_pixels=self.max_pixels, draft_hw=draft, label=label)
+        image = open_image(
+            source, max_pixels=self.max_pixels, draft_hw=draft, label=label, max_declared_pixels=max_declared_pixels
+        )
         try:
             return self.from_image(image)
         except (OSError, ValueError) as exc:

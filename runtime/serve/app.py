@@ -30,7 +30,8 @@ from edge_search.runtime.errors import (
 )
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.serve import routes
-from edge_search.runtime.serve.auth import STATIC, TokenAuth, WrongTokenLimiter, error, login
+from edge_search.runtime.serve.answers import error
+from edge_search.runtime.serve.auth import STATIC, Guard, WrongTokenLimiter, login, logout
 from edge_search.runtime.serve.config import HttpError, ServiceConfig
 from edge_search.runtime.serve.service import Service
 from edge_search.runtime.serve.watch import LibraryWatcher
@@ -48,6 +49,7 @@ HTTP_STATUS: dict[type, int] = {
 ROUTES = [
     Route("/", routes.page),
     Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
     Route("/api/health", routes.health),
     Route("/api/info", routes.info),
@@ -94,7 +96,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(TokenAuth, token=config.token)] if config.token else [],
+        middleware=[Middleware(Guard, token=config.token, allowed_hosts=config.allowed_hosts)],
         lifespan=lifespan,
         exception_handlers={
             HttpError: on_http_error,

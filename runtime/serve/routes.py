@@ -4,13 +4,17 @@ library on the worker thread and answers JSON (errors are raised, and turned int
 from __future__ import annotations
 
 import asyncio
-import os
+import io
+import urllib.parse
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
-from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC
+from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.serve.answers import JsonAnswer, displayable
+from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of
 from edge_search.runtime.serve.config import HttpError
 from edge_search.runtime.serve.requests import QueryRequest, number, whole_number
 from edge_search.runtime.serve.service import Service
@@ -39,7 +43,7 @@ async def health(request: Request) -> Response:
     model = service.model
     count = await service.call(lambda: service.library.reader().catalog.count())
     watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
-    return JSONResponse(
+    return JsonAnswer(
         {
             "ok": True,
             "count": count,
@@ -54,28 +58,43 @@ async def health(request: Request) -> Response:
 
 async def info(request: Request) -> Response:
     service = _service(request)
-    return JSONResponse((await service.call(service.library.info)).as_dict())
+    return JsonAnswer((await service.call(service.library.info)).as_dict())
 
 
 async def query(request: Request) -> Response:
     service = _service(request)
     asked = await QueryRequest.read(request, service.config)
     library, model = service.library, service.model
-    wanted: dict[str, Any] = {"images": asked.images, "text": asked.text, "k": asked.k, "min_score": asked.min_score}
-    if asked.scope == "fleet":
-        found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
-        return JSONResponse({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
-    result = await service.call(library.query, model, under_dir=asked.under, **wanted)
-    return JSONResponse({"results": [hit.as_dict() for hit in result.hits]})
+    async with service.client_slot(client_of(request)):
+        pixels = None
+        if asked.images:  # decoded under the upload rule: the size its header declares is checked first
+            limit = model.preprocessor.max_pixels
+            pixels = await service.call(
+                lambda: np.stack(
+                    [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.images]
+                )
+            )
+        wanted: dict[str, Any] = {
+            "images": asked.images,
+            "text": asked.text,
+            "k": asked.k,
+            "min_score": asked.min_score,
+        }
+        if asked.scope == "fleet":
+            found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
+            return JsonAnswer({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
+        result = await service.call(library.query, model, under_dir=asked.under, pixels=pixels, **wanted)
+    return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
 async def similar(request: Request) -> Response:
     service = _service(request)
     key = _id(request)
     k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
-    await service.call(service.path_of, key)  # an unknown id is a 404, as for /api/image and /api/thumb
-    result = await service.call(service.library.query, key=key, k=k, exclude_self=True)
-    return JSONResponse({"results": [hit.as_dict() for hit in result.hits]})
+    async with service.client_slot(client_of(request)):
+        await service.call(service.check_id, key)  # an unknown id is a 404, as for /api/image and /api/thumb
+        result = await service.call(service.library.query, key=key, k=k, exclude_self=True)
+    return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
 async def latest(request: Request) -> Response:
@@ -83,7 +102,7 @@ async def latest(request: Request) -> Response:
     service = _service(request)
     k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
     found = await service.call(service.library.latest, k)
-    return JSONResponse({"results": [{"id": key, "path": path} for key, path in found]})
+    return JsonAnswer({"results": [{"id": key, "path": path} for key, path in found]})
 
 
 async def dupes(request: Request) -> Response:
@@ -97,22 +116,41 @@ async def dupes(request: Request) -> Response:
         for file in data["files"]:
             file.pop("sha256", None)
         groups.append(data)
-    return JSONResponse({**report.as_dict(), "groups": groups})
+    return JsonAnswer({**report.as_dict(), "groups": groups})
 
 
-async def _existing_file(service: Service, key: int) -> str:
-    path = await service.call(service.path_of, key)
-    if not os.path.isfile(path):
-        raise HttpError(404, "The file is no longer there (moved or deleted since it was indexed).")
-    return path
+# A photo is sent as itself, never as something a browser would run: no sniffing, no scripts, no frames.
+PHOTO_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, max-age=3600",
+}
 
 
 async def image(request: Request) -> Response:
-    return FileResponse(await _existing_file(_service(request), _id(request)))
+    service = _service(request)
+    photo = await service.call(service.photo, _id(request))
+    name = urllib.parse.quote(displayable(photo.path).rsplit("/", 1)[-1])
+    headers = {
+        **PHOTO_HEADERS,
+        "Content-Length": str(photo.size),
+        "Content-Disposition": f"inline; filename*=UTF-8''{name}",
+    }
+    return StreamingResponse(photo.chunks(), media_type=photo.media_type, headers=headers)
 
 
 async def thumb(request: Request) -> Response:
+    """A JPEG made from the decoded photo (never its raw bytes), cached by id once the file has been checked."""
     service, key = _service(request), _id(request)
-    path = await _existing_file(service, key)
-    data = await asyncio.get_running_loop().run_in_executor(None, service.thumbs.get, key, path)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    photo = await service.call(service.photo, key)
+
+    def make() -> bytes:
+        try:
+            return service.thumbs.get(key, lambda: io.BytesIO(photo.read()))
+        except ImageDecodeError as exc:
+            raise HttpError(422, f"Image {key} cannot be decoded for a thumbnail now: {exc.reason}.") from None
+        finally:
+            photo.close()
+
+    data = await asyncio.get_running_loop().run_in_executor(None, make)
+    return Response(data, media_type="image/jpeg", headers={**PHOTO_HEADERS, "Cache-Control": "private, max-age=86400"})

@@ -8,11 +8,13 @@ connection from the library itself (`Library.reader` is per thread).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_search.runtime.serve.config import HttpError, ServiceConfig
+from edge_search.runtime.serve.photos import OpenPhoto, open_photo
 from edge_search.runtime.serve.thumbnails import ThumbnailCache
 
 if TYPE_CHECKING:
@@ -36,6 +38,23 @@ class Service:
         self._dupes_cached: tuple[tuple[Any, ...], DupesReport] | None = None
         self._fleet: Any = None
         self.watcher = watcher
+        self._in_flight: dict[str, int] = {}  # searches in flight per client address (touched on the event loop only)
+
+    @contextlib.asynccontextmanager
+    async def client_slot(self, client: str) -> AsyncIterator[None]:
+        """One of the few searches a client address may have in flight at once: the single worker is shared, so a
+        client that sends many expensive uploads in parallel gets 429s instead of delaying everyone else."""
+        if self._in_flight.get(client, 0) >= self.config.queries_per_client:
+            raise HttpError(
+                429, f"This address already has {self.config.queries_per_client} searches running: wait for them."
+            )
+        self._in_flight[client] = self._in_flight.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self._in_flight[client] -= 1
+            if not self._in_flight[client]:
+                del self._in_flight[client]
 
     def start(self) -> None:
         if self.watcher is not None:
@@ -67,12 +86,16 @@ class Service:
             )
         return self._fleet
 
-    def path_of(self, key: int) -> str:
-        """The indexed file with this id (run in the worker); a JSON 404 for an unknown id."""
-        path = self.library.reader().catalog.paths_for([key]).get(key)
-        if path is None:
+    def photo(self, key: int) -> OpenPhoto:
+        """The indexed photo with this id, opened and checked (run in the worker); a JSON 404 for an unknown id,
+        a file that failed indexing, or one that changed or left the indexed folders since."""
+        catalog = self.library.reader().catalog
+        return open_photo(catalog.served_file(key), catalog.roots(), key)
+
+    def check_id(self, key: int) -> None:
+        """A JSON 404 unless `key` is an indexed photo (run in the worker)."""
+        if self.library.reader().catalog.served_file(key) is None:
             raise HttpError(404, f"No indexed image has id {key}.")
-        return path
 
     def close(self) -> None:
         if self._fleet is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -23,13 +25,14 @@ class ThumbnailCache:
         self.max_bytes = max_bytes
         self._size: int | None = None
 
-    def get(self, key: int, source: str) -> bytes:
+    def get(self, key: int, source: Callable[[], BinaryIO]) -> bytes:
+        """The cached thumbnail of `key`, else one made from `source()` (the photo's bytes) and cached."""
         cached = self.directory / f"{key}.jpg"
         try:
             return cached.read_bytes()
         except OSError:
             pass
-        data = make_thumbnail(source)
+        data = make_thumbnail(source())
         self._store(cached, data)
         return data
 
@@ -56,7 +59,7 @@ class ThumbnailCache:
         self._size = total
 
 
-def make_thumbnail(source: str) -> bytes:
+def make_thumbnail(source: str | BinaryIO) -> bytes:
     """A JPEG no larger than THUMB_EDGE on its long side (ImageDecodeError if the file cannot be read)."""
     image = open_image(source, draft_hw=(THUMB_EDGE, THUMB_EDGE))
     image.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)

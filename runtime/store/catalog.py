@@ -21,8 +21,12 @@ from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (SCHEMA_VERSION,)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, SCHEMA_VERSION)  # a reader copes with a version 2 catalog; a writer migrates it
+# version -> the statements that bring a catalog of that version to the next (run by a writer, in one transaction)
+MIGRATIONS = {
+    2: ("ALTER TABLE roots ADD COLUMN follow_links INTEGER NOT NULL DEFAULT 0",),
+}
 # One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None)
 ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None]
 
@@ -43,7 +47,8 @@ CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE TABLE IF NOT EXISTS roots (
     path BLOB PRIMARY KEY,
     excludes TEXT NOT NULL,
-    include_hidden INTEGER NOT NULL
+    include_hidden INTEGER NOT NULL,
+    follow_links INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -65,6 +70,7 @@ class Root:
     path: str
     excludes: tuple[str, ...] = ()
     include_hidden: bool = False
+    follow_links: bool = False  # symlinks that leave the indexed folders are followed (off: skipped, reported)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Catalog:
                 catalog = cls(db, path)
                 if catalog.get_meta("schema_version") is not None:
                     catalog._check_schema()
+                    catalog._migrate()
                 db.executescript(_SCHEMA)
                 catalog.set_meta({"schema_version": SCHEMA_VERSION})
             else:
@@ -162,6 +169,16 @@ class Catalog:
                 f"{' and '.join(map(str, READABLE_VERSIONS))}. "
                 "Delete the index directory and index again."
             )
+
+    def _migrate(self) -> None:
+        """Bring an older catalog to SCHEMA_VERSION in place, each step one transaction (nothing re-embedded)."""
+        version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
+        while version < SCHEMA_VERSION:
+            with self.transaction():
+                for statement in MIGRATIONS[version]:
+                    self.db.execute(statement)
+                version += 1
+                self._put_meta({"schema_version": version})
 
     def close(self) -> None:
         self.db.close()
@@ -238,6 +255,11 @@ class Catalog:
         row = self.db.execute("SELECT embedding FROM files WHERE id=? AND status='ok'", (int(key),)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
+    def vector_of_content(self, sha: str) -> np.ndarray | None:
+        """The embedding of a row with this content hash (identical files share it), or None."""
+        row = self.db.execute("SELECT embedding FROM files WHERE sha256=? AND status='ok' LIMIT 1", (sha,)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
     def sha256_of(self, key: int) -> str | None:
         row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
         return row[0] if row else None
@@ -261,17 +283,29 @@ class Catalog:
     # -- roots ---------------------------------------------------------------------------------
     def roots(self) -> list[Root]:
         try:
-            rows = self.db.execute("SELECT path, excludes, include_hidden FROM roots ORDER BY path").fetchall()
-        except sqlite3.OperationalError:  # a version 1 catalog opened read-only: no roots remembered yet
-            return []
-        return [Root(decode_path(path), tuple(json.loads(excludes)), bool(hidden)) for path, excludes, hidden in rows]
+            rows = self.db.execute(
+                "SELECT path, excludes, include_hidden, follow_links FROM roots ORDER BY path"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a version 2 catalog opened read-only: links were never followed out
+            rows = [
+                (*row, 0)
+                for row in self.db.execute("SELECT path, excludes, include_hidden FROM roots ORDER BY path").fetchall()
+            ]
+        return [
+            Root(decode_path(path), tuple(json.loads(excludes)), bool(hidden), bool(follow))
+            for path, excludes, hidden, follow in rows
+        ]
 
     def remember_roots(self, roots: Iterable[Root]) -> None:
         with self.transaction():
             self.db.executemany(
-                "INSERT INTO roots VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET excludes=excluded.excludes, "
-                "include_hidden=excluded.include_hidden",
-                [(encode_path(r.path), json.dumps(list(r.excludes)), int(r.include_hidden)) for r in roots],
+                "INSERT INTO roots (path, excludes, include_hidden, follow_links) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET excludes=excluded.excludes, include_hidden=excluded.include_hidden, "
+                "follow_links=excluded.follow_links",
+                [
+                    (encode_path(r.path), json.dumps(list(r.excludes)), int(r.include_hidden), int(r.follow_links))
+                    for r in roots
+                ],
             )
 
     def forget_roots(self, paths: Iterable[bytes]) -> None:
@@ -359,6 +393,13 @@ class Catalog:
         """(key, path) of the images added last, newest first (by row id: no scan of the table)."""
         rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' ORDER BY id DESC LIMIT ?", (limit,))
         return [(row[0], decode_path(row[1])) for row in rows]
+
+    def served_file(self, key: int) -> FileState | None:
+        """The row of an image that was indexed successfully (a failed or unknown id: None): what may be served."""
+        row = self.db.execute(
+            "SELECT id, path, size, mtime_ns, status, sha256 FROM files WHERE id=? AND status='ok'", (int(key),)
+        ).fetchone()
+        return None if row is None else FileState(*row)
 
     def paths_for(self, ids: Iterable[int]) -> dict[int, str]:
         ids = [int(i) for i in ids]

@@ -27,7 +27,9 @@ from edge_search.runtime.errors import (
     IndexMismatch,
     IndexMissing,
     StorageError,
+    UsageError,
 )
+from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, ResultRow, Root
 from edge_search.runtime.store.meta import IndexMeta
@@ -35,6 +37,24 @@ from edge_search.runtime.store.vector_index import Index
 
 LOCK_NAME = "writer.lock"
 HOLDER_NAME = "writer.json"
+
+
+def refuse_foreign_directory(directory: Path) -> None:
+    """An index is written only into a new or empty folder, or one that already holds an index: `--index /` or
+    `--index ~/Pictures` must not scatter a catalog among other files."""
+    try:
+        entries = set(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UsageError(f"--index {directory} is a file; an index is a folder (choose a new or empty one).") from None
+    except OSError as exc:
+        raise StorageError(f"Cannot read the index directory {directory}: {exc.strerror}.") from exc
+    if entries and not entries & {CATALOG_NAME, LOCK_NAME}:
+        raise UsageError(
+            f"--index {directory} is a folder with other files in it and no edge-search index: refusing to write an "
+            "index there. Choose a new or empty folder (or the folder of an existing index)."
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +162,7 @@ class IndexWriter:
         self._index: Index | None = None
 
     def __enter__(self) -> IndexWriter:
+        refuse_foreign_directory(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
