@@ -32,7 +32,7 @@ def photos(model, tmp_path, photo_dir):
 
 
 def client(model, index, **config) -> TestClient:
-    return TestClient(make_app(Library(index), model, ServiceConfig(**config)))
+    return TestClient(make_app(Library(index), model, ServiceConfig(**config)), base_url="http://localhost")
 
 
 @pytest.fixture

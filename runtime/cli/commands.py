@@ -645,7 +645,10 @@ def remove(
 
 
 # ---------------------------------------------------------------------------------------------- verify
-@app.command(help="Check the bundle's hashes, the catalog, the index file and which providers really start.")
+@app.command(
+    help="Check the bundle's hashes, that each graph reproduces the embeddings recorded at export, the catalog, the "
+    "index file and which providers really start."
+)
 def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = False) -> None:
     from edge_search.runtime.cli.app import EXIT_VERIFY_FAILED
 

@@ -105,6 +105,23 @@ def serve(
         ),
     ] = False,
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allowed-host",
+            help="Without a token the service answers only requests addressed to an IP address or localhost (no "
+            "DNS rebinding); also answer this host name (e.g. nas.local). Repeatable.",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        Optional[str],
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Behind a reverse proxy: the proxy addresses (comma-separated) whose X-Forwarded-For/-Proto are "
+            "believed. Unset: nobody's are (a client cannot pose as another to the wrong-token limit).",
+            envvar="EDGE_SEARCH_FORWARDED_ALLOW_IPS",
+        ),
+    ] = None,
     watch: Annotated[
         bool,
         typer.Option(
@@ -138,6 +155,7 @@ def serve(
     library.check_model(opened)
     config = ServiceConfig(
         token=token,
+        allowed_hosts=tuple(allowed_host or ()),
         max_upload_bytes=max_upload_mb * 2**20,
         watch=watch,
         rescan_s=rescan,
@@ -159,6 +177,8 @@ def serve(
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=10,
     )
     _quiet_exit_server(uvicorn)(server_config).run(sockets=[listening])

@@ -51,6 +51,7 @@ async def health(request: Request) -> Response:
             "precision": model.precision,
             "random_weights": model.random_weights,
             "text": model.has_text,
+            "login": service.config.token is not None,
             "watch": watch,
         }
     )

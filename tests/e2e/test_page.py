@@ -183,12 +183,37 @@ def test_with_a_token_the_login_form_lets_a_person_in(browser, indexed):
         page.set_input_files("#file", str(photos / "img01.png"))
         page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
         assert page.locator("#results .hit").first.locator(".name").inner_text() == "photos/img01.png"
-        cookie = next(c for c in context.cookies() if c["name"] == "edge_search_token")
+        cookie = next(c for c in context.cookies() if c["name"] == "edge_search_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert "correct horse" not in cookie["value"]  # a session value derived from the token, not the token
+        page.click("#logout button")
+        page.wait_for_url(service.base + "/login")
+        assert not [c for c in context.cookies() if c["name"] == "edge_search_session"]
         context.close()
     finally:
         service.stop()
     assert [e for e in errors if "401" not in e] == []  # the wrong token's 401 (logged twice); nothing else
+
+
+def test_control_characters_in_names_are_shown_not_obeyed(browser, indexed):
+    env, photos = indexed
+    reversing = "photo\u202egpj.png"  # shown as "photogpj.png" reversed if the page obeyed U+202E
+    (photos / reversing).write_bytes((photos / "img01.png").read_bytes())
+    (photos / "img01.png").unlink()
+    assert run_script("edge-search", "index", env=env).returncode == 0
+    service = Service(env, "--no-watch")
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors)
+        page.set_input_files("#file", str(photos / reversing))
+        page.wait_for_selector("#results .hit .score")
+        name = page.locator("#results .hit").first.locator(".name").inner_text()
+        assert name == "photos/photo⟨U+202E⟩gpj.png"
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
 
 
 def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tmp_path):

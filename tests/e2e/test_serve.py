@@ -116,7 +116,7 @@ def test_a_token_is_required_on_every_request_when_set(indexed):
         assert running.request("/api/health")[0] == 401
         assert running.request("/api/health", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert running.request("/api/thumb/1")[0] == 401
-        assert running.request("/api/health", headers={"Cookie": "edge_search_token=s3cret"})[0] == 200
+        assert running.request("/api/health", headers={"Cookie": "edge_search_session=s3cret"})[0] == 401
         running.headers = {"Authorization": "Bearer s3cret"}
         assert running.upload((photos / "img01.png").read_bytes())[0] == 200
     finally:

@@ -10,6 +10,7 @@ const els = {
   file: $("file"), k: $("k"), results: $("results"), message: $("message"), status: $("status"),
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
   overlay: $("drop-overlay"), groups: $("groups"), words: $("words"), text: $("text"), picker: $("picker"),
+  logout: $("logout"),
 };
 let searchId = 0; // only the newest search may draw its results
 // Object URLs of uploaded photos stay valid for the page's life: history entries show them again.
@@ -38,9 +39,16 @@ function say(text, isError = false) {
   els.message.classList.toggle("error", isError);
 }
 
+// Control and bidirectional-formatting characters in a name are shown as ⟨U+202E⟩, never obeyed: a name
+// cannot reverse what follows it ("photo\u202Egpj.png") or hide part of itself.
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]/g;
+function visible(text) {
+  return text.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`);
+}
+
 function baseName(path) {
   const parts = path.split(/[\\/]/);
-  return parts[parts.length - 1] || path;
+  return visible(parts[parts.length - 1] || path);
 }
 
 // "holiday 2024/IMG_0001.jpg": the parent folder tells apart the many "IMG_0001.jpg" and "screenshot.png".
@@ -48,7 +56,7 @@ function shortName(path) {
   const parts = path.split(/[\\/]/).filter(Boolean);
   if (parts.length < 2) return baseName(path);
   const folder = parts[parts.length - 2];
-  return `${folder.length > 24 ? folder.slice(0, 23) + "…" : folder}/${parts[parts.length - 1]}`;
+  return visible(`${folder.length > 24 ? folder.slice(0, 23) + "…" : folder}/${parts[parts.length - 1]}`);
 }
 
 function showResultsView() {
@@ -62,8 +70,8 @@ function showQuery(src, name) {
   els.query.hidden = false;
   els.queryImage.hidden = !src;
   if (src) els.queryImage.src = src; else els.queryImage.removeAttribute("src");
-  els.queryName.textContent = name;
-  els.queryName.title = name;
+  els.queryName.textContent = visible(name);
+  els.queryName.title = visible(name);
 }
 
 // A thumbnail that asks for photos like this one, and a link to the original file.
@@ -100,7 +108,7 @@ function render(results, summary) {
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = shortName(hit.path);
-    name.title = hit.path;
+    name.title = visible(hit.path);
     if (hit.score !== undefined) {
       const score = document.createElement("span");
       score.className = "score";
@@ -182,7 +190,7 @@ function renderGroups(report) {
       const name = document.createElement("div");
       name.className = "name";
       name.textContent = shortName(file.path);
-      name.title = file.path;
+      name.title = visible(file.path);
       const detail = document.createElement("div");
       detail.className = "detail";
       const size = file.width ? `${file.width}×${file.height}` : "size unknown";
@@ -218,7 +226,7 @@ async function showStart() {
   try {
     const [info, latest] = await Promise.all([api("/api/info"), api("/api/latest")]);
     if (mine !== searchId) return;
-    const folders = info.roots.map((r) => r.path);
+    const folders = info.roots.map((r) => visible(r.path));
     const where = folders.length ? ` in ${folders.length === 1 ? folders[0] : `${folders.length} folders`}` : "";
     render(latest.results, info.count
       ? `${info.count.toLocaleString()} photos${where}. Added last:`
@@ -262,6 +270,7 @@ async function refreshStatus() {
     else if (watch && watch.mode === "events") text += ` · watching ${watch.roots.length} folder${watch.roots.length === 1 ? "" : "s"}`;
     els.status.textContent = text;
     els.words.hidden = !health.text;
+    els.logout.hidden = !health.login;
     els.warning.hidden = !health.random_weights;
     els.warning.textContent = health.random_weights
       ? "This model has random weights (a test bundle): the results are not meaningful." : "";
