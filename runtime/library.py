@@ -51,6 +51,7 @@ from edge_search.runtime.store.generations import (
     IndexReader,
     IndexWriter,
     check_binding,
+    refuse_foreign_directory,
 )
 from edge_search.runtime.store.meta import IndexMeta
 from edge_search.runtime.store.vector_index import IndexOptions
@@ -286,6 +287,10 @@ class Library:
                 f", {cluster.plan.lost} lost and replaced" if cluster.plan.lost else ""
             )
         return report
+
+    def check_location(self) -> None:
+        """UsageError unless an index may be written here: a new or empty folder, or one holding an index."""
+        refuse_foreign_directory(self.directory)
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> RemoveReport:
         """Forget files, or everything under folders (and those folders as roots). No model needed."""

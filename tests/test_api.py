@@ -101,6 +101,14 @@ def test_a_bad_dupes_threshold_is_a_400_from_the_library_check(api):
     assert api.get("/api/dupes").json()["files"] == 12
 
 
+def sign_in(api: TestClient, token: str, **kwargs):
+    """The login form as a browser posts it: GET /login (its form key, also set as a cookie), then POST."""
+    import re
+
+    key = re.search(r'name="form_key" type="hidden" value="([^"]+)"', api.get("/login").text).group(1)
+    return api.post("/login", data={"token": token, "form_key": key}, **kwargs)
+
+
 def test_with_a_token_every_route_but_login_and_static_files_needs_it(model, photos, tmp_path):
     with client(model, tmp_path / "index", token=TOKEN) as api:
         assert api.get("/api/health").status_code == 401
@@ -108,24 +116,26 @@ def test_with_a_token_every_route_but_login_and_static_files_needs_it(model, pho
         page = api.get("/", follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"] == "/login"
         assert api.get("/login").status_code == 200
-        assert api.post("/login", data={"token": "wrong"}).status_code == 401
+        assert sign_in(api, "wrong").status_code == 401
         assert api.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        logged_in = api.post("/login", data={"token": TOKEN}, follow_redirects=False)
+        logged_in = sign_in(api, TOKEN, follow_redirects=False)
         assert logged_in.status_code == 303 and "httponly" in logged_in.headers["set-cookie"].lower()
+        assert TOKEN not in logged_in.headers["set-cookie"]  # the session value is derived, not the token
         assert api.get("/api/health").status_code == 200  # the cookie the login set
 
 
 def test_wrong_tokens_from_one_client_are_slowed_to_a_429_that_even_the_right_token_gets(model, photos, tmp_path):
+    """(A browser already signed in is not: see tests/e2e/test_serve_guard.py.)"""
     from edge_search.runtime.serve.auth import WRONG_TOKENS_ALLOWED
 
     with client(model, tmp_path / "index", token=TOKEN) as api:
         for _ in range(WRONG_TOKENS_ALLOWED - 1):
             assert api.get("/api/health", headers={"Authorization": "Bearer guess"}).status_code == 401
-        assert api.post("/login", data={"token": "guess"}).status_code == 401  # the form counts too
+        assert sign_in(api, "guess").status_code == 401  # the form counts too
         refused = api.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"})
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
         assert "wait" in refused.json()["error"]
-        assert api.post("/login", data={"token": TOKEN}).status_code == 429
+        assert sign_in(api, TOKEN).status_code == 429
 
 
 def test_the_latest_images_are_listed_newest_first_for_the_start_page(api, photos):

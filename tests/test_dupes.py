@@ -131,7 +131,8 @@ def test_a_group_larger_than_the_first_neighbour_search_is_complete(library, var
     with Catalog.open(library.directory, create=False) as catalog:
         rows = {p: v for keys, chunk in catalog.vectors() for p, v in zip(catalog.paths_for(keys).values(), chunk)}
     many = [v for p, v in rows.items() if Path(p).name.startswith("many-")]
-    threshold = float(np.min(np.stack(many) @ np.stack(many).T))  # every re-encoding links to every other
+    # every re-encoding links to every other (less a hair: the index compares its own rounding of the vectors)
+    threshold = float(np.min(np.stack(many) @ np.stack(many).T)) - 1e-4
     report = library.dupes(threshold=threshold)
     group = next(g for g in report.groups if any(Path(f.path).name.startswith("many-") for f in g.files))
     assert sum(Path(f.path).name.startswith("many-") for f in group.files) == FIRST_K + 6

@@ -48,9 +48,10 @@ def test_a_manifest_with_the_wrong_embedding_dim_is_refused_and_nothing_is_writt
     with pytest.raises(BundleError, match="dimensions"):
         Model.open(bundle_copy, ModelOptions(device="cpu", precision="fp32"))
     (photo_dir / "new.png").write_bytes((photo_dir / "img01.png").read_bytes()[:-1] + b"\0")
-    for command in (["index"], ["query", str(photo_dir / "img01.png")], ["dupes"]):
+    for command in (["index"], ["query", str(photo_dir / "img01.png")]):
         done = run_script("edge-search", *command, env=env)
         assert done.returncode in (3, 7) and "Traceback" not in done.stderr, (command, done.stderr)
+    assert run_script("edge-search", "dupes", env=env).returncode == 0  # needs no model: the index is intact
     verify = run_script("edge-search", "verify", "--json", env=env)
     checks = {c["name"]: c for c in json.loads(verify.stdout)["checks"]}
     assert verify.returncode != 0 and "dimensions" in checks["graph fp32"]["detail"]

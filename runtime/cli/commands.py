@@ -218,6 +218,7 @@ def index(
     if not ray and (ray_ship_bytes or ray_cpus_per_worker):
         raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
     library = Library(index)
+    library.check_location()  # `--index /` or a folder of other files: refused before a model is loaded
     if not dirs and not library.roots():
         raise UsageError(
             f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
