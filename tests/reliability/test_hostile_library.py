@@ -41,7 +41,7 @@ def hostile(tmp_path, photo_dir):
     (lib / "zero.jpg").symlink_to("/dev/zero")
     (lib / "null.png").symlink_to("/dev/null")
     (lib / "bomb.jpg").write_bytes(lying_jpeg())
-    shutil.copyfile(lib / "img00.jpg", os.fsencode(lib) + b"/copy\xe9.jpg")
+    shutil.copyfile(lib / "img06.jpg", os.fsencode(lib) + b"/copy\xe9.jpg")
     shutil.copyfile(lib / "img05.tiff", lib / RLO)
     return lib, secret
 
@@ -59,8 +59,7 @@ def test_indexing_a_hostile_folder_finishes_and_says_what_it_skipped(tmp_path, t
     problems = {os.path.basename(p["path"]): p["reason"] for p in report["problems"]}
     failed = {os.path.basename(p["path"]): p["reason"] for p in report["failed"]}
     assert "named pipe" in problems["pipe.jpg"]
-    assert "character device" in problems["zero.jpg"] and "character device" in problems["null.png"]
-    for name in ("secret.png", "passwd.jpg", "outside-photo.jpg", "outside-folder"):
+    for name in ("secret.png", "passwd.jpg", "outside-photo.jpg", "outside-folder", "zero.jpg", "null.png"):
         assert "outside the indexed folders" in problems[name], name
     assert "truncated" in failed["bomb.jpg"]
     assert report["count"] == 12 + 3  # the photos, the inside link, the Latin-1 and the RLO copies
@@ -78,6 +77,9 @@ def test_follow_links_indexes_a_photo_outside_but_never_a_file_that_is_not_one(t
     assert {"outside-photo.jpg", "elsewhere.jpg"} <= paths  # through the file link and the folder link
     failed = {os.path.basename(p["path"]) for p in report["failed"]}
     assert {"secret.png", "passwd.jpg"} <= failed  # followed, read, and refused as images: never served
+    problems = {os.path.basename(p["path"]): p["reason"] for p in report["problems"]}
+    assert "character device" in problems["zero.jpg"] and "character device" in problems["null.png"]
+    assert "named pipe" in problems["pipe.jpg"]  # followed links never lead to a read of a device or a FIFO
     assert "secret.png" not in paths and "passwd.jpg" not in paths
 
 
@@ -113,9 +115,9 @@ def test_the_service_serves_only_indexed_photos_checked_again_when_asked(tmp_pat
         (lib / "img02.webp").write_bytes(b"x" * 10)
         assert service.request(f"/api/image/{key}")[0] == 404
         # a FIFO swapped in where a photo was: 404 at once, no hang
-        key = by_name["img04.png"]
-        (lib / "sub" / "img04.png").unlink()
-        os.mkfifo(lib / "sub" / "img04.png")
+        key = by_name["img07.png"]
+        (lib / "img07.png").unlink()
+        os.mkfifo(lib / "img07.png")
         assert service.request(f"/api/image/{key}")[0] == 404
     finally:
         service.stop()
@@ -128,7 +130,7 @@ def test_names_that_are_not_utf8_never_break_an_api_answer(tmp_path, tiny_bundle
     service = Service(env, "--no-watch")
     try:
         service.wait_ready()
-        latin = lib / "img00.jpg"  # the Latin-1 copy has the same content: it is in every answer below
+        latin = lib / "img06.jpg"  # the Latin-1 copy has the same content: it is in every answer below
         status, found, _ = service.upload(latin.read_bytes(), k="30")
         assert status == 200 and "copy\ufffd.jpg" in [os.path.basename(h["path"]) for h in found["results"]]
         key = found["results"][0]["id"]
@@ -166,6 +168,7 @@ def test_a_second_ctrl_c_ends_indexing_at_once_and_keeps_what_was_committed(tmp_
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert "stopped at once" in proc.stderr.read()
+    said = proc.stderr.read()
+    assert "stopped at once" in said or "Stopped early" in said  # the first stop may have finished in between
     info = run_script("edge-search", "info", "--json", env=env)
     assert info.returncode == 0 and json.loads(info.stdout)["count"] > 0
