@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 class ServiceConfig:
     token: str | None = None
     allowed_hosts: tuple[str, ...] = ()  # names (besides IP addresses and localhost) a tokenless service answers
-    queries_per_client: int = 2  # searches one client address may have in flight; more are a 429
+    queries_per_client: int = 16  # searches one client address may have in flight (a household shares one); 429 beyond
     max_upload_bytes: int = 32 * 2**20
     default_k: int = 24
     max_k: int = 500
