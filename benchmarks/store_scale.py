@@ -30,7 +30,19 @@ print(json.dumps({"seconds": time.perf_counter() - started, "hits": len(hits),
 """
 
 
-def _rows(start: int, vectors: np.ndarray):
+def _signature(number: int, twins_from: int) -> bytes:
+    """A made-up photo's pixel signature: a planted near-duplicate (`number` >= `twins_from`) has its original's,
+    so `dupes`' pixel check is exercised without decoding anything."""
+    from edge_search.runtime.model import signature
+
+    seed = number - twins_from if number >= twins_from else number
+    cells = np.random.default_rng(seed).integers(0, 256, size=(signature.SIDE, signature.SIDE, 4), dtype=np.uint8)
+    cells[..., 3] = 255
+    return signature.pack(cells, aspect=1.5)
+
+
+def _rows(start: int, vectors: np.ndarray, twins_from: int | None = None):
+    twins_from = twins_from if twins_from is not None else 1 << 62
     for offset, vector in enumerate(vectors):
         number = start + offset
         path = f"/photos/{number // 1000:04d}/{number:07d}.jpg".encode()
@@ -41,6 +53,7 @@ def _rows(start: int, vectors: np.ndarray):
             hashlib.sha256(path).hexdigest(),
             vector,
             None,
+            _signature(number, twins_from),
         )
 
 
@@ -68,12 +81,12 @@ def store_scale(
     with IndexWriter(directory, Bundle.load(bundle_dir), precision="int8") as writer:
         started = time.perf_counter()
         for chunk in range(0, count - later, 10_000):
-            writer.commit_results(_rows(chunk, base[chunk : min(chunk + 10_000, count - later)]))
+            writer.commit_results(_rows(chunk, base[chunk : min(chunk + 10_000, count - later)], count // 2))
         result["catalog_write_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
         writer.publish()
         result["first_publish_s"] = round(time.perf_counter() - started, 1)
-        writer.commit_results(_rows(count - later, base[count - later :]))
+        writer.commit_results(_rows(count - later, base[count - later :], count // 2))
         started = time.perf_counter()
         writer.publish()
         result["publish_after_1pct_more_s"] = round(time.perf_counter() - started, 1)

@@ -18,6 +18,7 @@ from typing import Any
 import onnx
 
 from edge_search.runtime.files import sha256_file
+from edge_search.runtime.host import int8_kernels_saturate
 from edge_search.runtime.model import selfcheck
 from edge_search.runtime.model.bundle import (
     MANIFEST_NAME,
@@ -182,12 +183,12 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# The parity gate runs on the exporting CPU; where its int8 kernels saturate with 8-bit weights (AVX2 without
-# VNNI), the weights are quantized to 7 bits so the gate measures a graph that works there (and on any CPU).
-INT8_REDUCE_RANGE = optimize.int8_kernels_saturate()
+# Where the exporting CPU's int8 kernels saturate (AVX2 without VNNI), the weights are unsigned (`optimize.to_int8`)
+INT8_UNSIGNED = int8_kernels_saturate()
 INT8_SCHEME = {
-    "weights": "int8 per output channel"
-    + (" (7-bit range: exported on a CPU without VNNI)" if INT8_REDUCE_RANGE else ""),
+    "weights": "uint8 per output channel (exported on a CPU without VNNI)"
+    if INT8_UNSIGNED
+    else "int8 per output channel",
     "activations": "uint8 per tensor, dynamic (one image per call)",
 }
 QUANTIZATION_SCHEMES = {"int8": INT8_SCHEME, "int8-static": static_int8.SCHEME}
@@ -202,7 +203,7 @@ def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, p
     if "int8" in precisions:
         with step("int8"):
             graphs["int8"] = staging / f"{stem}.int8.onnx"
-            optimize.to_int8(fused_path, graphs["int8"], reduce_range=INT8_REDUCE_RANGE)
+            optimize.to_int8(fused_path, graphs["int8"], unsigned_weights=INT8_UNSIGNED)
     if "fp16" in precisions:
         with step("fp16"):
             graphs["fp16"] = staging / f"{stem}.fp16.onnx"

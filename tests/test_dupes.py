@@ -1,23 +1,26 @@
 """`dupes`: groups that are safe to act on. Exact copies (same bytes) always form their own `exact` group; a `near`
-group is a keeper (the best picture) and files at or above the threshold *to that keeper*, one per content, so
-deleting every non-keeper always leaves a kept file with the same picture, whatever chains the data holds.
-Nothing is deleted by edge-search itself."""
+group is a keeper (the original) and files that are the same picture *as that keeper* (at or above the threshold
+and through the pixel check), one per content, so deleting every non-keeper always leaves a kept file with the same
+picture, whatever chains the data holds and whatever the model confuses. Nothing is deleted by edge-search itself."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps, PngImagePlugin
 
 from conftest import cli_env, photo, run_script
 from edge_search.runtime.errors import UsageError
 from edge_search.runtime.jobs.dupes import FIRST_K
+from edge_search.runtime.jobs.signatures import signature_of_file
 from edge_search.runtime.library import Library, Model
+from edge_search.runtime.model.signature import Signature, compare
 from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.store.catalog import Catalog
 
@@ -56,23 +59,26 @@ def library(tmp_path, model, variants):
         yield library
 
 
-def stored(index_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
-    """path -> (sha256, float32 embedding), read from the catalog independently of the dupes code."""
+def stored(index_dir: Path) -> dict[str, tuple[str, np.ndarray, Signature | None]]:
+    """path -> (sha256, float32 embedding, pixel signature), read from the catalog independently of the dupes code
+    (a signature the catalog lacks is made from the file, as for an index from before signatures)."""
     with Catalog.open(index_dir, create=False) as catalog:
-        rows = catalog.db.execute("SELECT path, sha256, embedding FROM files WHERE status='ok'").fetchall()
-    return {r[0].decode(): (r[1], np.frombuffer(r[2], dtype=np.float32)) for r in rows}
-
-
-def picture_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size[0] * image.size[1], Path(path).stat().st_size
+        rows = catalog.db.execute("SELECT path, sha256, embedding, signature FROM files WHERE status='ok'").fetchall()
+    return {
+        r[0].decode(): (
+            r[1],
+            np.frombuffer(r[2], dtype=np.float32),
+            Signature.parse(r[3] if r[3] is not None else signature_of_file(r[0].decode())),
+        )
+        for r in rows
+    }
 
 
 def assert_safe_to_act_on(report, index_dir: Path) -> None:
-    """The rule, checked on the report against the catalog's own hashes and embeddings."""
+    """The rule, checked on the report against the catalog's own hashes, embeddings and pixel signatures."""
     rows, threshold = stored(index_dir), report.threshold
     copies: dict[str, set[str]] = {}
-    for path, (sha, _) in rows.items():
+    for path, (sha, _, _) in rows.items():
         copies.setdefault(sha, set()).add(path)
     exact = [g for g in report.groups if g.kind == "exact"]
     near = [g for g in report.groups if g.kind == "near"]
@@ -83,19 +89,23 @@ def assert_safe_to_act_on(report, index_dir: Path) -> None:
     assert len(in_near) == len(set(in_near)), "no file is in two near groups"
     assert len({rows[p][0] for p in in_near}) == len(in_near), "a near group holds one file per content"
     for group in near:
-        keeper = rows[group.keep][1]
+        _, keeper, keeper_pixels = rows[group.keep]
         assert group.files[0].path == group.keep
         for file, listed in zip(group.files, group.scores_to_keep):
             assert float(rows[file.path][1] @ keeper) >= threshold, f"{file.path} is below the threshold to its keeper"
             assert listed == pytest.approx(float(rows[file.path][1] @ keeper), abs=1e-6)
-        assert picture_size(group.keep) == max(picture_size(f.path) for f in group.files), "the keeper is the best"
-    # nothing that passes is left out: of any two distinct contents that pass, one is in a near group
+            assert file.path == group.keep or compare(keeper_pixels, rows[file.path][2]).same, file.path
+        assert max(f.pixels for f in group.files) == group.files[0].pixels, "no member has more pixels than the keeper"
+    # nothing that is the same picture is left out: of any two distinct contents that pass both, one is grouped
     grouped = {rows[p][0] for p in in_near}
-    contents = {sha: rows[sorted(paths)[0]][1] for sha, paths in copies.items()}
+    contents = {sha: rows[sorted(paths)[0]] for sha, paths in copies.items()}
     shas = sorted(contents)
     for i, a in enumerate(shas):
         for b in shas[i + 1 :]:
-            if float(contents[a] @ contents[b]) >= threshold + 1e-6:
+            if (
+                float(contents[a][1] @ contents[b][1]) >= threshold + 1e-6
+                and compare(contents[a][2], contents[b][2]).same
+            ):
                 assert a in grouped or b in grouped
 
 
@@ -139,44 +149,56 @@ def test_a_group_larger_than_the_first_neighbour_search_is_complete(library, var
 
 
 @pytest.mark.parametrize("threshold", [0.9999, 0.99999])
-def test_the_keeper_is_the_largest_picture_then_the_largest_file_and_listed_first(library, threshold):
+def test_the_keeper_has_the_most_pixels_then_is_the_oldest_and_is_listed_first(library, threshold):
     report = library.dupes(threshold=threshold)
     assert report.groups
     for group in report.groups:
-        best = max((f.width * f.height, f.size) for f in group.files)
-        assert (
-            group.files[0].path == group.keep
-            and (group.files[0].width * group.files[0].height, group.files[0].size) == best
-        )
+        best = max((f.pixels, -f.timestamp) for f in group.files)
+        assert group.files[0].path == group.keep and (group.files[0].pixels, -group.files[0].timestamp) == best
         assert group.scores_to_keep[0] == pytest.approx(1.0, abs=1e-5)
         assert len(group.pairs) == len(group.files) * (len(group.files) - 1) // 2
 
 
-def planted_library(root: Path, tiny_bundle: Path, pictures: list[tuple[str, int, np.ndarray]]) -> Library:
-    """An index whose embeddings are chosen, not computed: (file name, picture side in pixels, direction).
-    Files of the same side and direction are written as byte-identical copies."""
+def planted_library(
+    root: Path, tiny_bundle: Path, pictures: list[tuple[str, int | Image.Image | Path, np.ndarray]]
+) -> Library:
+    """An index whose embeddings are chosen, not computed: (file name, picture, direction). A picture given as a
+    path is a file the caller wrote; one given as a side in pixels is one photo at that size (so the pixel check
+    passes between any two of them and the embeddings decide); files of the same picture and direction are
+    written as byte-identical copies."""
     from edge_search.runtime.files import sha256_file
     from edge_search.runtime.model.bundle import Bundle
     from edge_search.runtime.store.generations import IndexWriter
 
     root.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(tiny_bundle)
-    written: dict[tuple[int, bytes], Path] = {}
+    written: dict[tuple[bytes, bytes], Path] = {}
     rows = []
-    for name, side, direction in pictures:
+    for name, picture, direction in pictures:
         path = root / name
         vector = np.zeros(bundle.dim, dtype=np.float32)
         vector[: len(direction)] = direction
         vector /= np.linalg.norm(vector)
-        same = written.setdefault((side, vector.tobytes()), path)
-        if same == path:
-            photo(side, side, side).save(path)
-        else:
+        if isinstance(picture, Path):  # written by the caller (its EXIF, its dates)
+            stat = picture.stat()
+            rows.append(
+                (os.fsencode(picture), stat.st_size, stat.st_mtime_ns, sha256_file(picture), vector, None, None)
+            )
+            continue
+        image = picture if isinstance(picture, Image.Image) else photo(7, 400, 300).resize((picture, picture * 3 // 4))
+        same = written.setdefault((image.tobytes() + str(image.size).encode(), vector.tobytes()), path)
+        if same != path:
             shutil.copyfile(same, path)
+        elif path.suffix == ".png":
+            info = PngImagePlugin.PngInfo()
+            info.add_text("file", name)  # distinct bytes, the same pixels
+            image.save(path, pnginfo=info)
+        else:
+            image.save(path, quality=95)
         stat = path.stat()
-        rows.append((os.fsencode(path), stat.st_size, stat.st_mtime_ns, sha256_file(path), vector, None))
+        rows.append((os.fsencode(path), stat.st_size, stat.st_mtime_ns, sha256_file(path), vector, None, None))
     with IndexWriter(root / "index", bundle, precision="fp32") as writer:
-        writer.commit_results(rows)
+        writer.commit_results(rows)  # no signatures: dupes decodes the few it needs (as for an index from before)
         writer.publish()
     return Library(root / "index")
 
@@ -256,3 +278,117 @@ def test_dupes_through_the_installed_script(tmp_path, tiny_bundle, variants):
     assert text.returncode == 0 and "keep" in text.stdout and "group(s)" in text.stderr
     assert sorted(p.name for p in variants.iterdir()) == before  # nothing deleted
     assert run_script("edge-search", "dupes", "--threshold", "2", env=env).returncode == 2
+
+
+def flat(colour, size=(200, 150), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, colour)
+
+
+def gradient(start, end, vertical=False, size=(200, 150)) -> Image.Image:
+    """A smooth two-colour gradient: much alike to a model, nothing alike to a person."""
+    steps = np.linspace(0.0, 1.0, size[1] if vertical else size[0])[:, None]
+    line = (np.array(start) * (1 - steps) + np.array(end) * steps).astype(np.uint8)
+    pixels = np.repeat(line[:, None, :], size[0], axis=1) if vertical else np.repeat(line[None, :, :], size[1], axis=0)
+    return Image.fromarray(pixels, "RGB")
+
+
+def blank_over_white(shape: str) -> Image.Image:
+    """White drawing on a transparent background: blank on a white page, a different picture on any other."""
+    pixels = np.zeros((150, 200, 4), dtype=np.uint8)
+    pixels[..., :3] = 255
+    if shape == "stripes":
+        pixels[::10, :, 3] = 255
+    else:
+        yy, xx = np.mgrid[:150, :200]
+        pixels[..., 3] = np.where((yy - 75) ** 2 + (xx - 100) ** 2 < 50**2, 255, 0)
+    return Image.fromarray(pixels, "RGBA")
+
+
+def test_pictures_with_little_content_group_only_with_pixel_identical_copies(tiny_bundle, tmp_path):
+    """Flat colours, gradients and transparent images the model puts at cosine 1.0 to each other: only the flat
+    red and its resized copy (the same pixels at another size) are one picture; the report says why the rest are
+    not."""
+    same = np.array([1.0, 0.0])
+    library = planted_library(
+        tmp_path,
+        tiny_bundle,
+        [
+            ("red.png", flat((250, 0, 0)), same),
+            ("red-resized.png", flat((250, 0, 0), size=(100, 75)), same),
+            ("nearly-red.png", flat((235, 10, 0)), same),
+            ("dark.png", flat((40, 40, 40)), same),
+            ("red-to-blue.png", gradient((255, 0, 0), (0, 0, 255)), same),
+            ("red-to-blue-down.png", gradient((255, 0, 0), (0, 0, 255), vertical=True), same),
+            ("green-to-yellow.png", gradient((0, 160, 0), (255, 230, 0)), same),
+            ("stripes.png", blank_over_white("stripes"), same),
+            ("circle.png", blank_over_white("circle"), same),
+        ],
+    )
+    report = library.dupes(threshold=0.95)
+    assert [(g.kind, [Path(f.path).name for f in g.files]) for g in report.groups] == [
+        ("near", ["red.png", "red-resized.png"])
+    ]
+    assert report.groups[0].pixels_to_keep[1].low_content
+    assert any("pixels show different pictures" in note for note in report.notes)
+    assert_safe_to_act_on(report, library.directory)
+
+
+def camera_exif(taken: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS 80D"
+    exif.get_ifd(0x8769)[36867] = taken
+    return exif
+
+
+def test_the_camera_original_is_kept_not_a_mirrored_larger_resave_nor_a_copy_named_so(tiny_bundle, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    picture = photo(31, 640, 480)
+    original = photos / "IMG_0412.jpg"
+    picture.save(original, quality=85, exif=camera_exif("2021:07:14 18:02:11"))
+    os.utime(original, (1_626_278_531, 1_626_278_531))
+    mirrored = photos / "beach.jpg"  # mirrored, re-saved at quality 98: a larger file, no EXIF, made today
+    ImageOps.mirror(picture).save(mirrored, quality=98)
+    named_copy = photos / "IMG_0412 (1).jpg"  # the same EXIF and date as the original, re-encoded: only the name
+    picture.save(named_copy, quality=95, exif=camera_exif("2021:07:14 18:02:11"))
+    os.utime(named_copy, (1_626_278_531, 1_626_278_531))
+    assert mirrored.stat().st_size > original.stat().st_size and named_copy.stat().st_size > original.stat().st_size
+    library = planted_library(
+        tmp_path,
+        tiny_bundle,
+        [(p.name, p, np.array([1.0, 0.01 * i])) for i, p in enumerate((mirrored, named_copy, original))],
+    )
+    report = library.dupes(threshold=0.99)
+    assert [(g.kind, g.keep) for g in report.groups] == [("near", str(original))]
+    checks = {Path(f.path).name: c for f, c in zip(report.groups[0].files, report.groups[0].pixels_to_keep)}
+    assert checks["beach.jpg"].mirrored and not checks["IMG_0412 (1).jpg"].mirrored
+    body = report.as_dict()["groups"][0]["files"]
+    assert body[0]["camera"] and body[0]["taken"] == "2021-07-14 18:02:11" and body[0]["pixels_to_keep"] is None
+    assert all(f["pixels_to_keep"]["same"] for f in body[1:])
+
+
+def test_an_index_from_before_pixel_signatures_gets_them_from_the_next_index_without_reembedding(
+    tmp_path, tiny_bundle, variants
+):
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(variants), env=env).returncode == 0
+    catalog_file = tmp_path / "index" / "catalog.sqlite"
+    with sqlite3.connect(catalog_file) as db:  # as edge-search left it before signatures: schema 3, no column
+        db.execute("ALTER TABLE files DROP COLUMN signature")
+        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        keys = dict(db.execute("SELECT path, id FROM files").fetchall())
+    before = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", env=env)
+    assert before.returncode == 0, before.stderr
+    decoded_now = json.loads(before.stdout)["notes"]
+    assert any("decoded for this report" in note for note in decoded_now)
+    again = run_script("edge-search", "index", str(variants), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["embedded"], report["signed"], report["unchanged"]) == (0, len(keys), len(keys))
+    with sqlite3.connect(catalog_file) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
+        assert dict(db.execute("SELECT path, id FROM files").fetchall()) == keys  # the same rows, the same keys
+        assert db.execute("SELECT count(*) FROM files WHERE signature IS NULL").fetchone() == (0,)
+    after = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", env=env)
+    assert json.loads(after.stdout)["groups"] == json.loads(before.stdout)["groups"]
+    assert not any("decoded for this report" in note for note in json.loads(after.stdout)["notes"])

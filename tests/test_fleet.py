@@ -271,6 +271,7 @@ def test_a_sync_killed_half_way_is_finished_by_the_next(milvus_server, tiny_bund
                 hashlib.sha256(str(i).encode()).hexdigest(),
                 vectors[i],
                 None,
+                None,
             )
             for i in range(count)
         )

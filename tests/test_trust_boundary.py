@@ -168,7 +168,8 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
     db.executescript(
         "CREATE TABLE r2 (path BLOB PRIMARY KEY, excludes TEXT NOT NULL, include_hidden INTEGER NOT NULL);"
         "INSERT INTO r2 SELECT path, excludes, include_hidden FROM roots; DROP TABLE roots;"
-        "ALTER TABLE r2 RENAME TO roots; UPDATE meta SET value='2' WHERE key='schema_version';"
+        "ALTER TABLE r2 RENAME TO roots; ALTER TABLE files DROP COLUMN signature;"
+        "UPDATE meta SET value='2' WHERE key='schema_version';"
     )
     db.close()
     with Catalog.open(tmp_path / "index", create=False) as catalog:
@@ -177,8 +178,9 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
         report = library.index(model, follow_links=True)
         assert report.embedded == 0 and report.count == 12  # nothing re-embedded
     with Catalog.open(tmp_path / "index", create=False) as catalog:
-        assert catalog.get_meta("schema_version") == "3"
+        assert catalog.get_meta("schema_version") == "4"  # through 3 (follow_links) to 4 (pixel signatures)
         assert [r.follow_links for r in catalog.roots()] == [True]
+        assert catalog.unsigned() == []  # the signatures made by that run, without embedding anything
 
 
 def test_the_self_check_runs_once_per_graph_state_and_engine(tiny_bundle, tmp_path, monkeypatch):

@@ -282,6 +282,7 @@ def index(
             f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
             f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
             + (f" · embedded by {report.cluster}" if report.cluster else "")
+            + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
         )
     if report.interrupted:
         raise Interrupted(

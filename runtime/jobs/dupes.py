@@ -3,21 +3,28 @@ leaves, for every deleted file, a kept file with the same picture.
 
 The rule (`RULE`, also in the JSON report):
 - Byte-identical files (same sha256) form an `exact` group of their own, whatever else they resemble.
-- Among distinct contents (one file stands for each set of identical copies: that group's keeper), a `near` group
-  is a keeper and the files at or above the threshold *to that keeper*. Keepers are chosen best first (largest
-  resolution, then largest file, then most EXIF, then the shortest path): the best picture not yet placed takes
-  every not-yet-placed picture that passes against it. So a chain A~B~C where A and C do not pass is never one
-  group through B unless B is the keeper and both pass against B; nobody is listed because of a third file.
+- Among distinct contents (one file stands for each set of identical copies: that group's keeper), two files are
+  the same picture when the model says so (cosine at or above the threshold) *and* their pixels say so (the
+  model-independent check of `model.signature`: the 16x16 thumbnails with alpha agree, as they are or mirrored,
+  and pictures with little content, such as flat colours, gradients or images blank over white, only when
+  pixel-identical). An embedding alone cannot carry the claim: such pictures crowd together in any model.
+- A `near` group is a keeper and the files that are the same picture *as that keeper*. Keepers are chosen best
+  first (`_preference`: the original): the best picture not yet placed takes every not-yet-placed picture that is
+  the same picture as it. So a chain A~B~C where A and C do not pass is never one group through B unless B is the
+  keeper and both pass against B; nobody is listed because of a third file.
 
 Candidates are found through the vector index: one batched k-nearest search per image, with k widened for the
 images whose k-th neighbour still passes, so no pair above the threshold is cut off by k. The index holds
 reduced-precision vectors (f16 by default), so candidates are searched a little below the threshold and each pair
-is decided on the catalog's float32 embeddings: the groups do not depend on the dtype. Nothing is ever deleted.
+is decided on the catalog's float32 embeddings: the groups do not depend on the dtype. The pixel check reads the
+signatures stored at index time (files indexed before them get theirs decoded here, only for the pairs that need
+them). Nothing is ever deleted.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +34,8 @@ import numpy as np
 from PIL import Image
 
 from edge_search.runtime.jobs.indexer import under
+from edge_search.runtime.jobs.signatures import signatures_of
+from edge_search.runtime.model.signature import PixelVerdict, Signature, compare
 from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, encode_path
 
@@ -38,12 +47,18 @@ EXACT_DUPES_MAX = 20_000
 # how far an index dtype's cosine can stray from float32's (unit vectors, measured bounds with room)
 SCORE_SLACK = {"f32": 1e-5, "f16": 3e-3, "i8": 3e-2}
 EXIF_TAKEN = (36867, 306)  # DateTimeOriginal (Exif IFD), DateTime (IFD0)
+EXIF_MAKE, EXIF_MODEL, EXIF_ORIENTATION = 0x010F, 0x0110, 0x0112
 MAX_PAIRS_GROUP = 200  # larger groups do not list every pair
 RULE = (
     "exact: files with the same sha256, whatever else they resemble. near: one file per distinct content; every "
-    "member scores at or above the threshold to the group's keeper (the best picture: resolution, then file size, "
-    "then EXIF), chosen best first; members need not pass against each other."
+    "member scores at or above the threshold to the group's keeper AND passes the pixel check against it (16x16 "
+    "thumbnails with alpha within tolerance, as they are or mirrored, same shape within 2%; pictures with little "
+    "content, such as flat colours, gradients or images blank over white, only when pixel-identical); members "
+    "need not pass against each other. Crops and rotations are not the same picture. The keeper is the original: "
+    "the most pixels, then the oldest (EXIF date taken, else modification time), then the one with camera EXIF, "
+    "then a name without copy/(1)/edited, then the larger file, then the shorter path."
 )
+COPY_NAME = re.compile(r"(?i)(?<![a-z])(copy|kopie|copie|copia|edited|bearbeitet)(?![a-z])|\(\d+\)|~\d+$")
 
 
 @dataclass(frozen=True)
@@ -57,10 +72,17 @@ class DupeFile:
     height: int | None = None
     exif_tags: int = 0
     taken: str | None = None
+    camera: bool = False  # EXIF names the camera (Make or Model): what a camera original has, many re-saves lose
+    timestamp: float = 0.0  # when the picture was made: EXIF date taken, else the modification time
 
     @property
     def pixels(self) -> int:
         return (self.width or 0) * (self.height or 0)
+
+    @property
+    def copy_like_name(self) -> bool:
+        """A name as copies get them: "copy", "(1)", "edited"..."""
+        return bool(COPY_NAME.search(os.path.splitext(os.path.basename(self.path))[0]))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +94,7 @@ class DupeFile:
             "height": self.height,
             "exif_tags": self.exif_tags,
             "taken": self.taken,
+            "camera": self.camera,
             "sha256": self.sha256,
         }
 
@@ -83,13 +106,18 @@ class DupeGroup:
     keep: str
     scores_to_keep: list[float]  # per file, its cosine similarity to the keeper (1.0 for the keeper)
     pairs: list[tuple[int, int, float]]  # (index in files, index in files, cosine)
+    pixels_to_keep: list[PixelVerdict | None] = field(default_factory=list)  # near groups: per member, the check
 
     def as_dict(self) -> dict[str, Any]:
+        checks = self.pixels_to_keep or [None] * len(self.files)
         return {
             "kind": self.kind,
             "keep": self.keep,
             "paths": [f.path for f in self.files],
-            "files": [{**f.as_dict(), "score_to_keep": round(s, 6)} for f, s in zip(self.files, self.scores_to_keep)],
+            "files": [
+                {**f.as_dict(), "score_to_keep": round(s, 6), "pixels_to_keep": c.as_dict() if c else None}
+                for f, s, c in zip(self.files, self.scores_to_keep, checks)
+            ],
             "pairs": [{"a": a, "b": b, "score": round(s, 6)} for a, b, s in self.pairs],
         }
 
@@ -103,6 +131,7 @@ class DupesReport:
     seconds: float
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)
+    pixels_refused: int = 0  # pairs above the threshold whose pixels show different pictures
 
     @property
     def redundant_files(self) -> int:
@@ -118,6 +147,7 @@ class DupesReport:
             "seconds": round(self.seconds, 3),
             "random_weights": self.random_weights,
             "notes": self.notes,
+            "pixels_refused": self.pixels_refused,
             "rule": RULE,
         }
 
@@ -160,11 +190,23 @@ def find_duplicates(
     vectors = _vectors(catalog, keys)
     position = {int(k): p for p, k in enumerate(keys)}
     slack = SCORE_SLACK.get(index_dtype, max(SCORE_SLACK.values()))
-    passing: dict[int, set[int]] = defaultdict(set)  # position -> positions at or above the threshold
-    for a, b in _pairs_at_or_above(index, vectors, keys, position, threshold - slack):
-        if float(vectors[a] @ vectors[b]) >= threshold:  # decided in float32, not in the index's dtype
+    similar = {  # decided in float32, not in the index's dtype
+        (min(a, b), max(a, b))
+        for a, b in _pairs_at_or_above(index, vectors, keys, position, threshold - slack)
+        if float(vectors[a] @ vectors[b]) >= threshold
+    }
+    signatures, made_now = _signatures(catalog, [int(keys[p]) for pair in similar for p in pair], rows, distinct, keys)
+    passing: dict[int, set[int]] = defaultdict(set)  # position -> positions that are the same picture
+    verdicts: dict[tuple[int, int], PixelVerdict] = {}
+    pixels_refused = 0
+    for a, b in similar:
+        verdict = compare(signatures.get(int(keys[a])), signatures.get(int(keys[b])))
+        if verdict.same:
+            verdicts[(a, b)] = verdicts[(b, a)] = verdict
             passing[a].add(b)
             passing[b].add(a)
+        else:
+            pixels_refused += 1
     placed: set[int] = set()
     for keeper in sorted(passing, key=lambda p: _preference(describe(distinct[p])), reverse=True):
         if keeper in placed:
@@ -174,17 +216,48 @@ def find_duplicates(
         if members:
             placed.update(members)
             chosen = [keeper, *members]
-            groups.append(_group("near", [describe(distinct[p]) for p in chosen], vectors[chosen]))
+            checks = [None, *(verdicts[(keeper, p)] for p in members)]
+            groups.append(_group("near", [describe(distinct[p]) for p in chosen], vectors[chosen], checks))
     groups.sort(key=lambda g: (-len(g.files), g.keep))
     notes = []
+    if pixels_refused:
+        notes.append(
+            f"{pixels_refused} pair(s) above the threshold were not grouped: their pixels show different pictures "
+            "(or pictures with too little content to tell apart)."
+        )
+    if made_now:
+        notes.append(
+            f"{made_now} file(s) indexed before pixel signatures were decoded for this report; "
+            "`edge-search index` stores them for next time."
+        )
     if random_weights:
         notes.append(
             "The model has random weights: similarity means nothing, so near-duplicate groups mean nothing "
             "either (exact copies are still exact)."
         )
     return DupesReport(
-        groups, threshold, threshold_source, len(rows), time.perf_counter() - started, random_weights, notes
+        groups,
+        threshold,
+        threshold_source,
+        len(rows),
+        time.perf_counter() - started,
+        random_weights,
+        notes,
+        pixels_refused,
     )
+
+
+def _signatures(
+    catalog: Catalog, wanted: list[int], rows: list, distinct: list[int], keys: np.ndarray
+) -> tuple[dict[int, Signature | None], int]:
+    """key -> parsed pixel signature for the `wanted` keys, and how many had to be decoded now (stored none)."""
+    stored = catalog.signatures(set(wanted))
+    path_of = {int(keys[p]): rows[distinct[p]][1] for p in range(len(distinct))}
+    missing = [(key, path_of[key]) for key, data in stored.items() if data is None]
+    made = dict(signatures_of(missing)) if missing else {}
+    found = {key: Signature.parse(data) if data is not None else None for key, data in stored.items()}
+    found.update({key: Signature.parse(data) if data is not None else None for key, data in made.items()})
+    return found, len(missing)
 
 
 def _vectors(catalog: Catalog, keys: np.ndarray) -> np.ndarray:
@@ -226,40 +299,59 @@ def _pairs_at_or_above(
     return pairs
 
 
-def _preference(file: DupeFile) -> tuple[int, int, int, int]:
-    """Which of several copies to keep: the largest picture, then the largest file, then the most EXIF, then the
-    shortest path (the copy least likely to be a "copy of copy" in a nested folder)."""
-    return (file.pixels, file.size, file.exif_tags, -len(file.path))
+def _preference(file: DupeFile) -> tuple:
+    """Which of several copies to keep, larger first: the original. The most pixels; then the oldest (a re-encode
+    is newer); then the one whose EXIF names a camera; then a name that is not a copy's; only then the larger file
+    (a re-encode at a higher quality is larger, so size never decides before these); then the shorter path (the
+    copy least likely to be a "copy of copy" in a nested folder)."""
+    return (file.pixels, -file.timestamp, file.camera, not file.copy_like_name, file.size, -len(file.path))
 
 
 def _keeper_first(keeper: int, rows: list[int]) -> list[int]:
     return [keeper] + sorted((r for r in rows if r != keeper), key=lambda r: r)
 
 
-def _group(kind: str, files: list[DupeFile], vectors: np.ndarray | None) -> DupeGroup:
+def _group(
+    kind: str, files: list[DupeFile], vectors: np.ndarray | None, checks: list[PixelVerdict | None] | None = None
+) -> DupeGroup:
     """A group with its keeper first (`files[0]`); `vectors` None: exact copies (every score 1)."""
     count = len(files)
     similarity = np.ones((count, count)) if vectors is None else vectors @ vectors.T
     pairs = []
     if count <= MAX_PAIRS_GROUP:
         pairs = [(a, b, float(similarity[a, b])) for a in range(count) for b in range(a + 1, count)]
-    return DupeGroup(kind, files, files[0].path, [float(s) for s in similarity[0]], pairs)
+    return DupeGroup(kind, files, files[0].path, [float(s) for s in similarity[0]], pairs, checks or [])
 
 
 def _describe(row: tuple) -> DupeFile:
     key, path, size, mtime_ns, sha = row
     width = height = None
-    tags, taken = 0, None
+    tags, taken, camera = 0, None, False
     try:
         with Image.open(path) as image:
             width, height = image.size
             exif = image.getexif()
             tags = len(exif) + len(exif.get_ifd(0x8769))
             taken = exif.get_ifd(0x8769).get(EXIF_TAKEN[0]) or exif.get(EXIF_TAKEN[1])
+            camera = bool(exif.get(EXIF_MAKE) or exif.get(EXIF_MODEL))
+            if exif.get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # shown turned a quarter: the upright size
+                width, height = height, width
     except (OSError, ValueError, SyntaxError):
         pass  # gone or unreadable since it was indexed: listed without dimensions
     modified = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
-    return DupeFile(key, path, size, modified, sha, width, height, tags, _exif_date(taken))
+    date = _exif_date(taken)
+    when = _timestamp(date) if date else None
+    return DupeFile(
+        key, path, size, modified, sha, width, height, tags, date, camera, when if when is not None else mtime_ns / 1e9
+    )
+
+
+def _timestamp(date: str) -> float | None:
+    """Seconds since the epoch for "2024-05-01 10:00:00" (local time, as cameras write it), or None."""
+    try:
+        return time.mktime(time.strptime(date[:19], "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _exif_date(value: object) -> str | None:

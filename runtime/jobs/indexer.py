@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
 from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
@@ -52,6 +53,7 @@ class IndexReport:
     seconds: float = 0.0
     interrupted: bool = False
     pending: int = 0  # files left for the next run when interrupted
+    signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
     cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
 
     @property
@@ -79,6 +81,7 @@ class IndexReport:
             "images_per_s": round(self.images_per_s, 2),
             "interrupted": self.interrupted,
             "pending": self.pending,
+            "signed": self.signed,
             "cluster": self.cluster,
         }
 
@@ -191,6 +194,10 @@ def run_index(
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
         deleted = writer.delete_paths(gone + vanished) if gone or vanished else 0
         report.removed = deleted - len({encode_path(p) for p in moved_from} & set(gone))  # a move is no removal
+    if not (stop is not None and stop.is_set()):
+        unsigned = catalog.unsigned()  # an index from before pixel signatures: once, no re-embedding
+        if unsigned:
+            report.signed = fill_in(unsigned, writer.set_signatures, stop=stop)
     if decode_limits is not None and limits_changed and not report.interrupted:
         writer.record_decode_limits(decode_limits)
     report.generation = writer.publish_if_changed()
@@ -199,12 +206,13 @@ def run_index(
     return report
 
 
-def _vector_of_content(sha: str | None, rows: list[ResultRow], catalog) -> np.ndarray | None:
-    """The embedding of this content: from the rows of this run not yet committed, else from the catalog."""
+def _embedding_of_content(sha: str | None, rows: list[ResultRow], catalog) -> tuple[np.ndarray, bytes | None] | None:
+    """(embedding, pixel signature) of this content: from the rows of this run not yet committed, else from the
+    catalog."""
     for row in reversed(rows):
         if row[3] == sha and row[4] is not None:
-            return row[4]
-    return catalog.vector_of_content(sha) if sha else None
+            return row[4], row[6]
+    return catalog.embedding_of_content(sha) if sha else None
 
 
 def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched, moved_from: set[str]) -> str:
@@ -217,10 +225,10 @@ def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, tou
         if state is not None and state.sha256 == result.sha256 and state.status == "ok":
             touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
             return "unchanged"
-        vector = _vector_of_content(result.sha256, rows, catalog)
-        if vector is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
+        found = _embedding_of_content(result.sha256, rows, catalog)
+        if found is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
             return "retry"
-        rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, vector, None))
+        rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, found[0], None, found[1]))
         source = known.get(result.sha256)
         source_path = catalog.paths_for([source]).get(source) if source is not None else None
         moved = (
@@ -231,7 +239,7 @@ def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, tou
             moved_from.add(source_path)
             return "moved"
         return "updated" if state else "added"
-    rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error))
+    rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error, result.signature))
     if not result.ok:
         return "failed"
     return "updated" if state else "added"

@@ -36,6 +36,7 @@ class EmbedResult:
     error: str | None = None
     sha256: str | None = None
     known: bool = False  # the content hash is in `reuse`: not decoded, the caller has its embedding
+    signature: bytes | None = None  # the picture's pixel signature (`model.signature`), made from the same decode
 
     @property
     def ok(self) -> bool:
@@ -118,10 +119,10 @@ class Embedder:
 
     def _load(
         self, path: Path, reuse: Container[str], data: bytes | None = None, seen: Callable[[str], bool] | None = None
-    ) -> tuple[np.ndarray | None, str] | str:
-        """(pixels, sha256 of the file) or the reason it failed; the file is read once (unless its
+    ) -> tuple[np.ndarray | None, str, bytes | None] | str:
+        """(pixels, sha256 of the file, pixel signature) or the reason it failed; the file is read once (unless its
         `data` came with it), hashed before it is decoded, and not decoded at all when its hash is in
-        `reuse` or `seen` says an earlier file of this run has the same content (pixels None)."""
+        `reuse` or `seen` says an earlier file of this run has the same content (pixels and signature None)."""
         try:
             if data is None:
                 read = read_file(path)
@@ -130,8 +131,9 @@ class Embedder:
                 data = read
             sha = hashlib.sha256(data).hexdigest()
             if sha in reuse or (seen is not None and seen(sha)):
-                return None, sha
-            return self.preprocessor.load_bytes(data, path), sha
+                return None, sha, None
+            pixels, signature = self.preprocessor.load_bytes_signed(data, path)
+            return pixels, sha, signature
         except ImageDecodeError as exc:
             return exc.reason
         except OSError as exc:
@@ -185,7 +187,7 @@ class Embedder:
                 loaded = future.result()
                 if share and not isinstance(loaded, str) and loaded[0] is not None:
                     if loaded[1] in embedded_here:  # a later copy decoded before the first was: one model run
-                        loaded = (None, loaded[1])
+                        loaded = (None, loaded[1], None)
                     embedded_here.add(loaded[1])
                 needs_model = not isinstance(loaded, str) and loaded[0] is not None
                 if not needs_model and not pending:
@@ -208,4 +210,4 @@ class Embedder:
             elif item[0] is None:
                 yield EmbedResult(path, sha256=item[1], known=True)
             else:
-                yield EmbedResult(path, vector=next(vectors), sha256=item[1])
+                yield EmbedResult(path, vector=next(vectors), sha256=item[1], signature=item[2])

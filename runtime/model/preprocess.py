@@ -25,6 +25,7 @@ from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model import vips_decode
 from edge_search.runtime.model.bundle import PreprocessConfig
+from edge_search.runtime.model.signature import signature_of
 
 BASE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~89 MP)
@@ -270,11 +271,6 @@ def shortest_edge_hw(height: int, width: int, edge: int) -> tuple[int, int]:
     return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
-def resize(image: Image.Image, height: int, width: int, resample: int) -> np.ndarray:
-    """PIL resize (note: PIL takes (width, height)) back to a uint8 HWC array."""
-    return np.asarray(image.resize((width, height), resample=Image.Resampling(resample)))
-
-
 def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     top = (pixels.shape[0] - height) // 2
     left = (pixels.shape[1] - width) // 2
@@ -341,21 +337,39 @@ class Preprocessor:
             raise ImageDecodeError(label, "empty file")
         return self._load(io.BytesIO(data), label, max_declared_pixels)
 
+    def load_bytes_signed(self, data: bytes, label: Path | str) -> tuple[np.ndarray, bytes]:
+        """`load_bytes`, and the picture's pixel signature (`signature.signature_of`) made from the same decode."""
+        if not data:
+            raise ImageDecodeError(label, "empty file")
+        image = self._decode(io.BytesIO(data), label)
+        try:
+            pixels, resized = self.prepare(image)
+            return pixels, signature_of(resized, aspect=image.width / max(1, image.height))
+        except (OSError, ValueError) as exc:
+            raise ImageDecodeError(label, f"cannot convert the pixels ({exc})") from None
+
     def _load(self, source, label: Path | str, max_declared_pixels: int | None = None) -> np.ndarray:
-        draft = None
-        if self.jpeg_draft:
-            height, width = self._resize_hw(*self.input_hw)
-            draft = (DRAFT_FACTOR * height, DRAFT_FACTOR * width)
-        image = open_image(
-            source, max_pixels=self.max_pixels, draft_hw=draft, label=label, max_declared_pixels=max_declared_pixels
-        )
+        image = self._decode(source, label, max_declared_pixels)
         try:
             return self.from_image(image)
         except (OSError, ValueError) as exc:
             raise ImageDecodeError(label, f"cannot convert the pixels ({exc})") from None
 
+    def _decode(self, source, label: Path | str, max_declared_pixels: int | None = None) -> Image.Image:
+        draft = None
+        if self.jpeg_draft:
+            height, width = self._resize_hw(*self.input_hw)
+            draft = (DRAFT_FACTOR * height, DRAFT_FACTOR * width)
+        return open_image(
+            source, max_pixels=self.max_pixels, draft_hw=draft, label=label, max_declared_pixels=max_declared_pixels
+        )
+
     def from_image(self, image: Image.Image) -> np.ndarray:
-        """An already-decoded image -> float32 CHW.
+        """An already-decoded image -> float32 CHW."""
+        return self.prepare(image)[0]
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray, Image.Image]:
+        """(float32 CHW, the picture resized before cropping: what the pixel signature is made from, cheaply).
 
         A transparent image is resized first and laid over white after (Pillow resizes RGBA with
         premultiplied alpha, so the order does not change the result beyond rounding: embeddings within
@@ -365,14 +379,16 @@ class Preprocessor:
         if cfg.do_resize and has_alpha(image):
             rgba = image.convert("RGBA")
             height, width = self._resize_hw(rgba.height, rgba.width)
-            pixels = np.asarray(over_white(rgba.resize((width, height), resample=Image.Resampling(cfg.resample))))
+            resized = rgba.resize((width, height), resample=Image.Resampling(cfg.resample))
+            pixels = np.asarray(over_white(resized))
         elif cfg.do_resize:
-            image = to_rgb(image)
-            height, width = self._resize_hw(image.height, image.width)
-            pixels = resize(image, height, width, cfg.resample)
+            rgb = to_rgb(image)
+            height, width = self._resize_hw(rgb.height, rgb.width)
+            resized = rgb.resize((width, height), resample=Image.Resampling(cfg.resample))
+            pixels = np.asarray(resized)
         else:
-            image = to_rgb(image)
-            pixels = np.asarray(image)
+            resized = image
+            pixels = np.asarray(to_rgb(image))
         if cfg.do_center_crop and cfg.crop_size:
             pixels = center_crop(pixels, int(cfg.crop_size["height"]), int(cfg.crop_size["width"]))
-        return np.ascontiguousarray(rescale_normalize(pixels, cfg).transpose(2, 0, 1))
+        return np.ascontiguousarray(rescale_normalize(pixels, cfg).transpose(2, 0, 1)), resized

@@ -83,7 +83,8 @@ def _ray():
 
 
 class EmbedWorker:
-    """One Ray actor: the bundle opened once, then batches of files in, (path, vector, error, sha256) out."""
+    """One Ray actor: the bundle opened once, then batches of files in, (path, vector, error, sha256, pixel
+    signature) out."""
 
     def __init__(self, bundle_source: str | dict[str, bytes], identity: str, options: ModelOptions):
         from edge_search.runtime.model.model import Model  # on the worker: import the runtime only here
@@ -122,9 +123,9 @@ class EmbedWorker:
 
     def embed(
         self, items: list[tuple[str, bytes | None]]
-    ) -> list[tuple[str, np.ndarray | None, str | None, str | None]]:
+    ) -> list[tuple[str, np.ndarray | None, str | None, str | None, bytes | None]]:
         sources = [(path, data) if data is not None else path for path, data in items]
-        return [(str(r.path), r.vector, r.error, r.sha256) for r in self.model.embedder.embed(sources)]
+        return [(str(r.path), r.vector, r.error, r.sha256, r.signature) for r in self.model.embedder.embed(sources)]
 
 
 def shipped_bundle(bundle: Bundle, precision: str) -> dict[str, bytes]:
@@ -349,8 +350,8 @@ class RayEmbedder:
                     except Exception as exc:
                         raise ClusterError(f"A Ray worker failed on a batch: {_cause(exc)}.") from exc
                     self._load[actor] -= 1
-                    for path, vector, error, sha in rows:
-                        yield EmbedResult(Path(path), vector=vector, error=error, sha256=sha)
+                    for path, vector, error, sha, signature in rows:
+                        yield EmbedResult(Path(path), vector=vector, error=error, sha256=sha, signature=signature)
 
     def _dispatch(self, queued: deque, in_flight: dict) -> None:
         for actor in list(self._load):

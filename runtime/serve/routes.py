@@ -18,6 +18,7 @@ from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of
 from edge_search.runtime.serve.config import HttpError
 from edge_search.runtime.serve.requests import QueryRequest, number, whole_number
 from edge_search.runtime.serve.service import Service
+from edge_search.runtime.serve.thumbnails import media_type
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot be indexed
 
@@ -141,7 +142,8 @@ async def image(request: Request) -> Response:
 
 
 async def thumb(request: Request) -> Response:
-    """A JPEG made from the decoded photo (never its raw bytes), cached by id once the file has been checked."""
+    """A JPEG (WebP for a transparent picture) made from the decoded photo (never its raw bytes), cached by id once
+    the file has been checked."""
     service, key = _service(request), _id(request)
     photo = await service.call(service.photo, key)
 
@@ -154,4 +156,6 @@ async def thumb(request: Request) -> Response:
             photo.close()
 
     data = await asyncio.get_running_loop().run_in_executor(None, make)
-    return Response(data, media_type="image/jpeg", headers={**PHOTO_HEADERS, "Cache-Control": "private, max-age=86400"})
+    return Response(
+        data, media_type=media_type(data), headers={**PHOTO_HEADERS, "Cache-Control": "private, max-age=86400"}
+    )

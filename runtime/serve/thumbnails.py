@@ -11,13 +11,18 @@ from PIL import Image
 
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.files import write_atomically
-from edge_search.runtime.model.preprocess import open_image, to_rgb
+from edge_search.runtime.model.preprocess import has_alpha, open_image, to_rgb
 
 THUMB_EDGE = 320
+SUFFIX = ".thumb"  # a JPEG, or a WebP for a transparent picture (`media_type` tells which)
+
+
+def media_type(thumbnail: bytes) -> str:
+    return "image/webp" if thumbnail[:4] == b"RIFF" else "image/jpeg"
 
 
 class ThumbnailCache:
-    """`<index>/thumbs/<id>.jpg`, oldest dropped first beyond `max_bytes`. A catalog id is never reused
+    """`<index>/thumbs/<id>.thumb`, oldest dropped first beyond `max_bytes`. A catalog id is never reused
     for other content (a changed file gets a new id), so a cached thumbnail never goes stale."""
 
     def __init__(self, directory: Path, max_bytes: int = 256 * 2**20):
@@ -27,7 +32,7 @@ class ThumbnailCache:
 
     def get(self, key: int, source: Callable[[], BinaryIO]) -> bytes:
         """The cached thumbnail of `key`, else one made from `source()` (the photo's bytes) and cached."""
-        cached = self.directory / f"{key}.jpg"
+        cached = self.directory / f"{key}{SUFFIX}"
         try:
             return cached.read_bytes()
         except OSError:
@@ -42,14 +47,16 @@ class ThumbnailCache:
         except OSError:
             return  # a read-only index still serves thumbnails, made each time
         if self._size is None:
-            self._size = sum(p.stat().st_size for p in self.directory.glob("*.jpg"))
+            for legacy in self.directory.glob("*.jpg"):  # made before transparent thumbnails kept their alpha
+                legacy.unlink(missing_ok=True)
+            self._size = sum(p.stat().st_size for p in self.directory.glob(f"*{SUFFIX}"))
         else:
             self._size += len(data)
         if self._size > self.max_bytes:
             self._trim()
 
     def _trim(self) -> None:
-        files = sorted(self.directory.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+        files = sorted(self.directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime)
         total = sum(p.stat().st_size for p in files)
         for path in files:
             if total <= self.max_bytes * 0.8:
@@ -60,12 +67,17 @@ class ThumbnailCache:
 
 
 def make_thumbnail(source: str | BinaryIO) -> bytes:
-    """A JPEG no larger than THUMB_EDGE on its long side (ImageDecodeError if the file cannot be read)."""
+    """A JPEG no larger than THUMB_EDGE on its long side, or a WebP with its alpha for a transparent picture (so
+    the page can show it on a checkerboard instead of as a blank white tile); ImageDecodeError if the file
+    cannot be read."""
     image = open_image(source, draft_hw=(THUMB_EDGE, THUMB_EDGE))
     image.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
-    to_rgb(image).save(buffer, "JPEG", quality=82)
+    if has_alpha(image):
+        image.convert("RGBA").save(buffer, "WEBP", quality=82)
+    else:
+        to_rgb(image).save(buffer, "JPEG", quality=82)
     return buffer.getvalue()
 
 
-__all__ = ["ImageDecodeError", "ThumbnailCache", "make_thumbnail"]
+__all__ = ["ImageDecodeError", "ThumbnailCache", "make_thumbnail", "media_type"]

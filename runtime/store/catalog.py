@@ -21,14 +21,15 @@ from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, SCHEMA_VERSION)  # a reader copes with a version 2 catalog; a writer migrates it
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, SCHEMA_VERSION)  # a reader copes with older catalogs; a writer migrates them
 # version -> the statements that bring a catalog of that version to the next (run by a writer, in one transaction)
 MIGRATIONS = {
     2: ("ALTER TABLE roots ADD COLUMN follow_links INTEGER NOT NULL DEFAULT 0",),
+    3: ("ALTER TABLE files ADD COLUMN signature BLOB",),  # filled in by the next `index` (no re-embedding)
 }
-# One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None)
-ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None]
+# One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None, pixel signature or None)
+ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None, bytes | None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     error TEXT,
     embedding BLOB,
-    indexed_at REAL NOT NULL
+    indexed_at REAL NOT NULL,
+    signature BLOB
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE TABLE IF NOT EXISTS roots (
@@ -255,10 +257,37 @@ class Catalog:
         row = self.db.execute("SELECT embedding FROM files WHERE id=? AND status='ok'", (int(key),)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
-    def vector_of_content(self, sha: str) -> np.ndarray | None:
-        """The embedding of a row with this content hash (identical files share it), or None."""
-        row = self.db.execute("SELECT embedding FROM files WHERE sha256=? AND status='ok' LIMIT 1", (sha,)).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+    def embedding_of_content(self, sha: str) -> tuple[np.ndarray, bytes | None] | None:
+        """(embedding, pixel signature) of a row with this content hash (identical files share both), or None."""
+        row = self.db.execute(
+            "SELECT embedding, signature FROM files WHERE sha256=? AND status='ok' ORDER BY signature IS NULL LIMIT 1",
+            (sha,),
+        ).fetchone()
+        return None if row is None else (np.frombuffer(row[0], dtype=np.float32).copy(), row[1])
+
+    def signatures(self, ids: Iterable[int]) -> dict[int, bytes | None]:
+        """id -> pixel signature (None: not made yet, or a catalog from before signatures)."""
+        wanted, found = sorted(int(i) for i in ids), {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            try:
+                rows = self.db.execute(
+                    f"SELECT id, signature FROM files WHERE id IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+            except sqlite3.OperationalError:  # a catalog from before signatures, opened read-only
+                rows = [(i, None) for i in part]
+            found.update(rows)
+        return found
+
+    def unsigned(self) -> list[tuple[int, str]]:
+        """(id, path) of embedded files without a pixel signature (indexed before signatures existed)."""
+        rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' AND signature IS NULL ORDER BY id")
+        return [(key, decode_path(path)) for key, path in rows]
+
+    def set_signatures(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Pixel signatures for existing rows (their embeddings and keys unchanged), in one transaction."""
+        with self.transaction():
+            self.db.executemany("UPDATE files SET signature=? WHERE id=?", [(sig, int(key)) for key, sig in rows])
 
     def sha256_of(self, key: int) -> str | None:
         row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
@@ -313,18 +342,19 @@ class Catalog:
             self.db.executemany("DELETE FROM roots WHERE path=?", [(p,) for p in paths])
 
     def upsert_results(self, rows: Iterable[ResultRow]) -> None:
-        """(path, size, mtime_ns, sha256, vector or None, error or None) per file, in one transaction.
+        """(path, size, mtime_ns, sha256, vector or None, error or None, signature or None) per file, in one
+        transaction.
 
         A changed file gets a new id (the old key disappears from the index), so a stale vector is
         never served under the new content.
         """
         now = time.time()
         with self.transaction():
-            for path, size, mtime_ns, sha, vector, error in rows:
+            for path, size, mtime_ns, sha, vector, error, signature in rows:
                 self.db.execute("DELETE FROM files WHERE path=?", (path,))
                 self.db.execute(
-                    "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, signature) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         path,
                         size,
@@ -334,6 +364,7 @@ class Catalog:
                         error,
                         None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
                         now,
+                        signature if vector is not None else None,
                     ),
                 )
             self._bump_version()

@@ -226,6 +226,10 @@ class IndexWriter:
     def delete_paths(self, paths: Iterable[bytes]) -> int:
         return self.catalog.delete_paths(paths)
 
+    def set_signatures(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Pixel signatures of files indexed before signatures existed (no vector changes: nothing to publish)."""
+        self.catalog.set_signatures(rows)
+
     def record_decode_limits(self, limits: str) -> None:
         self.catalog.set_meta({"decode_limits": limits})
 

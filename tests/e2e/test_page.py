@@ -13,7 +13,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from served import Service
 
 from conftest import cli_env, run_script
@@ -240,6 +242,38 @@ def test_the_duplicates_view_lists_groups_with_their_keeper(browser, indexed, tm
         group.locator(".member a[href^='#similar/']").first.click()
         page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
         assert page.is_hidden("#groups") and page.is_visible("#results")
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_a_large_duplicates_group_wraps_on_a_narrow_screen_and_transparent_pictures_show_a_checkerboard(
+    browser, indexed
+):
+    env, photos = indexed
+    for i in range(12):  # 13 identical files: one group, wider than any phone
+        (photos / f"again-{i:02d}.webp").write_bytes((photos / "img02.webp").read_bytes())
+    overlay = np.zeros((90, 120, 4), dtype=np.uint8)
+    overlay[..., :3], overlay[::6, :, 3] = 255, 255  # white lines on nothing: blank over white
+    Image.fromarray(overlay, "RGBA").save(photos / "overlay.png")
+    (photos / "overlay-copy.png").write_bytes((photos / "overlay.png").read_bytes())
+    assert run_script("edge-search", "index", env=env).returncode == 0
+    service = Service(env, "--no-watch")
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/#dupes", errors, viewport={"width": 600, "height": 900})
+        page.wait_for_selector("#groups .group")
+        big = page.locator("#groups .group").filter(has_text="again-00.webp")
+        boxes = [m.bounding_box() for m in big.locator(".member").all()]
+        assert len(boxes) == 13 and max(b["x"] + b["width"] for b in boxes) <= 600  # nothing off the screen
+        assert len({round(b["y"]) for b in boxes}) >= 4  # it wrapped
+        assert [p.inner_text() for p in big.locator(".pixels").all()][1:] == ["identical bytes"] * 12
+        transparent = page.locator("#groups .group").filter(has_text="overlay.png").locator("img").first
+        assert "linear-gradient" in transparent.evaluate("img => getComputedStyle(img).backgroundImage")
+        status, thumb, kind = service.request(transparent.get_attribute("src"))
+        assert status == 200 and kind == "image/webp" and thumb[:4] == b"RIFF"  # its alpha kept, not flattened
         context.close()
     finally:
         service.stop()

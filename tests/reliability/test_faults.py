@@ -33,14 +33,18 @@ def many_photos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def slow_to_index(tmp_path_factory) -> Path:
-    """400 camera-sized JPEGs (copies of 8 distinct ones): long enough to query while it indexes."""
+    """400 camera-sized JPEGs (8 distinct pictures, each file's bytes made distinct by a JPEG comment, since
+    identical files are embedded once): long enough to query while it indexes."""
     root = tmp_path_factory.mktemp("large")
     originals = []
     for i in range(8):
         originals.append(root / f"orig{i}.jpg")
         photo(5000 + i, 1600, 1200).save(originals[-1], quality=90)
     for i in range(392):
-        shutil.copyfile(originals[i % 8], root / f"copy{i:03d}.jpg")
+        data = originals[i % 8].read_bytes()
+        comment = f"copy {i}".encode()
+        marker = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+        (root / f"copy{i:03d}.jpg").write_bytes(data[:2] + marker + data[2:])
     return root
 
 

@@ -187,6 +187,16 @@ function renderGroups(report) {
       const badge = document.createElement("div");
       badge.className = "badge";
       badge.textContent = i === 0 ? "suggested keeper" : `${file.score_to_keep.toFixed(4)} to keeper`;
+      const pixels = document.createElement("div");
+      pixels.className = "pixels";
+      if (i === 0) pixels.textContent = "the original: most pixels, oldest";
+      else if (group.kind === "exact") pixels.textContent = "identical bytes";
+      else if (file.pixels_to_keep) {
+        const check = file.pixels_to_keep;
+        pixels.textContent = `pixels ${check.same ? "match" : "differ"}${check.mirrored ? " (mirrored)" : ""}` +
+          ` · ${check.distance.toFixed(1)} apart`;
+        if (check.mirrored) pixels.classList.add("mirrored");
+      }
       const name = document.createElement("div");
       name.className = "name";
       name.textContent = shortName(file.path);
@@ -195,7 +205,7 @@ function renderGroups(report) {
       detail.className = "detail";
       const size = file.width ? `${file.width}×${file.height}` : "size unknown";
       detail.textContent = `${size} · ${humanSize(file.size)} · ${file.taken || file.modified}`;
-      card.append(thumbLink(file.id, file.path), badge, name, detail, originalLink(file.id));
+      card.append(thumbLink(file.id, file.path), badge, pixels, name, detail, originalLink(file.id));
       return card;
     }));
     item.append(title, members);
