@@ -267,7 +267,8 @@ class Catalog:
 
     def signatures(self, ids: Iterable[int]) -> dict[int, bytes | None]:
         """id -> pixel signature (None: not made yet, or a catalog from before signatures)."""
-        wanted, found = sorted(int(i) for i in ids), {}
+        wanted = sorted(int(i) for i in ids)
+        found: dict[int, bytes | None] = {}
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
             try:
