@@ -212,18 +212,28 @@ def _scored(result, key: dict[Path, str], kind_of: dict[Path, str], copied: dict
     }
 
 
+COPIES_THAT_MUST_BE_FOUND = ("resized", "re-encoded", "mirrored")
+RECALL_GIVEN_UP = 1.0  # points of mean recall a higher threshold may give up against the best
+
+
 def choose(rows: list[dict]) -> dict:
-    """The default: among thresholds with no mixed group, the highest that still finds the most resized and
-    re-encoded copies (a higher threshold asks the pixel check to refuse less)."""
+    """The default: among thresholds with no mixed group, the highest whose mean recall of resized, re-encoded and
+    mirrored copies is within RECALL_GIVEN_UP points of the best. Lower thresholds leave more to the pixel check
+    alone and cost `dupes` more candidate pairs, for copies it already finds."""
     safe = [r for r in rows if r["mixed_groups"] == 0]
     if not safe:
         return {"threshold": None, "why": "every threshold mixed pictures"}
-    best = max(r["recall_percent"]["resized"] + r["recall_percent"]["re-encoded"] for r in safe)
-    chosen = max(
-        (r for r in safe if r["recall_percent"]["resized"] + r["recall_percent"]["re-encoded"] == best),
-        key=lambda r: r["threshold"],
-    )
-    return {"threshold": chosen["threshold"], "why": "highest threshold with no mixed group and the best recall"}
+
+    def recall(row: dict) -> float:
+        return float(np.mean([row["recall_percent"][kind] for kind in COPIES_THAT_MUST_BE_FOUND]))
+
+    best = max(recall(r) for r in safe)
+    chosen = max((r for r in safe if recall(r) >= best - RECALL_GIVEN_UP), key=lambda r: r["threshold"])
+    return {
+        "threshold": chosen["threshold"],
+        "why": f"the highest threshold with no mixed group whose mean recall of {', '.join(COPIES_THAT_MUST_BE_FOUND)} "
+        f"copies ({recall(chosen):.1f}%) is within {RECALL_GIVEN_UP} point of the best ({best:.1f}%)",
+    }
 
 
 def _signature_cost(model, paths: list[Path]) -> dict:

@@ -445,6 +445,10 @@ def markdown(report: dict) -> str:
         from .quality import markdown as quality_tables
 
         lines += ["## Search quality on trained weights", "", quality_tables(report["quality"]), ""]
+    if report.get("dupes"):
+        from .dupes import markdown as dupes_table
+
+        lines += ["## Duplicates you can delete (trained weights)", "", dupes_table(report["dupes"]), ""]
     return "\n".join(lines)
 
 
@@ -483,9 +487,9 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         type=lambda v: set(v.split(",")),
-        default={"model", "decode", "e2e", "vectors", "baseline", "serve", "quality"},
-        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve,quality "
-        "(quality: the trained fixture, whatever --model is)",
+        default={"model", "decode", "e2e", "vectors", "baseline", "serve", "quality", "dupes"},
+        help="comma-separated subset of: model,decode,e2e,vectors,baseline,serve,quality,dupes "
+        "(quality and dupes: the trained fixture, whatever --model is)",
     )
     parser.add_argument(
         "--plot", action="store_true", help="also write PNG charts (needs the `bench` extra: matplotlib)"
@@ -593,6 +597,10 @@ def main() -> None:
         from .quality import measure as search_quality
 
         report["quality"] = search_quality(args.quick)
+    if "dupes" in args.sections:
+        from .dupes import measure as dupes_quality
+
+        report["dupes"] = dupes_quality(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{report['date']}-{socket.gethostname()}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))

@@ -1,5 +1,5 @@
-"""The real store at scale: N clustered 768-d vectors through the catalog and the usearch generations
-(not raw usearch alone). Measures the catalog writes, the first publish (the HNSW build), a later
+"""The real store at scale: N clustered vectors (the bundle's width, 768-d for ViT-B) through the catalog and
+the usearch generations (not raw usearch alone). Measures the catalog writes, the first publish (the HNSW build), a later
 publish after 1% more images, a cold query in a new process, warm query latency and recall@10
 against exact search (with expansion_search as the store sets it), resident memory, and `dupes` with
 planted near-duplicates (recall of the planted pairs). Paths are made up: no image is decoded."""
@@ -27,6 +27,16 @@ library = Library(sys.argv[1])
 hits = library.query(vector=np.load(sys.argv[2]), k=10).hits
 print(json.dumps({"seconds": time.perf_counter() - started, "hits": len(hits),
                   "rss_mb": int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:'))) / 1024}))
+"""
+
+
+DUPES_PROGRAM = """
+import sys, time, json
+started = time.perf_counter()
+from edge_search.runtime.library import Library
+report = Library(sys.argv[1]).dupes(threshold=float(sys.argv[2]))
+print(json.dumps({"seconds": time.perf_counter() - started, "groups": len(report.groups),
+                  "rss_mb": int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:'))) / 1024}))
 """
 
 
@@ -58,7 +68,7 @@ def _rows(start: int, vectors: np.ndarray, twins_from: int | None = None):
 
 
 def store_scale(
-    bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.98, dupes: bool = True
+    bundle_dir: Path, count: int, work: Path, queries: int = 200, dupes_threshold: float = 0.9, dupes: bool = True
 ) -> dict:
     from edge_search.export.synthetic import clustered_embeddings
     from edge_search.runtime.jobs.dupes import find_duplicates
@@ -67,7 +77,8 @@ def store_scale(
     from edge_search.runtime.store.generations import IndexReader, IndexWriter
 
     rng = np.random.default_rng(count)
-    data = clustered_embeddings(count + queries, 768, max(count // 100, 10), seed=count)
+    dim = Bundle.load(bundle_dir).manifest.embedding_dim
+    data = clustered_embeddings(count + queries, dim, max(count // 100, 10), seed=count)
     base, probe = data[:count].copy(), data[count:]
     planted = rng.choice(count // 2, size=int(count * PLANTED_SHARE), replace=False)
     twins = planted + count // 2
@@ -131,6 +142,15 @@ def store_scale(
     result["expansion_search_used"] = vi.expansion_for(count, settings.expansion_search)
     if not dupes:
         return result
+    alone = subprocess.run(  # `dupes` as a user runs it: a process of its own, its peak memory
+        [sys.executable, "-c", DUPES_PROGRAM, str(directory), str(dupes_threshold)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = json.loads(alone.stdout)
+    result["dupes_process_s"] = round(measured["seconds"], 1)
+    result["dupes_process_peak_rss_mb"] = round(measured["rss_mb"], 1)
     grouped = {}
     for number, group in enumerate(report.groups):
         for file in group.files:
@@ -154,11 +174,15 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--bundle", default=str(Path(__file__).parent / ".cache" / "vit-b16-random"))
     parser.add_argument("--skip-dupes", action="store_true", help="leave out `dupes` (long at 1M)")
+    parser.add_argument("--dupes-threshold", type=float, default=0.9, help="the DINOv2/ViT default (0.9)")
     parser.add_argument("--work", default=str(Path(__file__).parent / ".cache" / "store-scale"))
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        print(json.dumps(store_scale(Path(args.bundle), size, work, dupes=not args.skip_dupes)), flush=True)
+        measured = store_scale(
+            Path(args.bundle), size, work, dupes=not args.skip_dupes, dupes_threshold=args.dupes_threshold
+        )
+        print(json.dumps(measured), flush=True)
         shutil.rmtree(work / f"store-{size}", ignore_errors=True)
     os.remove(work / "probe.npy")

@@ -44,6 +44,17 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
         assert {"top1_percent", "top5_percent"} <= set(int8["edits"]["crop"]) and 0 < int8["dupes_threshold"][
             "threshold"
         ] <= 1
+    dupes = report["dupes"]
+    if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in dupes:
+        assert [row["threshold"] for row in dupes["thresholds"]][:2] == [0.8, 0.85]
+        assert set(dupes["thresholds"][0]["recall_percent"]) == {
+            "resized",
+            "re-encoded",
+            "mirrored",
+            "cropped",
+            "renamed",
+        }
+        assert dupes["index_time_pixel_check"]["ratio"] > 0
     assert report["service"]["warm_8_clients"]["requests"] == 8 and report["service"]["cold_cli_query"]["p50_ms"] > 0
     for title in (
         "Model throughput",
@@ -51,5 +62,6 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
         "Vector index",
         "The warm service against a cold CLI query",
         "Search quality on trained weights",
+        "Duplicates you can delete (trained weights)",
     ):
         assert f"## {title}" in result.stdout

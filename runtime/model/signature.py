@@ -17,6 +17,7 @@ picture (the original holds more than the crop; which of them a person wants is 
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -109,7 +110,7 @@ class Signature:
         rgb = self.cells[..., :3] * alpha + 255.0 * (1.0 - alpha)
         return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-    @property
+    @functools.cached_property
     def low_content(self) -> bool:
         """Nearly one colour, or a smooth gradient, as a viewer shows it on white: nothing a model can tell apart."""
         luma = self.over_white_luma()
