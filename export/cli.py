@@ -27,7 +27,7 @@ from .errors import (
     SourceError,
 )
 
-# Exit codes of `export-model`, documented in README.md: the only place they are numbered.
+# Exit codes of `export-model`, documented in docs/export.md: the only place they are numbered.
 EXIT_CODES: dict[type, int] = {ExportUsageError: 2, SourceError: 3, ParityError: 4, ExportStorageError: 5}
 EXPORT_PACKAGES = ("torch", "transformers", "onnx")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from edge_search.runtime.library import Library, Model  # noqa: E402
 from edge_search.runtime.options import ModelOptions  # noqa: E402
 from edge_search.runtime.store.catalog import Catalog  # noqa: E402
 
-pytestmark = pytest.mark.scale  # tier: README "Running the tests"
+pytestmark = pytest.mark.scale  # tier: CONTRIBUTING.md "The test tiers"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""README.md's Python API example runs top to bottom as printed (in a home of its own, with the tiny bundle in
+"""The Python API examples (README.md's and docs/api.md's) run top to bottom as printed (in a home of its own, with the tiny bundle in
 export-model's default place and a few photos in ~/Pictures)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, photo
 
 
@@ -18,8 +19,9 @@ def python_blocks(markdown: str, after: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_the_python_api_example_runs_as_printed(tiny_bundle, tmp_path):
-    example = python_blocks((ROOT / "README.md").read_text(), "## Python API")[0]
+@pytest.mark.parametrize("document, heading", [("README.md", "## Python API"), ("docs/api.md", "# The Python API")])
+def test_the_python_api_example_runs_as_printed(tiny_bundle, tmp_path, document, heading):
+    example = python_blocks((ROOT / document).read_text(), heading)[0]
     home = tmp_path / "home"
     pictures = home / "Pictures"
     (pictures / "old").mkdir(parents=True)

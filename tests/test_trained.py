@@ -20,7 +20,7 @@ from edge_search.runtime.host import int8_kernels_saturate
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.options import ModelOptions
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 FORMS = ("vit", "dinov2")
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.

@@ -535,8 +535,8 @@ def sync(
 # ---------------------------------------------------------------------------------------------- dupes
 @app.command(
     help="Groups of duplicate images in the index: exact copies (same bytes) and near-duplicates (resized, "
-    "re-encoded, slightly cropped: embeddings at or above --threshold), each with a suggested keeper. "
-    "Deletes nothing. Needs no model."
+    "re-encoded or mirrored copies: embeddings at or above --threshold and pixels that agree), each with its "
+    "keeper, the original (most pixels, then oldest). Deletes nothing. Needs no model."
 )
 def dupes(
     threshold: Annotated[
@@ -558,7 +558,7 @@ def dupes(
         typer.Option(
             "-f",
             "--paths-only",
-            help="Print only the files that are not the suggested keeper, one per line (review before deleting "
+            help="Print only the files that are not their group's keeper, one per line (review before deleting "
             "anything).",
         ),
     ] = False,

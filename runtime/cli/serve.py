@@ -83,7 +83,7 @@ def _serve_imports():
 
 
 @app.command(
-    help="Serve searches over HTTP from one warm process: a JSON API (see README). Binds 127.0.0.1 "
+    help="Serve searches over HTTP from one warm process: a JSON API (see docs/serve.md). Binds 127.0.0.1 "
     "unless told otherwise; any other address needs a token (or an explicit --no-auth)."
 )
 @with_model_options(batch=False)

@@ -172,7 +172,7 @@ class RayEmbedder:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(
                 f"Cannot join the Ray cluster at {self.options.address}: {reason}. Start one with "
-                "`ray start --head` (README: Scaling out) or check the address."
+                "`ray start --head` (docs/deploy.md: Scaling out) or check the address."
             ) from exc
 
     def _sizing(self) -> tuple[int, int, int, int]:
@@ -390,7 +390,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as exc:
         raise ClusterError(
             f"Cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}). "
-            "Start one with `ray start --head` (README: Scaling out) or check the address."
+            "Start one with `ray start --head` (docs/deploy.md: Scaling out) or check the address."
         ) from exc
 
 

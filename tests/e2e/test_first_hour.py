@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import cli_env, console_script, photo, run_script
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from served import Service
 
 from conftest import cli_env, run_script
 
-pytestmark = pytest.mark.browser  # tier: README "Running the tests"
+pytestmark = pytest.mark.browser  # tier: CONTRIBUTING.md "The test tiers"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright

@@ -17,7 +17,7 @@ from cluster import LocalRayCluster
 
 from conftest import cli_env, console_script, photo
 
-pytestmark = pytest.mark.scale  # tier: README "Running the tests"
+pytestmark = pytest.mark.scale  # tier: CONTRIBUTING.md "The test tiers"
 
 pytest.importorskip("ray")
 

@@ -13,7 +13,7 @@ from served import Service
 
 from conftest import cli_env, run_script
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from tests_support_images import lying_jpeg
 
 from conftest import cli_env, run_script
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 TOKEN = "a-long-enough-test-token"
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import cli_env, cosine, edge_search, photo
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 
 def run_with_peak_rss(command, env):

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import cli_env, edge_search, photo
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 EDGE = [sys.executable, "-m", "edge_search.runtime"]
 

@@ -17,7 +17,7 @@ from tests_support_images import lying_jpeg
 
 from conftest import cli_env, console_script, photo, run_script
 
-pytestmark = pytest.mark.slow  # tier: README "Running the tests"
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 LATIN1 = os.fsdecode(b"copy\xe9.jpg")  # a name that is not UTF-8 (surrogate-escaped)
 RLO = "photo\u202egpj.png"
