@@ -1,5 +1,5 @@
-"""The Python API examples (README.md's and docs/api.md's) run top to bottom as printed (in a home of its own, with the tiny bundle in
-export-model's default place and a few photos in ~/Pictures)."""
+"""The Python API examples (README.md's and docs/api.md's) run top to bottom as printed (in a home of their own,
+with the tiny bundle in export-model's default place and a few photos in ~/Pictures)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, photo
 
 
