@@ -138,6 +138,17 @@ class VerifyReport:
 
 
 # --------------------------------------------------------------------------------------- Library
+def check_something_to_index(paths: Sequence[str]) -> None:
+    """UsageError when none of the folders (or files) to index exists."""
+    if not any(os.path.exists(p) for p in paths):
+        missing = ", ".join(paths)
+        raise UsageError(
+            f"Nothing to index: {missing} does not exist."
+            if len(paths) == 1
+            else f"Nothing to index: none of {missing} exists."
+        )
+
+
 class Library:
     """One index directory. Reads take no lock and see the last committed generation (a long-lived
     Library picks up newer ones); `index` and `remove` are the single writer for their duration.
@@ -246,13 +257,7 @@ class Library:
             )
             for r in wanted
         ]
-        if not any(os.path.exists(r.path) for r in wanted):
-            missing = ", ".join(r.path for r in wanted)
-            raise UsageError(
-                f"Nothing to index: {missing} does not exist."
-                if len(wanted) == 1
-                else f"Nothing to index: none of {missing} exists."
-            )
+        check_something_to_index([r.path for r in wanted])
         cluster = None
         if ray is not None:  # joined before the index is touched: a cluster that is down changes nothing here
             from edge_search.runtime.scale.ray_embedder import (
@@ -288,9 +293,12 @@ class Library:
             )
         return report
 
-    def check_location(self) -> None:
-        """UsageError unless an index may be written here: a new or empty folder, or one holding an index."""
+    def check_location(self, folders: Sequence[str | os.PathLike] = ()) -> None:
+        """UsageError unless an index may be written here (a new or empty folder, or one holding an index) and at
+        least one of the `folders` to index exists: checked before a model is loaded."""
         refuse_foreign_directory(self.directory)
+        if folders:
+            check_something_to_index([os.path.abspath(os.path.expanduser(os.fspath(f))) for f in folders])
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> RemoveReport:
         """Forget files, or everything under folders (and those folders as roots). No model needed."""

@@ -52,9 +52,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_the_bundle_has_both_towers_each_parity_checked(tiny_clip_bundle):
     manifest = Bundle.load(tiny_clip_bundle).manifest
-    assert (
-        manifest.towers == ["image", "text"] and manifest.architecture == "CLIPModel" and manifest.embedding_dim == 24
-    )
+    assert manifest.text is not None and manifest.architecture == "CLIPModel" and manifest.embedding_dim == 24
     assert (tiny_clip_bundle / manifest.text.tokenizer).is_file() and manifest.text.context_length == 77
     for tower in (manifest.files, manifest.text.files):
         assert sorted(tower) == ["fp16", "fp32", "int8"]

@@ -106,7 +106,7 @@ def test_what_libvips_would_treat_differently_is_left_to_pillow(case, tmp_path):
     elif case == "exif-rotated":
         assert open_image(path).size == (80, 40)  # upright, by Pillow's exif_transpose
     else:
-        assert open_image(path).size == (8, 8) if case == "16-bit" else (64, 64)
+        assert open_image(path).size == ((8, 8) if case == "16-bit" else (64, 64))
 
 
 def test_edge_search_no_vips_decodes_everything_with_pillow(monkeypatch):

@@ -22,3 +22,17 @@ def test_info_index_dupes_and_verify_say_what_they_mean(tmp_path, tiny_bundle, p
     assert re.search(r"\d+(\.\d)? (B|KB|MB)", dupes)
     verify = run_script("edge-search", "verify", env=env)
     assert "--device cuda was requested" not in verify.stdout + verify.stderr
+
+
+def test_a_folder_that_does_not_exist_is_one_line_before_anything_is_loaded(tmp_path, tiny_bundle):
+    env = cli_env(tmp_path, tiny_bundle)
+    missing = run_script("edge-search", "index", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "Nothing to index" in missing.stderr and "Indexing into" not in missing.stderr
+
+
+def test_a_folder_given_as_the_query_image_is_a_usage_error_that_names_under(tmp_path, tiny_bundle, photo_dir):
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    folder = run_script("edge-search", "query", str(photo_dir), env=env)
+    assert folder.returncode == 2 and "is a folder" in folder.stderr and "--under" in folder.stderr

@@ -218,7 +218,7 @@ def index(
     if not ray and (ray_ship_bytes or ray_cpus_per_worker):
         raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
     library = Library(index)
-    library.check_location()  # `--index /` or a folder of other files: refused before a model is loaded
+    library.check_location(dirs or ())  # `--index /`, a folder of other files, nothing to index: before a model loads
     if not dirs and not library.roots():
         raise UsageError(
             f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
@@ -348,6 +348,10 @@ def query(
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
     if images.count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
+    folders = [image for image in images if image != "-" and os.path.isdir(image)]
+    if folders:
+        raise UsageError(f"{folders[0]} is a folder: a query is one or more image files (to search only inside a "
+                         "folder, add --under FOLDER).")  # fmt: skip
     if not milvus and (box or collection):
         raise UsageError("--box and --collection go with --milvus URI.")
     if milvus and (under or exclude_self or montage):

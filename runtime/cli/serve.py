@@ -83,8 +83,10 @@ def _serve_imports():
 
 
 @app.command(
-    help="Serve searches over HTTP from one warm process: a JSON API (see docs/serve.md). Binds 127.0.0.1 "
-    "unless told otherwise; any other address needs a token (or an explicit --no-auth)."
+    help="Serve searches over HTTP from one warm process: a page to search from a browser at "
+    "http://HOST:PORT/ (http://127.0.0.1:8765/ by default) and a JSON API (docs/serve.md); it keeps the index "
+    "current by watching its folders. Binds 127.0.0.1 unless told otherwise; any other address needs a token "
+    "(or an explicit --no-auth)."
 )
 @with_model_options(batch=False)
 def serve(

@@ -158,10 +158,6 @@ class Manifest:
     # (min_cosine, threshold, tower). The runtime's `auto` picks from what is there; this says why not more.
     rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
-    def towers(self) -> list[str]:
-        return ["image"] + (["text"] if self.text else [])
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

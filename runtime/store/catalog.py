@@ -294,13 +294,6 @@ class Catalog:
         row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
         return row[0] if row else None
 
-    def sample_ok(self, limit: int) -> list[tuple[str, int, int, np.ndarray]]:
-        """(path, size, mtime_ns, vector) of the first `limit` embedded rows."""
-        rows = self.db.execute(
-            "SELECT path, size, mtime_ns, embedding FROM files WHERE status='ok' ORDER BY id LIMIT ?", (limit,)
-        )
-        return [(decode_path(p), size, mtime, np.frombuffer(blob, dtype=np.float32)) for p, size, mtime, blob in rows]
-
     def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
         """New (size, mtime_ns) for files whose content is unchanged: same key, same embedding."""
         with self.transaction():

@@ -127,9 +127,8 @@ def test_kill_9_during_indexing_then_rerun_indexes_every_file_once(tiny_bundle, 
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert edge_search("query", str(photos / "000.jpg"), env=env).returncode in (0, 8), (
-        "a query after the kill must not crash"
-    )
+    after = edge_search("query", str(photos / "000.jpg"), env=env)
+    assert after.returncode in (0, 6), after.stderr  # works, or plainly "no index yet": never "corrupt" (8)
     rerun = edge_search("index", str(photos), "--json", env=env)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)

@@ -81,14 +81,22 @@ def test_a_shell_index_between_the_services_passes_runs_and_the_service_sees_it(
 
 
 def test_no_watch_is_a_read_only_replica(indexed):
+    """It indexes nothing itself and never holds the writer lock: a shell `index` runs beside it, finds the new
+    photo still to add (so the replica did not add it), and the replica then serves what the shell published."""
     env, photos = indexed
     service = Service(env, "--no-watch")
     try:
         service.wait_ready()
         photo(4343).save(photos / "later.jpg")
-        time.sleep(3)
+        shell = run_script("edge-search", "index", "--json", env=env)
+        assert shell.returncode == 0, shell.stderr
+        assert (json.loads(shell.stdout)["added"], json.loads(shell.stdout)["unchanged"]) == (1, 12)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and service.health()["count"] != 13:
+            time.sleep(0.1)
         health = service.health()
-        assert health["watch"] == {"mode": "off"} and health["count"] == 12
+        assert health["watch"] == {"mode": "off"} and health["count"] == 13
+        assert top_path(service, photos / "later.jpg") == str(photos / "later.jpg")
     finally:
         assert service.stop() == 0
 
