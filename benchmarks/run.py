@@ -13,6 +13,8 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -80,8 +82,36 @@ def machine() -> dict:
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
+        "openvino": _version_of("openvino"),
         "available_providers": ort.get_available_providers(),
     }
+
+
+def _version_of(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def run_folder(out: Path, quick: bool) -> Path:
+    """A folder of its own for one run (two runs on one day never overwrite each other), holding `run.json`: the
+    commit, the command line and the machine, beside the report's JSON and Markdown."""
+    started = time.strftime("%Y-%m-%d-%H%M%S")
+    folder = out / f"{started}-{socket.gethostname()}{'-quick' if quick else ''}"
+    folder.mkdir(parents=True, exist_ok=False)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True)
+    run = {
+        "commit": commit.stdout.strip() or None,
+        "uncommitted_changes": bool(dirty.stdout.strip()),
+        "command": [sys.executable, "-m", "benchmarks", *sys.argv[1:]],
+        "machine": machine(),
+    }
+    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return folder
 
 
 def default_bundle(quick: bool) -> tuple[Path, Path]:
@@ -601,13 +631,13 @@ def main() -> None:
         from .dupes import measure as dupes_quality
 
         report["dupes"] = dupes_quality(args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{report['date']}-{socket.gethostname()}{'-quick' if args.quick else ''}"
+    folder = run_folder(args.out, args.quick)
+    stem = folder / "report"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     text = markdown(report)
     stem.with_suffix(".md").write_text(text)
     print(text)
-    print(f"\nwritten: {stem}.json, {stem}.md")
+    print(f"\nwritten: {stem}.json, {stem}.md, {folder / 'run.json'}")
     if args.plot:
         from .plots import write_plots
 

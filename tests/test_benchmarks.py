@@ -26,8 +26,12 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    (report_file,) = tmp_path.glob("*.json")
-    report = json.loads(report_file.read_text())
+    (run,) = tmp_path.iterdir()  # a folder of its own: the report, and what ran it where
+    report = json.loads((run / "report.json").read_text())
+    assert (run / "report.md").read_text().strip()
+    ran = json.loads((run / "run.json").read_text())
+    assert ran["command"][-4:] == ["--quick", "--no-baseline", "--out", str(tmp_path)] and ran["machine"]["cores"]
+    assert len(ran["commit"] or "") == 40 and "cpu_flags" in ran["machine"]
     assert report["random_weights"] is True
     assert report["cpu_ceilings"]["fp32_gflops"] > 0 and report["cpu_ceilings"]["int8_gops"] > 0
     assert isinstance(report["machine"]["cpu_flags"], list) and "(flags: " in result.stdout
