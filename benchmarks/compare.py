@@ -185,7 +185,7 @@ def main() -> None:
     side-by-side run left in benchmarks/.cache (real photos or synthetic, whichever ran last)."""
     import argparse
 
-    from .run import CACHE, default_bundle, machine
+    from .common import CACHE, default_bundle, machine
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=main.__doc__)
     parser.add_argument("--cold-query-rounds", type=int, default=7)

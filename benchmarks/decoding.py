@@ -131,8 +131,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.images == "real":
+        from .common import CACHE
         from .real_photos import real_photos
-        from .run import CACHE
 
         images = real_photos(CACHE / "real-photos")
     else:

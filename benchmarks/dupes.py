@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .common import CACHE, machine
 from .real_photos import real_photos
-from .run import CACHE, machine
 from .trained_fixture import FixtureUnavailable, trained_fixture
 
 KINDS = ("resized", "re-encoded", "mirrored", "cropped", "renamed")

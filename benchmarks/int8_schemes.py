@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import machine
+from .common import machine
 
 SCHEMES: dict[str, dict] = {
     # name: quantize_dynamic options (the fused graph's MatMul / Attention / nodes to exclude)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import CACHE, machine
 from .edits import EDITS, MILD, is_blank, save_edit
 from .int8_schemes import top10_overlap
 from .real_photos import artwork, real_photos
-from .run import CACHE, machine
 from .trained_fixture import SAME_SCENE, FixtureUnavailable, trained_fixture
 
 # fp32 first: the others are compared with it. int8-static runs on OpenVINO, the others on onnxruntime's CPU.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import CACHE, HERE, default_bundle, machine
+from .common import CACHE, HERE, default_bundle, machine
 
 sys.path.insert(0, str(HERE.parent / "tests"))  # the local two-node cluster helper the tests use
 

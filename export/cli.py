@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from edge_search.runtime.cli import edge as cli_edge
+from edge_search.runtime import shell
 from edge_search.runtime.locations import MODEL_ENV, default_bundle_dir
 
 from .defaults import DEFAULT_MODEL, DEFAULT_OPSET
@@ -184,7 +184,7 @@ def export_model(
             "fp16": "on a GPU, `--precision auto` uses fp32 instead",
             "int8-static": "`--device auto` keeps onnxruntime's int8, `--device openvino` runs fp32",
         }.get(name, "")
-        cli_edge.say(
+        shell.say(
             "warning:",
             "yellow",
             f"the {name} graph failed its parity gate (min cosine {figures['min_cosine']:.4f} against "
@@ -193,7 +193,7 @@ def export_model(
             f"--require {name} makes this an error.",
         )
     if manifest.random_weights:
-        cli_edge.say(
+        shell.say(
             "warning:",
             "yellow",
             "this bundle has RANDOM weights: good for speed tests only, its search results are meaningless.",
@@ -201,7 +201,7 @@ def export_model(
 
 
 def main() -> None:
-    cli_edge.run(  # no arguments is fine here: it exports the default model
+    shell.run(  # no arguments is fine here: it exports the default model
         app,
         prog="export-model",
         table=EXIT_CODES,

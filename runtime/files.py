@@ -119,3 +119,8 @@ class VerifiedCache:
             write_atomically(self.path, json.dumps(entries).encode())
         except OSError:
             pass  # a cache that cannot be written only costs a re-hash next time
+
+
+def under(path: bytes, prefixes: list[bytes]) -> bool:
+    """Whether `path` is one of `prefixes` or inside one of them (byte paths, as the catalog stores them)."""
+    return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)

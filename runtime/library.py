@@ -30,8 +30,9 @@ from edge_search.runtime.errors import (
     IndexMissing,
     UsageError,
 )
+from edge_search.runtime.files import under
 from edge_search.runtime.jobs.dupes import DupesReport, find_duplicates
-from edge_search.runtime.jobs.indexer import FileCallback, IndexReport, run_index, under
+from edge_search.runtime.jobs.indexer import FileCallback, IndexReport, run_index
 from edge_search.runtime.jobs.verify import (
     Check,
     check_bundle_files,

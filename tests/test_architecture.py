@@ -1,4 +1,5 @@
-"""The runtime's layers, as ARCHITECTURE.md draws them: imports only go down, and there is no cycle.
+"""The layers, as ARCHITECTURE.md draws them: imports only go down, and there is no cycle, in the runtime, in
+`export-model` (a second front end on the runtime's lower layers) and in the benchmarks.
 
 Read from the source with `ast` (every import, also those inside functions), so a lazy import cannot hide
 an upward edge. `python tests/test_architecture.py` prints the floors and the lines per layer.
@@ -14,11 +15,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "edge_search.runtime"
+# folder in the checkout -> the package it is installed as
+PACKAGES = {"runtime": PACKAGE, "export": "edge_search.export", "benchmarks": "benchmarks"}
+# What export-model may use of the runtime: the contract it writes (bundle, options, files), the engines its
+# parity gate runs the graphs through (as the runtime will), and the shell edge both command lines share.
+EXPORT_MAY_IMPORT = ("base", "shell", "model")
 
 # Lowest first. A module may import its own layer's modules and those of any lower layer; `model` and
 # `store` are one floor apart in name only: neither may import the other (see SIBLINGS).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "options", "files", "host", "locations")),
+    ("shell", ("shell",)),
     ("model", ("model",)),
     ("store", ("store",)),
     ("jobs", ("jobs",)),
@@ -31,10 +38,10 @@ SIBLINGS = {("store", "model"), ("model", "store")}
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT / "runtime").with_suffix("").parts)
+    folder, *parts = path.relative_to(ROOT).with_suffix("").parts
     if parts[-1] == "__init__" and len(parts) > 1:
         parts = parts[:-1]
-    return ".".join([PACKAGE, *parts])
+    return ".".join([PACKAGES[folder], *parts])
 
 
 def layer_of(module: str) -> str:
@@ -63,10 +70,12 @@ def _absolute(node: ast.ImportFrom, importer: str, *, is_package: bool) -> str:
 
 
 @cache
-def import_graph(runtime_only_at_run_time: bool = False) -> dict[str, set[str]]:
-    """Each runtime module -> the runtime modules it imports (`runtime_only_at_run_time`: without the
+def import_graph(
+    runtime_only_at_run_time: bool = False, folders: tuple[str, ...] = ("runtime",)
+) -> dict[str, set[str]]:
+    """Each module of `folders` -> the modules of `folders` it imports (`runtime_only_at_run_time`: without the
     imports under `if TYPE_CHECKING`, which do not run)."""
-    modules = {module_name(p): p for p in (ROOT / "runtime").rglob("*.py")}
+    modules = {module_name(p): p for folder in folders for p in (ROOT / folder).rglob("*.py")}
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
@@ -161,6 +170,32 @@ def test_imports_only_go_down_the_layers():
 def test_no_import_cycle():
     assert cycles(import_graph(runtime_only_at_run_time=True)) == []
     assert cycles(import_graph()) == []  # not even one that typing alone would close
+
+
+EVERYTHING = tuple(PACKAGES)
+
+
+def test_export_model_uses_only_the_runtimes_contract_engines_and_shell_edge():
+    bad = [
+        f"{source} imports {target} ({layer_of(target)})"
+        for source, targets in import_graph(folders=EVERYTHING).items()
+        if source.startswith(PACKAGES["export"])
+        for target in targets
+        if target.startswith(PACKAGE) and layer_of(target) not in EXPORT_MAY_IMPORT
+    ]
+    assert bad == []
+
+
+def test_nothing_below_the_benchmarks_imports_them_and_the_runtime_never_imports_export():
+    for source, targets in import_graph(folders=EVERYTHING).items():
+        if not source.startswith("benchmarks"):
+            assert not any(t.startswith("benchmarks") for t in targets), source
+        if source.startswith(PACKAGE):
+            assert not any(t.startswith(PACKAGES["export"]) for t in targets), source
+
+
+def test_no_import_cycle_in_export_or_the_benchmarks():
+    assert cycles(import_graph(folders=EVERYTHING)) == []
 
 
 def test_the_store_knows_nothing_of_onnxruntime_sessions_or_models():

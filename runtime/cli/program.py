@@ -6,8 +6,8 @@ import warnings
 
 from edge_search.runtime.cli import commands, serve  # noqa: F401  (registers the commands on `app`)
 from edge_search.runtime.cli.app import BRIEF, EXIT_CODES, app
-from edge_search.runtime.cli.edge import run as run_at_edge
 from edge_search.runtime.errors import EdgeSearchError
+from edge_search.runtime.shell import run as run_at_edge
 
 
 def run() -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import typer
 
-from edge_search.runtime.cli.edge import (  # one stderr console, markup off: messages hold paths and "[extras]"
+from edge_search.runtime.files import cache_dir, write_atomically
+from edge_search.runtime.shell import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
     say,
 )
-from edge_search.runtime.files import cache_dir, write_atomically
 
 CUDA_HINT = (
     "Set EDGE_SEARCH_DEVICE=cpu (or pass --device cpu), or install the `cpu` extra instead of `gpu`, "

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edge_search.runtime.jobs.indexer import under
+from edge_search.runtime.files import under
 from edge_search.runtime.jobs.signatures import signatures_of
 from edge_search.runtime.model.signature import PixelVerdict, Signature, compare
 from edge_search.runtime.store import vector_index as vi

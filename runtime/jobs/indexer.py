@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_search.runtime.files import under
 from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
@@ -84,11 +85,6 @@ class IndexReport:
             "signed": self.signed,
             "cluster": self.cluster,
         }
-
-
-def under(path: bytes, prefixes: list[bytes]) -> bool:
-    """Whether `path` is one of `prefixes` or inside one of them (byte paths, as the catalog stores them)."""
-    return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
 
 
 class BatchEmbedder(Protocol):

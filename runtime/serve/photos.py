@@ -13,8 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edge_search.runtime.files import open_regular, read_bounded
-from edge_search.runtime.jobs.indexer import under
+from edge_search.runtime.files import open_regular, read_bounded, under
 from edge_search.runtime.jobs.walk import inside_any
 from edge_search.runtime.model.embedder import MAX_FILE_BYTES
 from edge_search.runtime.serve.config import HttpError
