@@ -44,7 +44,7 @@ from edge_search.runtime.locations import default_bundle_dir, default_index_dir
 from edge_search.runtime.model.bundle import Bundle, family_threshold
 from edge_search.runtime.model.embedder import l2_normalize
 from edge_search.runtime.model.model import Model
-from edge_search.runtime.options import CudaOptions, ImageSource, ModelOptions
+from edge_search.runtime.options import CudaOptions, DecodeLimits, ImageSource, ModelOptions
 from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path, recorded_meta
 from edge_search.runtime.store.generations import (
@@ -283,7 +283,7 @@ class Library:
                     on_start=on_start,
                     on_file=on_file,
                     stop=stop,
-                    decode_limits=f"max_pixels={model.preprocessor.max_pixels}",
+                    decode_limits=DecodeLimits(model.preprocessor.max_pixels),
                 )
         finally:
             if cluster is not None:

@@ -131,3 +131,15 @@ OPTION_SPECS: dict[str, OptionSpec] = {
         OptionSpec("max_megapixels", "--max-megapixels", "EDGE_SEARCH_MAX_MEGAPIXELS"),
     )
 }
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decides whether a file can be decoded at all; when it changes between runs, files that failed are
+    tried again although they did not change."""
+
+    max_pixels: int
+
+    def recorded(self) -> str:
+        """The form kept in the catalog's meta (and compared with the next run's)."""
+        return f"max_pixels={self.max_pixels}"

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -24,6 +25,7 @@ from edge_search.runtime.files import under
 from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
+from edge_search.runtime.options import DecodeLimits
 from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
 from edge_search.runtime.store.generations import IndexWriter
 
@@ -31,9 +33,21 @@ from edge_search.runtime.store.generations import IndexWriter
 # indexing, wait at least this many times as long as the last publish took, so publishing stays ~10% of the work.
 PUBLISH_SHARE = 10
 
-# Called once per file as it is settled: (path, what happened), the latter one of
-# "added" | "updated" | "moved" | "unchanged" | "failed" | "vanished".
-FileCallback = Callable[[str, str], None]
+
+class Outcome(StrEnum):
+    """What happened to one file in an index run (a str: callbacks and JSON see "added", ...)."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    MOVED = "moved"  # its content was embedded under another path that is gone: the embedding is reused
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    VANISHED = "vanished"  # deleted between the walk and its turn
+    RETRY = "retry"  # known content whose row went away during this run: embedded after all, at the end
+
+
+# Called once per file as it is settled: (path, what happened).
+FileCallback = Callable[[str, Outcome], None]
 
 
 @dataclass
@@ -56,6 +70,23 @@ class IndexReport:
     pending: int = 0  # files left for the next run when interrupted
     signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
     cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
+
+    def count_outcome(self, outcome: Outcome, path: str, result: EmbedResult) -> None:
+        """Add one settled file to the report."""
+        match outcome:
+            case Outcome.VANISHED:
+                self.problems.append((path, "deleted during indexing"))
+            case Outcome.FAILED:
+                self.failed.append((path, result.error or "unknown error"))
+            case Outcome.ADDED:
+                self.added += 1
+            case Outcome.UPDATED:
+                self.updated += 1
+            case Outcome.MOVED:
+                self.moved += 1
+            case Outcome.UNCHANGED:
+                self.unchanged += 1
+        self.embedded += result.ok
 
     @property
     def images_per_s(self) -> float:
@@ -106,10 +137,10 @@ def run_index(
     on_start: Callable[[int], None] | None = None,
     on_file: FileCallback | None = None,
     stop: threading.Event | None = None,
-    decode_limits: str | None = None,
+    decode_limits: DecodeLimits | None = None,
 ) -> IndexReport:
-    """`decode_limits`: what decides whether a file can be decoded at all (the megapixel limit); when it differs
-    from the last run's, files that failed are tried again although they did not change."""
+    """`decode_limits`: the limits this run decodes under; when they differ from the last run's, files that failed
+    are tried again although they did not change."""
     started = time.perf_counter()
     roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots_given]
     catalog = writer.catalog
@@ -117,7 +148,8 @@ def run_index(
     found = walk(roots, stop)
     report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
-    limits_changed = decode_limits is not None and catalog.index_meta().decode_limits != decode_limits
+    limits = decode_limits.recorded() if decode_limits is not None else None
+    limits_changed = limits is not None and catalog.index_meta().decode_limits != limits
 
     todo: list[tuple[str, os.stat_result]] = []
     for path, stat in found.files.items():
@@ -134,11 +166,9 @@ def run_index(
     known = catalog.ok_ids_by_sha256() if todo else {}
     if on_start:
         on_start(len(todo))
-    stats = dict(todo)
-    rows: list[ResultRow] = []
-    touched: list[tuple[bytes, int, int]] = []
+    settler = _Settler(catalog, states, dict(todo), found.files, known)
+    rows, touched = settler.rows, settler.touched
     vanished: list[bytes] = []
-    moved_from: set[str] = set()  # old paths of moved files
     last_publish = time.monotonic()
     publish_cost = 0.0  # seconds the last publish took: a large index is republished less often
 
@@ -156,20 +186,14 @@ def run_index(
     results = embedder.embed((path for path, _ in todo), reuse=known, stop=stop)
     for result in itertools.chain(results, embedder.embed(retry, stop=stop)):  # `retry` is filled by then
         path = str(result.path)
-        key = encode_path(path)
-        outcome = _settle(result, states.get(key), stats[path], found.files, catalog, known, rows, touched, moved_from)
-        if outcome == "retry":
+        outcome = settler.settle(result)
+        if outcome is Outcome.RETRY:
             retry.append(path)
             continue
         settled += 1
-        if outcome == "vanished":
-            report.problems.append((path, "deleted during indexing"))
-            vanished.append(key)
-        elif outcome == "failed":
-            report.failed.append((path, result.error or "unknown error"))
-        else:
-            setattr(report, outcome, getattr(report, outcome) + 1)
-            report.embedded += result.ok
+        report.count_outcome(outcome, path, result)
+        if outcome is Outcome.VANISHED:
+            vanished.append(encode_path(path))
         if on_file:
             on_file(path, outcome)
         if len(rows) + len(touched) >= commit_every:
@@ -189,13 +213,13 @@ def run_index(
         keep_b = [encode_path(d) for d in found.unreadable_dirs]
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
         deleted = writer.delete_paths(gone + vanished) if gone or vanished else 0
-        report.removed = deleted - len({encode_path(p) for p in moved_from} & set(gone))  # a move is no removal
+        report.removed = deleted - len({encode_path(p) for p in settler.moved_from} & set(gone))  # a move is no removal
     if not (stop is not None and stop.is_set()):
         unsigned = catalog.unsigned()  # an index from before pixel signatures: once, no re-embedding
         if unsigned:
             report.signed = fill_in(unsigned, writer.set_signatures, stop=stop)
-    if decode_limits is not None and limits_changed and not report.interrupted:
-        writer.record_decode_limits(decode_limits)
+    if limits is not None and limits_changed and not report.interrupted:
+        writer.record_decode_limits(limits)
     report.generation = writer.publish_if_changed()
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started
@@ -211,31 +235,43 @@ def _embedding_of_content(sha: str | None, rows: list[ResultRow], catalog) -> tu
     return catalog.embedding_of_content(sha) if sha else None
 
 
-def _settle(result: EmbedResult, state, stat, on_disk, catalog, known, rows, touched, moved_from: set[str]) -> str:
-    """Queue the catalog change for one file; returns what happened to it (a move adds its old path to
-    `moved_from`: that row goes, but it was moved, not removed)."""
-    key = encode_path(result.path)
-    if result.vanished:
-        return "vanished"
-    if result.known:
+class _Settler:
+    """Turns each embedding result into the catalog change it calls for (queued in `rows` and `touched`, committed
+    by the caller) and says what happened to the file."""
+
+    def __init__(self, catalog, states: dict, stats: dict[str, os.stat_result], on_disk: dict, known: dict):
+        self.catalog, self.states, self.stats, self.on_disk, self.known = catalog, states, stats, on_disk, known
+        self.rows: list[ResultRow] = []
+        self.touched: list[tuple[bytes, int, int]] = []
+        self.moved_from: set[str] = set()  # old paths of moved files: their rows go, but they were moved, not removed
+
+    def settle(self, result: EmbedResult) -> Outcome:
+        key = encode_path(result.path)
+        state, stat = self.states.get(key), self.stats[str(result.path)]
+        if result.vanished:
+            return Outcome.VANISHED
+        if not result.known:
+            row = (key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error, result.signature)
+            self.rows.append(row)
+            if not result.ok:
+                return Outcome.FAILED
+            return Outcome.UPDATED if state else Outcome.ADDED
         if state is not None and state.sha256 == result.sha256 and state.status == "ok":
-            touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
-            return "unchanged"
-        found = _embedding_of_content(result.sha256, rows, catalog)
+            self.touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
+            return Outcome.UNCHANGED
+        found = _embedding_of_content(result.sha256, self.rows, self.catalog)
         if found is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
-            return "retry"
-        rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, found[0], None, found[1]))
-        source = known.get(result.sha256)
-        source_path = catalog.paths_for([source]).get(source) if source is not None else None
-        moved = (
-            source_path is not None and os.path.abspath(source_path) not in on_disk and not os.path.exists(source_path)
-        )
-        if moved:
-            assert source_path is not None
-            moved_from.add(source_path)
-            return "moved"
-        return "updated" if state else "added"
-    rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error, result.signature))
-    if not result.ok:
-        return "failed"
-    return "updated" if state else "added"
+            return Outcome.RETRY
+        self.rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, found[0], None, found[1]))
+        if self._moved_here(result.sha256):
+            return Outcome.MOVED
+        return Outcome.UPDATED if state else Outcome.ADDED
+
+    def _moved_here(self, sha: str | None) -> bool:
+        """Whether the content's earlier file is gone from disk (a move, not a copy); remembers its old path."""
+        source = self.known.get(sha)
+        source_path = self.catalog.paths_for([source]).get(source) if source is not None else None
+        if source_path is None or os.path.abspath(source_path) in self.on_disk or os.path.exists(source_path):
+            return False
+        self.moved_from.add(source_path)
+        return True
