@@ -22,9 +22,16 @@ from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
 SCHEMA_VERSION = 4
-READABLE_VERSIONS = (2, 3, SCHEMA_VERSION)  # a reader copes with older catalogs; a writer migrates them
-# version -> the statements that bring a catalog of that version to the next (run by a writer, in one transaction)
+READABLE_VERSIONS = (1, 2, 3, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
+# version -> the statements that bring a catalog of that version to the next. A writer runs each step in one
+# transaction together with the new version number (SQLite's journal: a crash mid-step leaves the previous
+# version intact, and the next writer resumes from there); nothing is re-embedded.
 MIGRATIONS = {
+    1: (  # 2 remembered the indexed folders, and looks embeddings up by content
+        "CREATE TABLE IF NOT EXISTS roots (path BLOB PRIMARY KEY, excludes TEXT NOT NULL, "
+        "include_hidden INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256)",
+    ),
     2: ("ALTER TABLE roots ADD COLUMN follow_links INTEGER NOT NULL DEFAULT 0",),
     3: ("ALTER TABLE files ADD COLUMN signature BLOB",),  # filled in by the next `index` (no re-embedding)
 }
@@ -165,12 +172,13 @@ class Catalog:
         version = self.get_meta("schema_version")
         if version is None:  # the tables were being created when the first run was killed
             raise IndexMissing.never_completed(self.path.parent)
-        if int(version) not in READABLE_VERSIONS:
+        if int(version) > SCHEMA_VERSION:
             raise IndexCorrupt(
-                f"The catalog {self.path} has schema version {version}, this edge-search reads "
-                f"{' and '.join(map(str, READABLE_VERSIONS))}. "
-                "Delete the index directory and index again."
+                f"The catalog {self.path} has schema version {version}, made by a newer edge-search; this one "
+                f"reads up to {SCHEMA_VERSION}. Upgrade edge-search (nothing needs to be reindexed)."
             )
+        if int(version) not in READABLE_VERSIONS:
+            raise IndexCorrupt(f"The catalog {self.path} has schema version {version}, which no edge-search made.")
 
     def _migrate(self) -> None:
         """Bring an older catalog to SCHEMA_VERSION in place, each step one transaction (nothing re-embedded)."""
@@ -309,11 +317,12 @@ class Catalog:
             rows = self.db.execute(
                 "SELECT path, excludes, include_hidden, follow_links FROM roots ORDER BY path"
             ).fetchall()
-        except sqlite3.OperationalError:  # a version 2 catalog opened read-only: links were never followed out
-            rows = [
-                (*row, 0)
-                for row in self.db.execute("SELECT path, excludes, include_hidden FROM roots ORDER BY path").fetchall()
-            ]
+        except sqlite3.OperationalError:  # an older catalog opened read-only
+            try:  # version 2: links were never followed out
+                query = "SELECT path, excludes, include_hidden FROM roots ORDER BY path"
+                rows = [(*row, 0) for row in self.db.execute(query).fetchall()]
+            except sqlite3.OperationalError:  # version 1: no folders remembered yet
+                rows = []
         return [
             Root(decode_path(path), tuple(json.loads(excludes)), bool(hidden), bool(follow))
             for path, excludes, hidden, follow in rows

@@ -1,0 +1,66 @@
+"""Upgrades keep the index: a catalog of every earlier schema this project shipped is brought up to date in
+place by the next writer, step by step, without embedding anything again; a catalog from a newer edge-search
+is refused with what to do."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from conftest import cli_env, run_script
+
+# What each earlier schema lacked, undone from a current catalog (the files table of version 1 is the base).
+BACK_TO = {
+    3: ["ALTER TABLE files DROP COLUMN signature"],
+    2: ["ALTER TABLE files DROP COLUMN signature", "ALTER TABLE roots DROP COLUMN follow_links"],
+    1: ["ALTER TABLE files DROP COLUMN signature", "DROP TABLE roots", "DROP INDEX files_sha256"],
+}
+
+
+def downgrade(catalog, version: int) -> None:
+    with sqlite3.connect(catalog) as db:
+        for statement in BACK_TO[version]:
+            db.execute(statement)
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+
+
+def rows(catalog) -> dict[bytes, tuple]:
+    with sqlite3.connect(catalog) as db:
+        return {r[0]: r[1:] for r in db.execute("SELECT path, id, sha256, embedding FROM files")}
+
+
+def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_embedding_again(
+    tmp_path, tiny_bundle, photo_dir
+):
+    for version in (1, 2, 3):
+        env = cli_env(tmp_path / f"v{version}", tiny_bundle)
+        assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+        catalog = tmp_path / f"v{version}" / "index" / "catalog.sqlite"
+        before = rows(catalog)
+        downgrade(catalog, version)
+        again = run_script("edge-search", "index", str(photo_dir), "--json", env=env)
+        assert again.returncode == 0, again.stderr
+        report = json.loads(again.stdout)
+        assert (report["embedded"], report["unchanged"], report["signed"]) == (0, 12, 12), version
+        assert rows(catalog) == before  # the same rows, keys and embeddings
+        with sqlite3.connect(catalog) as db:
+            assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
+            assert [r[0] for r in db.execute("SELECT path FROM roots")] == [str(photo_dir).encode()]
+        query = run_script("edge-search", "query", str(photo_dir / "img02.webp"), "-k", "1", "-f", env=env)
+        assert query.stdout.strip() == str(photo_dir / "img02.webp")
+
+
+def test_a_reader_uses_an_old_catalog_as_it_is_and_a_newer_one_is_refused(tmp_path, tiny_bundle, photo_dir):
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    catalog = tmp_path / "index" / "catalog.sqlite"
+    downgrade(catalog, 1)
+    old = run_script("edge-search", "query", str(photo_dir / "img02.webp"), "-k", "1", "-f", env=env)
+    assert old.returncode == 0 and old.stdout.strip() == str(photo_dir / "img02.webp")
+    with sqlite3.connect(catalog) as db:  # a reader migrates nothing
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    newer = run_script("edge-search", "index", str(photo_dir), env=env)
+    assert newer.returncode == 8 and "made by a newer edge-search" in newer.stderr
+    with sqlite3.connect(catalog) as db:  # refused before anything was written
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("99",)
