@@ -34,7 +34,6 @@ def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
         open_image,
         over_white,
         rescale_normalize,
-        resize,
         to_rgb,
     )
 
@@ -77,7 +76,7 @@ def profile(images: Path, draft_edge: int = 448, config=None) -> list[dict]:
         rgb = image.convert("RGBA") if alpha else to_rgb(image)
         row["to_rgb_ms"].append(_ms(started))
         started = time.process_time()
-        pixels = resize(rgb, 224, 224, config.resample)
+        pixels = np.asarray(rgb.resize((224, 224), resample=Image.Resampling(config.resample)))
         row["resize_ms"].append(_ms(started))
         if alpha:
             started = time.process_time()

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -21,30 +22,58 @@ from edge_search.runtime.cli.app import app
 from edge_search.runtime.cli.options import (
     BoxOpt,
     CollectionOpt,
+    ConnectivityOpt,
+    DtypeOpt,
+    ExcludeOpt,
+    ExcludeSelfOpt,
+    ExpansionAddOpt,
+    ExpansionSearchOpt,
+    FleetBoxOpt,
+    FoldersArg,
+    FollowLinksOpt,
+    IncludeHiddenOpt,
     IndexOpt,
     JsonOpt,
     MilvusOpt,
     MilvusTokenOpt,
+    MinScoreOpt,
     ModelOpt,
     MontageOpt,
+    NoPruneOpt,
+    PathsOnlyOpt,
     Print0Opt,
+    PublishEveryOpt,
+    QueryImagesArg,
+    RayCpusOpt,
+    RayOpt,
+    RayShipBytesOpt,
+    RayTimeoutOpt,
+    TextOpt,
+    TextWeightOpt,
+    TopOpt,
+    UnderOpt,
     VerboseOpt,
     with_model_options,
 )
 from edge_search.runtime.cli.render import (
+    Answer,
     Progress,
     echo,
     emit_json,
     emit_paths,
     err,
+    fleet_results,
     human,
     human_size,
+    index_announcement,
+    index_report,
     info_lines,
     model_notes,
     say,
+    search_results,
 )
 from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
-from edge_search.runtime.library import IndexOptions, Library, Model
+from edge_search.runtime.library import IndexOptions, IndexReport, Library, Model
 from edge_search.runtime.options import ModelOptions
 
 
@@ -132,158 +161,112 @@ def embed(
 
 
 # ---------------------------------------------------------------------------------------------- index
+@dataclass(frozen=True)
+class IndexCommand:
+    """`edge-search index`, parsed: what to index, how, and how to answer."""
+
+    folders: list[Path] | None
+    index: Path | None
+    model: Path | None
+    excludes: list[str] | None
+    include_hidden: bool | None
+    follow_links: bool | None
+    prune: bool
+    settings: IndexOptions
+    publish_every_s: float
+    ray: str | None
+    ray_ship_bytes: bool
+    ray_cpus_per_worker: int | None
+    ray_timeout_s: float
+    as_json: bool
+    verbose: bool
+
+
 @app.command(
     help="Index (or update) image folders: new and changed files are embedded, moved ones keep their "
     "embedding, deleted ones are removed. With no folder, every folder indexed before is updated."
 )
 @with_model_options()
 def index(
-    dirs: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones]."),
-    ] = None,
+    dirs: FoldersArg = None,
     index: IndexOpt = None,
     model: ModelOpt = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")
-    ] = None,
-    include_hidden: Annotated[
-        bool | None,
-        typer.Option(
-            "--include-hidden/--skip-hidden",
-            help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins "
-            "[default: skip them, or what the folder remembered].",
-        ),
-    ] = None,
-    follow_links: Annotated[
-        bool | None,
-        typer.Option(
-            "--follow-links/--no-follow-links",
-            help="Also index photos that symlinks lead to outside the indexed folders (the service then serves "
-            "them too) [default: skip such links and list them, or what the folder remembered].",
-        ),
-    ] = None,
-    no_prune: Annotated[
-        bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")
-    ] = False,
-    vector_dtype: Annotated[
-        str | None, typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")
-    ] = None,
-    connectivity: Annotated[int | None, typer.Option(min=2, help="HNSW connectivity (M).")] = None,
-    expansion_add: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while building.")] = None,
-    expansion_search: Annotated[int | None, typer.Option(min=1, help="HNSW expansion while searching.")] = None,
-    publish_every: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="Seconds between index publishes while indexing (queries see progress).",
-            envvar="EDGE_SEARCH_PUBLISH_EVERY",
-        ),
-    ] = 30.0,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            metavar="ADDRESS",
-            help="Embed on this Ray cluster (e.g. 10.0.0.5:6379); the walk, hashes and commits stay on this "
-            "box. Needs the ray extra here and on every node.",
-            envvar="EDGE_SEARCH_RAY",
-            show_envvar=True,
-        ),
-    ] = None,
-    ray_ship_bytes: Annotated[
-        bool,
-        typer.Option(
-            "--ray-ship-bytes",
-            help="Send the files and the bundle to the Ray workers through the object store [default: workers "
-            "read them at the same paths].",
-        ),
-    ] = False,
-    ray_cpus_per_worker: Annotated[
-        int | None,
-        typer.Option(
-            "--ray-cpus-per-worker",
-            min=1,
-            help="CPUs (= onnxruntime threads) per Ray worker [default: min(4, the smallest node's CPUs)].",
-        ),
-    ] = None,
-    ray_timeout: Annotated[
-        float,
-        typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up."),
-    ] = 60.0,
+    exclude: ExcludeOpt = None,
+    include_hidden: IncludeHiddenOpt = None,
+    follow_links: FollowLinksOpt = None,
+    no_prune: NoPruneOpt = False,
+    vector_dtype: DtypeOpt = None,
+    connectivity: ConnectivityOpt = None,
+    expansion_add: ExpansionAddOpt = None,
+    expansion_search: ExpansionSearchOpt = None,
+    publish_every: PublishEveryOpt = 30.0,
+    ray: RayOpt = None,
+    ray_ship_bytes: RayShipBytesOpt = False,
+    ray_cpus_per_worker: RayCpusOpt = None,
+    ray_timeout: RayTimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not ray and (ray_ship_bytes or ray_cpus_per_worker):
         raise UsageError("--ray-ship-bytes and --ray-cpus-per-worker go with --ray ADDRESS.")
-    library = Library(index)
-    library.check_location(dirs or ())  # `--index /`, a folder of other files, nothing to index: before a model loads
-    if not dirs and not library.roots():
+    settings = IndexOptions(
+        dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search
+    )
+    command = IndexCommand(
+        dirs, index, model, exclude, include_hidden, follow_links, not no_prune, settings, publish_every,
+        ray, ray_ship_bytes, ray_cpus_per_worker, ray_timeout, as_json, verbose,
+    )  # fmt: skip
+    _run_index(command, model_options)
+
+
+def _run_index(command: IndexCommand, model_options: ModelOptions) -> None:
+    library = Library(command.index)
+    library.check_location(command.folders or ())  # `--index /`, other files, nothing to index: before a model
+    if not command.folders and not library.roots():
         raise UsageError(
             f"Name a folder to index (`edge-search index ~/Pictures`); the index at {library.directory} "
             "remembers none yet."
         )
-    opened = library.open_model(model, model_options)
-    model_notes(opened, library.directory, verbose)
+    opened = library.open_model(command.model, model_options)
+    model_notes(opened, library.directory, command.verbose)
     cluster = None
-    if ray:
+    if command.ray:
         from edge_search.runtime.scale.ray_embedder import RayOptions
 
         cluster = RayOptions(
-            ray,
-            ship_bytes=ray_ship_bytes,
-            cpus_per_worker=ray_cpus_per_worker,
-            start_timeout_s=ray_timeout,
+            command.ray,
+            ship_bytes=command.ray_ship_bytes,
+            cpus_per_worker=command.ray_cpus_per_worker,
+            start_timeout_s=command.ray_timeout_s,
             batch_size=model_options.batch_size,
         )
-    if not as_json:
-        where = f"the Ray cluster at {ray}" if ray else opened.provider
-        err.print(
-            f"Indexing into {library.directory} with the bundle at {opened.bundle.root} (from "
-            f"{opened.bundle.manifest.model_id}) · {where} {opened.precision}"
-        )
-    settings = IndexOptions(
-        dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search
-    )
+    if not command.as_json:
+        index_announcement(library.directory, opened, command.ray)
     # Ray's driver prints cluster events (a node marked dead) on stdout: keep stdout for results
-    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if ray else contextlib.nullcontext()
-    with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not as_json) as progress, quiet_stdout:
-        report = library.index(
-            opened,
-            [os.fspath(d) for d in dirs] if dirs else None,
-            excludes=exclude,
-            include_hidden=include_hidden,
-            follow_links=follow_links,
-            prune=not no_prune,
-            settings=settings,
-            publish_every_s=publish_every,
-            on_start=progress.start,
-            on_file=progress.file,
-            stop=stop,
-            ray=cluster,
-        )
-    if as_json:
-        emit_json(
-            {
-                **report.as_dict(),
-                "provider": opened.provider,
-                "precision": opened.precision,
-                "index": str(library.directory),
-            }
-        )
-    else:
-        for path, reason in report.problems:
-            say("skipped:", "yellow", f"{human(path)}: {reason}")
-        for path, reason in report.failed:
-            say("failed:", "red", f"{human(path)}: {reason}")
-        echo(
-            f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
-            f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
-            f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
-            + (f" · embedded by {report.cluster}" if report.cluster else "")
-            + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
-        )
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if command.ray else contextlib.nullcontext()
+    with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not command.as_json) as progress:
+        with quiet_stdout:
+            report = library.index(
+                opened,
+                [os.fspath(d) for d in command.folders] if command.folders else None,
+                excludes=command.excludes,
+                include_hidden=command.include_hidden,
+                follow_links=command.follow_links,
+                prune=command.prune,
+                settings=command.settings,
+                publish_every_s=command.publish_every_s,
+                on_start=progress.start,
+                on_file=progress.file,
+                stop=stop,
+                ray=cluster,
+            )
+    index_report(report, opened, library.directory, command.as_json)
+    _raise_for(report)
+
+
+def _raise_for(report: IndexReport) -> None:
+    """The exit status of an index run that finished: interrupted, folders missing, or images unreadable."""
     if report.interrupted:
         raise Interrupted(
             f"Stopped early: {report.count} images are indexed and committed; {report.pending} file(s) "
@@ -300,6 +283,40 @@ def index(
 
 
 # ---------------------------------------------------------------------------------------------- query
+@dataclass(frozen=True)
+class QueryCommand:
+    """`edge-search query`, parsed and checked: what to search with, where, and how to answer."""
+
+    images: list[str]
+    sources: list  # per image: its Path, or the bytes read from standard input
+    text: str | None
+    text_weight: float
+    k: int
+    min_score: float | None
+    under: Path | None
+    exclude_self: bool
+    paths_only: bool
+    print0: bool
+    montage: Path | None
+    milvus: str | None
+    box: str | None
+    collection: str | None
+    milvus_token: str | None
+    index: Path | None
+    model: Path | None
+    as_json: bool
+    verbose: bool
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def label(self) -> str | list[str] | None:
+        """The query as the JSON answer names it."""
+        return self.images if len(self.images) > 1 else (self.images[0] if self.images else None)
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
 @app.command(
     help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
     "their average, i.e. what they have in common. '-' reads an image from standard input. "
@@ -307,33 +324,18 @@ def index(
 )
 @with_model_options(batch=False)
 def query(
-    images: Annotated[list[str] | None, typer.Argument(help="Query image(s), or - for standard input.")] = None,
-    text: Annotated[
-        str | None,
-        typer.Option(
-            "--text", "-t", help='Search by words, e.g. "a dog on a beach" (CLIP bundles). With images: added to them.'
-        ),
-    ] = None,
-    text_weight: Annotated[
-        float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")
-    ] = 1.0,
-    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
-    min_score: Annotated[
-        float | None, typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")
-    ] = None,
-    under: Annotated[Path | None, typer.Option(help="Only results inside this folder.")] = None,
-    exclude_self: Annotated[
-        bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")
-    ] = False,
-    paths_only: Annotated[
-        bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")
-    ] = False,
+    images: QueryImagesArg = None,
+    text: TextOpt = None,
+    text_weight: TextWeightOpt = 1.0,
+    k: TopOpt = 10,
+    min_score: MinScoreOpt = None,
+    under: UnderOpt = None,
+    exclude_self: ExcludeSelfOpt = False,
+    paths_only: PathsOnlyOpt = False,
     print0: Print0Opt = False,
     montage: MontageOpt = None,
     milvus: MilvusOpt = None,
-    box: Annotated[
-        str | None, typer.Option("--box", help="With --milvus: only this box's images [default: every box].")
-    ] = None,
+    box: FleetBoxOpt = None,
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
     index: IndexOpt = None,
@@ -343,7 +345,21 @@ def query(
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
     images = images or []
-    paths_only = paths_only or print0
+    _check_query(images, text, milvus=milvus, fleet_only=bool(box or collection), here_only=bool(under or
+                 exclude_self or montage))  # fmt: skip
+    sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
+    command = QueryCommand(
+        images, sources, text, text_weight, k, min_score, under, exclude_self, paths_only or print0, print0,
+        montage, milvus, box, collection, milvus_token, index, model, as_json, verbose,
+    )  # fmt: skip
+    if milvus:
+        _query_fleet(command, model_options)
+    else:
+        _query_here(command, model_options)
+
+
+def _check_query(images: list[str], text: str | None, *, milvus: str | None, fleet_only: bool, here_only: bool):
+    """Usage errors of `query`, before anything is read or loaded."""
     if not images and text is None:
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
     if images.count("-") > 1:
@@ -352,155 +368,79 @@ def query(
     if folders:
         raise UsageError(f"{folders[0]} is a folder: a query is one or more image files (to search only inside a "
                          "folder, add --under FOLDER).")  # fmt: skip
-    if not milvus and (box or collection):
+    if not milvus and fleet_only:
         raise UsageError("--box and --collection go with --milvus URI.")
-    if milvus and (under or exclude_self or montage):
+    if milvus and here_only:
         raise UsageError("--under, --exclude-self and --montage work on this box's index, not with --milvus.")
-    sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
-    started = time.perf_counter()
-    library = Library(index)
-    if milvus:
-        _query_fleet(
-            library,
-            milvus,
-            images,
-            sources,
-            text,
-            text_weight,
-            k,
-            min_score,
-            box,
-            collection,
-            milvus_token,
-            model,
-            model_options,
-            as_json,
-            paths_only,
-            print0,
-            verbose,
-            started,
-        )
-        return
+
+
+def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
+    """The query against this box's index, the model opened while the index loads."""
+    library = Library(command.index)
     library.reader()  # no index yet: say so before loading a model
-    prewarmed = prewarm.take(model, index, model_options)  # a session being opened since the CLI started
-    pixels = None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # onnxruntime builds the session while this thread loads the index
-        if prewarmed:
-            pending = pool.submit(lambda: Model.open(prewarmed.bundle, model_options, session=prewarmed.session()))
-        else:
-            pending = pool.submit(library.open_model, model, model_options)
-        library.warm()
-        if prewarmed and sources:  # decoded ahead if they were guessed right; else library.query decodes them
-            pixels = prewarmed.pixels(sources, Model.preprocessor_for(prewarmed.bundle, model_options))
-        opened = pending.result()
-    model_notes(opened, library.directory, verbose)
+    opened, pixels = _open_while_loading(library, command, model_options)
+    model_notes(opened, library.directory, command.verbose)
     result = library.query(
         opened,
-        images=sources,
-        text=text,
-        text_weight=text_weight,
-        k=k,
-        min_score=min_score,
-        under_dir=under,
-        exclude_self=exclude_self,
+        images=command.sources,
+        text=command.text,
+        text_weight=command.text_weight,
+        k=command.k,
+        min_score=command.min_score,
+        under_dir=command.under,
+        exclude_self=command.exclude_self,
         pixels=pixels,
     )
     library.close()
-    latency_ms = (time.perf_counter() - started) * 1000
+    latency_ms = command.latency_ms()
     for note in result.notes:
         say("note:", "yellow", note)
-    if montage is not None:
+    if command.montage is not None:
         from edge_search.runtime.jobs.montage import write_montage
 
-        write_montage(images, sources, result.hits, montage, text=text)
-    if as_json:
-        emit_json(
-            {
-                "query": images if len(images) > 1 else (images[0] if images else None),
-                "text": text,
-                "results": [hit.as_dict() for hit in result.hits],
-                "provider": result.provider,
-                "precision": result.precision,
-                "latency_ms": round(latency_ms, 1),
-                "montage": os.fspath(montage) if montage else None,
-            }
-        )
-        return
-    if paths_only:
-        emit_paths((hit.path for hit in result.hits), nul=print0)
-        return
-    if not result.hits:
-        echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
-    for hit in result.hits:
-        echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
-    err.print(
-        f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {latency_ms:.0f} ms"
-        + (f" · montage: {montage}" if montage else "")
-    )
+        write_montage(command.images, command.sources, result.hits, command.montage, text=command.text)
+    answer = Answer(command.label, command.text, command.as_json, command.paths_only, command.print0, latency_ms)
+    search_results(answer, result, montage=command.montage)
 
 
-def _query_fleet(
-    library: Library,
-    uri: str,
-    images: list[str],
-    sources: list,
-    text: str | None,
-    text_weight: float,
-    k: int,
-    min_score: float | None,
-    box: str | None,
-    collection: str | None,
-    token: str | None,
-    model: Path | None,
-    model_options: ModelOptions,
-    as_json: bool,
-    paths_only: bool,
-    print0: bool,
-    verbose: bool,
-    started: float,
-) -> None:
+def _open_while_loading(library: Library, command: QueryCommand, model_options: ModelOptions):
+    """(the model, query pixels decoded ahead or None): onnxruntime builds the session (the one prewarmed since
+    the CLI started, when it guessed these options) while this thread loads the index."""
+    prewarmed = prewarm.take(command.model, command.index, model_options)
+    pixels = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if prewarmed:
+            pending = pool.submit(lambda: Model.open(prewarmed.bundle, model_options, session=prewarmed.session()))
+        else:
+            pending = pool.submit(library.open_model, command.model, model_options)
+        library.warm()
+        if prewarmed and command.sources:  # decoded ahead if they were guessed right; else the query decodes them
+            pixels = prewarmed.pixels(command.sources, Model.preprocessor_for(prewarmed.bundle, model_options))
+        return pending.result(), pixels
+
+
+def _query_fleet(command: QueryCommand, model_options: ModelOptions) -> None:
     """`query --milvus`: the same query, answered by every box synced to the collection."""
-    opened = library.open_model(model, model_options)
-    model_notes(opened, library.directory, verbose)
+    library = Library(command.index)
+    opened = library.open_model(command.model, model_options)
+    model_notes(opened, library.directory, command.verbose)
+    assert command.milvus is not None
     result = library.query_fleet(
-        uri,
+        command.milvus,
         opened,
-        images=sources,
-        text=text,
-        text_weight=text_weight,
-        k=k,
-        min_score=min_score,
-        box=box,
-        collection=collection,
-        token=token,
+        images=command.sources,
+        text=command.text,
+        text_weight=command.text_weight,
+        k=command.k,
+        min_score=command.min_score,
+        box=command.box,
+        collection=command.collection,
+        token=command.milvus_token,
     )
-    latency_ms = (time.perf_counter() - started) * 1000
-    if as_json:
-        emit_json(
-            {
-                "query": images if len(images) > 1 else (images[0] if images else None),
-                "text": text,
-                "milvus": uri,
-                "collection": result.collection,
-                "results": [h.as_dict() for h in result.hits],
-                "provider": result.provider,
-                "precision": result.precision,
-                "latency_ms": round(latency_ms, 1),
-            }
-        )
-        return
-    if paths_only:
-        emit_paths((f"{hit.box}:{hit.path}" for hit in result.hits), nul=print0)
-        return
-    for hit in result.hits:
-        echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
-    if not result.hits:
-        echo("No results (nothing synced to this collection yet, or nothing scored above --min-score).")
-    err.print(
-        f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · "
-        f"{latency_ms:.0f} ms"
+    answer = Answer(
+        command.label, command.text, command.as_json, command.paths_only, command.print0, command.latency_ms()
     )
+    fleet_results(answer, result, command.milvus)
 
 
 # ----------------------------------------------------------------------------------------------- sync

@@ -230,3 +230,99 @@ def with_model_options(*, batch: bool = True):
         return run
 
     return decorate
+
+
+# --------------------------------------------------------------------------------------- index's options
+FoldersArg = Annotated[
+    Optional[list[Path]],
+    typer.Argument(help="Folders (or files) to index, recursively [default: the remembered ones]."),
+]
+ExcludeOpt = Annotated[
+    Optional[list[str]], typer.Option(help="Glob of paths or names to skip; repeatable; remembered per folder.")
+]
+IncludeHiddenOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--include-hidden/--skip-hidden",
+        help="Also index hidden files and folders, thumbnail caches (@eaDir, .thumbnails) and recycle bins "
+        "[default: skip them, or what the folder remembered].",
+    ),
+]
+FollowLinksOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--follow-links/--no-follow-links",
+        help="Also index photos that symlinks lead to outside the indexed folders (the service then serves "
+        "them too) [default: skip such links and list them, or what the folder remembered].",
+    ),
+]
+NoPruneOpt = Annotated[bool, typer.Option("--no-prune", help="Keep catalog entries of files deleted under DIR.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="Index vector type: f16 (default), f32, i8.")]
+ConnectivityOpt = Annotated[Optional[int], typer.Option(min=2, help="HNSW connectivity (M).")]
+ExpansionAddOpt = Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while building.")]
+ExpansionSearchOpt = Annotated[Optional[int], typer.Option(min=1, help="HNSW expansion while searching.")]
+PublishEveryOpt = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Seconds between index publishes while indexing (queries see progress).",
+        envvar="EDGE_SEARCH_PUBLISH_EVERY",
+    ),
+]
+RayOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Embed on this Ray cluster (e.g. 10.0.0.5:6379); the walk, hashes and commits stay on this "
+        "box. Needs the ray extra here and on every node.",
+        envvar="EDGE_SEARCH_RAY",
+        show_envvar=True,
+    ),
+]
+RayShipBytesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray-ship-bytes",
+        help="Send the files and the bundle to the Ray workers through the object store [default: workers "
+        "read them at the same paths].",
+    ),
+]
+RayCpusOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--ray-cpus-per-worker",
+        min=1,
+        help="CPUs (= onnxruntime threads) per Ray worker [default: min(4, the smallest node's CPUs)].",
+    ),
+]
+RayTimeoutOpt = Annotated[
+    float,
+    typer.Option("--ray-timeout", min=1, help="Seconds to wait for the cluster to place workers before giving up."),
+]
+
+# --------------------------------------------------------------------------------------- query's options
+QueryImagesArg = Annotated[Optional[list[str]], typer.Argument(help="Query image(s), or - for standard input.")]
+TextOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--text", "-t", help='Search by words, e.g. "a dog on a beach" (CLIP bundles). With images: added to them.'
+    ),
+]
+TextWeightOpt = Annotated[
+    float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")
+]
+TopOpt = Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")]
+MinScoreOpt = Annotated[
+    Optional[float], typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")
+]
+UnderOpt = Annotated[Optional[Path], typer.Option(help="Only results inside this folder.")]
+ExcludeSelfOpt = Annotated[
+    bool, typer.Option("--exclude-self", help="Leave out the query images themselves (same path or same content).")
+]
+PathsOnlyOpt = Annotated[
+    bool, typer.Option("-f", "--paths-only", help="Print only the paths, one per line (for xargs, feh).")
+]
+FleetBoxOpt = Annotated[
+    Optional[str], typer.Option("--box", help="With --milvus: only this box's images [default: every box].")
+]

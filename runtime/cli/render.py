@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,102 @@ class Progress:
 
 def echo(text: str = "") -> None:
     typer.echo(text)
+
+
+# ------------------------------------------------------------------------------------ index and query
+def index_announcement(directory: Path, opened: Any, ray: str | None) -> None:
+    """What an index run is about to do, on stderr (before its progress)."""
+    where = f"the Ray cluster at {ray}" if ray else opened.provider
+    err.print(
+        f"Indexing into {directory} with the bundle at {opened.bundle.root} (from "
+        f"{opened.bundle.manifest.model_id}) · {where} {opened.precision}"
+    )
+
+
+def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> None:
+    """An index run's outcome: JSON on stdout, or the skipped and failed files then one summary line."""
+    if as_json:
+        emit_json(
+            {**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(directory)}
+        )
+        return
+    for path, reason in report.problems:
+        say("skipped:", "yellow", f"{human(path)}: {reason}")
+    for path, reason in report.failed:
+        say("failed:", "red", f"{human(path)}: {reason}")
+    echo(
+        f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
+        f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
+        f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
+        + (f" · embedded by {report.cluster}" if report.cluster else "")
+        + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a search's results are to be shown: what was asked, in which form, and how long it took."""
+
+    query: str | list[str] | None
+    text: str | None
+    as_json: bool
+    paths_only: bool
+    print0: bool
+    latency_ms: float
+
+
+def search_results(answer: Answer, result: Any, montage: Path | None = None) -> None:
+    """This box's results: JSON, bare paths, or ranked lines with a summary on stderr."""
+    if answer.as_json:
+        emit_json(
+            {
+                "query": answer.query,
+                "text": answer.text,
+                "results": [hit.as_dict() for hit in result.hits],
+                "provider": result.provider,
+                "precision": result.precision,
+                "latency_ms": round(answer.latency_ms, 1),
+                "montage": os.fspath(montage) if montage else None,
+            }
+        )
+        return
+    if answer.paths_only:
+        emit_paths((hit.path for hit in result.hits), nul=answer.print0)
+        return
+    if not result.hits:
+        echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
+    for hit in result.hits:
+        echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
+    err.print(
+        f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {answer.latency_ms:.0f} ms"
+        + (f" · montage: {montage}" if montage else "")
+    )
+
+
+def fleet_results(answer: Answer, result: Any, uri: str) -> None:
+    """Results from every box of a Milvus collection: the same forms, each hit naming its box."""
+    if answer.as_json:
+        emit_json(
+            {
+                "query": answer.query,
+                "text": answer.text,
+                "milvus": uri,
+                "collection": result.collection,
+                "results": [h.as_dict() for h in result.hits],
+                "provider": result.provider,
+                "precision": result.precision,
+                "latency_ms": round(answer.latency_ms, 1),
+            }
+        )
+        return
+    if answer.paths_only:
+        emit_paths((f"{hit.box}:{hit.path}" for hit in result.hits), nul=answer.print0)
+        return
+    for hit in result.hits:
+        echo(f"{hit.rank:>3}  {hit.score:.4f}  {hit.box}  {human(hit.path)}")
+    if not result.hits:
+        echo("No results (nothing synced to this collection yet, or nothing scored above --min-score).")
+    err.print(
+        f"{len(result.hits)} result(s) from {result.collection} · {result.provider} {result.precision} · "
+        f"{answer.latency_ms:.0f} ms"
+    )
