@@ -82,6 +82,57 @@ def _serve_imports():
     return uvicorn, ServiceConfig, make_app
 
 
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.", envvar="EDGE_SEARCH_HOST")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.", envvar="EDGE_SEARCH_PORT")]
+TokenOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN"),
+]
+NoAuthOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-auth",
+        help="Allow a non-loopback address without a token (anyone on the network can search and download "
+        "your photos).",
+    ),
+]
+MaxUploadOpt = Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")]
+AllowedHostOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--allowed-host",
+        help="Without a token the service answers only requests addressed to an IP address or localhost (no "
+        "DNS rebinding); also answer this host name (e.g. nas.local). Repeatable.",
+    ),
+]
+ForwardedAllowIpsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--forwarded-allow-ips",
+        help="Behind a reverse proxy: the proxy addresses (comma-separated) whose X-Forwarded-For/-Proto are "
+        "believed. Unset: nobody's are (a client cannot pose as another to the wrong-token limit).",
+        envvar="EDGE_SEARCH_FORWARDED_ALLOW_IPS",
+    ),
+]
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch/--no-watch",
+        help="Keep the index current: watch the remembered folders and index what changes (the service "
+        "becomes the index's writer). --no-watch: a read-only replica.",
+    ),
+]
+RescanOpt = Annotated[
+    float,
+    typer.Option(
+        min=5,
+        help="Seconds between full rescans of the watched folders (file events can be lost, and network "
+        "shares send none).",
+        envvar="EDGE_SEARCH_RESCAN",
+    ),
+]
+
+
 @app.command(
     help="Serve searches over HTTP from one warm process: a page to search from a browser at "
     "http://HOST:PORT/ (http://127.0.0.1:8765/ by default) and a JSON API (docs/serve.md); it keeps the index "
@@ -92,55 +143,15 @@ def _serve_imports():
 def serve(
     index: IndexOpt = None,
     model: ModelOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.", envvar="EDGE_SEARCH_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.", envvar="EDGE_SEARCH_PORT")] = 8765,
-    token: Annotated[
-        Optional[str],
-        typer.Option(help="Require this token on every request (Authorization: Bearer).", envvar="EDGE_SEARCH_TOKEN"),
-    ] = None,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="Allow a non-loopback address without a token (anyone on the network can search and download "
-            "your photos).",
-        ),
-    ] = False,
-    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload, MiB.")] = 32,
-    allowed_host: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--allowed-host",
-            help="Without a token the service answers only requests addressed to an IP address or localhost (no "
-            "DNS rebinding); also answer this host name (e.g. nas.local). Repeatable.",
-        ),
-    ] = None,
-    forwarded_allow_ips: Annotated[
-        Optional[str],
-        typer.Option(
-            "--forwarded-allow-ips",
-            help="Behind a reverse proxy: the proxy addresses (comma-separated) whose X-Forwarded-For/-Proto are "
-            "believed. Unset: nobody's are (a client cannot pose as another to the wrong-token limit).",
-            envvar="EDGE_SEARCH_FORWARDED_ALLOW_IPS",
-        ),
-    ] = None,
-    watch: Annotated[
-        bool,
-        typer.Option(
-            "--watch/--no-watch",
-            help="Keep the index current: watch the remembered folders and index what changes (the service "
-            "becomes the index's writer). --no-watch: a read-only replica.",
-        ),
-    ] = True,
-    rescan: Annotated[
-        float,
-        typer.Option(
-            min=5,
-            help="Seconds between full rescans of the watched folders (file events can be lost, and network "
-            "shares send none).",
-            envvar="EDGE_SEARCH_RESCAN",
-        ),
-    ] = 300.0,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8765,
+    token: TokenOpt = None,
+    no_auth: NoAuthOpt = False,
+    max_upload_mb: MaxUploadOpt = 32,
+    allowed_host: AllowedHostOpt = None,
+    forwarded_allow_ips: ForwardedAllowIpsOpt = None,
+    watch: WatchOpt = True,
+    rescan: RescanOpt = 300.0,
     milvus: MilvusOpt = None,
     collection: CollectionOpt = None,
     milvus_token: MilvusTokenOpt = None,
@@ -172,6 +183,11 @@ def serve(
         + (" · token required" if token else "")
         + (" · watching its folders" if watch else " · read-only")
     )
+    _run_server(uvicorn, service, listening, host, port, forwarded_allow_ips)
+
+
+def _run_server(uvicorn, service, listening, host: str, port: int, forwarded_allow_ips: str | None) -> None:
+    """uvicorn on the socket already bound, proxy headers believed only from the proxies named."""
     server_config = uvicorn.Config(
         service,
         host=host,
