@@ -43,9 +43,10 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
     assert "side_by_side" not in report
     quality = report["quality"]
     if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in quality:
-        int8 = quality["precisions"]["int8"]  # figures are reported, not asserted: the shape is
-        assert set(int8["edits"]) == {"flip", "colour", "small+jpeg", "crop", "rotation", "letterbox"}
-        assert {"top1_percent", "top5_percent"} <= set(int8["edits"]["crop"]) and 0 < int8["dupes_threshold"][
+        measured = [r for r in quality["precisions"].values() if "edits" in r]  # int8, or fp32 where int8 failed
+        row = measured[0]  # its gate on this CPU; figures are reported, not asserted: the shape is
+        assert set(row["edits"]) == {"flip", "colour", "small+jpeg", "crop", "rotation", "letterbox"}
+        assert {"top1_percent", "top5_percent"} <= set(row["edits"]["crop"]) and 0 < row["dupes_threshold"][
             "threshold"
         ] <= 1
     dupes = report["dupes"]

@@ -3,6 +3,7 @@ advice about options nobody gave."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -36,3 +37,17 @@ def test_a_folder_given_as_the_query_image_is_a_usage_error_that_names_under(tmp
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
     folder = run_script("edge-search", "query", str(photo_dir), env=env)
     assert folder.returncode == 2 and "is a folder" in folder.stderr and "--under" in folder.stderr
+
+
+def test_embed_uses_the_bundle_the_index_recorded(tmp_path, tiny_clip_bundle, photo_dir):
+    """With EDGE_SEARCH_INDEX (or --index) on an index of another model, `embed` embeds as that index does."""
+    env = cli_env(tmp_path, tiny_clip_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    del env["EDGE_SEARCH_MODEL"]  # no bundle named: the index's own
+    embedded = run_script("edge-search", "embed", str(photo_dir / "img01.png"), "--json", env=env)
+    assert embedded.returncode == 0, embedded.stderr
+    assert len(json.loads(embedded.stdout.splitlines()[0])["embedding"]) == 24  # the CLIP bundle's width
+    elsewhere = dict(env, EDGE_SEARCH_INDEX=str(tmp_path / "other"))
+    other = run_script("edge-search", "embed", str(photo_dir / "img01.png"), "--index", str(tmp_path / "index"),
+                       "--json", env=elsewhere)  # fmt: skip
+    assert other.returncode == 0 and len(json.loads(other.stdout.splitlines()[0])["embedding"]) == 24

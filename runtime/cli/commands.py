@@ -107,13 +107,14 @@ def embed(
         list[str] | None, typer.Option("--text", "-t", help="Also embed these words (CLIP bundles); repeatable.")
     ] = None,
     model: ModelOpt = None,
+    index: IndexOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
     if not images and not texts:
         raise UsageError("Give image files, or --text WORDS.")
-    opened = Model.open(model, model_options)
+    opened = Library(index).open_model(model, model_options)  # --model, else the bundle the index recorded
     model_notes(opened, opened.bundle.root, verbose)
     for text in texts or []:
         vector = opened.embed_text(text)
