@@ -135,11 +135,27 @@ OPTION_SPECS: dict[str, OptionSpec] = {
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """What decides whether a file can be decoded at all; when it changes between runs, files that failed are
-    tried again although they did not change."""
+    """What decides whether a file can be decoded at all. The default follows the memory available, so it moves
+    from run to run: only files refused for their size are tried again, and only when the limit rose."""
 
     max_pixels: int
 
     def recorded(self) -> str:
         """The form kept in the catalog's meta (and compared with the next run's)."""
         return f"max_pixels={self.max_pixels}"
+
+    @classmethod
+    def from_recorded(cls, text: str | None) -> DecodeLimits | None:
+        try:
+            return cls(int(text.split("=", 1)[1])) if text and text.startswith("max_pixels=") else None
+        except ValueError:
+            return None
+
+    def may_decode_more_than(self, other: DecodeLimits | None) -> bool:
+        """Whether a file refused under `other` (too many pixels) might decode under these limits."""
+        return other is None or self.max_pixels > other.max_pixels
+
+    @staticmethod
+    def refused_for_size(error: str | None) -> bool:
+        """Whether a failure was the pixel limit's (the only failure a changed limit can undo)."""
+        return bool(error) and ("megapixels" in error or "too large to decode" in error)  # type: ignore[operator]

@@ -51,3 +51,22 @@ def test_embed_uses_the_bundle_the_index_recorded(tmp_path, tiny_clip_bundle, ph
     other = run_script("edge-search", "embed", str(photo_dir / "img01.png"), "--index", str(tmp_path / "index"),
                        "--json", env=elsewhere)  # fmt: skip
     assert other.returncode == 0 and len(json.loads(other.stdout.splitlines()[0])["embedding"]) == 24
+
+
+def test_a_known_failure_that_did_not_change_is_not_news(tmp_path, tiny_bundle, photo_dir):
+    """Under cron: the first run names the broken file (exit 4); later runs publish nothing new and exit 0 with a
+    one-line reminder, even though the memory-derived decoding limit moves from run to run."""
+    env = cli_env(tmp_path, tiny_bundle)
+    (photo_dir / "broken.jpg").write_bytes(b"not a picture")
+    first = run_script("edge-search", "index", str(photo_dir), "--json", env=env)
+    assert first.returncode == 4 and json.loads(first.stdout)["failed"][0]["path"].endswith("broken.jpg")
+    for _ in range(2):
+        again = run_script("edge-search", "index", str(photo_dir), env=env)
+        assert again.returncode == 0, again.stderr
+        assert "1 unchanged file(s) could not be read before" in again.stderr and "failed 0" in again.stdout
+    report = json.loads(run_script("edge-search", "index", "--json", env=env).stdout)
+    assert (report["generation"], report["known_failures"], report["failed"]) == (
+        json.loads(first.stdout)["generation"], 1, [],
+    )  # fmt: skip
+    listed = run_script("edge-search", "info", "--failed", env=env)
+    assert "broken.jpg" in listed.stdout

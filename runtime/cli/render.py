@@ -206,6 +206,13 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         + (f" · embedded by {report.cluster}" if report.cluster else "")
         + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
     )
+    if report.known_failures:
+        say(
+            "note:",
+            "yellow",
+            f"{report.known_failures} unchanged file(s) could not be read before either (`edge-search info "
+            "--failed` lists them; they are tried again when they change).",
+        )
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ class IndexReport:
     interrupted: bool = False
     pending: int = 0  # files left for the next run when interrupted
     signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
+    known_failures: int = 0  # unchanged files that could not be read before either (not news: `info --failed`)
     cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
 
     def count_outcome(self, outcome: Outcome, path: str, result: EmbedResult) -> None:
@@ -114,6 +115,7 @@ class IndexReport:
             "interrupted": self.interrupted,
             "pending": self.pending,
             "signed": self.signed,
+            "known_failures": self.known_failures,
             "cluster": self.cluster,
         }
 
@@ -148,15 +150,19 @@ def run_index(
     found = walk(roots, stop)
     report.problems, report.missing_roots = found.problems, found.missing_roots
     states = catalog.states()
-    limits = decode_limits.recorded() if decode_limits is not None else None
-    limits_changed = limits is not None and catalog.index_meta().decode_limits != limits
+    before = DecodeLimits.from_recorded(catalog.index_meta().decode_limits)
+    limits_raised = decode_limits is not None and decode_limits.may_decode_more_than(before)
 
     todo: list[tuple[str, os.stat_result]] = []
     for path, stat in found.files.items():
         state = states.get(encode_path(path))
-        failed_under_other_limits = state is not None and state.status == "failed" and limits_changed
         unchanged = state is not None and state.size == stat.st_size and state.mtime_ns == stat.st_mtime_ns
-        if unchanged and not failed_under_other_limits:
+        if unchanged and state is not None and state.status == "failed":
+            if limits_raised and DecodeLimits.refused_for_size(state.error):
+                todo.append((path, stat))  # too large before: the higher limit may decode it now
+                continue
+            report.known_failures += 1  # not news: listed by `info --failed`
+        if unchanged:
             report.unchanged += 1
             continue
         todo.append((path, stat))
@@ -218,8 +224,8 @@ def run_index(
         unsigned = catalog.unsigned()  # an index from before pixel signatures: once, no re-embedding
         if unsigned:
             report.signed = fill_in(unsigned, writer.set_signatures, stop=stop)
-    if limits is not None and limits_changed and not report.interrupted:
-        writer.record_decode_limits(limits)
+    if decode_limits is not None and limits_raised and not report.interrupted:
+        writer.record_decode_limits(decode_limits.recorded())  # the highest limit files were tried under
     report.generation = writer.publish_if_changed()
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started

@@ -70,6 +70,7 @@ class FileState:
     mtime_ns: int
     status: str
     sha256: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ class Catalog:
 
     # -- files ---------------------------------------------------------------------------------
     def states(self) -> dict[bytes, FileState]:
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, sha256 FROM files")
+        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, sha256, error FROM files")
         return {row[1]: FileState(*row) for row in rows}
 
     def ok_ids_by_sha256(self) -> dict[str, int]:
