@@ -218,6 +218,23 @@ def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:
     return photo_like(seed, width, height)
 
 
+@pytest.fixture(scope="module")
+def model(tiny_bundle):
+    """The tiny bundle opened on the CPU in fp32 (fp32: scores do not depend on this CPU's int8 kernels)."""
+    from edge_search.runtime.library import Model
+    from edge_search.runtime.options import ModelOptions
+
+    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+
+
+@pytest.fixture
+def indexed(tmp_path, tiny_bundle, photo_dir) -> tuple[dict[str, str], Path]:
+    """(the CLI environment, the photo folder) after `edge-search index` of the twelve photos."""
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    return env, photo_dir
+
+
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """Twelve distinct photo-like images in a folder with a subfolder, in mixed formats."""

@@ -11,17 +11,11 @@ import io
 import pytest
 from starlette.testclient import TestClient
 
-from edge_search.runtime.library import Library, Model
-from edge_search.runtime.options import ModelOptions
+from edge_search.runtime.library import Library
 from edge_search.runtime.serve.app import make_app
 from edge_search.runtime.serve.config import ServiceConfig
 
 TOKEN = "a-token-of-twenty-four-chars"
-
-
-@pytest.fixture(scope="module")
-def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 @pytest.fixture

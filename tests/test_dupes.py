@@ -20,17 +20,11 @@ from edge_search.runtime.errors import UsageError
 from edge_search.runtime.jobs import dupes as dupes_job
 from edge_search.runtime.jobs.dupes import FIRST_K
 from edge_search.runtime.jobs.signatures import signature_of_file
-from edge_search.runtime.library import Library, Model
+from edge_search.runtime.library import Library
 from edge_search.runtime.model.signature import Signature, compare
-from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.store.catalog import Catalog
 
 ORIGINALS = 4
-
-
-@pytest.fixture(scope="module")
-def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="module")

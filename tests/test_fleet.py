@@ -19,8 +19,7 @@ from conftest import cli_env, console_script, photo
 
 pymilvus = pytest.importorskip("pymilvus")
 
-from edge_search.runtime.library import Library, Model  # noqa: E402
-from edge_search.runtime.options import ModelOptions  # noqa: E402
+from edge_search.runtime.library import Library  # noqa: E402
 from edge_search.runtime.store.catalog import Catalog  # noqa: E402
 
 pytestmark = pytest.mark.scale  # tier: CONTRIBUTING.md "The test tiers"
@@ -52,11 +51,6 @@ def uri(request, tmp_path) -> str:
     if request.param == "lite":
         return str(tmp_path / "fleet.db")
     return request.getfixturevalue("milvus_server")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
 
 
 def make_box(root: Path, seeds: range) -> Path:

@@ -16,11 +16,6 @@ from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.options import ModelOptions
 
 
-@pytest.fixture(scope="module")
-def model(tiny_bundle) -> Model:
-    return Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
-
-
 @pytest.fixture
 def library(tmp_path):
     with Library(tmp_path / "index") as library:

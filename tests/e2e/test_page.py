@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from served import Service
 
-from conftest import cli_env, run_script
+from conftest import run_script
 
 pytestmark = pytest.mark.browser  # tier: CONTRIBUTING.md "The test tiers"
 
@@ -55,13 +55,6 @@ def browser(tmp_path_factory):
             yield launched
         finally:
             launched.close()
-
-
-@pytest.fixture
-def indexed(tmp_path, tiny_bundle, photo_dir):
-    env = cli_env(tmp_path, tiny_bundle)
-    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
-    return env, photo_dir
 
 
 def open_page(browser, url: str, errors: list, **context_options):

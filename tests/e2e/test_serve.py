@@ -17,13 +17,6 @@ pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 
 @pytest.fixture
-def indexed(tmp_path, tiny_bundle, photo_dir):
-    env = cli_env(tmp_path, tiny_bundle)
-    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
-    return env, photo_dir
-
-
-@pytest.fixture
 def service(indexed):
     env, _ = indexed
     running = Service(env, "--max-upload-mb", "1")

@@ -10,18 +10,9 @@ import pytest
 from served import Service
 from tests_support_images import lying_jpeg
 
-from conftest import cli_env, run_script
-
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 TOKEN = "a-long-enough-test-token"
-
-
-@pytest.fixture
-def indexed(tmp_path, tiny_bundle, photo_dir):
-    env = cli_env(tmp_path, tiny_bundle)
-    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
-    return env, photo_dir
 
 
 @pytest.fixture

@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 from served import Service
 
-from conftest import cli_env, photo, run_script
+from conftest import photo, run_script
 
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
-
-
-@pytest.fixture
-def indexed(tmp_path, tiny_bundle, photo_dir):
-    env = cli_env(tmp_path, tiny_bundle)
-    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
-    return env, photo_dir
 
 
 def top_path(service: Service, image: Path) -> str | None:
