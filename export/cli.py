@@ -80,17 +80,38 @@ def _import_pipeline():
     return export_bundle
 
 
-def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
-    """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
+def _bundle_model(out: Path) -> tuple[str, bool] | None:
+    """(model id, random weights) of the complete bundle in `out`, or None."""
     from edge_search.runtime.errors import BundleError
     from edge_search.runtime.model.bundle import Bundle
 
     try:
         manifest = Bundle.load(out).manifest
     except BundleError:
-        return False
-    same_model = manifest.model_id in (model, str(Path(model).expanduser().resolve()))
-    return same_model and manifest.random_weights == random_weights
+        return None
+    return manifest.model_id, manifest.random_weights
+
+
+def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
+    """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
+    found = _bundle_model(out)
+    return found is not None and found == (_model_id(model, found[0]), random_weights)
+
+
+def _model_id(model: str, recorded: str) -> str:
+    """`model` as a manifest records it: a hub id as given, a local checkpoint by its resolved path."""
+    return recorded if recorded in (model, str(Path(model).expanduser().resolve())) else model
+
+
+def _refuse_another_models_bundle(out: Path, model: str, random_weights: bool) -> None:
+    """Without --force, a bundle of another model in --out is named rather than called "not empty"."""
+    found = _bundle_model(out)
+    if found is not None and found != (_model_id(model, found[0]), random_weights):
+        weights = " (random weights)" if found[1] else ""
+        raise ExportUsageError(
+            f"--out {out} holds the bundle of {found[0]}{weights}, not of {model}. Pass --force to replace it (an "
+            "index built with it then has to be rebuilt), or choose another --out."
+        )
 
 
 @app.command(
@@ -157,6 +178,8 @@ def export_model(
     if keep_existing and not force and _holds_bundle_of(out, model, random_weights):
         typer.echo(f"Kept the existing bundle at {out} ({model}); --force replaces it.")
         return
+    if not force:
+        _refuse_another_models_bundle(out, model, random_weights)
     export_bundle = _import_pipeline()
     manifest = export_bundle(
         model=model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,12 @@ def test_keep_existing_makes_the_set_up_line_safe_to_rerun(cli_bundle, tiny_chec
     again = export_model("--model", str(tiny_checkpoint), "--out", str(out), "--keep-existing", tmp_path=out.parent)
     assert again.returncode == 0 and "Kept the existing bundle" in again.stdout
     assert (out / "manifest.json").read_bytes() == before
+
+
+def test_a_bundle_of_another_model_in_out_is_named_not_overwritten(cli_bundle, tiny_checkpoint, tmp_path):
+    out, _ = cli_bundle
+    before = (out / "manifest.json").read_bytes()
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "another-checkpoint")
+    refused = export_model("--model", str(other), "--out", str(out), "--keep-existing", tmp_path=out.parent)
+    assert refused.returncode == 2 and f"holds the bundle of {tiny_checkpoint}" in refused.stderr
+    assert "--force" in refused.stderr and (out / "manifest.json").read_bytes() == before
