@@ -46,11 +46,13 @@ def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, t
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PRECISION="fp32")
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
     image = str(photo_dir / "img02.webp")
-    early = run_script("edge-search", "query", image, "--json", env=env)  # guessed from the environment
+    early = run_script("edge-search", "query", image, "--json", "-v", env=env)  # guessed from the environment
     own = run_script(
-        "edge-search", "query", image, "--json", "--cuda-arena", "kSameAsRequested", env=env
+        "edge-search", "query", image, "--json", "-v", "--cuda-arena", "kSameAsRequested", env=env
     )  # not guessed
     assert early.returncode == own.returncode == 0
+    assert "started while the command line loaded (prewarm)" in early.stderr  # the early session was the one used
+    assert "prewarm" not in own.stderr
     assert json.loads(early.stdout)["results"] == json.loads(own.stdout)["results"]
 
 

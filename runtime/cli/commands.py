@@ -379,8 +379,10 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
     """The query against this box's index, the model opened while the index loads."""
     library = Library(command.index)
     library.reader()  # no index yet: say so before loading a model
-    opened, pixels = _open_while_loading(library, command, model_options)
+    opened, pixels, early = _open_while_loading(library, command, model_options)
     model_notes(opened, library.directory, command.verbose)
+    if command.verbose and early:
+        say("note:", "dim", "the model session was started while the command line loaded (prewarm).")
     result = library.query(
         opened,
         images=command.sources,
@@ -405,8 +407,9 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
 
 
 def _open_while_loading(library: Library, command: QueryCommand, model_options: ModelOptions):
-    """(the model, query pixels decoded ahead or None): onnxruntime builds the session (the one prewarmed since
-    the CLI started, when it guessed these options) while this thread loads the index."""
+    """(the model, query pixels decoded ahead or None, whether the session was the prewarmed one): onnxruntime
+    builds the session (the one prewarmed since the CLI started, when it guessed these options) while this thread
+    loads the index."""
     prewarmed = prewarm.take(command.model, command.index, model_options)
     pixels = None
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -417,7 +420,7 @@ def _open_while_loading(library: Library, command: QueryCommand, model_options: 
         library.warm()
         if prewarmed and command.sources:  # decoded ahead if they were guessed right; else the query decodes them
             pixels = prewarmed.pixels(command.sources, Model.preprocessor_for(prewarmed.bundle, model_options))
-        return pending.result(), pixels
+        return pending.result(), pixels, prewarmed is not None
 
 
 def _query_fleet(command: QueryCommand, model_options: ModelOptions) -> None:
