@@ -90,3 +90,18 @@ def default_bundle(quick: bool) -> tuple[Path, Path]:
     processor.save_pretrained(checkpoint)
     export_bundle(model=str(checkpoint), out=out, force=True)
     return out, checkpoint
+
+
+def section_main(prog: str, doc: str, measure, markdown) -> None:
+    """`python -m benchmarks.SECTION [--quick] [--json FILE]`: one section alone, its tables printed."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {"machine": machine(), **measure(args.quick)}
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")

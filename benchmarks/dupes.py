@@ -17,8 +17,6 @@ Nothing here is a test: figures are reported.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
@@ -29,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .common import CACHE, machine
+from .common import CACHE, section_main
 from .real_photos import real_photos
 from .trained_fixture import FixtureUnavailable, trained_fixture
 
@@ -293,14 +291,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dupes", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    report = {"machine": machine(), **measure(args.quick)}
-    print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    section_main("python -m benchmarks.dupes", __doc__, measure, markdown)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,12 @@ of the whole gallery, as the product does up to 1M vectors). Nothing here is a t
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .common import CACHE, machine
+from .common import CACHE, section_main
 from .edits import EDITS, MILD, is_blank, save_edit
 from .int8_schemes import top10_overlap
 from .real_photos import artwork, real_photos
@@ -306,14 +304,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    report = {"machine": machine(), **measure(args.quick)}
-    print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    section_main("python -m benchmarks.quality", __doc__, measure, markdown)
 
 
 if __name__ == "__main__":
