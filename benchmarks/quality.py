@@ -249,17 +249,16 @@ def markdown(report: dict) -> str:
             f"{r['edits'][edit]['top1_percent']}% / {r['edits'][edit]['top5_percent']}%" for r in measured.values()
         ]
         lines.append(f"| {edit}{' (mild)' if edit in MILD else ''} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| precision (engine) | min / mean cosine to fp32 over the gallery | top-10 overlap with fp32 |",
-        "|---|---|---|",
-    ]
-    for precision, r in measured.items():
-        a = r.get("against_fp32")
-        if a:
-            lines.append(
-                f"| {precision} ({r['engine']}) | {a['min_cosine']} / {a['mean_cosine']} | {a['top10_overlap']} |"
-            )
+    against = [(p, r) for p, r in measured.items() if r.get("against_fp32")]
+    if against:  # reports before 2026-11-30 did not measure it
+        lines += [
+            "",
+            "| precision (engine) | min / mean cosine to fp32 over the gallery | top-10 overlap with fp32 |",
+            "|---|---|---|",
+        ]
+    for precision, r in against:
+        a = r["against_fp32"]
+        lines.append(f"| {precision} ({r['engine']}) | {a['min_cosine']} / {a['mean_cosine']} | {a['top10_overlap']} |")
     lines += [
         "",
         "| precision | mild edits p5 / lowest | hard edits median | different pictures median / p99 / max | "

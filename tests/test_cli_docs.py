@@ -1,4 +1,4 @@
-"""docs/cli.md is every command's `--help`: it cannot drift from the code (regenerate it with
+"""What the docs generate cannot drift: docs/cli.md is every command's `--help` (regenerate it with
 `python tools/cli_docs.py > docs/cli.md`)."""
 
 from __future__ import annotations
@@ -21,3 +21,11 @@ def test_every_command_is_in_the_reference():
     for command in ("index", "query", "embed", "dupes", "info", "remove", "verify", "serve", "sync"):
         assert f"### `edge-search {command}`" in text
     assert "## `export-model`" in text
+
+
+def test_the_benchmark_tables_are_rendered_from_their_results():
+    """docs/benchmarks.md's generated tables are what their results files say (`python tools/benchmark_tables.py`)."""
+    render = runpy.run_path(str(ROOT / "tools" / "benchmark_tables.py"))["render"]
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert text.count("<!-- generated from ") >= 2
+    assert render(text) == text, "a table differs from its results: run `python tools/benchmark_tables.py`"

@@ -1,0 +1,51 @@
+"""The tables of docs/benchmarks.md, rendered from the results they report, so that none is copied by hand.
+
+    python tools/benchmark_tables.py            rewrite every generated table in docs/benchmarks.md
+    python tools/benchmark_tables.py --check    exit 1 if one differs from its results (tests/test_cli_docs.py)
+
+A generated table sits between two markers that name its results file and the benchmark section that renders it:
+
+    <!-- generated from benchmarks/results/FILE.json by benchmarks.SECTION -->
+    ...
+    <!-- end of generated table -->
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+BLOCK = re.compile(
+    r"(<!-- generated from (?P<source>\S+) by (?P<section>benchmarks\.\w+) -->\n)(?P<body>.*?)(<!-- end of generated "
+    r"table -->)",
+    re.S,
+)
+
+
+def render(text: str) -> str:
+    """`text` with every generated block rendered anew from its results file."""
+
+    def block(match: re.Match) -> str:
+        report = json.loads((ROOT / match["source"]).read_text())
+        markdown = importlib.import_module(match["section"]).markdown
+        return f"{match[1]}\n{markdown(report).strip()}\n\n{match[5]}"
+
+    return BLOCK.sub(block, text)
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    current = DOC.read_text(encoding="utf-8")
+    fresh = render(current)
+    if "--check" in sys.argv[1:]:
+        sys.exit(0 if fresh == current else 1)
+    DOC.write_text(fresh, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
