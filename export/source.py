@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,19 @@ def _builtin_default() -> tuple[Any, Any]:
     return config, processor
 
 
+def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached from here (one quick connection), or None."""
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"{host} cannot be reached: {exc.strerror or exc}"
+
+
 def _hub_failure(model_id: str, exc: Exception) -> ExportError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return SourceError(
@@ -148,16 +162,21 @@ def load_source(model: str = DEFAULT_MODEL, *, revision: str | None = None, rand
     if not is_local and (model.startswith((".", "/", "~")) or os.sep + os.sep in model):
         raise ExportUsageError(f"No checkpoint directory at {model}.")
     ref = str(local) if is_local else model
+    # an unreachable hub: only the local cache (huggingface_hub would spend ~20 s of retries on each file)
+    unreachable = None if is_local or os.environ.get("HF_HUB_OFFLINE") else _hub_unreachable()
 
     def fetch(loader):
         try:
             return loader.from_pretrained(
-                ref, revision=revision, **({"use_fast": False} if loader is AutoImageProcessor else {})
+                ref,
+                revision=revision,
+                **({"local_files_only": True} if unreachable else {}),
+                **({"use_fast": False} if loader is AutoImageProcessor else {}),
             )
         except Exception as exc:  # hub / network / cache errors come in many types
             if is_local:
                 raise ExportUsageError(f"Cannot read the checkpoint at {local}: {str(exc).strip()}") from exc
-            raise _hub_failure(model, exc) from exc
+            raise _hub_failure(model, RuntimeError(unreachable) if unreachable else exc) from exc
 
     try:
         config = fetch(AutoConfig)
