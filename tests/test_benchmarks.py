@@ -51,7 +51,7 @@ def test_quick_benchmark_writes_all_sections(tmp_path):
         ] <= 1
     dupes = report["dupes"]
     if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1" or "status" not in dupes:
-        assert [row["threshold"] for row in dupes["thresholds"]][:2] == [0.8, 0.85]
+        assert [row["threshold"] for row in dupes["thresholds"]] == [0.85, 0.9, 0.95]
         assert set(dupes["thresholds"][0]["recall_percent"]) == {
             "resized",
             "re-encoded",
