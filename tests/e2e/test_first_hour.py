@@ -28,10 +28,16 @@ def env(tmp_path, tiny_bundle):
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """300 PNGs (no draft decoding for PNG): slow enough with one thread to be stopped half way."""
+    """300 PNGs (no draft decoding for PNG): slow enough with one thread to be stopped half way. Twelve pictures,
+    each file made distinct by a text chunk (identical files are embedded once)."""
+    from PIL import PngImagePlugin
+
     root = tmp_path_factory.mktemp("many")
+    pictures = [photo(7000 + i, 640, 480) for i in range(12)]
     for i in range(300):
-        photo(7000 + i, 640, 480).save(root / f"{i:03d}.png")
+        info = PngImagePlugin.PngInfo()
+        info.add_text("file", str(i))
+        pictures[i % 12].save(root / f"{i:03d}.png", pnginfo=info)
     return root
 
 
