@@ -95,18 +95,18 @@ def _bundle_model(out: Path) -> tuple[str, bool] | None:
 def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
     """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
     found = _bundle_model(out)
-    return found is not None and found == (_model_id(model, found[0]), random_weights)
+    return found is not None and _is_model(found[0], model) and found[1] == random_weights
 
 
-def _model_id(model: str, recorded: str) -> str:
-    """`model` as a manifest records it: a hub id as given, a local checkpoint by its resolved path."""
-    return recorded if recorded in (model, str(Path(model).expanduser().resolve())) else model
+def _is_model(recorded: str, model: str) -> bool:
+    """Whether a manifest's model id names `model`: a hub id as given, a local checkpoint by its resolved path."""
+    return recorded in (model, str(Path(model).expanduser().resolve()))
 
 
 def _refuse_another_models_bundle(out: Path, model: str, random_weights: bool) -> None:
     """Without --force, a bundle of another model in --out is named rather than called "not empty"."""
     found = _bundle_model(out)
-    if found is not None and found != (_model_id(model, found[0]), random_weights):
+    if found is not None and not (_is_model(found[0], model) and found[1] == random_weights):
         weights = " (random weights)" if found[1] else ""
         raise ExportUsageError(
             f"--out {out} holds the bundle of {found[0]}{weights}, not of {model}. Pass --force to replace it (an "

@@ -215,9 +215,22 @@ def index(
         dtype=vector_dtype, connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search
     )
     command = IndexCommand(
-        dirs, index, model, exclude, include_hidden, follow_links, not no_prune, settings, publish_every,
-        ray, ray_ship_bytes, ray_cpus_per_worker, ray_timeout, as_json, verbose,
-    )  # fmt: skip
+        folders=dirs,
+        index=index,
+        model=model,
+        excludes=exclude,
+        include_hidden=include_hidden,
+        follow_links=follow_links,
+        prune=not no_prune,
+        settings=settings,
+        publish_every_s=publish_every,
+        ray=ray,
+        ray_ship_bytes=ray_ship_bytes,
+        ray_cpus_per_worker=ray_cpus_per_worker,
+        ray_timeout_s=ray_timeout,
+        as_json=as_json,
+        verbose=verbose,
+    )
     _run_index(command, model_options)
 
 
@@ -350,9 +363,26 @@ def query(
                  exclude_self or montage))  # fmt: skip
     sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
     command = QueryCommand(
-        images, sources, text, text_weight, k, min_score, under, exclude_self, paths_only or print0, print0,
-        montage, milvus, box, collection, milvus_token, index, model, as_json, verbose,
-    )  # fmt: skip
+        images=images,
+        sources=sources,
+        text=text,
+        text_weight=text_weight,
+        k=k,
+        min_score=min_score,
+        under=under,
+        exclude_self=exclude_self,
+        paths_only=paths_only or print0,
+        print0=print0,
+        montage=montage,
+        milvus=milvus,
+        box=box,
+        collection=collection,
+        milvus_token=milvus_token,
+        index=index,
+        model=model,
+        as_json=as_json,
+        verbose=verbose,
+    )
     if milvus:
         _query_fleet(command, model_options)
     else:
