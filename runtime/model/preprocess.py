@@ -295,6 +295,12 @@ def rescale_normalize(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarra
     return values
 
 
+def _in_memory(data: bytes, label: Path | str) -> io.BytesIO:
+    if not data:
+        raise ImageDecodeError(label, "empty file")
+    return io.BytesIO(data)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """The manifest's processor settings, applied to a path or a decoded image."""
@@ -328,32 +334,28 @@ class Preprocessor:
 
     def load(self, path: Path | str) -> np.ndarray:
         """Decode and preprocess one file; raises ImageDecodeError for that file only."""
-        return self._load(path, path)
+        return self._prepared(path, path)[0]
 
     def load_bytes(self, data: bytes, label: Path | str, *, max_declared_pixels: int | None = None) -> np.ndarray:
         """Same as `load` on a file already read into memory (so it is hashed and decoded from one read).
         `max_declared_pixels`: refuse an image declaring more pixels than that before decoding (uploads)."""
-        if not data:
-            raise ImageDecodeError(label, "empty file")
-        return self._load(io.BytesIO(data), label, max_declared_pixels)
+        return self._prepared(_in_memory(data, label), label, max_declared_pixels)[0]
 
     def load_bytes_signed(self, data: bytes, label: Path | str) -> tuple[np.ndarray, bytes]:
         """`load_bytes`, and the picture's pixel signature (`signature.signature_of`) made from the same decode."""
-        if not data:
-            raise ImageDecodeError(label, "empty file")
-        image = self._decode(io.BytesIO(data), label)
-        try:
-            pixels, resized = self.prepare(image)
-            return pixels, signature_of(resized, aspect=image.width / max(1, image.height))
-        except (OSError, ValueError) as exc:
-            raise ImageDecodeError(label, f"cannot convert the pixels ({exc})") from None
+        pixels, resized, aspect = self._prepared(_in_memory(data, label), label)
+        return pixels, signature_of(resized, aspect=aspect)
 
-    def _load(self, source, label: Path | str, max_declared_pixels: int | None = None) -> np.ndarray:
+    def _prepared(
+        self, source, label: Path | str, max_declared_pixels: int | None = None
+    ) -> tuple[np.ndarray, Image.Image, float]:
+        """(model input, the picture resized before cropping, the upright image's width / height)."""
         image = self._decode(source, label, max_declared_pixels)
         try:
-            return self.from_image(image)
+            pixels, resized = self.prepare(image)
         except (OSError, ValueError) as exc:
             raise ImageDecodeError(label, f"cannot convert the pixels ({exc})") from None
+        return pixels, resized, image.width / max(1, image.height)
 
     def _decode(self, source, label: Path | str, max_declared_pixels: int | None = None) -> Image.Image:
         draft = None
