@@ -218,6 +218,13 @@ def photo(seed: int, width: int = 160, height: int = 120) -> Image.Image:
     return photo_like(seed, width, height)
 
 
+def jpeg_with_comment(data: bytes, comment: str) -> bytes:
+    """A JPEG's bytes with a comment segment after its start marker: another file (another sha256), the same
+    picture. Many distinct files cost 8 encoded pictures instead of hundreds (identical files are embedded once)."""
+    text = comment.encode()
+    return data[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + data[2:]
+
+
 @pytest.fixture(scope="module")
 def model(tiny_bundle):
     """The tiny bundle opened on the CPU in fp32 (fp32: scores do not depend on this CPU's int8 kernels)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from served import Service
 
-from conftest import photo, run_script
+from conftest import jpeg_with_comment, photo, run_script
 
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
@@ -144,11 +144,8 @@ def test_kill_9_of_the_service_mid_indexing_loses_nothing_committed_and_a_restar
             buffer = io.BytesIO()
             photo(9000 + i, 1600, 1200).save(buffer, "JPEG", quality=92)
             originals.append(buffer.getvalue())
-        for i in range(240):  # distinct files (a JPEG comment each; identical files are embedded once) of 8 pictures
-            comment = f"camera {i}".encode()
-            data = originals[i % 8]
-            marker = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-            (staging / f"camera{i:03d}.jpg").write_bytes(data[:2] + marker + data[2:])
+        for i in range(240):  # 240 distinct files of 8 pictures
+            (staging / f"camera{i:03d}.jpg").write_bytes(jpeg_with_comment(originals[i % 8], f"camera {i}"))
         for made in staging.iterdir():
             made.rename(photos / made.name)  # all at once, as a copy from a camera card would land
         service.wait_until(lambda: service.health()["count"] > 12, "a first commit of new photos", timeout=300)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, edge_search, photo
+from conftest import cli_env, edge_search, jpeg_with_comment, photo
 
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
@@ -41,10 +41,7 @@ def slow_to_index(tmp_path_factory) -> Path:
         originals.append(root / f"orig{i}.jpg")
         photo(5000 + i, 1600, 1200).save(originals[-1], quality=90)
     for i in range(392):
-        data = originals[i % 8].read_bytes()
-        comment = f"copy {i}".encode()
-        marker = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-        (root / f"copy{i:03d}.jpg").write_bytes(data[:2] + marker + data[2:])
+        (root / f"copy{i:03d}.jpg").write_bytes(jpeg_with_comment(originals[i % 8].read_bytes(), f"copy {i}"))
     return root
 
 
