@@ -1,4 +1,4 @@
-"""Trace the encoder into an ONNX graph that outputs the CLS embedding directly.
+"""Export the encoder, through optimum's ONNX exporter, as a graph that outputs the CLS embedding directly.
 
 The graph takes `pixel_values` float32 [batch, 3, H, W] and returns `embedding` float32
 [batch, hidden] = last_hidden_state[:, 0]: the runtime never copies the token sequence.
@@ -61,36 +61,96 @@ def fix_positions(model: nn.Module, height: int, width: int) -> None:
 def export_onnx(
     encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET, rewrite: bool = True
 ) -> None:
-    """Write the fp32 graph to `path` with TorchScript tracing.
+    """Write the fp32 graph to `path` with optimum's ONNX exporter.
 
-    TorchScript tracing (`dynamo=False`) rather than the dynamo exporter: its graph is the one
-    onnxruntime's transformer optimizer has patterns for, and it is the faster of the two here.
-    `rewrite` False (CLIP's image tower): the module is exported as it is.
+    `rewrite` False (CLIP's image tower): the module is exported as it is. The image config is the
+    encoder's (CLIP: its vision config): optimum reads the channel count from it; the size is the bundle's.
     """
     module = exportable(encoder, height, width) if rewrite else encoder
-    dummy = torch.zeros(2, 3, height, width, dtype=torch.float32)
-    _trace(module, (dummy,), path, [INPUT_NAME], opset)
+    config = _image_config(encoder)
+    image_embedding, _ = _onnx_configs()
+    _export(
+        module,
+        config,
+        image_embedding(config, task="feature-extraction"),
+        path,
+        opset,
+        {"batch_size": 2, "height": height, "width": width},
+    )
 
 
 def export_text_onnx(tower: nn.Module, path: Path, *, context_length: int, opset: int = DEFAULT_OPSET) -> None:
     """The text tower: `input_ids`, `attention_mask` int64 [batch, context_length] -> `embedding`."""
-    ids = torch.zeros(2, context_length, dtype=torch.int64)
-    ids[:, 0], ids[:, 1] = 1, 2  # any ids: the graph pools wherever the end-of-text token is
-    mask = torch.ones(2, context_length, dtype=torch.int64)
-    _trace(tower, (ids, mask), path, ["input_ids", "attention_mask"], opset)
+    config = tower.model.config.text_config  # type: ignore[union-attr]
+    _, text_embedding = _onnx_configs()
+    _export(
+        tower,
+        config,
+        text_embedding(config, task="feature-extraction"),
+        path,
+        opset,
+        {"batch_size": 2, "sequence_length": context_length},
+    )
 
 
-def _trace(module: nn.Module, inputs: tuple, path: Path, input_names: list[str], opset: int) -> None:
+def _image_config(encoder: nn.Module) -> Any:
+    config = encoder.config if hasattr(encoder, "config") else encoder.model.config  # type: ignore[union-attr]
+    return getattr(config, "vision_config", config)
+
+
+def _export(module: nn.Module, config: Any, onnx_config: Any, path: Path, opset: int, shapes: dict[str, int]) -> None:
+    """optimum's exporter: dummy inputs from the onnx config, names and dynamic batch axes from it, TorchScript
+    tracing (`dynamo=False`, whose graph is the one onnxruntime's transformer optimizer has patterns for).
+
+    optimum wants the module's transformers config on the module; the wrappers (`ClsOnlyEncoder`, the CLIP
+    towers) carry the one their inputs come from. Its dynamic-axes fix-up is skipped: batch is the only
+    dynamic axis, and the parity gates run every graph at several batch sizes.
+    """
+    from optimum.exporters.onnx import export
+
+    module.config = config
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            inputs,
-            str(path),
-            input_names=input_names,
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={**{name: {0: "batch"} for name in input_names}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
+        export(module, onnx_config, path, opset=opset, input_shapes=shapes, disable_dynamic_axes_fix=True)
+
+
+def _onnx_configs() -> tuple[type, type]:
+    """The two onnx configs, built on optimum's own classes (imported only when an export runs)."""
+    from optimum.exporters.onnx.config import TextEncoderOnnxConfig, VisionOnnxConfig
+    from optimum.utils import DummyTextInputGenerator, DummyVisionInputGenerator, NormalizedConfig
+    from optimum.utils.normalized_config import NormalizedVisionConfig
+
+    class BundleSizeImages(DummyVisionInputGenerator):
+        """optimum's image generator takes the size from the config (DINOv2: 518); the bundle has its own."""
+
+        def __init__(self, *args: Any, height: int, width: int, **kwargs: Any) -> None:
+            super().__init__(*args, height=height, width=width, **kwargs)
+            self.height, self.width = height, width
+
+    class ImageEmbedding(VisionOnnxConfig):
+        NORMALIZED_CONFIG_CLASS = NormalizedVisionConfig
+        DUMMY_INPUT_GENERATOR_CLASSES = (BundleSizeImages,)
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            return {INPUT_NAME: {0: "batch"}}
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {OUTPUT_NAME: {0: "batch"}}
+
+    class TextEmbedding(TextEncoderOnnxConfig):
+        NORMALIZED_CONFIG_CLASS = NormalizedConfig.with_args(
+            vocab_size="vocab_size", sequence_length="max_position_embeddings", allow_new=True
         )
+        DUMMY_INPUT_GENERATOR_CLASSES = (DummyTextInputGenerator,)
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            return {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}}
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {OUTPUT_NAME: {0: "batch"}}
+
+    return ImageEmbedding, TextEmbedding
