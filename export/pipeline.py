@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,46 @@ def _publish(staging: Path, out: Path) -> None:
             os.close(fd)
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """One export: the source, the precisions to make and what the gates must let through. `checked()` fills in
+    the default precisions and refuses what cannot be met, before anything is loaded."""
+
+    model: str
+    revision: str | None = None
+    precisions: tuple[str, ...] | None = None  # None: fp32, fp16, int8, + int8-static given calibration photos
+    opset: int = DEFAULT_OPSET
+    calibration_photos: Path | None = None
+    random_weights: bool = False
+    dupe_threshold: float | None = None
+    require: tuple[str, ...] = ()
+
+    def checked(self) -> ExportPlan:
+        """This plan with its precisions in GRAPH_PRECISIONS order, or ExportUsageError naming the option."""
+        precisions, calibration_photos = self.precisions, self.calibration_photos
+        dupe_threshold, require = self.dupe_threshold, self.require
+        if precisions is None:
+            precisions = DEFAULT_EXPORT_PRECISIONS + (("int8-static",) if calibration_photos else ())
+        if "int8-static" in precisions and calibration_photos is None:
+            raise ExportUsageError(
+                "--precision int8-static is calibrated on photos: add --calibration-photos DIR (a folder of at least "
+                f"{static_int8.CALIBRATION_MINIMUM} photos like the ones you will search)."
+            )
+        unknown = set(precisions) - set(GRAPH_PRECISIONS)
+        if unknown or not precisions:
+            raise ExportUsageError(
+                f"--precision takes any of {', '.join(GRAPH_PRECISIONS)}; got {', '.join(precisions) or 'none'}."
+            )
+        if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
+            raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
+        if set(require) - set(precisions):
+            raise ExportUsageError(
+                f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision "
+                "does not export."
+            )
+        return replace(self, precisions=tuple(p for p in GRAPH_PRECISIONS if p in precisions), require=tuple(require))
+
+
 def export_bundle(
     *,
     model: str = DEFAULT_MODEL,
@@ -132,26 +173,16 @@ def export_bundle(
     `Manifest.rejected`) unless it is in `require`, when nothing is written. `precisions` None: fp32, fp16 and
     int8, plus int8-static when `calibration_photos` names a folder of photos to calibrate it on."""
     out = Path(out).expanduser().absolute()
-    if precisions is None:
-        precisions = DEFAULT_EXPORT_PRECISIONS + (("int8-static",) if calibration_photos else ())
-    if "int8-static" in precisions and calibration_photos is None:
-        raise ExportUsageError(
-            "--precision int8-static is calibrated on photos: add --calibration-photos DIR (a folder of at least "
-            f"{static_int8.CALIBRATION_MINIMUM} photos like the ones you will search)."
-        )
-    unknown = set(precisions) - set(GRAPH_PRECISIONS)
-    if unknown or not precisions:
-        raise ExportUsageError(
-            f"--precision takes any of {', '.join(GRAPH_PRECISIONS)}; got {', '.join(precisions) or 'none'}."
-        )
-    if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
-        raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
-    if set(require) - set(precisions):
-        raise ExportUsageError(
-            f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision "
-            "does not export."
-        )
-    precisions = tuple(p for p in GRAPH_PRECISIONS if p in precisions)
+    plan = ExportPlan(
+        model=model,
+        revision=revision,
+        precisions=precisions,
+        opset=opset,
+        calibration_photos=calibration_photos,
+        random_weights=random_weights,
+        dupe_threshold=dupe_threshold,
+        require=tuple(require),
+    ).checked()
     _prepare_out(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,18 +192,7 @@ def export_bundle(
     except OSError as exc:
         raise ExportStorageError(f"Cannot create the bundle beside {out}: {exc.strerror}.") from exc
     try:
-        manifest = _build(
-            model,
-            revision,
-            staging,
-            precisions,
-            opset,
-            random_weights,
-            dupe_threshold,
-            tuple(require),
-            step,
-            calibration_photos,
-        )
+        manifest = _build(plan, staging, step)
         _publish(staging, out)
         return manifest
     except OSError as exc:
@@ -311,18 +331,18 @@ def _keep_passing(
     return image, text
 
 
-def _build(
-    model, revision, staging: Path, precisions, opset, random_weights, dupe_threshold, require, step, calibration
-) -> Manifest:
+def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
+    precisions, calibration = plan.precisions, plan.calibration_photos
+    assert precisions is not None and ("int8-static" not in precisions or calibration), "a checked plan"
     with step("load"):
-        source = load_source(model, revision=revision, random_weights=random_weights)
+        source = load_source(plan.model, revision=plan.revision, random_weights=plan.random_weights)
         pre = preprocess_config(source.processor)
         height, width = pre.input_hw()
     work = staging / ".work"
     work.mkdir()
     raw = work / "raw.onnx"
     with step("export"), _unsupported_graph("export", source.architecture):
-        export_onnx(source.encoder, raw, height=height, width=width, opset=opset, rewrite=not source.is_clip)
+        export_onnx(source.encoder, raw, height=height, width=width, opset=plan.opset, rewrite=not source.is_clip)
     fused_path = work / "fused.fp32.onnx"
     heads, hidden = source.attention_shape("image")
     fusion_type = "clip" if source.is_clip else "vit"
@@ -333,7 +353,7 @@ def _build(
     schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
-            photos, unreadable = static_int8.calibration_pixels(source.processor, calibration)
+            photos, unreadable = static_int8.calibration_pixels(source.processor, calibration)  # type: ignore[arg-type]
             graphs["int8-static"] = staging / "model.int8-static.onnx"
             static_int8.to_int8_static(raw, graphs["int8-static"], photos, INPUT_NAME)
         calibrated = {"calibration_photos": len(photos), "calibration_unreadable": unreadable}
@@ -346,8 +366,8 @@ def _build(
         )
         rejected: dict[str, dict] = {}
         files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected, schemes)
-    text = _text_tower(source, work, staging, precisions, opset, rejected, step) if source.is_clip else None
-    files, text = _keep_passing(files, text, rejected, require, staging)
+    text = _text_tower(source, work, staging, precisions, plan.opset, rejected, step) if source.is_clip else None
+    files, text = _keep_passing(files, text, rejected, plan.require, staging)
     shutil.rmtree(work)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -360,11 +380,11 @@ def _build(
         random_weights=source.random_weights,
         preprocess=pre,
         files=files,
-        opset=opset,
+        opset=plan.opset,
         versions=_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source_sha256=source_sha256,
-        dupe_threshold=dupe_threshold if dupe_threshold is not None else family_threshold(source.model_type),
+        dupe_threshold=plan.dupe_threshold if plan.dupe_threshold is not None else family_threshold(source.model_type),
         text=text,
         rejected=rejected,
     )

@@ -32,7 +32,7 @@ from edge_search.runtime.errors import (
 )
 from edge_search.runtime.files import under
 from edge_search.runtime.jobs.dupes import DupesReport, find_duplicates
-from edge_search.runtime.jobs.indexer import FileCallback, IndexReport, run_index
+from edge_search.runtime.jobs.indexer import IndexReport, RunOptions, run_index
 from edge_search.runtime.jobs.verify import (
     Check,
     check_bundle_files,
@@ -46,7 +46,7 @@ from edge_search.runtime.model.embedder import l2_normalize
 from edge_search.runtime.model.model import Model
 from edge_search.runtime.options import CudaOptions, DecodeLimits, ImageSource, ModelOptions
 from edge_search.runtime.store import vector_index as vi
-from edge_search.runtime.store.catalog import Catalog, Failure, Root, encode_path, recorded_meta
+from edge_search.runtime.store.catalog import Catalog, Failure, Root, RootRules, encode_path, recorded_meta
 from edge_search.runtime.store.generations import (
     Hit,
     IndexReader,
@@ -219,25 +219,19 @@ class Library:
         model: Model,
         roots: Sequence[str | os.PathLike] | None = None,
         *,
-        excludes: Sequence[str] | None = None,
-        include_hidden: bool | None = None,
-        follow_links: bool | None = None,
-        prune: bool = True,
+        rules: RootRules = RootRules(),
+        run: RunOptions = RunOptions(),
         settings: vi.IndexOptions | None = None,
-        publish_every_s: float = 30.0,
-        on_start: Callable[[int], None] | None = None,
-        on_file: FileCallback | None = None,
-        stop: threading.Event | None = None,
         ray: RayOptions | None = None,
     ) -> IndexReport:
         """Index `roots` (or, when None, every root remembered from earlier runs) and remember them.
 
+        `rules`: how the folders are walked (excludes, hidden files, links out); what a rule leaves None, each
+        folder takes from what it remembered. `run`: pruning, publish cadence, progress callbacks, stop.
         `ray`: embed on a Ray cluster instead of this process (the walk, hashes, lock and commits stay here).
-
-        `excludes` / `include_hidden` / `follow_links` given: they replace what a root remembered; None: the
-        remembered ones apply. Roots that do not exist are listed in the report's `missing_roots` and the others
-        are indexed; if none exists, UsageError before anything is created. `settings`: usearch options for a
-        new index, or to rebuild this one with.
+        Roots that do not exist are listed in the report's `missing_roots` and the others are indexed; if none
+        exists, UsageError before anything is created. `settings`: usearch options for a new index, or to
+        rebuild this one with.
         """
         recorded_roots, meta = self._recorded(lambda c: (c.roots(), c.index_meta()), ([], IndexMeta()))
         remembered = {r.path: r for r in recorded_roots}
@@ -249,15 +243,7 @@ class Library:
             wanted = list(remembered.values())
         else:
             wanted = [Root(os.path.abspath(os.path.expanduser(os.fspath(r)))) for r in roots]
-        wanted = [
-            Root(
-                r.path,
-                tuple(excludes) if excludes is not None else remembered.get(r.path, r).excludes,
-                include_hidden if include_hidden is not None else remembered.get(r.path, r).include_hidden,
-                follow_links if follow_links is not None else remembered.get(r.path, r).follow_links,
-            )
-            for r in wanted
-        ]
+        wanted = [rules.apply(r, remembered.get(r.path)) for r in wanted]
         check_something_to_index([r.path for r in wanted])
         cluster = None
         if ray is not None:  # joined before the index is touched: a cluster that is down changes nothing here
@@ -275,15 +261,7 @@ class Library:
             ) as writer:
                 writer.remember_roots(r for r in wanted if os.path.exists(r.path))
                 report = run_index(
-                    writer,
-                    cluster or model.embedder,
-                    wanted,
-                    prune=prune,
-                    publish_every_s=publish_every_s,
-                    on_start=on_start,
-                    on_file=on_file,
-                    stop=stop,
-                    decode_limits=DecodeLimits(model.preprocessor.max_pixels),
+                    writer, cluster or model.embedder, wanted, run, DecodeLimits(model.preprocessor.max_pixels)
                 )
         finally:
             if cluster is not None:
@@ -640,5 +618,7 @@ __all__ = [
     "QueryResult",
     "RemoveReport",
     "Root",
+    "RootRules",
+    "RunOptions",
     "VerifyReport",
 ]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import photo
 from edge_search.runtime.errors import IndexMissing, UsageError
-from edge_search.runtime.library import Library, Model
+from edge_search.runtime.library import Library, Model, RootRules, RunOptions
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.options import ModelOptions
 
@@ -102,11 +102,11 @@ def test_hidden_folders_thumbnail_caches_and_recycle_bins_are_skipped_unless_ask
         photo(40 + i).save(root / name)
     report = library.index(model, [root])
     assert report.count == 2
-    everything = library.index(model, [root], include_hidden=True)
+    everything = library.index(model, [root], rules=RootRules(include_hidden=True))
     assert everything.count == 9
     again = library.index(model, [root])  # the root remembers include_hidden
     assert again.count == 9 and again.added == 0
-    library.index(model, [root], include_hidden=False)
+    library.index(model, [root], rules=RootRules(include_hidden=False))
     assert library.info().count == 2
 
 
@@ -114,7 +114,7 @@ def test_roots_and_excludes_are_remembered_so_index_with_no_folder_updates_them(
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
     photo(1).save(first / "one.jpg"), photo(2).save(first / "skip-me.jpg"), photo(3).save(second / "two.jpg")
-    library.index(model, [first], excludes=["skip-*"])
+    library.index(model, [first], rules=RootRules(excludes=("skip-*",)))
     library.index(model, [second])
     photo(4).save(first / "new.jpg")
     photo(5).save(first / "skip-too.jpg")
@@ -213,7 +213,7 @@ def test_a_stop_during_the_folder_walk_ends_the_run_and_prunes_nothing(model, li
     library.index(model, [photo_dir])
     stop = threading.Event()
     stop.set()  # as if Ctrl-C came while the walk was still listing folders
-    report = library.index(model, [photo_dir], stop=stop)
+    report = library.index(model, [photo_dir], run=RunOptions(stop=stop))
     assert report.interrupted and (report.removed, report.added) == (0, 0)
     assert library.info().count == 12
 
@@ -249,4 +249,6 @@ def test_removing_a_folder_inside_an_indexed_one_says_the_next_index_brings_it_b
     report = library.remove([photo_dir / "sub"])
     assert report.removed == 3 and len(report.notes) == 1
     assert "adds it back" in report.notes[0] and f"--exclude '{photo_dir / 'sub'}'" in report.notes[0]
-    assert library.index(model, [photo_dir], excludes=[str(photo_dir / "sub")]).count == 9  # the advice works
+    assert (
+        library.index(model, [photo_dir], rules=RootRules(excludes=(str(photo_dir / "sub"),))).count == 9
+    )  # the advice works

@@ -14,7 +14,7 @@ import pytest
 from conftest import photo
 from edge_search.export.synthetic import clustered_embeddings as clustered
 from edge_search.runtime.errors import IndexBusy, IndexCorrupt, IndexMismatch
-from edge_search.runtime.jobs.indexer import run_index
+from edge_search.runtime.jobs.indexer import RunOptions, run_index
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.embedder import Embedder
 from edge_search.runtime.model.preprocess import Preprocessor
@@ -30,10 +30,10 @@ def engine(tiny_bundle):
     return bundle, Embedder(session, Preprocessor.from_manifest(bundle.manifest), batch_size=4)
 
 
-def index_once(engine, directory, roots, **kw):
+def index_once(engine, directory, roots, prune=True):
     bundle, embedder = engine
     with IndexWriter(directory, bundle, precision="fp32") as writer:
-        return run_index(writer, embedder, roots, commit_every=3, **kw)
+        return run_index(writer, embedder, roots, RunOptions(prune=prune, commit_every=3))
 
 
 def query(engine, directory, path, k=3):
@@ -96,7 +96,7 @@ def test_a_file_deleted_during_indexing_is_reported_not_recorded_as_failed(engin
     bundle, embedder = engine
     doomed = photo_dir / "img05.tiff"
     with IndexWriter(tmp_path / "index", bundle, precision="fp32") as writer:
-        summary = run_index(writer, embedder, [photo_dir], on_start=lambda _: doomed.unlink())
+        summary = run_index(writer, embedder, [photo_dir], RunOptions(on_start=lambda _: doomed.unlink()))
     assert summary.count == 11 and summary.failed == []
     assert (str(doomed), "deleted during indexing") in summary.problems
 

@@ -18,7 +18,7 @@ from tests_support_images import lying_jpeg
 from conftest import cli_env, run_script
 from edge_search.runtime.errors import BundleError, ImageDecodeError
 from edge_search.runtime.files import VerifiedCache, sha256_file
-from edge_search.runtime.library import Library, Model
+from edge_search.runtime.library import Library, Model, RootRules
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.options import ModelOptions
 from edge_search.runtime.serve.app import ServiceConfig, make_app
@@ -175,7 +175,7 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
     with Catalog.open(tmp_path / "index", create=False) as catalog:
         assert [r.follow_links for r in catalog.roots()] == [False]
     with Library(tmp_path / "index") as library:
-        report = library.index(model, follow_links=True)
+        report = library.index(model, rules=RootRules(follow_links=True))
         assert report.embedded == 0 and report.count == 12  # nothing re-embedded
     with Catalog.open(tmp_path / "index", create=False) as catalog:
         assert catalog.get_meta("schema_version") == "4"  # through 3 (follow_links) to 4 (pixel signatures)

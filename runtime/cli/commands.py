@@ -73,7 +73,7 @@ from edge_search.runtime.cli.render import (
     search_results,
 )
 from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
-from edge_search.runtime.library import IndexOptions, IndexReport, Library, Model
+from edge_search.runtime.library import IndexOptions, IndexReport, Library, Model, RootRules, RunOptions
 from edge_search.runtime.options import ModelOptions
 
 
@@ -169,7 +169,7 @@ class IndexCommand:
     folders: list[Path] | None
     index: Path | None
     model: Path | None
-    excludes: list[str] | None
+    excludes: tuple[str, ...] | None
     include_hidden: bool | None
     follow_links: bool | None
     prune: bool
@@ -218,7 +218,7 @@ def index(
         folders=dirs,
         index=index,
         model=model,
-        excludes=exclude,
+        excludes=tuple(exclude) if exclude is not None else None,
         include_hidden=include_hidden,
         follow_links=follow_links,
         prune=not no_prune,
@@ -264,15 +264,15 @@ def _run_index(command: IndexCommand, model_options: ModelOptions) -> None:
             report = library.index(
                 opened,
                 [os.fspath(d) for d in command.folders] if command.folders else None,
-                excludes=command.excludes,
-                include_hidden=command.include_hidden,
-                follow_links=command.follow_links,
-                prune=command.prune,
+                rules=RootRules(command.excludes, command.include_hidden, command.follow_links),
+                run=RunOptions(
+                    prune=command.prune,
+                    publish_every_s=command.publish_every_s,
+                    on_start=progress.start,
+                    on_file=progress.file,
+                    stop=stop,
+                ),
                 settings=command.settings,
-                publish_every_s=command.publish_every_s,
-                on_start=progress.start,
-                on_file=progress.file,
-                stop=stop,
                 ray=cluster,
             )
     index_report(report, opened, library.directory, command.as_json)

@@ -128,22 +128,30 @@ class BatchEmbedder(Protocol):
     ) -> Iterator[EmbedResult]: ...
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How an index run goes, not what it indexes: pruning, the commit and publish cadence, progress callbacks and
+    the stop event (Ctrl-C, SIGTERM)."""
+
+    prune: bool = True  # forget files that are gone (only after a complete walk)
+    commit_every: int = 32
+    publish_every_s: float = 30.0
+    on_start: Callable[[int], None] | None = None  # called once with the number of files to settle
+    on_file: FileCallback | None = None
+    stop: threading.Event | None = None
+
+
 def run_index(
     writer: IndexWriter,
     embedder: BatchEmbedder,
     roots_given: Sequence[Root | str | os.PathLike[str]],
-    *,
-    prune: bool = True,
-    commit_every: int = 32,
-    publish_every_s: float = 30.0,
-    on_start: Callable[[int], None] | None = None,
-    on_file: FileCallback | None = None,
-    stop: threading.Event | None = None,
+    options: RunOptions = RunOptions(),
     decode_limits: DecodeLimits | None = None,
 ) -> IndexReport:
     """`decode_limits`: the limits this run decodes under; when they differ from the last run's, files that failed
     are tried again although they did not change."""
     started = time.perf_counter()
+    stop = options.stop
     roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots_given]
     catalog = writer.catalog
     report = IndexReport()
@@ -170,8 +178,8 @@ def run_index(
     # content already embedded, by hash (taken before pruning: a moved file's old row is still there);
     # only loaded when there is something to look up, so an unchanged run of a large index stays cheap
     known = catalog.ok_ids_by_sha256() if todo else {}
-    if on_start:
-        on_start(len(todo))
+    if options.on_start:
+        options.on_start(len(todo))
     settler = _Settler(catalog, states, dict(todo), found.files, known)
     rows, touched = settler.rows, settler.touched
     vanished: list[bytes] = []
@@ -200,11 +208,11 @@ def run_index(
         report.count_outcome(outcome, path, result)
         if outcome is Outcome.VANISHED:
             vanished.append(encode_path(path))
-        if on_file:
-            on_file(path, outcome)
-        if len(rows) + len(touched) >= commit_every:
+        if options.on_file:
+            options.on_file(path, outcome)
+        if len(rows) + len(touched) >= options.commit_every:
             commit()
-            if time.monotonic() - last_publish > max(publish_every_s, PUBLISH_SHARE * publish_cost):
+            if time.monotonic() - last_publish > max(options.publish_every_s, PUBLISH_SHARE * publish_cost):
                 started_publish = time.monotonic()
                 writer.publish()
                 last_publish = time.monotonic()
@@ -213,7 +221,7 @@ def run_index(
     report.interrupted = bool(stop is not None and stop.is_set() and (settled < len(todo) or not found.complete))
     report.pending = len(todo) - settled
 
-    if prune and found.complete:  # an interrupted walk did not see every file: prune nothing
+    if options.prune and found.complete:  # an interrupted walk did not see every file: prune nothing
         seen = {encode_path(p) for p in found.files}
         roots_b = [encode_path(r.path) for r in roots]
         keep_b = [encode_path(d) for d in found.unreadable_dirs]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_search.runtime.errors import EdgeSearchError, IndexBusy
-from edge_search.runtime.library import Library, Model
+from edge_search.runtime.library import Library, Model, RunOptions
 
 BUSY_RETRY_S = 15.0
 
@@ -126,7 +126,9 @@ class LibraryWatcher:
             return True
         self.status.indexing = True
         try:
-            report = self.library.index(self.model, None, publish_every_s=self.publish_every_s, stop=self._stop)
+            report = self.library.index(
+                self.model, None, run=RunOptions(publish_every_s=self.publish_every_s, stop=self._stop)
+            )
         except IndexBusy as exc:
             self.status.last_error = str(exc)
             return False

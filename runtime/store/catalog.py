@@ -84,6 +84,25 @@ class Root:
 
 
 @dataclass(frozen=True)
+class RootRules:
+    """How to walk the folders of one `index` call; None: what each folder remembered from earlier runs (a new
+    folder: Root's defaults). Given: it replaces what was remembered."""
+
+    excludes: tuple[str, ...] | None = None
+    include_hidden: bool | None = None
+    follow_links: bool | None = None
+
+    def apply(self, root: Root, remembered: Root | None) -> Root:
+        base = remembered or root
+        return Root(
+            root.path,
+            self.excludes if self.excludes is not None else base.excludes,
+            self.include_hidden if self.include_hidden is not None else base.include_hidden,
+            self.follow_links if self.follow_links is not None else base.follow_links,
+        )
+
+
+@dataclass(frozen=True)
 class Failure:
     path: str
     reason: str
