@@ -26,6 +26,7 @@ import numpy as np
 
 from edge_search.runtime.errors import (
     BundleError,
+    EdgeSearchError,
     ImageDecodeError,
     IndexMissing,
     UsageError,
@@ -96,6 +97,7 @@ class LibraryInfo:
     meta: IndexMeta
     roots: list[Root]
     size_bytes: int
+    engines: dict[str, str] = field(default_factory=dict)  # kind of job -> what `auto` takes there, and why
 
     def as_dict(self) -> dict[str, Any]:
         m = self.meta
@@ -126,6 +128,7 @@ class LibraryInfo:
                 for r in self.roots
             ],
             "size_bytes": self.size_bytes,
+            "engines": self.engines,
         }
 
 
@@ -544,7 +547,19 @@ class Library:
                 meta=catalog.index_meta(),
                 roots=catalog.roots(),
                 size_bytes=sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file()),
+                engines=self._auto_engines(),
             )
+
+    def _auto_engines(self) -> dict[str, str]:
+        """What `auto` would take for each kind of job with the recorded bundle, and why (empty when the bundle
+        or onnxruntime is missing: `verify` says what is wrong)."""
+        from edge_search.runtime.model.session import auto_choices, plan_label
+
+        try:
+            choices = auto_choices(Bundle.load(self.bundle_path()))
+        except EdgeSearchError:
+            return {}
+        return {job: f"{plan_label(plan)} · {plan.why}" for job, plan in choices.items()}
 
     def verify(self, bundle: str | os.PathLike | None = None) -> VerifyReport:
         """Every check a user needs when something looks wrong (IndexMissing if there is no index)."""

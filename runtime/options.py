@@ -98,6 +98,7 @@ class ModelOptions:
     openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
     jpeg_draft: bool = True  # decode large JPEGs at reduced size (see `preprocess`)
     max_megapixels: float | None = None  # None: what the available memory allows
+    one_shot: bool = False  # the process runs the model once (`query`, `embed`): start-up time is what counts
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", choose(Device, self.device, "--device"))

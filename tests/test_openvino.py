@@ -12,6 +12,7 @@ import pytest
 
 from conftest import cli_env, edge_search
 from edge_search.runtime.errors import ProviderError, UsageError
+from edge_search.runtime.model import providers
 from edge_search.runtime.model.providers import CPU, CUDA, resolve
 
 WITH_STATIC = ("fp32", "fp16", "int8", "int8-static")
@@ -40,6 +41,22 @@ def test_auto_tries_cuda_before_openvino():
 def test_auto_keeps_onnxruntime_where_openvino_or_its_graph_is_missing():
     assert plans("auto", "auto", [CPU], WITH_STATIC, openvino_installed=False) == [("cpu", "int8")]
     assert plans("auto", "auto", [CPU], WITHOUT_STATIC, openvino_installed=True) == [("cpu", "int8")]
+
+
+def test_auto_follows_the_job_openvino_for_long_jobs_onnxruntime_for_one_shot_commands():
+    long_job = resolve("auto", "auto", [CPU], WITH_STATIC, openvino_installed=True)
+    one_shot = resolve("auto", "auto", [CPU], WITH_STATIC, openvino_installed=True, one_shot=True)
+    assert [(p.device, p.precision) for p in one_shot] == [("cpu", "int8")]
+    assert (long_job[0].device, long_job[0].why) == ("openvino", providers.WHY_OPENVINO)
+    assert one_shot[0].why == providers.WHY_ONE_SHOT
+
+
+def test_auto_says_why_it_kept_onnxruntime():
+    (without_openvino,) = resolve("auto", "auto", [CPU], WITH_STATIC, openvino_installed=False)
+    (without_graph,) = resolve("auto", "auto", [CPU], WITHOUT_STATIC, openvino_installed=True)
+    assert without_openvino.why == providers.WHY_NO_OPENVINO
+    assert without_graph.why == providers.WHY_NO_STATIC and "--calibration-photos" in without_graph.why
+    assert resolve("cpu", "auto", [CPU], WITH_STATIC)[0].why.startswith("--device cpu")
 
 
 def test_explicit_openvino_runs_fp32_when_the_bundle_has_no_int8_static_graph():
@@ -103,3 +120,28 @@ def test_an_explicit_openvino_that_cannot_start_is_one_paragraph_and_exit_5(
     assert result.returncode == 5
     assert "OpenVINO cannot be imported" in result.stderr and "edge-search[openvino]" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+
+
+def test_the_engine_follows_the_job_through_the_installed_cli_and_info_says_why(
+    bundle_claiming_int8_static, tmp_path, photo_dir
+):
+    pytest.importorskip("openvino")
+    env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto")
+    indexed = edge_search("index", str(photo_dir), "--json", env=env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert json.loads(indexed.stdout)["provider"] == "OpenVINO CPU"
+    assert providers.WHY_OPENVINO in edge_search("index", str(photo_dir), env=env).stderr  # the progress line
+    photo = next(p for p in sorted(photo_dir.iterdir()) if p.is_file())
+    queried = edge_search("query", str(photo), "--json", env=env)
+    assert queried.returncode == 0, queried.stderr
+    assert (json.loads(queried.stdout)["provider"], json.loads(queried.stdout)["precision"]) == (
+        "CPUExecutionProvider",
+        "int8",
+    )
+    info = edge_search("info", "--json", env=env)
+    assert json.loads(info.stdout)["engines"] == {
+        "index, serve, watch": f"OpenVINO int8-static · {providers.WHY_OPENVINO}",
+        "query, embed": f"onnxruntime CPU int8 · {providers.WHY_ONE_SHOT}",
+    }
+    verified = edge_search("verify", env=env)
+    assert "auto for query, embed" in verified.stdout + verified.stderr

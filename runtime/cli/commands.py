@@ -100,7 +100,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 # ---------------------------------------------------------------------------------------------- embed
 @app.command(help="Embed images and print one line per image (path and embedding, or the error).")
-@with_model_options()
+@with_model_options(one_shot=True)
 def embed(
     images: Annotated[list[Path] | None, typer.Argument(help="Image files.")] = None,
     texts: Annotated[
@@ -336,7 +336,7 @@ class QueryCommand:
     "their average, i.e. what they have in common. '-' reads an image from standard input. "
     "--text searches by words (CLIP bundles), alone or with images."
 )
-@with_model_options(batch=False)
+@with_model_options(batch=False, one_shot=True)
 def query(
     images: QueryImagesArg = None,
     text: TextOpt = None,

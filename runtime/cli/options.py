@@ -184,10 +184,12 @@ MontageOpt = Annotated[
 ]
 
 
-def with_model_options(*, batch: bool = True):
+def with_model_options(*, batch: bool = True, one_shot: bool = False):
     """Give a command the options that choose and run the model, declared here once.
 
     The command receives them as one `ModelOptions`, `model_options`, for `Model.open` / `Library.open_model`.
+    `one_shot`: the command runs the model once per process (`query`, `embed`), so `auto` picks the engine that
+    starts fastest.
     """
     shared = [
         ("device", DeviceOpt, Device.auto),
@@ -222,6 +224,7 @@ def with_model_options(*, batch: bool = True):
                 openvino=OpenVinoOptions(device=chosen["openvino_device"].upper()),
                 jpeg_draft=chosen["jpeg_draft"],
                 max_megapixels=chosen["max_megapixels"],
+                one_shot=one_shot,
             )
             return command(**kwargs, model_options=model_options)
 

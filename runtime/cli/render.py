@@ -69,6 +69,7 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("last indexed", data["last_indexed_at"] or "never"),
         ("folders", roots or "none"),
         ("size on disk", human_size(data["size_bytes"])),
+        *((f"auto: {job}", engine) for job, engine in data.get("engines", {}).items()),
     ]
 
 
@@ -185,6 +186,7 @@ def index_announcement(directory: Path, opened: Any, ray: str | None) -> None:
     err.print(
         f"Indexing into {directory} with the bundle at {opened.bundle.root} (from "
         f"{opened.bundle.manifest.model_id}) · {where} {opened.precision}"
+        + ("" if ray or not opened.why else f" ({opened.why})")
     )
 
 

@@ -154,6 +154,7 @@ def check_index(directory: Path) -> list[Check]:
 def check_providers(root: Path) -> list[Check]:
     from edge_search.runtime.model.openvino_session import openvino_installed
     from edge_search.runtime.model.providers import OPENVINO_EXTRA, load_onnxruntime
+    from edge_search.runtime.model.session import auto_choices, plan_label
 
     ort = load_onnxruntime()
 
@@ -175,6 +176,8 @@ def check_providers(root: Path) -> list[Check]:
         checks.append(_starts(bundle, "openvino", "fail"))
     else:
         checks.append(Check("provider openvino", "info", f"not installed ({OPENVINO_EXTRA})"))
+    for job, plan in auto_choices(bundle).items():
+        checks.append(Check(f"auto for {job}", "info", f"{plan_label(plan)} · {plan.why}"))
     return checks
 
 

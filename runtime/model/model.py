@@ -69,6 +69,7 @@ class Model:
             threads=options.threads,
             cuda=options.cuda,
             openvino=options.openvino,
+            one_shot=options.one_shot,
         )
         selfcheck.check_once(session[0], bundle)  # a swapped graph or a wrong embedding_dim: before any embedding
         preprocessor = cls.preprocessor_for(bundle, options)
@@ -98,6 +99,11 @@ class Model:
     @property
     def precision(self) -> str:
         return self.session.precision
+
+    @property
+    def why(self) -> str:
+        """Why this engine and precision (`auto` follows the job: see providers.resolve)."""
+        return self.session.why
 
     @property
     def random_weights(self) -> bool:

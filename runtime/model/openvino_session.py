@@ -77,6 +77,7 @@ class OpenVinoSession:
     precision: str
     target: str = "CPU"
     device: str = "openvino"
+    why: str = ""  # why this engine was chosen (providers.Plan.why)
     _requests: threading.local = field(default_factory=threading.local)
 
     @property

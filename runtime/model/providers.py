@@ -6,7 +6,7 @@ CPU. So `available` only decides what to *try*; `confirm` looks at `session.get_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_search.runtime.errors import ProviderError, UsageError
@@ -27,11 +27,34 @@ OPENVINO_EXTRA = "pip install 'edge-search[openvino]'"
 
 @dataclass(frozen=True)
 class Plan:
-    """One attempt: a device, a precision and the provider list handed to onnxruntime."""
+    """One attempt: a device, a precision, the provider list handed to onnxruntime, and why it was chosen (what
+    `info`, `verify` and the index line tell a person)."""
 
     device: str
     precision: str
     providers: list[Any] = field(default_factory=list)
+    why: str = ""
+
+    def because(self, why: str) -> Plan:
+        return replace(self, why=why)
+
+
+# Why `auto` takes what it takes, from the measurements in docs/benchmarks.md (issue 32's AMD EPYC, AVX-512 VNNI,
+# 2 cores, ViT-B/16 with int8-static): OpenVINO indexes 1.17x faster than onnxruntime's int8 (9.28 vs 10.89 s,
+# 131 real photos), but a cold query on it is 1.86x slower (0.70 vs 0.38 s: importing OpenVINO and compiling the
+# graph sit on its critical path).
+WHY_OPENVINO = "auto: OpenVINO int8-static, the higher throughput for a long job (indexing 1.17x onnxruntime int8)"
+WHY_ONE_SHOT = (
+    "auto: onnxruntime for a one-shot command (OpenVINO's import and compile would make a cold query 1.86x slower)"
+)
+WHY_NO_OPENVINO = (
+    "auto: onnxruntime on the CPU (OpenVINO is not installed; with it and an int8-static graph, long jobs run faster)"
+)
+WHY_NO_STATIC = (
+    "auto: onnxruntime on the CPU (the bundle has no int8-static graph for OpenVINO: export-model "
+    "--calibration-photos DIR makes one)"
+)
+WHY_CUDA = "auto: CUDA, onnxruntime's GPU provider, tried first wherever it is installed"
 
 
 def _pick_precision(device: str, requested: str, have: tuple[str, ...]) -> str:
@@ -50,15 +73,17 @@ def resolve(
     have: tuple[str, ...],
     cuda: CudaOptions = CudaOptions(),
     openvino_installed: bool = False,
+    one_shot: bool = False,
 ) -> list[Plan]:
-    """The plans to try, in order. Pure: `available` is onnxruntime's (untrusted) list of providers,
-    `openvino_installed` whether the openvino package is there to try."""
+    """The plans to try, in order, each with why. Pure: `available` is onnxruntime's (untrusted) list of
+    providers, `openvino_installed` whether the openvino package is there to try, `one_shot` whether the process
+    runs the model once (a cold query or embed), where start-up time is the cost."""
     device, precision = choose(Device, device, "--device"), choose(Precision, precision, "--precision")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
     cpu_plan = Plan("cpu", _pick_precision("cpu", precision, have), [CPU])
     openvino_plan = Plan("openvino", _pick_precision("openvino", precision, have))
     if device == "cpu":
-        return [cpu_plan]
+        return [cpu_plan.because("--device cpu: onnxruntime on the CPU, as asked")]
     if device == "openvino":
         if openvino_plan.precision not in OPENVINO_PRECISIONS:
             raise UsageError(
@@ -70,20 +95,27 @@ def resolve(
                 f"--device openvino was requested, but OpenVINO is not installed: {OPENVINO_EXTRA}.",
                 reason="OpenVINO is not installed",
             )
-        return [openvino_plan]
+        return [openvino_plan.because("--device openvino: OpenVINO, as asked")]
     if device == "cuda":
         if CUDA not in available:
             raise ProviderError(
                 "--device cuda was requested, but this onnxruntime has no CUDA provider (install the `gpu` extra: "
                 "onnxruntime-gpu, and not the CPU-only onnxruntime beside it)."
             )
-        return [cuda_plan]
-    plans = [cuda_plan] if CUDA in available else []
-    # OpenVINO only where it has the graph it was made for: on its fp32 alone it is no faster than onnxruntime's
-    # int8 (measured on an AVX-512 VNNI Xeon), so `auto` keeps onnxruntime there.
-    if openvino_installed and openvino_plan.precision == "int8-static":
-        plans.append(openvino_plan)
-    return [*plans, cpu_plan]
+        return [cuda_plan.because("--device cuda: CUDA, as asked")]
+    plans = [cuda_plan.because(WHY_CUDA)] if CUDA in available else []
+    # OpenVINO only where it has the graph it was made for (on its fp32 alone it is no faster than onnxruntime's
+    # int8, measured on an AVX-512 VNNI Xeon), and only for a long job: see WHY_ONE_SHOT.
+    if not openvino_installed:
+        cpu_why = WHY_NO_OPENVINO
+    elif openvino_plan.precision != "int8-static":
+        cpu_why = WHY_NO_STATIC
+    elif one_shot:
+        cpu_why = WHY_ONE_SHOT
+    else:
+        plans.append(openvino_plan.because(WHY_OPENVINO))
+        cpu_why = "auto: onnxruntime on the CPU (OpenVINO could not start)"
+    return [*plans, cpu_plan.because(cpu_why)]
 
 
 def started_on(plan: Plan, session_providers: list[str]) -> bool:

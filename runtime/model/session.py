@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,7 +12,7 @@ from edge_search.runtime.errors import BundleError, ProviderError
 from edge_search.runtime.host import default_threads
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.openvino_session import open_openvino, openvino_installed
-from edge_search.runtime.model.providers import load_onnxruntime, resolve, started_on
+from edge_search.runtime.model.providers import CUDA, Plan, load_onnxruntime, resolve, started_on
 from edge_search.runtime.options import CudaOptions, OpenVinoOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -25,6 +25,8 @@ class EmbeddingSession(Protocol):
     def precision(self) -> str: ...
     @property
     def provider(self) -> str: ...
+    @property
+    def why(self) -> str: ...
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [n, 3, H, W] -> float32 [n, dim] (not yet normalised)."""
@@ -39,6 +41,7 @@ class OrtSession:
     input_dtype: Any
     output_name: str
     per_image: bool = False  # dynamically quantized graphs: one image per call, see `run`
+    why: str = ""  # why this engine and precision were chosen (providers.Plan.why)
 
     @property
     def provider(self) -> str:
@@ -105,20 +108,24 @@ def open_session(
     """Open the best session the request allows. Returns it and notes on plans that fell through.
 
     `one_shot`: for a process that runs the model once (a cold query): weights are not pre-packed,
-    which makes the session ~0.07 s quicker to open and the one run ~0.02 s slower."""
+    which makes the session ~0.07 s quicker to open and the one run ~0.02 s slower, and `auto` keeps OpenVINO
+    (whose import and compile cost more than its speed gains back) out of it."""
     if device == "openvino":  # OpenVINO alone: onnxruntime is not needed, nor imported (a cold query's time)
         (plan,) = resolve(device, precision, [], bundle.precisions, cuda, openvino_installed())
-        return open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads), []
+        return replace(
+            open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads), why=plan.why
+        ), []
     ort = load_onnxruntime()
     ort.set_default_logger_severity(4)  # a CUDA provider that cannot start is reported by us, in one line
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession
     notes: list[str] = []
-    plans = resolve(device, precision, available, bundle.precisions, cuda, openvino_installed())
+    plans = resolve(device, precision, available, bundle.precisions, cuda, openvino_installed(), one_shot)
     for index, plan in enumerate(plans):
         if plan.device == "openvino":
             try:
-                return open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads), notes
+                opened = open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads)
+                return replace(opened, why=plan.why), notes
             except ProviderError as exc:
                 if index + 1 == len(plans):
                     raise
@@ -169,7 +176,31 @@ def open_session(
                 input_dtype=_ORT_TYPES.get(spec.type, np.float32),
                 output_name=session.get_outputs()[0].name,
                 per_image=is_dynamically_quantized(bundle.manifest.files[plan.precision].fused_ops),
+                why=plan.why,
             ),
             notes,
         )
     raise ProviderError("No execution provider could start.")  # unreachable: resolve never returns []
+
+
+# The two kinds of job `auto` chooses for (providers.resolve's `one_shot`), as `info` and `verify` name them.
+JOBS = {"index, serve, watch": False, "query, embed": True}
+
+
+def auto_choices(bundle: Bundle) -> dict[str, Plan]:
+    """What `auto` tries first for each kind of job on this machine, with why. No session is opened: CUDA counts
+    when onnxruntime lists it and its libraries load (it may still fall back to the CPU on a machine whose GPU
+    cannot start, as `verify` finds out)."""
+    ort = load_onnxruntime()
+    available = [p for p in ort.get_available_providers() if p != CUDA or not _cuda_library_problem(ort)]
+    installed = openvino_installed()
+    return {
+        job: resolve("auto", "auto", available, bundle.precisions, openvino_installed=installed, one_shot=one_shot)[0]
+        for job, one_shot in JOBS.items()
+    }
+
+
+def plan_label(plan: Plan) -> str:
+    """'OpenVINO int8-static', 'onnxruntime CPU int8', 'onnxruntime CUDA fp16'."""
+    engine = {"openvino": "OpenVINO", "cuda": "onnxruntime CUDA", "cpu": "onnxruntime CPU"}[plan.device]
+    return f"{engine} {plan.precision}"
