@@ -399,6 +399,32 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+ENGINE_NAMES = {"CPUExecutionProvider": "onnxruntime CPU", "CUDAExecutionProvider": "onnxruntime CUDA"}
+
+
+def engines(report: dict) -> str:
+    """Model throughput per engine x graph x batch, as a ratio to onnxruntime CPU fp32 in the same rounds (the
+    table docs/benchmarks.md shows; `tools/benchmark_tables.py` renders it from a report)."""
+    rows = [r for r in report["model_throughput"] if r.get("status") == "ok" and r.get("x_onnxruntime_cpu_fp32")]
+    batches = sorted({r["batch"] for r in rows})
+    engines_seen = list(dict.fromkeys((r["provider"], r["precision"]) for r in rows))
+    ratio = {(r["provider"], r["precision"], r["batch"]): r["x_onnxruntime_cpu_fp32"] for r in rows}
+    lines = [
+        "| engine | graph | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|---|" + "---|" * len(batches),
+    ]
+    for provider, precision in engines_seen:
+        cells = [f"{ratio[(provider, precision, b)]:.2f}" if (provider, precision, b) in ratio else "" for b in batches]
+        lines.append(f"| {ENGINE_NAMES.get(provider, provider)} | {precision} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def side_by_side(report: dict) -> str:
+    """Every side-by-side with the original pipeline in a report, one table each (without their headings)."""
+    tables = [_side_by_side_table(side) for side in [report.get("side_by_side"), *report.get("side_by_side_more", [])]]
+    return "\n".join(line for table in tables for line in table[2:] if table)
+
+
 def _side_by_side_table(side: dict | None) -> list[str]:
     lines: list[str] = []
     if side and "indexing" in side:

@@ -3,9 +3,10 @@
     python tools/benchmark_tables.py            rewrite every generated table in docs/benchmarks.md
     python tools/benchmark_tables.py --check    exit 1 if one differs from its results (tests/test_cli_docs.py)
 
-A generated table sits between two markers that name its results file and the benchmark section that renders it:
+A generated table sits between two markers that name its results file and the benchmark section that renders it
+(its `markdown` function, or the one named after it):
 
-    <!-- generated from benchmarks/results/FILE.json by benchmarks.SECTION -->
+    <!-- generated from benchmarks/results/FILE.json by benchmarks.SECTION[.FUNCTION] -->
     ...
     <!-- end of generated table -->
 """
@@ -21,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 BLOCK = re.compile(
-    r"(<!-- generated from (?P<source>\S+) by (?P<section>benchmarks\.\w+) -->\n)(?P<body>.*?)(<!-- end of generated "
-    r"table -->)",
+    r"(<!-- generated from (?P<source>\S+) by (?P<section>benchmarks\.\w+)(?:\.(?P<function>\w+))? -->\n)(?P<body>.*?)"
+    r"(<!-- end of generated table -->)",
     re.S,
 )
 
@@ -32,8 +33,8 @@ def render(text: str) -> str:
 
     def block(match: re.Match) -> str:
         report = json.loads((ROOT / match["source"]).read_text())
-        markdown = importlib.import_module(match["section"]).markdown
-        return f"{match[1]}\n{markdown(report).strip()}\n\n{match[5]}"
+        renderer = getattr(importlib.import_module(match["section"]), match["function"] or "markdown")
+        return f"{match[1]}\n{renderer(report).strip()}\n\n{match[6]}"
 
     return BLOCK.sub(block, text)
 
