@@ -412,8 +412,7 @@ class Library:
                 return not excluded_sha or catalog.sha256_of(hit_key) not in excluded_sha
 
         hits = reader.search(query, k, min_score, keep)
-        notes = list(reader.notes)
-        reader.notes.clear()
+        notes = reader.take_notes()
         return QueryResult(hits, model.provider if model else None, model.precision if model else None, notes)
 
     def dupes(self, threshold: float | None = None, *, under_dir: str | os.PathLike | None = None) -> DupesReport:
@@ -434,8 +433,7 @@ class Library:
             random_weights=reader.meta.random_weights,
             index_dtype=reader.meta.vector_dtype,
         )
-        report.notes.extend(reader.notes)
-        reader.notes.clear()
+        report.notes.extend(reader.take_notes())
         return report
 
     def _recorded_threshold(self) -> tuple[float, str]:

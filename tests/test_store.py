@@ -149,7 +149,9 @@ def test_a_damaged_index_file_is_rebuilt_from_sqlite(engine, photo_dir, tmp_path
         bundle, embedder = engine
         hits = reader.search(embedder.embed_pixels(embedder.preprocessor.load(target)[None])[0], 1)
         assert hits[0].path == str(target)
-        assert any("Rebuilt" in note for note in reader.notes)
+        notes = reader.take_notes()
+        assert any("Rebuilt" in note for note in notes) and any("Republished" in note for note in notes)
+        assert reader.take_notes() == []  # each note is told once
     finally:
         reader.close()
     assert query(engine, index, target)[0].path == str(target)  # republished: the next reader is served directly

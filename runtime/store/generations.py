@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -324,7 +325,8 @@ class IndexReader:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.catalog = Catalog.open(self.directory, create=False)
-        self.notes: list[str] = []
+        self._notes: list[str] = []  # what this reader repaired, until a result carries it: `take_notes`
+        self._notes_lock = threading.Lock()
         self._index: Index | None = None
         self._generation = -1
 
@@ -334,6 +336,17 @@ class IndexReader:
     @property
     def meta(self) -> IndexMeta:
         return self.catalog.index_meta()
+
+    def take_notes(self) -> list[str]:
+        """What this reader did that a person should hear of (an index file rebuilt, republished) since the last
+        call: each note goes into exactly one result, even with threads sharing the reader."""
+        with self._notes_lock:
+            notes, self._notes = self._notes, []
+        return notes
+
+    def _note(self, note: str) -> None:
+        with self._notes_lock:
+            self._notes.append(note)
 
     def index(self) -> Index:
         """The last committed generation; a long-lived reader picks up newer ones as they are published."""
@@ -359,7 +372,7 @@ class IndexReader:
                 if _current(self.catalog)[0] != name:
                     continue  # a writer published a new generation meanwhile: read that one
                 break
-        self.notes.append(f"{problem} Rebuilt the index from the catalog.")
+        self._note(f"{problem} Rebuilt the index from the catalog.")
         index = _build_from_catalog(self.catalog, meta.settings)
         self._repair()
         return index
@@ -378,7 +391,7 @@ class IndexReader:
             try:
                 index = _build_from_catalog(writer_catalog, writer_catalog.index_meta().settings)
                 generation = publish_generation(writer_catalog, self.directory, index)
-                self.notes.append(f"Republished the index file as generation {generation}.")
+                self._note(f"Republished the index file as generation {generation}.")
             finally:
                 writer_catalog.close()
         except (OSError, StorageError, IndexCorrupt):
