@@ -1,7 +1,7 @@
 """The tables of docs/benchmarks.md, rendered from the results they report, so that none is copied by hand.
 
     python tools/benchmark_tables.py            rewrite every generated table in docs/benchmarks.md
-    python tools/benchmark_tables.py --check    exit 1 if one differs from its results (tests/test_cli_docs.py)
+    python tools/benchmark_tables.py --check    exit 1 if one differs from its results (tests/cli/test_cli_docs.py)
 
 A generated table sits between two markers that name its results file and the benchmark section that renders it
 (its `markdown` function, or the one named after it):

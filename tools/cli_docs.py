@@ -1,6 +1,6 @@
 """docs/cli.md, made from every command's `--help` so that it cannot drift from the code.
 
-    python tools/cli_docs.py > docs/cli.md        (tests/test_cli_docs.py fails when the two differ)
+    python tools/cli_docs.py > docs/cli.md        (tests/cli/test_cli_docs.py fails when the two differ)
 
 The help is rendered as a user's terminal would at 100 columns, without colour.
 """

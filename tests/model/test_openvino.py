@@ -1,6 +1,6 @@
 """OpenVINO as a device: when `auto` tries it, what an explicit `--device openvino` demands, and that a missing
 or broken OpenVINO install costs a note (auto) or one paragraph (explicit), never a traceback. The graph it runs
-is measured on trained weights in tests/test_trained.py."""
+is measured on trained weights in tests/export/test_trained.py."""
 
 from __future__ import annotations
 
