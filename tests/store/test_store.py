@@ -20,6 +20,7 @@ from edge_search.runtime.model.embedder import Embedder
 from edge_search.runtime.model.preprocess import Preprocessor
 from edge_search.runtime.model.session import open_session
 from edge_search.runtime.store import vector_index as vi
+from edge_search.runtime.store.catalog import Catalog
 from edge_search.runtime.store.generations import IndexReader, IndexWriter
 
 
@@ -59,6 +60,8 @@ def test_incremental_add_modify_delete(engine, photo_dir, tmp_path):
     photo(1000).save(photo_dir / "new.jpg")
     third = index_once(engine, index, [photo_dir])
     assert (third.added, third.updated, third.removed, third.unchanged, third.count) == (1, 1, 1, 10, 12)
+    with Catalog.open(index, create=False) as catalog:
+        assert catalog.index_meta().index_count == 12  # what `info` reports of the published file
     assert query(engine, index, changed)[0].path == str(changed)
     assert all(
         h.path != str(photo_dir / "sub" / "img04.gif") for h in query(engine, index, photo_dir / "new.jpg", k=12)
@@ -173,9 +176,10 @@ def test_a_bundle_with_other_preprocessing_or_weights_is_refused_with_how_to_rei
     )
     other_weights = _variant(engine[0].root, tmp_path / "weights", lambda m: m.update(source_sha256="0" * 64))
     for other in (other_mean, other_weights):
-        with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR"):
+        with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR") as refused:
             with IndexWriter(index, other, precision="fp32"):
                 pass
+        assert "Embeddings of different models cannot be compared. Use the original bundle" in str(refused.value)
 
 
 def test_what_does_not_change_embeddings_does_not_change_the_binding(engine, photo_dir, tmp_path):
