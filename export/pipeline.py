@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +382,7 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
         files=files,
         opset=plan.opset,
         versions=_versions(),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_sha256=source_sha256,
         dupe_threshold=plan.dupe_threshold if plan.dupe_threshold is not None else family_threshold(source.model_type),
         text=text,

@@ -31,7 +31,7 @@ from edge_search.runtime.errors import (
     IndexMissing,
     UsageError,
 )
-from edge_search.runtime.files import under
+from edge_search.runtime.files import sha256_file, under
 from edge_search.runtime.jobs.dupes import DupesReport, find_duplicates
 from edge_search.runtime.jobs.indexer import IndexReport, RunOptions, run_index
 from edge_search.runtime.jobs.verify import (
@@ -608,8 +608,7 @@ def _sha256(image: ImageSource) -> str:
     if isinstance(image, bytes):
         return hashlib.sha256(image).hexdigest()
     if isinstance(image, (str, os.PathLike)):
-        with open(image, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return sha256_file(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return hashlib.sha256(buffer.getvalue()).hexdigest()

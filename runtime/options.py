@@ -7,8 +7,9 @@ frozen object, so every layer sees the same validated values.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from edge_search.runtime.errors import UsageError
@@ -16,14 +17,27 @@ from edge_search.runtime.errors import UsageError
 if TYPE_CHECKING:
     from PIL import Image
 
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # Python 3.10 (JetPack 6): the same behaviour where it matters here, str() and format() give the value
+
+    class StrEnum(str, Enum):
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return str(self.value).__format__(spec)
+
 
 class Device(StrEnum):
-    """Where the model runs. `auto` tries CUDA, then OpenVINO (where it is installed and the bundle has an
-    int8-static graph), and keeps each only if a session really starts there; `cpu` is onnxruntime's CPU."""
+    """Where the model runs. `auto` tries TensorRT and CUDA (where their libraries load), then OpenVINO (where it is
+    installed, the bundle has an int8-static graph and the job is a long one), and keeps each only if a session
+    really starts there; `cpu` is onnxruntime's CPU."""
 
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+    tensorrt = "tensorrt"
     openvino = "openvino"
 
 

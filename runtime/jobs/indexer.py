@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -25,7 +24,7 @@ from edge_search.runtime.files import under
 from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
-from edge_search.runtime.options import DecodeLimits
+from edge_search.runtime.options import DecodeLimits, StrEnum
 from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
 from edge_search.runtime.store.generations import IndexWriter
 

@@ -153,7 +153,7 @@ def check_index(directory: Path) -> list[Check]:
 
 def check_providers(root: Path) -> list[Check]:
     from edge_search.runtime.model.openvino_session import openvino_installed
-    from edge_search.runtime.model.providers import OPENVINO_EXTRA, load_onnxruntime
+    from edge_search.runtime.model.providers import CPU, CUDA, OPENVINO_EXTRA, TENSORRT, load_onnxruntime
     from edge_search.runtime.model.session import auto_choices, plan_label
 
     ort = load_onnxruntime()
@@ -164,9 +164,8 @@ def check_providers(root: Path) -> list[Check]:
         return []
     checks = []
     available = ort.get_available_providers()
-    for device in ("cuda", "cpu"):
-        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-        absent: Status = "info" if device == "cuda" else "fail"  # no GPU here is a fact, not a fault
+    for device, provider in (("tensorrt", TENSORRT), ("cuda", CUDA), ("cpu", CPU)):
+        absent: Status = "fail" if device == "cpu" else "info"  # no GPU here is a fact, not a fault
         if provider not in available:
             checks.append(Check(f"provider {device}", absent, f"{provider} is not in this onnxruntime build"))
             continue

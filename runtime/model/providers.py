@@ -14,8 +14,13 @@ from edge_search.runtime.options import CudaOptions, Device, Precision, choose
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-# What `auto` precision means on each device, best first (the bundle may lack some graphs).
+TENSORRT = "TensorrtExecutionProvider"
+# The parity a TensorRT engine (fp16 arithmetic) must keep against the bundle's recorded references, cosine.
+TENSORRT_PARITY = 0.999
+# What `auto` precision means on each device, best first (the bundle may lack some graphs). TensorRT builds its
+# fp16 engine from the fp32 graph (`model.tensorrt`).
 AUTO_PRECISION = {
+    "tensorrt": ("fp32", "fp16"),
     "cuda": ("fp16", "fp32"),
     "openvino": ("int8-static", "fp32"),
     "cpu": ("int8", "fp32"),
@@ -55,6 +60,11 @@ WHY_NO_STATIC = (
     "--calibration-photos DIR makes one)"
 )
 WHY_CUDA = "auto: CUDA, onnxruntime's GPU provider, tried first wherever it is installed"
+WHY_TENSORRT = "auto: TensorRT (an fp16 engine built once per GPU and cached), tried first where its libraries load"
+TENSORRT_MISSING = (
+    "this onnxruntime has no TensorRT provider (install the `gpu` extra's onnxruntime-gpu, and TensorRT: "
+    "`pip install tensorrt-cu12` on a PC, JetPack's own on a Jetson)"
+)
 
 
 def _pick_precision(device: str, requested: str, have: tuple[str, ...]) -> str:
@@ -80,6 +90,8 @@ def resolve(
     runs the model once (a cold query or embed), where start-up time is the cost."""
     device, precision = choose(Device, device, "--device"), choose(Precision, precision, "--precision")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
+    # the TensorRT provider's options (its engine cache) are filled in when the session opens: see `tensorrt`
+    tensorrt_plan = Plan("tensorrt", _pick_precision("tensorrt", precision, have), [TENSORRT, *cuda_plan.providers])
     cpu_plan = Plan("cpu", _pick_precision("cpu", precision, have), [CPU])
     openvino_plan = Plan("openvino", _pick_precision("openvino", precision, have))
     if device == "cpu":
@@ -103,7 +115,15 @@ def resolve(
                 "onnxruntime-gpu, and not the CPU-only onnxruntime beside it)."
             )
         return [cuda_plan.because("--device cuda: CUDA, as asked")]
-    plans = [cuda_plan.because(WHY_CUDA)] if CUDA in available else []
+    if device == "tensorrt":
+        if TENSORRT not in available:
+            raise ProviderError(
+                f"--device tensorrt was requested, but {TENSORRT_MISSING}. Use --device cuda, cpu or auto.",
+                reason="TensorRT is not in this onnxruntime",
+            )
+        return [tensorrt_plan.because("--device tensorrt: TensorRT, as asked")]
+    plans = [tensorrt_plan.because(WHY_TENSORRT)] if TENSORRT in available else []
+    plans += [cuda_plan.because(WHY_CUDA)] if CUDA in available else []
     # OpenVINO only where it has the graph it was made for (on its fp32 alone it is no faster than onnxruntime's
     # int8, measured on an AVX-512 VNNI Xeon), and only for a long job: see WHY_ONE_SHOT.
     if not openvino_installed:
@@ -119,9 +139,9 @@ def resolve(
 
 
 def started_on(plan: Plan, session_providers: list[str]) -> bool:
-    """Whether the session really runs on the plan's device (CUDA must come first)."""
-    if plan.device == "cuda":
-        return bool(session_providers) and session_providers[0] == CUDA
+    """Whether the session really runs on the plan's device (CUDA, or TensorRT, must come first)."""
+    if plan.device in ("cuda", "tensorrt"):
+        return bool(session_providers) and session_providers[0] == (CUDA if plan.device == "cuda" else TENSORRT)
     return CPU in session_providers
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -10,9 +12,18 @@ import numpy as np
 
 from edge_search.runtime.errors import BundleError, ProviderError
 from edge_search.runtime.host import default_threads
+from edge_search.runtime.model import selfcheck, tensorrt
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.openvino_session import open_openvino, openvino_installed
-from edge_search.runtime.model.providers import CUDA, Plan, load_onnxruntime, resolve, started_on
+from edge_search.runtime.model.providers import (
+    CUDA,
+    TENSORRT,
+    TENSORRT_PARITY,
+    Plan,
+    load_onnxruntime,
+    resolve,
+    started_on,
+)
 from edge_search.runtime.options import CudaOptions, OpenVinoOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -69,8 +80,9 @@ def is_dynamically_quantized(fused_ops: dict[str, int]) -> bool:
     return any(fused_ops.get(op) for op in DYNAMIC_QUANTIZATION_OPS)
 
 
-def _cuda_library_problem(ort) -> str | None:
-    """Why the CUDA provider library cannot load (a missing CUDA / cuDNN library), or None if it can.
+def _library_problem(ort, device: str = "cuda") -> str | None:
+    """Why the CUDA (or TensorRT) provider library cannot load (a missing CUDA / cuDNN / TensorRT library), or
+    None if it can.
 
     A dlopen that fails on a missing dependency takes milliseconds; letting onnxruntime find out costs
     about a second per process, which a cold query on a CPU-only box should not pay.
@@ -78,19 +90,23 @@ def _cuda_library_problem(ort) -> str | None:
     import ctypes
     import os
 
-    library = os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime_providers_cuda.so")
+    library = os.path.join(os.path.dirname(ort.__file__), "capi", f"libonnxruntime_providers_{device}.so")
     if not os.path.exists(library):
-        return "this onnxruntime build has no CUDA provider library"
+        return f"this onnxruntime build has no {_NAMES[device]} provider library"
     try:
         ctypes.CDLL(library, mode=os.RTLD_LAZY | os.RTLD_LOCAL)
     except OSError as exc:
         if "cannot open shared object file" in str(exc):
-            return f"{exc} (CUDA / cuDNN runtime libraries missing)"
+            return f"{exc} ({_NAMES[device]} runtime libraries missing)"
     return None
 
 
-def _cuda_failure_reason(ort) -> str:
-    return _cuda_library_problem(ort) or "no usable GPU is visible, or the driver is too old"
+_NAMES = {"cuda": "CUDA", "tensorrt": "TensorRT"}
+_DEVICES = {CUDA: "cuda", TENSORRT: "tensorrt"}
+
+
+def _failure_reason(ort, device: str) -> str:
+    return _library_problem(ort, device) or "no usable GPU is visible, or the driver is too old"
 
 
 def open_session(
@@ -124,22 +140,24 @@ def open_session(
     for index, plan in enumerate(plans):
         if plan.device == "openvino":
             try:
-                opened = open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads)
-                return replace(opened, why=plan.why), notes
+                compiled = open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads)
+                return replace(compiled, why=plan.why), notes
             except ProviderError as exc:
                 if index + 1 == len(plans):
                     raise
                 notes.append(f"{exc.reason}; using onnxruntime on the CPU.")
                 continue
-        if plan.device == "cuda" and session_factory is None:
-            problem = _cuda_library_problem(ort)
+        if plan.device in _NAMES and session_factory is None:
+            problem = _library_problem(ort, plan.device)
             if problem and index + 1 < len(plans):
-                notes.append(f"CUDA cannot start ({problem}); using the CPU.")
+                if plan.device == "cuda":  # no TensorRT libraries on a CUDA box is how most are set up: no note
+                    notes.append(f"CUDA cannot start ({problem}); using the CPU.")
                 continue
             if problem:
                 raise ProviderError(
-                    f"--device cuda was requested but CUDA cannot start: {problem}. Use --device cpu or auto.",
-                    reason=f"CUDA cannot start: {problem}",
+                    f"--device {plan.device} was requested but {_NAMES[plan.device]} cannot start: {problem}. "
+                    "Use --device cpu or auto.",
+                    reason=f"{_NAMES[plan.device]} cannot start: {problem}",
                 )
         path = bundle.model_path(plan.precision)
         options = ort.SessionOptions()
@@ -148,38 +166,47 @@ def open_session(
         options.log_severity_level = 3
         if one_shot:
             options.add_session_config_entry("session.disable_prepacking", "1")
+        engine = _EngineBuild(bundle, plan, ort.__version__, cuda.device_id) if plan.device == "tensorrt" else None
         try:
-            session = factory(str(path), sess_options=options, providers=plan.providers)
+            session = factory(str(path), sess_options=options, providers=engine.providers if engine else plan.providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeError types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if plan.device == "cuda" and index + 1 < len(plans):
-                notes.append(f"CUDA could not start ({reason}); using the CPU.")
+            if plan.device in _NAMES and index + 1 < len(plans):
+                notes.append(f"{_NAMES[plan.device]} could not start ({reason}); using {_next(plans, index)}.")
                 continue
             raise BundleError(f"onnxruntime could not load {path}: {reason}") from exc
         got = list(session.get_providers())
         if not started_on(plan, got):
-            reason = f"onnxruntime fell back to {', '.join(got) or 'nothing'}: {_cuda_failure_reason(ort)}"
+            reason = f"onnxruntime fell back to {', '.join(got) or 'nothing'}: {_failure_reason(ort, plan.device)}"
             if index + 1 < len(plans):
-                notes.append(f"CUDA could not start ({reason}); using the CPU.")
+                notes.append(f"{_NAMES[plan.device]} could not start ({reason}); using {_next(plans, index)}.")
                 continue
             raise ProviderError(
-                f"--device cuda was requested but CUDA could not start: {reason}. Use --device cpu or auto.",
-                reason=f"CUDA could not start: {reason}",
+                f"--device {plan.device} was requested but {_NAMES[plan.device]} could not start: {reason}. "
+                "Use --device cpu or auto.",
+                reason=f"{_NAMES[plan.device]} could not start: {reason}",
             )
         spec = session.get_inputs()[0]
-        return (
-            OrtSession(
-                session=session,
-                device=plan.device,
-                precision=plan.precision,
-                input_name=spec.name,
-                input_dtype=_ORT_TYPES.get(spec.type, np.float32),
-                output_name=session.get_outputs()[0].name,
-                per_image=is_dynamically_quantized(bundle.manifest.files[plan.precision].fused_ops),
-                why=plan.why,
-            ),
-            notes,
+        opened = OrtSession(
+            session=session,
+            device=plan.device,
+            precision=plan.precision,
+            input_name=spec.name,
+            input_dtype=_ORT_TYPES.get(spec.type, np.float32),
+            output_name=session.get_outputs()[0].name,
+            per_image=is_dynamically_quantized(bundle.manifest.files[plan.precision].fused_ops),
+            why=plan.why,
         )
+        if engine is not None:
+            try:
+                engine.check(opened)
+            except ProviderError as exc:
+                if index + 1 < len(plans):
+                    notes.append(f"{exc.reason}; using {_next(plans, index)}.")
+                    continue
+                raise
+            notes += engine.notes
+        return opened, notes
     raise ProviderError("No execution provider could start.")  # unreachable: resolve never returns []
 
 
@@ -188,11 +215,13 @@ JOBS = {"index, serve, watch": False, "query, embed": True}
 
 
 def auto_choices(bundle: Bundle) -> dict[str, Plan]:
-    """What `auto` tries first for each kind of job on this machine, with why. No session is opened: CUDA counts
-    when onnxruntime lists it and its libraries load (it may still fall back to the CPU on a machine whose GPU
-    cannot start, as `verify` finds out)."""
+    """What `auto` tries first for each kind of job on this machine, with why. No session is opened: TensorRT and
+    CUDA count when onnxruntime lists them and their libraries load (they may still fall back on a machine whose
+    GPU cannot start, as `verify` finds out)."""
     ort = load_onnxruntime()
-    available = [p for p in ort.get_available_providers() if p != CUDA or not _cuda_library_problem(ort)]
+    available = [
+        p for p in ort.get_available_providers() if p not in _DEVICES or not _library_problem(ort, _DEVICES[p])
+    ]
     installed = openvino_installed()
     return {
         job: resolve("auto", "auto", available, bundle.precisions, openvino_installed=installed, one_shot=one_shot)[0]
@@ -202,5 +231,52 @@ def auto_choices(bundle: Bundle) -> dict[str, Plan]:
 
 def plan_label(plan: Plan) -> str:
     """'OpenVINO int8-static', 'onnxruntime CPU int8', 'onnxruntime CUDA fp16'."""
-    engine = {"openvino": "OpenVINO", "cuda": "onnxruntime CUDA", "cpu": "onnxruntime CPU"}[plan.device]
+    engine = {
+        "openvino": "OpenVINO",
+        "tensorrt": "onnxruntime TensorRT",
+        "cuda": "onnxruntime CUDA",
+        "cpu": "onnxruntime CPU",
+    }[plan.device]
     return f"{engine} {plan.precision}"
+
+
+def _next(plans: list[Plan], index: int) -> str:
+    return {"cuda": "CUDA", "cpu": "the CPU", "openvino": "OpenVINO"}.get(plans[index + 1].device, "the next engine")
+
+
+class _EngineBuild:
+    """A TensorRT session's engine: where it is cached (`tensorrt.EngineKey`), the message while a first build
+    runs, and the parity check that keeps a wrong engine out."""
+
+    def __init__(self, bundle: Bundle, plan: Plan, onnxruntime_version: str, device_id: int):
+        self.bundle = bundle
+        self.key = tensorrt.engine_key(bundle.identity, plan.precision, onnxruntime_version, device_id)
+        self.folder = self.key.folder()
+        self.fresh = not tensorrt.has_engine(self.folder)
+        self.providers = [tensorrt.provider(self.folder, device_id), *plan.providers[1:]]
+        self.notes: list[str] = []
+        tensorrt.write_key(self.folder, self.key)
+        if self.fresh:  # minutes of silence otherwise: said as it starts (logging's last-resort handler: stderr)
+            logging.getLogger("edge_search.tensorrt").warning(
+                "Building a TensorRT engine once for this GPU (%s); this takes a few minutes, later runs load it "
+                "from %s.",
+                self.key.gpu,
+                self.folder,
+            )
+        self.started = time.perf_counter()
+
+    def check(self, session: OrtSession) -> None:
+        """ProviderError unless the engine reproduces the bundle's recorded embeddings to `TENSORRT_PARITY`."""
+        spec = self.bundle.manifest.files[session.precision]
+        try:
+            lowest = selfcheck.check(session, self.bundle, spec, tolerance=TENSORRT_PARITY)
+        except BundleError as exc:
+            raise ProviderError(
+                f"The TensorRT engine does not reproduce the bundle's embeddings: {exc}",
+                reason=f"the TensorRT engine fails its parity check (cosine >= {TENSORRT_PARITY} expected)",
+            ) from exc
+        if self.fresh:
+            self.notes.append(
+                f"Built a TensorRT engine for {self.key.gpu} in {time.perf_counter() - self.started:.0f} s "
+                f"(parity cosine {'not recorded' if lowest is None else f'{lowest:.5f}'}); cached in {self.folder}."
+            )
