@@ -80,7 +80,7 @@ def is_dynamically_quantized(fused_ops: dict[str, int]) -> bool:
     return any(fused_ops.get(op) for op in DYNAMIC_QUANTIZATION_OPS)
 
 
-def _library_problem(ort, device: str = "cuda") -> str | None:
+def provider_library_problem(ort, device: str = "cuda") -> str | None:
     """Why the CUDA (or TensorRT) provider library cannot load (a missing CUDA / cuDNN / TensorRT library), or
     None if it can.
 
@@ -106,7 +106,7 @@ _DEVICES = {CUDA: "cuda", TENSORRT: "tensorrt"}
 
 
 def _failure_reason(ort, device: str) -> str:
-    return _library_problem(ort, device) or "no usable GPU is visible, or the driver is too old"
+    return provider_library_problem(ort, device) or "no usable GPU is visible, or the driver is too old"
 
 
 def open_session(
@@ -148,7 +148,7 @@ def open_session(
                 notes.append(f"{exc.reason}; using onnxruntime on the CPU.")
                 continue
         if plan.device in _NAMES and session_factory is None:
-            problem = _library_problem(ort, plan.device)
+            problem = provider_library_problem(ort, plan.device)
             if problem and index + 1 < len(plans):
                 if plan.device == "cuda":  # no TensorRT libraries on a CUDA box is how most are set up: no note
                     notes.append(f"CUDA cannot start ({problem}); using the CPU.")
@@ -220,7 +220,7 @@ def auto_choices(bundle: Bundle) -> dict[str, Plan]:
     GPU cannot start, as `verify` finds out)."""
     ort = load_onnxruntime()
     available = [
-        p for p in ort.get_available_providers() if p not in _DEVICES or not _library_problem(ort, _DEVICES[p])
+        p for p in ort.get_available_providers() if p not in _DEVICES or not provider_library_problem(ort, _DEVICES[p])
     ]
     installed = openvino_installed()
     return {
