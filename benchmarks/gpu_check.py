@@ -227,32 +227,25 @@ def markdown(report: dict) -> str:
     lines = [f"# GPU acceptance run — {report['date']}", "", f"GPU: {report['gpu'] or 'none'}. {report['status']}", ""]
     if report.get("install_plan"):
         lines += ["Installed first:", "", *(f"    {' '.join(c)}" for c in report["install_plan"]), ""]
-    if report.get("parity"):
-        lines += [
-            "## Parity against onnxruntime CPU fp32",
-            "",
-            "| engine | graph | status | open s | min cos | mean cos |",
+    parity = [
+        [
+            p["device"],
+            p["precision"],
+            p["status"],
+            p.get("open_s", ""),
+            p.get("min_cosine", ""),
+            p.get("mean_cosine", ""),
         ]
-        lines.append("|---|---|---|---|---|---|")
-        for p in report["parity"]:
-            lines.append(
-                f"| {p['device']} | {p['precision']} | {p['status']} | {p.get('open_s', '')} | "
-                f"{p.get('min_cosine', '')} | {p.get('mean_cosine', '')} |"
-            )
-        lines.append("")
-    if report.get("throughput"):
-        lines += [
-            "## Throughput",
-            "",
-            "| engine | graph | batch | images/s | p50 ms | GPU memory MB |",
-            "|---|---|---|---|---|---|",
-        ]
-        for t in report["throughput"]:
-            lines.append(
-                f"| {t['device']} | {t['precision']} | {t['batch']} | {t['images_per_s']} | {t['p50_ms']} | "
-                f"{t['gpu_memory_mb']} |"
-            )
-        lines.append("")
+        for p in report.get("parity", [])
+    ]
+    lines += _table(
+        "Parity against onnxruntime CPU fp32", "engine | graph | status | open s | min cos | mean cos", parity
+    )
+    throughput = [
+        [t["device"], t["precision"], t["batch"], t["images_per_s"], t["p50_ms"], t["gpu_memory_mb"]]
+        for t in report.get("throughput", [])
+    ]
+    lines += _table("Throughput", "engine | graph | batch | images/s | p50 ms | GPU memory MB", throughput)
     if report.get("auto"):
         lines += [
             f"`auto` chose {report['auto']['device']} {report['auto']['precision']}: {report['auto']['why']}.",
@@ -267,6 +260,20 @@ def markdown(report: dict) -> str:
             else f"`edge-search index`: {e2e['status']}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _table(title: str, header: str, rows: list[list]) -> list[str]:
+    if not rows:
+        return []
+    columns = header.count("|") + 1
+    return [
+        f"## {title}",
+        "",
+        f"| {header} |",
+        "|" + "---|" * columns,
+        *("| " + " | ".join(map(str, r)) + " |" for r in rows),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> Path:
