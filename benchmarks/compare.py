@@ -114,7 +114,7 @@ def side_by_side(
         edge_index, chroma = workdir / "ab-edge-index", workdir / "ab-chroma"
         shutil.rmtree(edge_index, ignore_errors=True)
         shutil.rmtree(chroma, ignore_errors=True)
-        a, _, _ = run_measured(
+        a, _, indexed = run_measured(
             edge + ["index", str(images), "--device", device, "--precision", precision, "--json"],
             edge_env(bundle, edge_index),
         )
@@ -140,6 +140,7 @@ def side_by_side(
             "original_images_per_s": round(count / statistics.median(r["original_s"] for r in index_rows), 2),
             "speedup": spread([r["original_s"] / r["edge_s"] for r in index_rows]),
             "note": "whole process wall time, start-up and model load included, fresh index each run",
+            "edge_engine": _engine(indexed),
         },
         "cold_query": {
             "edge_s": round(statistics.median(r["edge_s"] for r in query_rows), 3),
@@ -147,6 +148,7 @@ def side_by_side(
             "speedup": spread([r["original_s"] / r["edge_s"] for r in query_rows]),
             "edge_peak_rss_mb": round(statistics.median(r["edge_rss_mb"] for r in query_rows), 1),
             "original_peak_rss_mb": round(statistics.median(r["original_rss_mb"] for r in query_rows), 1),
+            "edge_engine": query_rows[-1]["edge_engine"],
         },
         "warm_query_ms": {
             "original": round(json.loads(warm_out)["warm_ms"], 1),
@@ -172,12 +174,30 @@ def cold_queries(
     edge += ["--device", device, "--precision", precision]
     rows = []
     for round_ in range(rounds):
-        qa, ra, _ = run_measured(edge, edge_env(bundle, edge_index))
+        qa, ra, answered = run_measured(edge, edge_env(bundle, edge_index))
         qb, rb, _ = run_measured(
             [str(baseline_python()), str(BASELINE), "query", str(checkpoint), str(chroma), str(image)]
         )
-        rows.append({"round": round_, "edge_s": qa, "edge_rss_mb": ra, "original_s": qb, "original_rss_mb": rb})
+        rows.append(
+            {
+                "round": round_,
+                "edge_s": qa,
+                "edge_rss_mb": ra,
+                "original_s": qb,
+                "original_rss_mb": rb,
+                "edge_engine": _engine(answered),
+            }
+        )
     return rows
+
+
+def _engine(output: str) -> str:
+    """'CPUExecutionProvider int8', 'OpenVINO CPU int8-static': what an `index` or `query --json` ran on."""
+    try:
+        answer = json.loads(output)
+    except ValueError:
+        return "unknown"
+    return f"{answer.get('provider')} {answer.get('precision')}"
 
 
 def main() -> None:
