@@ -92,9 +92,15 @@ def test_a_sound_catalog_passes_its_integrity_check(catalog):
     assert catalog.integrity_check() == "ok"
 
 
+def test_deleting_nothing_deletes_nothing(catalog):
+    catalog.upsert_results([ok_row("a.jpg", 1)])
+    assert catalog.delete_paths([]) == 0 and catalog.count("ok") == 1
+    assert catalog.delete_paths([encode_path("/photos/a.jpg")]) == 1 and catalog.count("ok") == 0
+
+
 def test_an_index_directory_that_cannot_be_created_is_a_storage_error_naming_it(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
-    with pytest.raises(StorageError, match=r"Cannot create the index directory .*a-file/index"):
+    with pytest.raises(StorageError, match=r"^Cannot create the index directory .*a-file/index: Not a directory\.$"):
         Catalog.open(tmp_path / "a-file" / "index", create=True)
 
 

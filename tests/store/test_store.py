@@ -179,7 +179,10 @@ def test_a_bundle_with_other_preprocessing_or_weights_is_refused_with_how_to_rei
         with pytest.raises(IndexMismatch, match="--index NEW_INDEX_DIR") as refused:
             with IndexWriter(index, other, precision="fp32"):
                 pass
-        assert "Embeddings of different models cannot be compared. Use the original bundle" in str(refused.value)
+        assert (
+            "other weights or other preprocessing. Embeddings of different models cannot be compared. Use the "
+            "original bundle (--model)" in str(refused.value)
+        )
 
 
 def test_what_does_not_change_embeddings_does_not_change_the_binding(engine, photo_dir, tmp_path):
