@@ -79,7 +79,7 @@ def test_pairs_whose_pixels_differ_are_each_counted_and_none_is_grouped(tmp_path
         catalog.upsert_results(rows)
         index = vi.IndexSettings(dim=4).new_index()
         report = dupes.find_duplicates(catalog, index, 0.9)
-    assert (report.groups, report.pixels_refused) == ([], 3)
+    assert (report.groups, report.pixels_refused, report.threshold_source) == ([], 3, "option")
     assert report.notes[0].startswith("3 pair(s) above the threshold were not grouped")
 
 
