@@ -189,7 +189,7 @@ def test_the_self_check_runs_once_per_graph_state_and_engine(tiny_bundle, tmp_pa
     model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
     runs = []
     real = selfcheck.check
-    monkeypatch.setattr(selfcheck, "check", lambda *a: runs.append(1) or real(*a))
+    monkeypatch.setattr(selfcheck, "check", lambda *a, **kw: runs.append(1) or real(*a, **kw))
     cache = VerifiedCache(tmp_path / "checked.json")
     selfcheck.check_once(model.session, model.bundle, cache)
     selfcheck.check_once(model.session, model.bundle, cache)
