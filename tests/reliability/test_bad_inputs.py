@@ -17,9 +17,9 @@ from conftest import cli_env, cosine, edge_search, photo
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
 
-# Runs the command as its own child and reports that child's peak RSS (KiB) on the file descriptor it is given. Measured from a small
-# launcher, not from pytest: a child forked from a large parent counts the parent's pages until it execs, so
-# wait4 from a pytest holding torch reported the parent's size (4.4 GB) instead of the indexer's.
+# Runs the command as its own child and writes that child's peak RSS (KiB) to the file descriptor it is given.
+# Measured from a small launcher, not from pytest: a child forked from a large parent counts the parent's pages
+# until it execs, so wait4 from a pytest holding torch reported the parent's size (4.4 GB), not the indexer's.
 _PEAK_LAUNCHER = (
     "import os, resource, subprocess, sys\n"
     "code = subprocess.call(sys.argv[2:])\n"
