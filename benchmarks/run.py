@@ -562,29 +562,15 @@ def main() -> None:
     elif args.baseline and checkpoint is not None:
         from .compare import side_by_side
 
-        report["side_by_side"] = side_by_side(
-            bundle_dir,
-            checkpoint,
-            images,
-            CACHE,
-            rounds=2 if args.quick else 3,
-            query_rounds=2 if args.quick else 5,
-            precision=precision,
-            device=device,
-        )
+        def against_original(engine: str, graph: str) -> dict:
+            rounds, query_rounds = (2, 2) if args.quick else (3, 5)
+            return side_by_side(
+                bundle_dir, checkpoint, images, CACHE, rounds, precision=graph, query_rounds=query_rounds, device=engine
+            )
+
+        report["side_by_side"] = against_original(device, precision)
         if args.edge_engine == "cpu:int8" and "int8-static" in openvino_precisions(Bundle.load(bundle_dir)):
-            report["side_by_side_more"] = [
-                side_by_side(
-                    bundle_dir,
-                    checkpoint,
-                    images,
-                    CACHE,
-                    rounds=2 if args.quick else 3,
-                    query_rounds=2 if args.quick else 5,
-                    precision="int8-static",
-                    device="openvino",
-                )
-            ]
+            report["side_by_side_more"] = [against_original("openvino", "int8-static")]
     elif args.baseline:
         report["side_by_side"] = {
             "status": "not run: the bundle was not exported from a local checkpoint the original pipeline can load"
