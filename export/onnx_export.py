@@ -67,30 +67,13 @@ def export_onnx(
     encoder's (CLIP: its vision config): optimum reads the channel count from it; the size is the bundle's.
     """
     module = exportable(encoder, height, width) if rewrite else encoder
-    config = _image_config(encoder)
-    image_embedding, _ = _onnx_configs()
-    _export(
-        module,
-        config,
-        image_embedding(config, task="feature-extraction"),
-        path,
-        opset,
-        {"batch_size": 2, "height": height, "width": width},
-    )
+    _export(module, _image_config(encoder), "image", path, opset, {"batch_size": 2, "height": height, "width": width})
 
 
 def export_text_onnx(tower: nn.Module, path: Path, *, context_length: int, opset: int = DEFAULT_OPSET) -> None:
     """The text tower: `input_ids`, `attention_mask` int64 [batch, context_length] -> `embedding`."""
     config = tower.model.config.text_config  # type: ignore[union-attr]
-    _, text_embedding = _onnx_configs()
-    _export(
-        tower,
-        config,
-        text_embedding(config, task="feature-extraction"),
-        path,
-        opset,
-        {"batch_size": 2, "sequence_length": context_length},
-    )
+    _export(tower, config, "text", path, opset, {"batch_size": 2, "sequence_length": context_length})
 
 
 def _image_config(encoder: nn.Module) -> Any:
@@ -98,7 +81,7 @@ def _image_config(encoder: nn.Module) -> Any:
     return getattr(config, "vision_config", config)
 
 
-def _export(module: nn.Module, config: Any, onnx_config: Any, path: Path, opset: int, shapes: dict[str, int]) -> None:
+def _export(module: nn.Module, config: Any, tower: str, path: Path, opset: int, shapes: dict[str, int]) -> None:
     """optimum's exporter: dummy inputs from the onnx config, names and dynamic batch axes from it, TorchScript
     tracing (`dynamo=False`, whose graph is the one onnxruntime's transformer optimizer has patterns for).
 
@@ -108,14 +91,16 @@ def _export(module: nn.Module, config: Any, onnx_config: Any, path: Path, opset:
     """
     from optimum.exporters.onnx import export
 
+    onnx_config = _onnx_configs()[tower](config, task="feature-extraction")
     module.config = config
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export(module, onnx_config, path, opset=opset, input_shapes=shapes, disable_dynamic_axes_fix=True)
 
 
-def _onnx_configs() -> tuple[type, type]:
-    """The two onnx configs, built on optimum's own classes (imported only when an export runs)."""
+def _onnx_configs() -> dict[str, type]:
+    """The onnx config of each tower ("image", "text"), built on optimum's own classes (imported only when an
+    export runs)."""
     from optimum.exporters.onnx.config import TextEncoderOnnxConfig, VisionOnnxConfig
     from optimum.utils import DummyTextInputGenerator, DummyVisionInputGenerator, NormalizedConfig
     from optimum.utils.normalized_config import NormalizedVisionConfig
@@ -153,4 +138,4 @@ def _onnx_configs() -> tuple[type, type]:
         def outputs(self) -> dict[str, dict[int, str]]:
             return {OUTPUT_NAME: {0: "batch"}}
 
-    return ImageEmbedding, TextEmbedding
+    return {"image": ImageEmbedding, "text": TextEmbedding}

@@ -332,8 +332,8 @@ def _keep_passing(
 
 
 def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
-    precisions, calibration = plan.precisions, plan.calibration_photos
-    assert precisions is not None and ("int8-static" not in precisions or calibration), "a checked plan"
+    precisions = plan.precisions
+    assert precisions is not None, "a checked plan"
     with step("load"):
         source = load_source(plan.model, revision=plan.revision, random_weights=plan.random_weights)
         pre = preprocess_config(source.processor)
@@ -353,7 +353,8 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
     schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
-            photos, unreadable = static_int8.calibration_pixels(source.processor, calibration)  # type: ignore[arg-type]
+            assert plan.calibration_photos is not None, "a checked plan"
+            photos, unreadable = static_int8.calibration_pixels(source.processor, plan.calibration_photos)
             graphs["int8-static"] = staging / "model.int8-static.onnx"
             static_int8.to_int8_static(raw, graphs["int8-static"], photos, INPUT_NAME)
         calibrated = {"calibration_photos": len(photos), "calibration_unreadable": unreadable}

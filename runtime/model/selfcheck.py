@@ -59,9 +59,10 @@ def reference_embeddings(run, height: int, width: int) -> list[list[float]]:
     return [[round(float(v), 7) for v in row] for row in out]
 
 
-def check(session: EmbeddingSession, bundle: Bundle, spec: ModelFile, tolerance: float | None = None) -> float | None:
+def check(session: EmbeddingSession, bundle: Bundle, spec: ModelFile) -> float | None:
     """BundleError unless the graph behind `session` gives the manifest's dimension and its recorded references
-    (to `tolerance`, else the precision's own); the lowest cosine to them (None: the bundle records none)."""
+    (to the precision's tolerance; a TensorRT engine, fp16 arithmetic on the fp32 graph, to its own); the lowest
+    cosine to them (None: the bundle records none)."""
     height, width = bundle.manifest.preprocess.input_hw()
     out = np.asarray(session.run(reference_pixels(height, width)), dtype=np.float64)
     dim = bundle.manifest.embedding_dim
@@ -76,7 +77,7 @@ def check(session: EmbeddingSession, bundle: Bundle, spec: ModelFile, tolerance:
     recorded = np.asarray(spec.reference, dtype=np.float64)
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     lowest = float((out * recorded).sum(axis=1).min())
-    tolerance = tolerance if tolerance is not None else TOLERANCE.get(spec.precision, 0.98)
+    tolerance = TENSORRT_PARITY if session.provider == TENSORRT else TOLERANCE.get(spec.precision, 0.98)
     if lowest < tolerance:
         raise BundleError(
             f"The {spec.precision} graph of the bundle at {bundle.root} does not compute what was exported: on "
@@ -100,6 +101,5 @@ def check_once(session: EmbeddingSession, bundle: Bundle, cache: VerifiedCache |
     stamp = f"{spec.sha256}|{bundle.manifest.embedding_dim}|{session.provider}|{len(spec.reference)}"
     if cache.known_good(path, stat, stamp):
         return
-    # a TensorRT engine computes in fp16 from the fp32 graph: its own parity (checked as it opened, `tensorrt`)
-    check(session, bundle, spec, tolerance=TENSORRT_PARITY if session.provider == TENSORRT else None)
+    check(session, bundle, spec)
     cache.remember(path, stat, stamp)

@@ -269,7 +269,7 @@ class _EngineBuild:
         """ProviderError unless the engine reproduces the bundle's recorded embeddings to `TENSORRT_PARITY`."""
         spec = self.bundle.manifest.files[session.precision]
         try:
-            lowest = selfcheck.check(session, self.bundle, spec, tolerance=TENSORRT_PARITY)
+            lowest = selfcheck.check(session, self.bundle, spec)
         except BundleError as exc:
             raise ProviderError(
                 f"The TensorRT engine does not reproduce the bundle's embeddings: {exc}",
