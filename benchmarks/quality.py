@@ -40,8 +40,11 @@ def trained_bundle(static: bool = True) -> Path:
     fixture = trained_fixture()
     out = CACHE / f"trained-{fixture.root.name}{'-static' if static else ''}"
     if not (out / "manifest.json").is_file():
-        photos = real_photos(CACHE / "real-photos") if static else None
-        export_bundle(model=str(fixture.dinov2), out=out, force=True, calibration_photos=photos)
+        if static:
+            photos = real_photos(CACHE / "real-photos")
+            export_bundle(model=str(fixture.dinov2), out=out, force=True, calibration_photos=photos)
+        else:
+            export_bundle(model=str(fixture.dinov2), out=out, force=True, precisions=("fp32", "fp16", "int8"))
     return out
 
 

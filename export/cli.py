@@ -126,16 +126,14 @@ def export_model(
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     precision: Annotated[
         Optional[list[str]],
-        typer.Option(
-            help="Graphs to write; repeat for several. [default: fp32, fp16, int8, and int8-static with "
-            "--calibration-photos]"
-        ),
+        typer.Option(help="Graphs to write; repeat for several. [default: fp32, fp16, int8, int8-static]"),
     ] = None,
     calibration_photos: Annotated[
         Optional[Path],
         typer.Option(
-            help="A folder of photos like the ones you will search (8 or more; up to 64 are used) to calibrate "
-            "the int8-static graph for OpenVINO (--device openvino) on.",
+            help="A folder of photos like the ones you will search (up to 64 are used; with fewer than 8, the "
+            "photos shipped with edge-search are added) to calibrate the int8-static graph for OpenVINO on "
+            "[default: the photos shipped with edge-search].",
         ),
     ] = None,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
@@ -201,6 +199,12 @@ def export_model(
             f"  {spec.path:<22} {spec.bytes / 1e6:8.1f} MB  parity min cos {spec.parity['min_cosine']:.6f} "
             f"(≥ {spec.parity['threshold']})  fused: {fused}"
         )
+        if "calibration_source" in spec.quantization:
+            q = spec.quantization
+            typer.echo(
+                f"  {'':<22} calibrated on {q['calibration_photos']} photos ({q['calibration_inputs']} inputs "
+                f"with their crops): {q['calibration_source']}"
+            )
     for name, figures in manifest.rejected.items():
         instead = {
             "int8": "on a CPU, `--precision auto` uses fp32 instead",

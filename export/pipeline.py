@@ -122,7 +122,7 @@ class ExportPlan:
 
     model: str
     revision: str | None = None
-    precisions: tuple[str, ...] | None = None  # None: fp32, fp16, int8, + int8-static given calibration photos
+    precisions: tuple[str, ...] | None = None  # None: fp32, fp16, int8 and int8-static
     opset: int = DEFAULT_OPSET
     calibration_photos: Path | None = None
     random_weights: bool = False
@@ -131,15 +131,11 @@ class ExportPlan:
 
     def checked(self) -> ExportPlan:
         """This plan with its precisions in GRAPH_PRECISIONS order, or ExportUsageError naming the option."""
-        precisions, calibration_photos = self.precisions, self.calibration_photos
-        dupe_threshold, require = self.dupe_threshold, self.require
+        precisions, dupe_threshold, require = self.precisions, self.dupe_threshold, self.require
         if precisions is None:
-            precisions = DEFAULT_EXPORT_PRECISIONS + (("int8-static",) if calibration_photos else ())
-        if "int8-static" in precisions and calibration_photos is None:
-            raise ExportUsageError(
-                "--precision int8-static is calibrated on photos: add --calibration-photos DIR (a folder of at least "
-                f"{static_int8.CALIBRATION_MINIMUM} photos like the ones you will search)."
-            )
+            precisions = DEFAULT_EXPORT_PRECISIONS
+        if self.calibration_photos is not None and not Path(self.calibration_photos).expanduser().is_dir():
+            raise ExportUsageError(f"--calibration-photos {self.calibration_photos} is not a directory.")
         unknown = set(precisions) - set(GRAPH_PRECISIONS)
         if unknown or not precisions:
             raise ExportUsageError(
@@ -170,8 +166,9 @@ def export_bundle(
     step: StepReporter = _silent_step,
 ) -> Manifest:
     """Export `model` into a bundle at `out`; a precision that fails its parity gate is left out (see
-    `Manifest.rejected`) unless it is in `require`, when nothing is written. `precisions` None: fp32, fp16 and
-    int8, plus int8-static when `calibration_photos` names a folder of photos to calibrate it on."""
+    `Manifest.rejected`) unless it is in `require`, when nothing is written. `precisions` None: fp32, fp16, int8
+    and int8-static, calibrated on `calibration_photos` (a folder like the photos to be searched) or, without
+    one, on the photos shipped with the package."""
     out = Path(out).expanduser().absolute()
     plan = ExportPlan(
         model=model,
@@ -353,12 +350,10 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
     schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
-            assert plan.calibration_photos is not None, "a checked plan"
-            photos, unreadable = static_int8.calibration_pixels(source.processor, plan.calibration_photos)
+            calibration = static_int8.calibration_pixels(source.processor, plan.calibration_photos)
             graphs["int8-static"] = staging / "model.int8-static.onnx"
-            static_int8.to_int8_static(raw, graphs["int8-static"], photos, INPUT_NAME)
-        calibrated = {"calibration_photos": len(photos), "calibration_unreadable": unreadable}
-        schemes["int8-static"] = {**static_int8.SCHEME, **calibrated}
+            static_int8.to_int8_static(raw, graphs["int8-static"], calibration.pixels, INPUT_NAME)
+        schemes["int8-static"] = {**static_int8.SCHEME, **calibration.record()}
     with step("parity"), _unsupported_graph("run the exported graph of", source.architecture):
         pixels = parity.parity_inputs(source.processor)
         spec = (

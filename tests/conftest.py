@@ -158,11 +158,12 @@ def tiny_clip_checkpoint(tmp_path_factory) -> Path:
 
 
 def export_tiny(checkpoint: Path, tmp_path_factory, name: str) -> Path:
-    """A bundle exported from `checkpoint` through the real export path."""
+    """A bundle exported from `checkpoint` through the real export path, without int8-static: the tiny random
+    models' int8-static graph fails its gate anyway (tests/export/test_calibration.py covers it)."""
     from edge_search.export.pipeline import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / name
-    export_bundle(model=str(checkpoint), out=out)
+    export_bundle(model=str(checkpoint), out=out, precisions=("fp32", "fp16", "int8"))
     return out
 
 

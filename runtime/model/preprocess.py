@@ -57,12 +57,14 @@ def _optional_formats() -> tuple[str, ...]:
 
 
 _ALLOWED: tuple[str, ...] | None = None
+_CONTAINERS: tuple[str, ...] | None = None
 
 
-def allowed_formats() -> tuple[str, ...]:
+def allowed_formats(containers: bool = False) -> tuple[str, ...]:
     """The allowlisted formats whose plugins are loaded (only those: `Image.init()` would import all
-    of Pillow's ~40 plugins, a tenth of a second of every cold query)."""
-    global _ALLOWED
+    of Pillow's ~40 plugins, a tenth of a second of every cold query). HEIF and AVIF (`containers`) only
+    once an ISO-BMFF file turns up: their plugins cost ~0.07 s each to import, on every cold query otherwise."""
+    global _ALLOWED, _CONTAINERS
     if _ALLOWED is None:
         from PIL import (  # noqa: F401
             BmpImagePlugin,
@@ -74,8 +76,24 @@ def allowed_formats() -> tuple[str, ...]:
             WebPImagePlugin,
         )
 
-        _ALLOWED = tuple(f for f in BASE_FORMATS + _optional_formats() if f in Image.OPEN)
-    return _ALLOWED
+        _ALLOWED = tuple(f for f in BASE_FORMATS if f in Image.OPEN)
+    if not containers:
+        return _ALLOWED
+    if _CONTAINERS is None:
+        _CONTAINERS = tuple(f for f in _optional_formats() if f in Image.OPEN)
+    return _ALLOWED + _CONTAINERS
+
+
+def _open(source) -> Image.Image:
+    """`Image.open` on the allowed formats, loading the HEIF/AVIF plugins only for an ISO-BMFF file."""
+    try:
+        return Image.open(source, formats=allowed_formats())
+    except UnidentifiedImageError:
+        if not _is_isobmff(source):
+            raise
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return Image.open(source, formats=allowed_formats(containers=True))
 
 
 def open_image(
@@ -105,7 +123,7 @@ def open_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source, formats=allowed_formats())
+            image = _open(source)
         if image.format in ("JPEG", "MPO"):
             _check_jpeg_holds_its_pixels(image, source, path)
         if draft_hw is not None and image.format in ("JPEG", "MPO"):
@@ -131,7 +149,7 @@ def open_image(
     except UnidentifiedImageError:
         if _is_empty(source):
             reason = "empty file"
-        elif _is_heif(source) and "HEIF" not in allowed_formats():
+        elif _is_heif(source) and "HEIF" not in allowed_formats(containers=True):
             reason = "a HEIC/HEIF image: reading it needs the heic extra (pip install 'edge-search[heic]')"
         else:
             reason = "not an image in a supported format"
@@ -174,7 +192,7 @@ def _check_declared(source, path, max_pixels: int) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source, formats=allowed_formats()) as header:
+            with _open(source) as header:
                 width, height = header.size
     except Exception:
         return  # not readable as a header: open_image words the reason
@@ -190,16 +208,24 @@ def _check_declared(source, path, max_pixels: int) -> None:
 HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
 
 
-def _is_heif(source) -> bool:
-    """An ISO-BMFF file whose brand says HEIF (AVIF has its own brand and opens through Pillow)."""
+def _head(source) -> bytes:
     try:
         if isinstance(source, io.BytesIO):
-            head = source.getbuffer()[:12].tobytes()
-        else:
-            with open(source, "rb") as handle:
-                head = handle.read(12)
+            return source.getbuffer()[:12].tobytes()
+        with open(source, "rb") as handle:
+            return handle.read(12)
     except (OSError, TypeError):
-        return False
+        return b""
+
+
+def _is_isobmff(source) -> bool:
+    """An ISO base media file (HEIF, AVIF, MP4...): its first box is `ftyp`."""
+    return _head(source)[4:8] == b"ftyp"
+
+
+def _is_heif(source) -> bool:
+    """An ISO-BMFF file whose brand says HEIF (AVIF has its own brand and opens through Pillow)."""
+    head = _head(source)
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
@@ -308,6 +334,7 @@ class Preprocessor:
     config: PreprocessConfig
     max_pixels: int = DEFAULT_MAX_PIXELS
     jpeg_draft: bool = True
+    draft_factor: int = DRAFT_FACTOR  # benchmarks/draft.py measures the others
 
     @classmethod
     def from_manifest(cls, manifest, **options) -> Preprocessor:
@@ -361,7 +388,7 @@ class Preprocessor:
         draft = None
         if self.jpeg_draft:
             height, width = self._resize_hw(*self.input_hw)
-            draft = (DRAFT_FACTOR * height, DRAFT_FACTOR * width)
+            draft = (self.draft_factor * height, self.draft_factor * width)
         return open_image(
             source, max_pixels=self.max_pixels, draft_hw=draft, label=label, max_declared_pixels=max_declared_pixels
         )

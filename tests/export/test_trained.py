@@ -14,6 +14,7 @@ import pytest
 from benchmarks.edits import MILD, save_edit
 from benchmarks.int8_schemes import top10_overlap
 from conftest import cli_env, cosine, edge_search, transformers_embeddings
+from edge_search.export import static_int8
 from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.errors import BundleError
 from edge_search.runtime.host import int8_kernels_saturate
@@ -29,9 +30,10 @@ FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995, "int8-static": 0.995}
 
 @pytest.fixture(scope="module")
 def bundles(trained, debian_photos, tmp_path_factory) -> dict[str, Path]:
-    """Each checkpoint form exported in every precision through the real export path; the Dinov2Model form also
-    in int8-static, calibrated on Debian's wallpaper photographs (the fixture's photos, on which it is checked
-    below, are never seen by calibration)."""
+    """Each checkpoint form exported in every precision through the real export path. The Dinov2Model form's
+    int8-static is calibrated on Debian's wallpaper photographs (the fixture's photos, on which it is checked
+    below, are never seen by calibration); the ViTModel form's as export-model does by default, on the photos
+    shipped with the package (scikit-image's, like the fixture's: it is checked on Debian's photos instead)."""
     out = tmp_path_factory.mktemp("trained-bundles")
     for form in FORMS:
         export_bundle(
@@ -65,7 +67,7 @@ def offered(bundle: Path, precision: str) -> bool:
 @pytest.mark.parametrize("form", FORMS)
 def test_both_checkpoint_forms_export_every_precision_within_its_gate(bundles, form):
     manifest = json.loads((bundles[form] / "manifest.json").read_text())
-    expected = ["fp16", "fp32", "int8", *(["int8-static"] if form == "dinov2" else [])]
+    expected = ["fp16", "fp32", "int8", "int8-static"]
     assert sorted([*manifest["files"], *manifest["rejected"]]) == expected
     assert all(offered(bundles[form], precision) for precision in ("fp32", "fp16"))
     for precision, spec in manifest["files"].items():
@@ -171,6 +173,21 @@ def test_openvino_int8_static_keeps_transformers_embeddings_and_neighbours(bundl
     int8 = Model.open(bundles["dinov2"], ModelOptions(device="cpu", precision="int8", jpeg_draft=False))
     int8_overlap = top10_overlap(np.stack([r.vector for r in int8.embed_paths(photos)]), reference)
     assert top10_overlap(got, reference) >= min(0.95, int8_overlap)
+
+
+def test_int8_static_calibrated_on_the_shipped_photos_keeps_transformers_embeddings_of_real_photos(
+    bundles, trained, debian_photos
+):
+    """The default export's int8-static graph (no --calibration-photos) within its gate on photos it never saw."""
+    if not offered(bundles["vit"], "int8-static"):
+        return
+    quantization = json.loads((bundles["vit"] / "manifest.json").read_text())["files"]["int8-static"]["quantization"]
+    assert quantization["calibration_source"] == static_int8.SHIPPED_LABEL
+    photos = sorted(p for p in debian_photos.iterdir() if p.suffix == ".jpg")[::3]  # no alpha to lay over white
+    reference = transformers_embeddings(trained.vit, photos)
+    model = Model.open(bundles["vit"], ModelOptions(device="openvino", precision="int8-static", jpeg_draft=False))
+    got = np.stack([r.vector for r in model.embed_paths(photos)])
+    assert cosine(got, reference).min() >= FIDELITY["int8-static"]
 
 
 def test_openvino_embeds_a_photo_alike_alone_and_among_others(openvino_model, photos):

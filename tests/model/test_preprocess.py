@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -144,10 +146,26 @@ def test_heic_and_avif_open_when_their_plugins_are_installed(tmp_path, suffix):
     pytest.importorskip("pillow_heif")
     from edge_search.runtime.model.preprocess import allowed_formats
 
-    allowed_formats()  # registers pillow-heif's opener
+    allowed_formats(containers=True)  # registers pillow-heif's opener, for saving
     path = tmp_path / f"phone{suffix}"
     photo(9, 120, 90).save(path)
     assert open_image(path).size == (120, 90)
+
+
+def test_the_heif_and_avif_plugins_are_imported_only_when_such_a_file_turns_up(tmp_path):
+    """Their imports cost a cold query ~0.1 s; a folder of JPEGs never pays it."""
+    pytest.importorskip("pillow_heif")
+    photo(3, 60, 40).save(tmp_path / "a.jpg")
+    script = (
+        "import sys\n"
+        "from edge_search.runtime.model.preprocess import allowed_formats, open_image\n"
+        f"open_image({str(tmp_path / 'a.jpg')!r})\n"
+        "print('pillow_heif' in sys.modules, 'PIL.AvifImagePlugin' in sys.modules)\n"
+        "allowed_formats(containers=True)\n"
+        "print('pillow_heif' in sys.modules)\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert answer.split() == ["False", "False", "True"]
 
 
 def test_a_transparent_image_is_resized_before_it_is_laid_over_white_with_the_same_result():
