@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="[default: ViT-B/16 random weights, benchmarks/.cache]")
     parser.add_argument("--images", type=Path, help="folder of photos [default: Debian's wallpapers]")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=48, help="photos, spread over the folder [default: 48]")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from .common import CACHE, default_bundle, machine
@@ -112,6 +113,7 @@ def main() -> None:
 
     folder = args.images or real_photos(CACHE / "real-photos")
     images = sorted(p for p in folder.iterdir() if p.is_file())
+    images = images[:: max(1, len(images) // args.limit)][: args.limit]
     report = {
         "machine": machine(),
         "cpus": os.cpu_count(),

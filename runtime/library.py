@@ -18,7 +18,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ from edge_search.runtime.errors import (
     UsageError,
 )
 from edge_search.runtime.files import sha256_file, under
+from edge_search.runtime.jobs.combined_query import Term, combine
+from edge_search.runtime.jobs.dates import DateRange
+from edge_search.runtime.jobs.dates import describe as describe_date
 from edge_search.runtime.jobs.dupes import DupesReport, find_duplicates
 from edge_search.runtime.jobs.indexer import IndexReport, RunOptions, run_index
 from edge_search.runtime.jobs.verify import (
@@ -344,6 +347,7 @@ class Library:
         images: Sequence[ImageSource] = (),
         text: str | None = None,
         text_weight: float = 1.0,
+        terms: Sequence[Term] = (),
         vector: np.ndarray | None = None,
         key: int | None = None,
         k: int = 10,
@@ -351,25 +355,28 @@ class Library:
         under_dir: str | os.PathLike | None = None,
         exclude_self: bool = False,
         pixels: np.ndarray | None = None,
+        dates: DateRange | None = None,
     ) -> QueryResult:
         """The `k` indexed images most similar to the query, best first.
 
-        The query is one of: `images` (one or more; their embeddings are averaged, which finds what
-        they have in common) and/or `text` (CLIP bundles: words; with images, the two unit
-        embeddings are added with `text_weight` on the text, as rclip does), a `vector` (unit or
-        not), or the `key` of an indexed image ("more like this"; needs no model). `under_dir` keeps
-        results inside that folder; `exclude_self` drops the query files themselves (same path or same
-        content). `pixels`: `images` already decoded by `Model.preprocessor_for` with the model's options,
-        in order (saves decoding them twice).
+        The query is one of: photos and/or words (CLIP bundles), a `vector` (unit or not), or the `key` of an
+        indexed image ("more like this"; needs no model). Photos and words combine by `combined_query`'s rule
+        (the weighted sum of unit embeddings, re-normalised): `terms` weighted, negative ones for results unlike
+        them, and as shorthands `images` (weight 1 each) and `text` (weight `text_weight`). `under_dir` keeps
+        results inside that folder; `dates` keeps photos taken in that range, searching among them alone (so
+        `k` hits when `k` exist); `exclude_self` drops the query files themselves (same path or same content).
+        `pixels`: the photos already decoded by `Model.preprocessor_for` with the model's options, in order
+        (saves decoding them twice).
         """
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
-        if sum((len(images) > 0 or text is not None, vector is not None, key is not None)) != 1:
-            raise UsageError("Give exactly one query: images and/or text, a vector or a key.")
+        terms = _all_terms(terms, images, text, text_weight)
+        if sum((len(terms) > 0, vector is not None, key is not None)) != 1:
+            raise UsageError("Give exactly one query: photos and/or words, a vector or a key.")
         reader = self.reader()
         excluded_paths: set[str] = set()
         excluded_sha: set[str] = set()
-        if images or text is not None:
+        if terms:
             if model is None:
                 raise UsageError("A query by image or text needs a model (Library.open_model).")
             self.check_model(model)
@@ -383,11 +390,12 @@ class Library:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
             assert model is not None  # checked above: a query by image or text needs one
-            query = query_vector(model, images, text, text_weight, pixels)
+            query = combine(model, terms, pixels)
             if exclude_self:
-                for image in images:
-                    excluded_paths.update(_self_paths(image))
-                    excluded_sha.add(_sha256(image))
+                for term in terms:
+                    if term.image is not None:
+                        excluded_paths.update(_self_paths(term.image))
+                        excluded_sha.add(_sha256(term.image))
         query = l2_normalize(query[None])[0]
         prefix = None
         if under_dir:
@@ -411,13 +419,25 @@ class Library:
                     return False
                 return not excluded_sha or catalog.sha256_of(hit_key) not in excluded_sha
 
-        hits = reader.search(query, k, min_score, keep)
+        if dates is not None and not dates.empty:
+            hits = reader.search_among(query, reader.catalog.keys_taken_between(dates.after, dates.before), k,
+                                       min_score, keep)  # fmt: skip
+        else:
+            hits = reader.search(query, k, min_score, keep)
+        hits = with_dates(reader.catalog, hits)
         notes = reader.take_notes()
         return QueryResult(hits, model.provider if model else None, model.precision if model else None, notes)
 
-    def dupes(self, threshold: float | None = None, *, under_dir: str | os.PathLike | None = None) -> DupesReport:
+    def dupes(
+        self,
+        threshold: float | None = None,
+        *,
+        under_dir: str | os.PathLike | None = None,
+        dates: DateRange | None = None,
+    ) -> DupesReport:
         """Groups of duplicate images (exact copies, and near-duplicates at or above `threshold`
-        cosine; None: the bundle's recorded threshold, else its family's default). Needs no model."""
+        cosine; None: the bundle's recorded threshold, else its family's default), among the photos under
+        `under_dir` and taken within `dates`, where given. Needs no model."""
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise UsageError(f"The threshold is a cosine similarity in (0, 1], not {threshold}.")
         reader = self.reader()
@@ -429,6 +449,9 @@ class Library:
             reader.index(),
             threshold,
             under_dir=os.fspath(under_dir) if under_dir else None,
+            taken_among=None
+            if dates is None or dates.empty
+            else set(reader.catalog.keys_taken_between(dates.after, dates.before).tolist()),
             threshold_source=source,
             random_weights=reader.meta.random_weights,
             index_dtype=reader.meta.vector_dtype,
@@ -506,6 +529,7 @@ class Library:
         images: Sequence[ImageSource] = (),
         text: str | None = None,
         text_weight: float = 1.0,
+        terms: Sequence[Term] = (),
         k: int = 10,
         min_score: float | None = None,
         box: str | None = None,
@@ -518,9 +542,10 @@ class Library:
 
         if k < 1:
             raise UsageError(f"k must be at least 1, not {k}.")
-        if not images and text is None:
+        terms = _all_terms(terms, images, text, text_weight)
+        if not terms:
             raise UsageError("Give query images and/or text.")
-        vector = query_vector(model, images, text, text_weight)
+        vector = combine(model, terms)
         opened = self.open_fleet(fleet, model, collection=collection, token=token) if isinstance(fleet, str) else fleet
         try:
             with milvus_errors(opened.uri, "The query could not finish"):
@@ -579,23 +604,20 @@ def _settings(model: Model, meta: IndexMeta, requested: vi.IndexOptions | None) 
     return requested.applied_to(base)
 
 
-def query_vector(
-    model: Model,
-    images: Sequence[ImageSource],
-    text: str | None,
-    text_weight: float = 1.0,
-    pixels: np.ndarray | None = None,
-) -> np.ndarray:
-    """The unit query embedding of images (averaged: what they have in common) and/or words (added with
-    `text_weight`, as rclip does). `pixels`: the images already decoded and preprocessed, if they are."""
-    query: np.ndarray = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
-    if images:
-        if pixels is None or len(pixels) != len(images):
-            pixels = np.stack([model.pixels(image) for image in images])
-        query = l2_normalize(model.embedder.embed_pixels(pixels).mean(axis=0)[None])[0]
+def _all_terms(
+    terms: Sequence[Term], images: Sequence[ImageSource], text: str | None, text_weight: float
+) -> list[Term]:
+    """`terms` and the shorthands: each of `images` weighs 1, `text` weighs `text_weight`."""
+    shorthand = [Term(image=image) for image in images]
     if text is not None:
-        query = query + text_weight * model.embed_text(text)
-    return l2_normalize(query[None])[0]
+        shorthand.append(Term(text=text, weight=text_weight))
+    return [*terms, *shorthand]
+
+
+def with_dates(catalog: Catalog, hits: list[Hit]) -> list[Hit]:
+    """`hits` with when each photo was taken, where the catalog knows."""
+    known = catalog.taken_of(hit.key for hit in hits)
+    return [replace(hit, taken=describe_date(known[hit.key][0])) if hit.key in known else hit for hit in hits]
 
 
 def _self_paths(image: ImageSource) -> set[str]:

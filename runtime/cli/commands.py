@@ -20,6 +20,8 @@ import typer
 from edge_search.runtime import prewarm
 from edge_search.runtime.cli.app import app
 from edge_search.runtime.cli.options import (
+    AfterOpt,
+    BeforeOpt,
     BoxOpt,
     CollectionOpt,
     ConnectivityOpt,
@@ -52,6 +54,8 @@ from edge_search.runtime.cli.options import (
     TextWeightOpt,
     TopOpt,
     UnderOpt,
+    UnlikeOpt,
+    UnlikeTextOpt,
     VerboseOpt,
     with_model_options,
 )
@@ -73,6 +77,8 @@ from edge_search.runtime.cli.render import (
     search_results,
 )
 from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
+from edge_search.runtime.jobs.combined_query import Term, terms_from, weighted
+from edge_search.runtime.jobs.dates import DateRange
 from edge_search.runtime.library import IndexOptions, IndexReport, Library, Model, RootRules, RunOptions
 from edge_search.runtime.options import ModelOptions
 
@@ -301,10 +307,10 @@ def _raise_for(report: IndexReport) -> None:
 class QueryCommand:
     """`edge-search query`, parsed and checked: what to search with, where, and how to answer."""
 
-    images: list[str]
-    sources: list  # per image: its Path, or the bytes read from standard input
-    text: str | None
-    text_weight: float
+    images: list[str]  # the query photos as given (weights included), for the answer's label
+    terms: list[Term]  # photos (Path, or the bytes read from standard input) and phrases, weighted
+    texts: list[str]
+    dates: DateRange
     k: int
     min_score: float | None
     under: Path | None
@@ -327,20 +333,34 @@ class QueryCommand:
         """The query as the JSON answer names it."""
         return self.images if len(self.images) > 1 else (self.images[0] if self.images else None)
 
+    @property
+    def text(self) -> str | list[str] | None:
+        return self.texts if len(self.texts) > 1 else (self.texts[0] if self.texts else None)
+
+    @property
+    def photo_sources(self) -> list:
+        return [term.image for term in self.terms if term.image is not None]
+
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
 
 @app.command(
     help="Find the indexed images most similar to IMAGE (which need not be indexed). Several images: "
-    "their average, i.e. what they have in common. '-' reads an image from standard input. "
-    "--text searches by words (CLIP bundles), alone or with images."
+    "what they have in common. '-' reads an image from standard input. --text searches by words (CLIP bundles), "
+    "alone or with images; --unlike and --unlike-text push results away. Photos and words combine as the "
+    "weighted sum of their embeddings (each weighs 1 unless it starts with WEIGHT:, e.g. 2:beach.jpg). "
+    "--after / --before keep photos taken in that range (EXIF date, else the file's)."
 )
 @with_model_options(batch=False, one_shot=True)
 def query(
     images: QueryImagesArg = None,
     text: TextOpt = None,
     text_weight: TextWeightOpt = 1.0,
+    unlike: UnlikeOpt = None,
+    unlike_text: UnlikeTextOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
     k: TopOpt = 10,
     min_score: MinScoreOpt = None,
     under: UnderOpt = None,
@@ -358,15 +378,17 @@ def query(
     verbose: VerboseOpt = False,
     model_options: ModelOptions = ModelOptions(),
 ) -> None:
-    images = images or []
-    _check_query(images, text, milvus=milvus, fleet_only=bool(box or collection), here_only=bool(under or
-                 exclude_self or montage))  # fmt: skip
-    sources: list = [sys.stdin.buffer.read() if image == "-" else Path(image) for image in images]
+    images, texts, unlike, unlike_text = images or [], text or [], unlike or [], unlike_text or []
+    _check_query(images + unlike, texts + unlike_text, milvus=milvus, fleet_only=bool(box or collection),
+                 here_only=bool(under or exclude_self or montage or after or before))  # fmt: skip
+    dates = DateRange.asked(after, before)
+    photos = [_photo_term(image, sign=1) for image in images] + [_photo_term(image, sign=-1) for image in unlike]
+    words = terms_from(texts=texts, unlike_texts=unlike_text, text_weight=text_weight)
     command = QueryCommand(
         images=images,
-        sources=sources,
-        text=text,
-        text_weight=text_weight,
+        terms=photos + words,
+        texts=texts,
+        dates=dates,
         k=k,
         min_score=min_score,
         under=under,
@@ -389,20 +411,29 @@ def query(
         _query_here(command, model_options)
 
 
-def _check_query(images: list[str], text: str | None, *, milvus: str | None, fleet_only: bool, here_only: bool):
+def _photo_term(word: str, sign: int) -> Term:
+    """A query photo as typed: `-` (standard input, read now) or a path, either may start with `WEIGHT:`."""
+    weight, path = weighted(word)
+    source = sys.stdin.buffer.read() if path == "-" else Path(path)
+    return Term(image=source, weight=sign * weight)
+
+
+def _check_query(images: list[str], texts: list[str], *, milvus: str | None, fleet_only: bool, here_only: bool):
     """Usage errors of `query`, before anything is read or loaded."""
-    if not images and text is None:
+    if not images and not texts:
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
-    if images.count("-") > 1:
+    if [weighted(image)[1] for image in images].count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
-    folders = [image for image in images if image != "-" and os.path.isdir(image)]
+    folders = [image for image in images if image != "-" and os.path.isdir(weighted(image)[1])]
     if folders:
         raise UsageError(f"{folders[0]} is a folder: a query is one or more image files (to search only inside a "
                          "folder, add --under FOLDER).")  # fmt: skip
     if not milvus and fleet_only:
         raise UsageError("--box and --collection go with --milvus URI.")
     if milvus and here_only:
-        raise UsageError("--under, --exclude-self and --montage work on this box's index, not with --milvus.")
+        raise UsageError(
+            "--under, --exclude-self, --montage, --after and --before work on this box's index, not with --milvus."
+        )
 
 
 def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
@@ -415,14 +446,13 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
         say("note:", "dim", "the model session was started while the command line loaded (prewarm).")
     result = library.query(
         opened,
-        images=command.sources,
-        text=command.text,
-        text_weight=command.text_weight,
+        terms=command.terms,
         k=command.k,
         min_score=command.min_score,
         under_dir=command.under,
         exclude_self=command.exclude_self,
         pixels=pixels,
+        dates=command.dates,
     )
     library.close()
     latency_ms = command.latency_ms()
@@ -431,7 +461,11 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
     if command.montage is not None:
         from edge_search.runtime.jobs.montage import write_montage
 
-        write_montage(command.images, command.sources, result.hits, command.montage, text=command.text)
+        photos = [term for term in command.terms if term.image is not None and term.weight > 0]
+        labels = [str(term.image) if isinstance(term.image, Path) else "-" for term in photos]
+        texts = [term.text for term in command.terms if term.text is not None and term.weight > 0]
+        montage_text = " + ".join(texts) if texts else None
+        write_montage(labels, [term.image for term in photos], result.hits, command.montage, text=montage_text)
     answer = Answer(command.label, command.text, command.as_json, command.paths_only, command.print0, latency_ms)
     search_results(answer, result, montage=command.montage)
 
@@ -448,8 +482,8 @@ def _open_while_loading(library: Library, command: QueryCommand, model_options: 
         else:
             pending = pool.submit(library.open_model, command.model, model_options)
         library.warm()
-        if prewarmed and command.sources:  # decoded ahead if they were guessed right; else the query decodes them
-            pixels = prewarmed.pixels(command.sources, Model.preprocessor_for(prewarmed.bundle, model_options))
+        if prewarmed and command.photo_sources:  # decoded ahead if they were guessed right; else the query does it
+            pixels = prewarmed.pixels(command.photo_sources, Model.preprocessor_for(prewarmed.bundle, model_options))
         return pending.result(), pixels, prewarmed is not None
 
 
@@ -462,9 +496,7 @@ def _query_fleet(command: QueryCommand, model_options: ModelOptions) -> None:
     result = library.query_fleet(
         command.milvus,
         opened,
-        images=command.sources,
-        text=command.text,
-        text_weight=command.text_weight,
+        terms=command.terms,
         k=command.k,
         min_score=command.min_score,
         box=command.box,
@@ -527,6 +559,8 @@ def dupes(
         ),
     ] = None,
     under: Annotated[Path | None, typer.Option(help="Only images inside this folder.")] = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
     montage_dir: Annotated[
         Path | None,
         typer.Option("--montage", help="Write one contact sheet per group into this folder (group-0001.jpg, ...)."),
@@ -544,7 +578,7 @@ def dupes(
     index: IndexOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    report = Library(index).dupes(threshold, under_dir=under)
+    report = Library(index).dupes(threshold, under_dir=under, dates=DateRange.asked(after, before))
     for note in report.notes:
         say("note:", "yellow", note)
     if montage_dir is not None:

@@ -305,15 +305,36 @@ RayTimeoutOpt = Annotated[
 ]
 
 # --------------------------------------------------------------------------------------- query's options
-QueryImagesArg = Annotated[Optional[list[str]], typer.Argument(help="Query image(s), or - for standard input.")]
+QueryImagesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Query photo(s), or - for standard input; each may start with a weight, as in 2:beach.jpg."),
+]
 TextOpt = Annotated[
-    Optional[str],
+    Optional[list[str]],
     typer.Option(
-        "--text", "-t", help='Search by words, e.g. "a dog on a beach" (CLIP bundles). With images: added to them.'
+        "--text",
+        "-t",
+        help='Words to search by, e.g. "a dog on a beach" (CLIP bundles); repeat for several, each may start with a '
+        'weight ("0.5:at night"). With photos: combined with them.',
     ),
 ]
 TextWeightOpt = Annotated[
-    float, typer.Option(help="Weight of --text beside query images (negative: away from the words).")
+    float, typer.Option(help="Weight of each --text phrase that gives none (negative: away from the words).")
+]
+UnlikeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--unlike", help="A photo the results should not look like (repeat; may start with a weight)."),
+]
+UnlikeTextOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--unlike-text", help='Words the results should not match, e.g. "people" (repeat; CLIP bundles).'),
+]
+AfterOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Only photos taken from this date on: a year, a month or a day (2024, 2024-06, 2024-06-15)."),
+]
+BeforeOpt = Annotated[
+    Optional[str], typer.Option(help="Only photos taken before this date: a year, a month or a day (2025, 2024-09).")
 ]
 TopOpt = Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")]
 MinScoreOpt = Annotated[

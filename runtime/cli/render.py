@@ -197,6 +197,7 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
             {**report.as_dict(), "provider": opened.provider, "precision": opened.precision, "index": str(directory)}
         )
         return
+    earlier = report.dated - report.added - report.updated - report.moved  # dates of files this run did not add
     for path, reason in report.problems:
         say("skipped:", "yellow", f"{human(path)}: {reason}")
     for path, reason in report.failed:
@@ -207,6 +208,7 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
         + (f" · embedded by {report.cluster}" if report.cluster else "")
         + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
+        + (f" · dates taken recorded for {earlier} indexed before (nothing re-embedded)" if earlier > 0 else "")
     )
     if report.known_failures:
         say(
@@ -222,7 +224,7 @@ class Answer:
     """How a search's results are to be shown: what was asked, in which form, and how long it took."""
 
     query: str | list[str] | None
-    text: str | None
+    text: str | list[str] | None
     as_json: bool
     paths_only: bool
     print0: bool

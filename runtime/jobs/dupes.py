@@ -158,16 +158,20 @@ def find_duplicates(
     threshold: float,
     *,
     under_dir: str | None = None,
+    taken_among: set[int] | None = None,
     threshold_source: str = "option",
     random_weights: bool = False,
     index_dtype: str = "f16",
 ) -> DupesReport:
-    """Group the catalog's images (those under `under_dir`, if given) into duplicates, by `RULE`."""
+    """Group the catalog's images (those under `under_dir` and with their id in `taken_among`, if given: a date
+    range's photos) into duplicates, by `RULE`."""
     started = time.perf_counter()
     rows = catalog.ok_files()
     if under_dir:
         prefix = [encode_path(os.path.abspath(os.path.expanduser(under_dir)))]
         rows = [r for r in rows if under(encode_path(r[1]), prefix)]
+    if taken_among is not None:
+        rows = [r for r in rows if r[0] in taken_among]
     described: dict[int, DupeFile] = {}  # row -> what the keeper choice needs (opens the file: only as needed)
 
     def describe(row: int) -> DupeFile:

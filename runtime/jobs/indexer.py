@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_search.runtime.files import under
+from edge_search.runtime.jobs import dates
 from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.walk import walk
 from edge_search.runtime.model.embedder import EmbedResult
@@ -68,6 +69,7 @@ class IndexReport:
     interrupted: bool = False
     pending: int = 0  # files left for the next run when interrupted
     signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
+    dated: int = 0  # files whose date taken was recorded (every new file; all of an index from before dates)
     known_failures: int = 0  # unchanged files that could not be read before either (not news: `info --failed`)
     cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
 
@@ -114,6 +116,7 @@ class IndexReport:
             "interrupted": self.interrupted,
             "pending": self.pending,
             "signed": self.signed,
+            "dated": self.dated,
             "known_failures": self.known_failures,
             "cluster": self.cluster,
         }
@@ -231,6 +234,9 @@ def run_index(
         unsigned = catalog.unsigned()  # an index from before pixel signatures: once, no re-embedding
         if unsigned:
             report.signed = fill_in(unsigned, writer.set_signatures, stop=stop)
+        undated = catalog.undated()  # added or touched this run, or indexed before dates existed: no re-embedding
+        if undated:
+            report.dated = dates.fill_in(undated, writer.set_taken, stop=stop)
     if decode_limits is not None and limits_raised and not report.interrupted:
         writer.record_decode_limits(decode_limits.recorded())  # the highest limit files were tried under
     report.generation = writer.publish_if_changed()

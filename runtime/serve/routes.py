@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from edge_search.runtime.errors import ImageDecodeError
+from edge_search.runtime.jobs.dates import DateRange
 from edge_search.runtime.serve.answers import JsonAnswer, displayable
 from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of
 from edge_search.runtime.serve.config import HttpError
-from edge_search.runtime.serve.requests import QueryRequest, number, whole_number
+from edge_search.runtime.serve.requests import API_DATES, QueryRequest, number, whole_number
 from edge_search.runtime.serve.service import Service
 from edge_search.runtime.serve.thumbnails import media_type
 
@@ -69,23 +70,20 @@ async def query(request: Request) -> Response:
     library, model = service.library, service.model
     async with service.client_slot(client_of(request)):
         pixels = None
-        if asked.images:  # decoded under the upload rule: the size its header declares is checked first
+        if asked.photos:  # decoded under the upload rule: the size its header declares is checked first
             limit = model.preprocessor.max_pixels
             pixels = await service.call(
                 lambda: np.stack(
-                    [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.images]
+                    [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.photos]
                 )
             )
-        wanted: dict[str, Any] = {
-            "images": asked.images,
-            "text": asked.text,
-            "k": asked.k,
-            "min_score": asked.min_score,
-        }
+        wanted: dict[str, Any] = {"terms": asked.terms, "k": asked.k, "min_score": asked.min_score}
         if asked.scope == "fleet":
             found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
             return JsonAnswer({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
-        result = await service.call(library.query, model, under_dir=asked.under, pixels=pixels, **wanted)
+        result = await service.call(
+            library.query, model, under_dir=asked.under, pixels=pixels, dates=asked.dates, **wanted
+        )
     return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
@@ -93,9 +91,12 @@ async def similar(request: Request) -> Response:
     service = _service(request)
     key = _id(request)
     k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
+    dates = DateRange.asked(
+        request.query_params.get("after") or None, request.query_params.get("before") or None, API_DATES
+    )
     async with service.client_slot(client_of(request)):
         await service.call(service.check_id, key)  # an unknown id is a 404, as for /api/image and /api/thumb
-        result = await service.call(service.library.query, key=key, k=k, exclude_self=True)
+        result = await service.call(service.library.query, key=key, k=k, exclude_self=True, dates=dates)
     return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
@@ -111,7 +112,10 @@ async def dupes(request: Request) -> Response:
     """The duplicates report (the library checks the threshold), without the files' content hashes."""
     service = _service(request)
     threshold = number(request.query_params.get("threshold"), "threshold")
-    report = await service.dupes(threshold, request.query_params.get("under") or None)
+    dates = DateRange.asked(
+        request.query_params.get("after") or None, request.query_params.get("before") or None, API_DATES
+    )
+    report = await service.dupes(threshold, request.query_params.get("under") or None, dates)
     groups = []
     for group in report.groups:
         data = group.as_dict()

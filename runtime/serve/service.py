@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edge_search.runtime.jobs.dates import DateRange
 from edge_search.runtime.serve.config import HttpError, ServiceConfig
 from edge_search.runtime.serve.photos import OpenPhoto, open_photo
 from edge_search.runtime.serve.thumbnails import ThumbnailCache
@@ -64,14 +65,14 @@ class Service:
         """`function(*args, **kwargs)` on the library's worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: function(*args, **kwargs))
 
-    async def dupes(self, threshold: float | None, under: str | None) -> DupesReport:
-        """The duplicates report, computed once per (generation, threshold, folder)."""
+    async def dupes(self, threshold: float | None, under: str | None, dates: DateRange | None = None) -> DupesReport:
+        """The duplicates report, computed once per (generation, threshold, folder, date range)."""
 
         def compute() -> DupesReport:
             generation = self.library.reader().meta.generation
-            key = (generation, threshold, under)
+            key = (generation, threshold, under, dates)
             if self._dupes_cached is None or self._dupes_cached[0] != key:  # one report kept: the latest asked for
-                self._dupes_cached = (key, self.library.dupes(threshold, under_dir=under))
+                self._dupes_cached = (key, self.library.dupes(threshold, under_dir=under, dates=dates))
             return self._dupes_cached[1]
 
         return await asyncio.get_running_loop().run_in_executor(self.dupes_worker, compute)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError
+from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError, UsageError
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
 # version -> the statements that bring a catalog of that version to the next. A writer runs each step in one
 # transaction together with the new version number (SQLite's journal: a crash mid-step leaves the previous
 # version intact, and the next writer resumes from there); nothing is re-embedded.
@@ -34,6 +34,11 @@ MIGRATIONS = {
     ),
     2: ("ALTER TABLE roots ADD COLUMN follow_links INTEGER NOT NULL DEFAULT 0",),
     3: ("ALTER TABLE files ADD COLUMN signature BLOB",),  # filled in by the next `index` (no re-embedding)
+    4: (  # 5 knows when each photo was taken (jobs/dates.py), filled in by the next `index` (no re-embedding)
+        "ALTER TABLE files ADD COLUMN taken REAL",
+        "ALTER TABLE files ADD COLUMN taken_from TEXT",
+        "CREATE INDEX IF NOT EXISTS files_taken ON files (taken)",
+    ),
 }
 # One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None, pixel signature or None)
 ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None, bytes | None]
@@ -50,9 +55,12 @@ CREATE TABLE IF NOT EXISTS files (
     error TEXT,
     embedding BLOB,
     indexed_at REAL NOT NULL,
-    signature BLOB
+    signature BLOB,
+    taken REAL,
+    taken_from TEXT
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
+CREATE INDEX IF NOT EXISTS files_taken ON files (taken);
 CREATE TABLE IF NOT EXISTS roots (
     path BLOB PRIMARY KEY,
     excludes TEXT NOT NULL,
@@ -318,6 +326,52 @@ class Catalog:
         with self.transaction():
             self.db.executemany("UPDATE files SET signature=? WHERE id=?", [(sig, int(key)) for key, sig in rows])
 
+    def undated(self) -> list[tuple[int, str, int]]:
+        """(id, path, mtime_ns) of embedded files without a date (new this run, or indexed before dates existed)."""
+        rows = self.db.execute("SELECT id, path, mtime_ns FROM files WHERE status='ok' AND taken IS NULL ORDER BY id")
+        return [(key, decode_path(path), mtime_ns) for key, path, mtime_ns in rows]
+
+    def set_taken(self, rows: Iterable[tuple[int, float, str]]) -> None:
+        """When existing rows' photos were taken (their embeddings and keys unchanged), in one transaction."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE files SET taken=?, taken_from=? WHERE id=?", [(t, f, int(k)) for k, t, f in rows]
+            )
+
+    def keys_taken_between(self, after: float | None, before: float | None) -> np.ndarray:
+        """The ids of embedded files taken at or after `after` and before `before` (None: unbounded)."""
+        self._require_dates()
+        rows = self.db.execute(
+            "SELECT id FROM files WHERE status='ok' AND taken IS NOT NULL AND taken >= ? AND taken < ? ORDER BY id",
+            (-1e18 if after is None else after, 1e18 if before is None else before),
+        )
+        return np.fromiter((row[0] for row in rows), dtype=np.uint64)
+
+    def taken_of(self, ids: Iterable[int]) -> dict[int, tuple[float, str]]:
+        """id -> (when taken, "exif" or "file") for the ids that have a date."""
+        ids = [int(i) for i in ids]
+        if not ids or not self._has_dates():
+            return {}
+        found: dict[int, tuple[float, str]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT id, taken, taken_from FROM files WHERE taken IS NOT NULL AND id IN ({marks})", part
+            )
+            found.update((key, (taken, source)) for key, taken, source in rows)
+        return found
+
+    def _has_dates(self) -> bool:
+        return int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 5
+
+    def _require_dates(self) -> None:
+        if not self._has_dates():
+            raise UsageError(
+                "This index was made before edge-search recorded when photos were taken: run `edge-search index` "
+                "once (nothing is embedded again), then filter by date."
+            )
+
     def sha256_of(self, key: int) -> str | None:
         row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
         return row[0] if row else None
@@ -325,7 +379,10 @@ class Catalog:
     def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
         """New (size, mtime_ns) for files whose content is unchanged: same key, same embedding."""
         with self.transaction():
-            self.db.executemany("UPDATE files SET size=?, mtime_ns=? WHERE path=?", [(s, m, p) for p, s, m in rows])
+            self.db.executemany(  # the date goes too: a date from the modification time follows it (`dates.fill_in`)
+                "UPDATE files SET size=?, mtime_ns=?, taken=NULL, taken_from=NULL WHERE path=?",
+                [(s, m, p) for p, s, m in rows],
+            )
 
     def failures(self) -> list[Failure]:
         rows = self.db.execute("SELECT path, error FROM files WHERE status='failed' ORDER BY path")

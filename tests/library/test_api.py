@@ -45,7 +45,8 @@ def test_an_upload_returns_ranked_results_whose_ids_lead_to_the_file_its_thumbna
     assert answer.status_code == 200
     results = answer.json()["results"]
     assert len(results) == 3 and (results[0]["rank"], results[0]["path"]) == (1, str(target))
-    assert set(results[0]) == {"rank", "score", "path", "id"} and results[0]["score"] == pytest.approx(1, abs=1e-4)
+    assert set(results[0]) == {"rank", "score", "path", "id", "taken"}
+    assert results[0]["score"] == pytest.approx(1, abs=1e-4)
     key = results[0]["id"]
     assert api.get(f"/api/image/{key}").content == target.read_bytes()
     thumb = api.get(f"/api/thumb/{key}")
@@ -137,3 +138,35 @@ def test_the_latest_images_are_listed_newest_first_for_the_start_page(api, photo
     assert len(latest) == 5 and set(latest[0]) == {"id", "path"}
     assert [r["id"] for r in latest] == sorted((r["id"] for r in latest), reverse=True)
     assert api.get(f"/api/thumb/{latest[0]['id']}").status_code == 200
+
+
+def test_several_weighted_photos_and_an_unlike_one_combine_by_the_same_rule_as_the_library(
+    api, photos, model, tmp_path
+):
+    from edge_search.runtime.jobs.combined_query import Term
+
+    a, b, c = photos / "img01.png", photos / "img02.webp", photos / "img03.bmp"
+    files = [
+        ("image", ("a", io.BytesIO(a.read_bytes()))),
+        ("image", ("b", io.BytesIO(b.read_bytes()))),
+        ("unlike_image", ("c", io.BytesIO(c.read_bytes()))),
+    ]
+    answer = api.post("/api/query", files=files, data={"image_weight": ["2", "0.5"], "k": "12"})
+    assert answer.status_code == 200, answer.text
+    terms = [Term(image=a, weight=2), Term(image=b, weight=0.5), Term(image=c, weight=-1)]
+    expected = Library(tmp_path / "index").query(model, terms=terms, k=12)
+    assert [r["path"] for r in answer.json()["results"]] == [hit.path for hit in expected.hits]
+    assert [r["score"] for r in answer.json()["results"]] == pytest.approx([h.score for h in expected.hits], abs=1e-5)
+
+
+def test_a_date_range_and_words_without_a_text_tower_are_checked_like_everything_else(api, photos):
+    data = (photos / "img01.png").read_bytes()
+    now = upload(api, data, k="12", after="2000").json()["results"]
+    assert len(now) == 12 and all(r["taken"] for r in now)  # dated at index time: their files' modification times
+    assert upload(api, data, k="12", before="2000").json()["results"] == []
+    bad = upload(api, data, after="yesterday")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("after takes a year")
+    words = upload(api, data, text="a dog")
+    assert words.status_code == 400 and "CLIP bundle" in words.json()["error"]
+    dupes = api.get("/api/dupes?before=2000")
+    assert dupes.status_code == 200 and dupes.json()["groups"] == []

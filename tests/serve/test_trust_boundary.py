@@ -169,6 +169,7 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
         "CREATE TABLE r2 (path BLOB PRIMARY KEY, excludes TEXT NOT NULL, include_hidden INTEGER NOT NULL);"
         "INSERT INTO r2 SELECT path, excludes, include_hidden FROM roots; DROP TABLE roots;"
         "ALTER TABLE r2 RENAME TO roots; ALTER TABLE files DROP COLUMN signature;"
+        "DROP INDEX files_taken; ALTER TABLE files DROP COLUMN taken; ALTER TABLE files DROP COLUMN taken_from;"
         "UPDATE meta SET value='2' WHERE key='schema_version';"
     )
     db.close()
@@ -178,7 +179,7 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
         report = library.index(model, rules=RootRules(follow_links=True))
         assert report.embedded == 0 and report.count == 12  # nothing re-embedded
     with Catalog.open(tmp_path / "index", create=False) as catalog:
-        assert catalog.get_meta("schema_version") == "4"  # through 3 (follow_links) to 4 (pixel signatures)
+        assert catalog.get_meta("schema_version") == "5"  # through 3 (follow_links), 4 (pixel signatures), 5 (dates)
         assert [r.follow_links for r in catalog.roots()] == [True]
         assert catalog.unsigned() == []  # the signatures made by that run, without embedding anything
 

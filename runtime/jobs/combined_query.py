@@ -1,0 +1,133 @@
+"""A query made of photos and words, each weighted, some of them negative ("unlike this"): one rule for the
+command line, the library and the HTTP API.
+
+The rule (rclip's): the weighted sum of the terms' unit embeddings, re-normalised. A photo or phrase weighs 1
+unless given another weight; a negative term subtracts its embedding, so results move away from it. Several
+photos of weight 1 thus ask for what they have in common (the direction of their mean).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_search.runtime.errors import UsageError
+from edge_search.runtime.model.embedder import l2_normalize
+from edge_search.runtime.options import ImageSource
+
+if TYPE_CHECKING:
+    from edge_search.runtime.model.model import Model
+
+_WEIGHTED = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: a photo (`image`) or words (`text`), and its weight; negative: results unlike it."""
+
+    image: ImageSource | None = None
+    text: str | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.text is None):
+            raise UsageError("A query term is either a photo or words.")
+        if not math.isfinite(self.weight) or self.weight == 0:
+            raise UsageError(f"A query term's weight must be a number other than 0, not {self.weight}.")
+        if self.text is not None and not self.text.strip():
+            raise UsageError("A query phrase is empty.")
+
+
+def weighted(word: str, *, is_file: Callable[[str], bool] = os.path.isfile) -> tuple[float, str]:
+    """'2:golden retriever' -> (2.0, 'golden retriever'); '0.5:beach.jpg' -> (0.5, 'beach.jpg'); a word without a
+    weight, or one that names an existing file as it stands ('2:1.jpg' when that file exists), weighs 1."""
+    match = _WEIGHTED.match(word)
+    if match is None or is_file(word):
+        return 1.0, word
+    return float(match.group(1)), match.group(2)
+
+
+def terms_from(
+    images: Sequence[ImageSource] = (),
+    texts: Sequence[str] = (),
+    unlike_images: Sequence[ImageSource] = (),
+    unlike_texts: Sequence[str] = (),
+    *,
+    text_weight: float = 1.0,
+) -> list[Term]:
+    """Terms from words as people type them: photos and phrases, each may start with `WEIGHT:`; the unlike ones
+    get their weight negated. `text_weight`: the weight of phrases that give none."""
+    terms: list[Term] = []
+    for sign, sources in ((1.0, images), (-1.0, unlike_images)):
+        for source in sources:
+            if isinstance(source, str):
+                weight, path = weighted(source)
+                terms.append(Term(image=path, weight=sign * weight))
+            else:
+                terms.append(Term(image=source, weight=sign))
+    for sign, phrases in ((1.0, texts), (-1.0, unlike_texts)):
+        for phrase in phrases:
+            weight, words = weighted(phrase, is_file=lambda _: False)
+            given = _WEIGHTED.match(phrase) is not None
+            terms.append(Term(text=words, weight=sign * (weight if given else text_weight)))
+    return terms
+
+
+def require_text_tower(model: Model, terms: Sequence[Term]) -> None:
+    """A UsageError (exit 2) when words are asked of a bundle that cannot embed them."""
+    if any(term.text is not None for term in terms) and not model.has_text:
+        raise UsageError(
+            f"Searching by words needs a CLIP bundle (one exported from a CLIPModel, e.g. `export-model --model "
+            f"openai/clip-vit-base-patch32`); this index's model, {model.bundle.manifest.model_id}, has no text tower."
+        )
+
+
+def combine(model: Model, terms: Sequence[Term], pixels: np.ndarray | None = None) -> np.ndarray:
+    """The unit query vector of `terms`: the weighted sum of their unit embeddings, re-normalised. `pixels`: the
+    photo terms already decoded and preprocessed, in order, if they are."""
+    if not terms:
+        raise UsageError("A query needs at least one photo or phrase.")
+    require_text_tower(model, terms)
+    photos = [term for term in terms if term.image is not None]
+    if positive_weight(terms) <= 0:
+        raise UsageError("A query needs at least one photo or phrase to look like, not only ones to be unlike.")
+    total = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
+    if photos:
+        if pixels is None or len(pixels) != len(photos):
+            pixels = np.stack([model.pixels(term.image) for term in photos])  # type: ignore[arg-type]
+        vectors = model.embedder.embed_pixels(pixels)
+        total += (np.array([term.weight for term in photos], dtype=np.float32)[:, None] * vectors).sum(axis=0)
+    for term in terms:
+        if term.text is not None:
+            total += term.weight * model.embed_text(term.text)
+    if float(np.linalg.norm(total)) < 1e-6:
+        raise UsageError("The query's photos and phrases cancel each other out: there is nothing left to search for.")
+    return l2_normalize(total[None])[0]
+
+
+def positive_weight(terms: Sequence[Term]) -> float:
+    return sum(term.weight for term in terms if term.weight > 0)
+
+
+def describe(terms: Sequence[Term]) -> str:
+    """'beach.jpg + 0.5 × "at night" − "people"': the query as a person reads it."""
+    parts: list[str] = []
+    for term in terms:
+        label = f'"{term.text}"' if term.text is not None else _image_label(term.image)
+        size = abs(term.weight)
+        weighted_label = label if size == 1 else f"{size:g} × {label}"
+        sign = "−" if term.weight < 0 else "+"
+        parts.append(weighted_label if not parts and sign == "+" else f"{sign} {weighted_label}")
+    return " ".join(parts)
+
+
+def _image_label(image: ImageSource | None) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    return "the uploaded photo" if isinstance(image, bytes) else "a photo"
