@@ -61,7 +61,7 @@ def measure(images: list[Path], bundles: dict[str, Path], repeats: int = 2) -> d
     return {"photos": len(images), "rows": rows, "fidelity": fidelity}
 
 
-def markdown(report: dict) -> list[str]:
+def markdown(report: dict) -> str:
     models = list(report["fidelity"])
     head = "| setting | CPU ms / photo | vs full | " + " | ".join(f"cosine to full, {m} (min / mean)" for m in models)
     lines = [head + " |", "|---" * (3 + len(models)) + "|"]
@@ -72,7 +72,7 @@ def markdown(report: dict) -> list[str]:
             for m in models
         ]
         lines.append(f"| {row['setting']}{mark} | {row['cpu_ms']} | {row['speedup']}× | " + " | ".join(cells) + " |")
-    return lines
+    return "\n".join(lines)
 
 
 def default_bundles() -> dict[str, Path]:
@@ -95,7 +95,7 @@ def main() -> None:
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     bundles = {b.name: b for b in args.bundle} if args.bundle else default_bundles()
     report = {"machine": machine(), **measure(images, bundles)}
-    print("\n".join(markdown(report)))
+    print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -92,12 +92,12 @@ def measure(bundle: Path, images: list[Path], rounds: int = 3) -> dict:
     return {"photos": len(images), "cores": cores, "rounds": rounds, "rows": rows}
 
 
-def markdown(report: dict) -> list[str]:
+def markdown(report: dict) -> str:
     lines = ["| setting | images/s | vs default |", "|---|---|---|"]
     for row in report["rows"]:
         mark = " *" if row["default"] else ""
         lines.append(f"| {row['setting']}{mark} | {row['images_per_s']} | {row['vs_default']}× |")
-    return lines
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -119,7 +119,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         **measure(args.bundle or default_bundle(False)[0], images, args.rounds),
     }
-    print("\n".join(markdown(report)))
+    print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

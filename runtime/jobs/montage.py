@@ -12,9 +12,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from edge_search.runtime.errors import ImageDecodeError, StorageError
+from edge_search.runtime.jobs.fonts import font_for
 from edge_search.runtime.model.preprocess import open_image
 
 TILE = 256
@@ -47,13 +48,6 @@ def _tile(source) -> tuple[Image.Image, bool]:
     else:
         shown = image.convert("RGB")
     return ImageOps.pad(shown, (TILE, TILE), color=(30, 30, 30)), True
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def _short(name: str, width: int = 26) -> str:
@@ -93,7 +87,8 @@ def write_sheet(header: str, cells: Sequence[tuple], out: Path, columns: int = 6
     width = PAD + columns * (TILE + PAD)
     sheet = Image.new("RGB", (width, HEADER_H + PAD + rows * (TILE + LABEL_H + PAD)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font, small = _font(18), _font(14)
+    drawn = header + "".join(f"{label}{name}" for _, label, name, _, _ in cells)
+    font, small = font_for(drawn, 18), font_for(drawn, 14)
     draw.text((PAD, PAD), header, fill=(255, 200, 0), font=font)
     for i, (source, label, name, path, framed) in enumerate(cells):
         x = PAD + (i % columns) * (TILE + PAD)

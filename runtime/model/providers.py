@@ -52,12 +52,16 @@ WHY_OPENVINO = "auto: OpenVINO int8-static, the higher throughput for a long job
 WHY_ONE_SHOT = (
     "auto: onnxruntime for a one-shot command (OpenVINO's import and compile would make a cold query 1.86x slower)"
 )
+WHY_NO_INT8_DOT = (
+    "auto: onnxruntime int8 on this CPU (no VNNI/AMX int8 dot products: OpenVINO int8-static indexed at 0.76x "
+    "onnxruntime's int8 on an AVX2-only AMD EPYC)"
+)
 WHY_NO_OPENVINO = (
     "auto: onnxruntime on the CPU (OpenVINO is not installed; with it and an int8-static graph, long jobs run faster)"
 )
 WHY_NO_STATIC = (
-    "auto: onnxruntime on the CPU (the bundle has no int8-static graph for OpenVINO: export-model "
-    "--calibration-photos DIR makes one)"
+    "auto: onnxruntime on the CPU (the bundle has no int8-static graph for OpenVINO: export-model writes one by "
+    "default; an older bundle lacks it, or its graph failed the parity gate, as the manifest's `rejected` says)"
 )
 WHY_CUDA = "auto: CUDA, onnxruntime's GPU provider, tried first wherever it is installed"
 WHY_TENSORRT = "auto: TensorRT (an fp16 engine built once per GPU and cached), tried first where its libraries load"
@@ -84,10 +88,12 @@ def resolve(
     cuda: CudaOptions = CudaOptions(),
     openvino_installed: bool = False,
     one_shot: bool = False,
+    int8_dot_products: bool = True,
 ) -> list[Plan]:
     """The plans to try, in order, each with why. Pure: `available` is onnxruntime's (untrusted) list of
     providers, `openvino_installed` whether the openvino package is there to try, `one_shot` whether the process
-    runs the model once (a cold query or embed), where start-up time is the cost."""
+    runs the model once (a cold query or embed), where start-up time is the cost, `int8_dot_products` whether
+    this CPU has the int8 dot-product instructions (VNNI, AMX) OpenVINO's int8-static gains its speed from."""
     device, precision = choose(Device, device, "--device"), choose(Precision, precision, "--precision")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
     # the TensorRT provider's options (its engine cache) are filled in when the session opens: see `tensorrt`
@@ -125,13 +131,16 @@ def resolve(
     plans = [tensorrt_plan.because(WHY_TENSORRT)] if TENSORRT in available else []
     plans += [cuda_plan.because(WHY_CUDA)] if CUDA in available else []
     # OpenVINO only where it has the graph it was made for (on its fp32 alone it is no faster than onnxruntime's
-    # int8, measured on an AVX-512 VNNI Xeon), and only for a long job: see WHY_ONE_SHOT.
+    # int8, measured on an AVX-512 VNNI Xeon), only for a long job (WHY_ONE_SHOT), and only on a CPU with int8 dot
+    # products (WHY_NO_INT8_DOT).
     if not openvino_installed:
         cpu_why = WHY_NO_OPENVINO
     elif openvino_plan.precision != "int8-static":
         cpu_why = WHY_NO_STATIC
     elif one_shot:
         cpu_why = WHY_ONE_SHOT
+    elif not int8_dot_products:
+        cpu_why = WHY_NO_INT8_DOT
     else:
         plans.append(openvino_plan.because(WHY_OPENVINO))
         cpu_why = "auto: onnxruntime on the CPU (OpenVINO could not start)"

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_search.runtime.errors import BundleError, ProviderError
-from edge_search.runtime.host import default_threads
+from edge_search.runtime.host import default_threads, int8_dot_products
 from edge_search.runtime.model import selfcheck, tensorrt
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.openvino_session import open_openvino, openvino_installed
@@ -136,7 +136,9 @@ def open_session(
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession
     notes: list[str] = []
-    plans = resolve(device, precision, available, bundle.precisions, cuda, openvino_installed(), one_shot)
+    plans = resolve(
+        device, precision, available, bundle.precisions, cuda, openvino_installed(), one_shot, int8_dot_products()
+    )
     for index, plan in enumerate(plans):
         if plan.device == "openvino":
             try:
@@ -222,11 +224,14 @@ def auto_choices(bundle: Bundle) -> dict[str, Plan]:
     available = [
         p for p in ort.get_available_providers() if p not in _DEVICES or not provider_library_problem(ort, _DEVICES[p])
     ]
-    installed = openvino_installed()
+    installed, dot = openvino_installed(), int8_dot_products()
     return {
-        job: resolve("auto", "auto", available, bundle.precisions, openvino_installed=installed, one_shot=one_shot)[0]
+        job: resolve(
+            "auto", "auto", available, bundle.precisions, openvino_installed=installed, one_shot=one_shot,
+            int8_dot_products=dot,
+        )[0]
         for job, one_shot in JOBS.items()
-    }
+    }  # fmt: skip
 
 
 def plan_label(plan: Plan) -> str:

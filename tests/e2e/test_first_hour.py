@@ -14,7 +14,7 @@ import time
 
 import onnxruntime
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from conftest import cli_env, console_script, photo, run_script
 
@@ -266,3 +266,20 @@ def test_the_montage_names_files_marks_missing_ones_and_shows_transparency(tmp_p
         assert {clear_tile[0], clear_tile[1]} == {(204, 204, 204), (153, 153, 153)}  # a checkerboard
         assert sheet.getpixel((PAD + 2 * (TILE + PAD) + 2, y + 2)) == (70, 30, 30)  # the missing file's tile
         assert any(sheet.getpixel((x, PAD + 8)) != (18, 18, 18) for x in range(PAD, 300))  # a header was drawn
+
+
+def test_a_contact_sheet_draws_accented_names_with_their_letters_not_empty_boxes(tmp_path):
+    from edge_search.runtime.jobs.fonts import BUNDLED, font_file, font_for
+
+    def drawn(text: str, font) -> bytes:
+        return bytes(font.getmask(text))
+
+    name = "Café Noël Ωμέγα"
+    font = font_for(name, 18)
+    missing = "\U000f0000"  # a private-use character no font draws: its box is what a missing letter looks like
+    for letter in "éëΩμέ":
+        assert drawn(letter, font) != drawn(missing, font), letter
+    assert BUNDLED.is_file() and (BUNDLED.parent / "LICENSE.txt").is_file()
+    assert font_file(frozenset(name)).suffix.lower() in (".ttf", ".otf", ".ttc")
+    bundled = ImageFont.truetype(str(BUNDLED), 18)  # what a system without fontconfig draws with
+    assert all(drawn(letter, bundled) != drawn(missing, bundled) for letter in "éëΩμέ")

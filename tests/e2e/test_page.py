@@ -76,6 +76,9 @@ def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, i
         context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
         page.wait_for_selector("#status:has-text('12 photos')")
         assert page.is_visible("#warning") == service.health()["random_weights"]  # the tiny test bundle says no
+        status = page.locator("#status")  # the engine as a person names it, the provider's own name on hover
+        assert "Provider" not in status.inner_text() and " · CPU · " in status.inner_text()
+        assert status.get_attribute("title") == f"{service.health()['provider']}, {service.health()['precision']} graph"
 
         page.set_input_files("#file", str(photos / "img02.webp"))
         page.wait_for_selector("#results .hit .score")  # the search's results, not the start page's
@@ -92,7 +95,8 @@ def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, i
         name = second.locator(".name").get_attribute("title")
         second.locator("a.similar").click()
         page.wait_for_url("**/#similar/*")
-        expect(page.locator("#query-name")).to_have_text(name)
+        expect(page.locator("#query-name")).to_have_text("/".join(name.split("/")[-2:]))  # folder/name
+        expect(page.locator("#query-name")).to_have_attribute("title", name)  # the whole path on hover
         expect(page.locator("#results .hit")).to_have_count(11)  # itself left out
         assert name not in [n.get_attribute("title") for n in page.locator("#results .name").all()]
 
@@ -155,6 +159,10 @@ def test_a_bad_file_shows_the_reason_on_the_page(browser, indexed, tmp_path):
         page.set_input_files("#file", str(broken))
         page.wait_for_selector("#message.error")
         assert "cannot be searched" in page.inner_text("#message") and page.locator("#results .hit").count() == 0
+        page.reload()  # the failed search is not what the page comes back to: the start page, saying so
+        expect(page.locator("#message")).to_contain_text("did not finish: choose the photo again")
+        expect(page.locator("#query")).to_be_hidden()
+        expect(page.locator("#results .hit")).to_have_count(12)
         context.close()
     finally:
         service.stop()
@@ -330,3 +338,25 @@ def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
         assert all(abs(b["width"] - b["height"]) < 1 for b in boxes)  # square, the portrait one included
         cards = [card.bounding_box()["height"] for card in page.locator("#results .hit").all()]
         assert max(cards) - min(cards) < 2  # no card stretched, no gaps under the others
+
+
+def test_the_title_leads_back_to_the_start_and_show_reruns_the_view_on_screen(browser, indexed):
+    env, photos = indexed
+    with desktop_page(browser, env) as (service, page):
+        expect(page.locator("#results .hit")).to_have_count(12)
+        with page.expect_request(lambda r: r.url.endswith("/api/latest?k=48")):
+            page.select_option("#k", "48")  # Show, on the start page: that many of the photos added last
+        page.set_input_files("#file", str(photos / "img02.webp"))
+        expect(page.locator("#results .hit .score")).to_have_count(12)
+        with page.expect_request(lambda r: r.url.endswith("/api/query") and r.method == "POST"):
+            page.select_option("#k", "12")  # Show, after an upload: the same search again, for that many
+        expect(page.locator("#results .hit .score")).to_have_count(12)
+
+        page.locator("#results .hit").nth(2).locator("a.similar").click()
+        page.wait_for_url("**/#similar/*")
+        shown, full = page.inner_text("#query-name"), page.get_attribute("#query-name", "title")
+        assert full.startswith(str(photos)) and shown == "/".join(full.split("/")[-2:])  # folder/name, not the path
+
+        page.click("header h1 a")  # the title: back to the start page from any view
+        expect(page.locator("#query")).to_be_hidden()
+        expect(page.locator("#message")).to_contain_text("Added last")

@@ -181,6 +181,7 @@ def test_the_date_taken_is_exif_date_time_original_else_the_file_modification_ti
     assert exif_taken(never_set) is None
 
 
+@pytest.mark.slow  # the installed CLI in subprocesses
 def test_query_and_dupes_filter_by_date_through_the_cli(tmp_path, tiny_bundle):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -212,6 +213,7 @@ def test_query_and_dupes_filter_by_date_through_the_cli(tmp_path, tiny_bundle):
     assert dupes.returncode == 0 and json.loads(dupes.stdout)["groups"] == []
 
 
+@pytest.mark.slow  # the installed CLI in subprocesses
 def test_words_on_a_bundle_without_a_text_tower_are_one_line_and_exit_2(tmp_path, tiny_bundle, photo_dir):
     env = cli_env(tmp_path, tiny_bundle)
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
@@ -222,6 +224,7 @@ def test_words_on_a_bundle_without_a_text_tower_are_one_line_and_exit_2(tmp_path
         assert len(lines) == 1 and "CLIP bundle" in lines[0], lines
 
 
+@pytest.mark.slow  # the installed CLI in subprocesses
 def test_the_cli_combines_weighted_and_negative_photos_by_the_librarys_rule(tmp_path, tiny_bundle, photo_dir, model):
     env = cli_env(tmp_path, tiny_bundle)
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import cli_env, edge_search
 from edge_search.runtime.errors import ProviderError, UsageError
+from edge_search.runtime.host import int8_dot_products
 from edge_search.runtime.model import providers
 from edge_search.runtime.model.providers import CPU, CUDA, resolve
 
@@ -51,11 +52,19 @@ def test_auto_follows_the_job_openvino_for_long_jobs_onnxruntime_for_one_shot_co
     assert one_shot[0].why == providers.WHY_ONE_SHOT
 
 
+def test_on_a_cpu_without_int8_dot_products_every_job_stays_on_onnxruntime_int8():
+    for one_shot in (False, True):
+        (plan,) = resolve("auto", "auto", [CPU], WITH_STATIC, openvino_installed=True, one_shot=one_shot,
+                          int8_dot_products=False)  # fmt: skip
+        assert (plan.device, plan.precision) == ("cpu", "int8")
+        assert plan.why == (providers.WHY_ONE_SHOT if one_shot else providers.WHY_NO_INT8_DOT)
+
+
 def test_auto_says_why_it_kept_onnxruntime():
     (without_openvino,) = resolve("auto", "auto", [CPU], WITH_STATIC, openvino_installed=False)
     (without_graph,) = resolve("auto", "auto", [CPU], WITHOUT_STATIC, openvino_installed=True)
     assert without_openvino.why == providers.WHY_NO_OPENVINO
-    assert without_graph.why == providers.WHY_NO_STATIC and "--calibration-photos" in without_graph.why
+    assert without_graph.why == providers.WHY_NO_STATIC and "export-model" in without_graph.why
     assert resolve("cpu", "auto", [CPU], WITH_STATIC)[0].why.startswith("--device cpu")
 
 
@@ -104,6 +113,8 @@ def bundle_claiming_int8_static(tiny_bundle, tmp_path) -> Path:
 def test_a_broken_openvino_install_falls_back_to_onnxruntime_with_a_note(
     bundle_claiming_int8_static, broken_openvino, tmp_path, photo_dir
 ):
+    if not int8_dot_products():
+        pytest.skip("auto tries OpenVINO only on a CPU with VNNI/AMX; this one has neither")
     env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto", PYTHONPATH=str(broken_openvino))
     result = edge_search("index", str(photo_dir), "--json", env=env)
     assert result.returncode == 0, result.stderr
@@ -127,10 +138,13 @@ def test_the_engine_follows_the_job_through_the_installed_cli_and_info_says_why(
 ):
     pytest.importorskip("openvino")
     env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto")
+    fast_here = int8_dot_products()  # OpenVINO indexes faster only with VNNI/AMX (else: onnxruntime int8)
+    long_engine, long_why = ("OpenVINO int8-static", providers.WHY_OPENVINO) if fast_here else (
+        "onnxruntime CPU int8", providers.WHY_NO_INT8_DOT)  # fmt: skip
     indexed = edge_search("index", str(photo_dir), "--json", env=env)
     assert indexed.returncode == 0, indexed.stderr
-    assert json.loads(indexed.stdout)["provider"] == "OpenVINO CPU"
-    assert providers.WHY_OPENVINO in edge_search("index", str(photo_dir), env=env).stderr  # the progress line
+    assert json.loads(indexed.stdout)["provider"] == ("OpenVINO CPU" if fast_here else "CPUExecutionProvider")
+    assert long_why in edge_search("index", str(photo_dir), env=env).stderr  # the progress line
     photo = next(p for p in sorted(photo_dir.iterdir()) if p.is_file())
     queried = edge_search("query", str(photo), "--json", env=env)
     assert queried.returncode == 0, queried.stderr
@@ -140,7 +154,7 @@ def test_the_engine_follows_the_job_through_the_installed_cli_and_info_says_why(
     )
     info = edge_search("info", "--json", env=env)
     assert json.loads(info.stdout)["engines"] == {
-        "index, serve, watch": f"OpenVINO int8-static · {providers.WHY_OPENVINO}",
+        "index, serve, watch": f"{long_engine} · {long_why}",
         "query, embed": f"onnxruntime CPU int8 · {providers.WHY_ONE_SHOT}",
     }
     verified = edge_search("verify", env=env)

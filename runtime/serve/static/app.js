@@ -14,6 +14,7 @@ const els = {
 };
 let searchId = 0; // only the newest search may draw its results
 // Object URLs of uploaded photos stay valid for the page's life: history entries show them again.
+const uploads = new Map(); // object URL -> the uploaded File, to search with it again ("Show")
 
 async function api(path, options) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -65,12 +66,14 @@ function showResultsView() {
   els.results.hidden = false;
 }
 
+// `name`: an indexed photo's path (shown as folder/name, the whole path on hover), or an upload's own label.
 function showQuery(src, name) {
   showResultsView();
   els.query.hidden = false;
   els.queryImage.hidden = !src;
   if (src) els.queryImage.src = src; else els.queryImage.removeAttribute("src");
-  els.queryName.textContent = visible(name);
+  const isPath = /[\\/]/.test(name);
+  els.queryName.textContent = isPath ? shortName(name) : visible(name);
   els.queryName.title = visible(name);
 }
 
@@ -145,6 +148,7 @@ function newEntry(view) {
 function searchFile(file) {
   if (!file) return;
   const view = { view: "search", image: URL.createObjectURL(file), name: file.name || "pasted image" };
+  uploads.set(view.image, file);
   newEntry(view);
   showQuery(view.image, view.name);
   const form = new FormData();
@@ -155,7 +159,7 @@ function searchFile(file) {
 
 function searchText(words) {
   if (!words.trim()) return;
-  const view = { view: "search", image: "", name: `“${words.trim()}”` };
+  const view = { view: "search", image: "", name: `“${words.trim()}”`, text: words.trim() };
   newEntry(view);
   showQuery("", view.name);
   const form = new FormData();
@@ -229,18 +233,18 @@ async function showDupes() {
 }
 
 // The start page: what the library holds, and the photos added last (each leads to photos like it).
-async function showStart() {
+async function showStart(note) {
   const mine = ++searchId;
   els.query.hidden = true;
   showResultsView();
   try {
-    const [info, latest] = await Promise.all([api("/api/info"), api("/api/latest")]);
+    const [info, latest] = await Promise.all([api("/api/info"), api(`/api/latest?k=${encodeURIComponent(els.k.value)}`)]);
     if (mine !== searchId) return;
     const folders = info.roots.map((r) => visible(r.path));
     const where = folders.length ? ` in ${folders.length === 1 ? folders[0] : `${folders.length} folders`}` : "";
-    render(latest.results, info.count
+    render(latest.results, (note ? note + " " : "") + (info.count
       ? `${info.count.toLocaleString()} photos${where}. Added last:`
-      : "The library is empty: index a folder with `edge-search index DIR`.");
+      : "The library is empty: index a folder with `edge-search index DIR`."));
   } catch (error) {
     if (mine === searchId) say(error.message, true);
   }
@@ -264,21 +268,34 @@ function route() {
   const state = history.state;
   if (state && state.view === "search") {
     searchId++; // a search still running for another entry must not draw over this one
+    if (!state.results) { // it failed, or the page was reloaded meanwhile: its photo is gone with the old page
+      history.replaceState(null, "", window.location.pathname);
+      shown = routeKey();
+      showStart("That search did not finish: choose the photo again.");
+      return;
+    }
     showQuery(state.image, state.name);
-    if (state.results) render(state.results); else say("This search did not finish; run it again.");
+    render(state.results);
     return;
   }
   showStart();
+}
+
+// "CPU", "CUDA", "TensorRT", "OpenVINO": what a person calls the engine (the exact provider is in the tooltip)
+function engineName(provider) {
+  const names = { CPUExecutionProvider: "CPU", CUDAExecutionProvider: "CUDA", TensorrtExecutionProvider: "TensorRT" };
+  return names[provider] || (provider || "").replace(/ CPU$/, "");
 }
 
 async function refreshStatus() {
   try {
     const health = await api("/api/health");
     const watch = health.watch;
-    let text = `${health.count.toLocaleString()} photos · ${health.provider} ${health.precision}`;
+    let text = `${health.count.toLocaleString()} photos · ${engineName(health.provider)} · ${health.precision}`;
     if (watch && watch.indexing) text += " · indexing new photos…";
     else if (watch && watch.mode === "events") text += ` · watching ${watch.roots.length} folder${watch.roots.length === 1 ? "" : "s"}`;
     els.status.textContent = text;
+    els.status.title = `${health.provider}, ${health.precision} graph`;
     els.words.hidden = !health.text;
     els.logout.hidden = !health.login;
     els.warning.hidden = !health.random_weights;
@@ -289,6 +306,33 @@ async function refreshStatus() {
   }
 }
 
+// Back to the start page from any view: a new history entry, so Back returns to the view left.
+document.querySelector("header h1 a").addEventListener("click", (event) => {
+  event.preventDefault();
+  history.pushState(null, "", "/");
+  shown = routeKey();
+  showStart();
+});
+
+// "Show": the view on screen again, with that many photos.
+function rerun() {
+  const state = history.state;
+  const similar = /^#similar\/(\d+)$/.exec(window.location.hash);
+  if (window.location.hash === "#dupes") return;
+  if (similar) { searchSimilar(similar[1], els.queryName.title); return; }
+  if (!state || state.view !== "search") { showStart(); return; }
+  const form = new FormData();
+  form.append("k", els.k.value);
+  if (state.text) {
+    form.append("text", state.text);
+    search(() => api("/api/query", { method: "POST", body: form }), state);
+  } else if (uploads.has(state.image)) {
+    form.append("image", uploads.get(state.image), state.name);
+    search(() => api("/api/query", { method: "POST", body: form }), state);
+  }
+}
+
+els.k.addEventListener("change", rerun);
 els.picker.addEventListener("submit", (event) => { event.preventDefault(); searchText(els.text.value); });
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 window.addEventListener("hashchange", route);
