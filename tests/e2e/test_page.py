@@ -334,7 +334,7 @@ def test_tiles_stay_square_with_a_portrait_photo_among_them(browser, indexed):
         page.set_input_files("#file", str(photos / "portrait.png"))
         expect(page.locator("#query-name")).to_have_text("portrait.png")
         expect(page.locator("#results .hit .score")).to_have_count(13)  # the search's results, not the start page's
-        boxes = [link.bounding_box() for link in page.locator("#results a.similar").all()]
+        boxes = [link.bounding_box() for link in page.locator("#results a.photo").all()]
         assert all(abs(b["width"] - b["height"]) < 1 for b in boxes)  # square, the portrait one included
         cards = [card.bounding_box()["height"] for card in page.locator("#results .hit").all()]
         assert max(cards) - min(cards) < 2  # no card stretched, no gaps under the others
@@ -360,3 +360,104 @@ def test_the_title_leads_back_to_the_start_and_show_reruns_the_view_on_screen(br
         page.click("header h1 a")  # the title: back to the start page from any view
         expect(page.locator("#query")).to_be_hidden()
         expect(page.locator("#message")).to_contain_text("Added last")
+
+
+def test_a_date_range_and_words_narrow_an_upload_search_on_the_page(browser, indexed, tmp_path):
+    env, photos = indexed
+    with desktop_page(browser, env) as (service, page):
+        expect(page.locator("#results .hit")).to_have_count(12)
+        page.set_input_files("#file", str(photos / "img02.webp"))
+        expect(page.locator("#results .hit .score")).to_have_count(12)  # indexed today: their files' dates
+        page.fill("#before", "2001")
+        with page.expect_request(lambda r: r.url.endswith("/api/query") and r.method == "POST"):
+            page.locator("#before").dispatch_event("change")
+        expect(page.locator("#message")).to_have_text("No similar photos found.")
+        expect(page.locator("#results .hit")).to_have_count(0)
+        page.fill("#before", "")
+        page.fill("#after", "2001")
+        page.locator("#after").dispatch_event("change")
+        expect(page.locator("#results .hit .score")).to_have_count(12)
+        expect(page.locator("#query-name")).to_have_text("img02.webp")
+
+
+def test_a_result_opens_a_large_view_to_move_through_with_arrows_and_keys_and_close(browser, indexed):
+    env, photos = indexed
+    with desktop_page(browser, env) as (service, page):
+        page.set_input_files("#file", str(photos / "img02.webp"))
+        expect(page.locator("#results .hit .score")).to_have_count(12)
+        paths = [n.get_attribute("title") for n in page.locator("#results .name").all()]
+        page.locator("#results .hit").first.locator("a.photo").click()
+        viewer = page.locator("#viewer")
+        expect(viewer).to_be_visible()
+        expect(page.locator("#viewer-path")).to_have_text(paths[0])  # folder and name in full
+        expect(page.locator("#viewer-count")).to_have_text("1 / 12")
+        expect(page.locator("#viewer-detail")).to_contain_text("taken ")  # the date, the pixels, the size, the score
+        expect(page.locator("#viewer-detail")).to_contain_text("score 1.0000")
+        expect(page.locator("#viewer-detail")).to_contain_text(" KB")
+        width, height = Image.open(photos / "img02.webp").size
+        expect(page.locator("#viewer-detail")).to_contain_text(f"{width}×{height}")
+        expect(page.locator("#viewer-prev")).to_be_disabled()
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#viewer-path")).to_have_text(paths[1])
+        page.click("#viewer-next")
+        expect(page.locator("#viewer-count")).to_have_text("3 / 12")
+        page.keyboard.press("ArrowLeft")
+        expect(page.locator("#viewer-path")).to_have_text(paths[1])
+        original = page.get_attribute("#viewer-original", "href")
+        assert service.request(original)[1] == Path(paths[1]).read_bytes()
+        page.keyboard.press("Escape")
+        expect(viewer).to_be_hidden()
+        page.locator("#results .hit").nth(4).locator("a.photo").click()
+        page.click("#viewer-similar")  # more like this: the view closes and the search follows
+        page.wait_for_url("**/#similar/*")
+        expect(viewer).to_be_hidden()
+        expect(page.locator("#results .hit")).to_have_count(11)
+        expect(page.locator("#query-name")).to_have_attribute("title", paths[4])
+
+
+def test_the_photo_view_fits_a_phone_and_moves_with_its_buttons(browser, indexed):
+    env, photos = indexed
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(
+            browser, service.base + "/", errors, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        )
+        expect(page.locator("#results .hit")).to_have_count(12)  # the start page: the photos added last
+        page.locator("#results .hit").nth(1).locator("a.photo").tap()
+        expect(page.locator("#viewer")).to_be_visible()
+        expect(page.locator("#viewer-count")).to_have_text("2 / 12")
+        page.locator("#viewer-next").tap()
+        expect(page.locator("#viewer-count")).to_have_text("3 / 12")
+        box = page.locator("#viewer").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390  # the whole view on the screen
+        for button in ("#viewer-prev", "#viewer-next", "#viewer-close"):
+            size = page.locator(button).bounding_box()
+            assert size["width"] >= 40 and size["height"] >= 40  # big enough for a finger
+        page.locator("#viewer-close").tap()
+        expect(page.locator("#viewer")).to_be_hidden()
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
+
+
+def test_words_typed_beside_an_uploaded_photo_search_with_both(browser, tiny_clip_bundle, photo_dir, tmp_path):
+    from conftest import cli_env
+
+    env = cli_env(tmp_path, tiny_clip_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    with desktop_page(browser, env) as (_, page):
+        expect(page.locator("#words")).to_be_visible()  # a CLIP bundle: the words box is there
+        page.set_input_files("#file", str(photo_dir / "img02.webp"))
+        expect(page.locator("#results .hit .score")).to_have_count(12)
+        alone = [float(s) for s in page.locator("#results .score").all_inner_texts()]
+        page.fill("#text", "a dog")
+        with page.expect_response(lambda r: r.url.endswith("/api/query") and r.request.method == "POST") as answer:
+            page.click("#text-search")
+        expect(page.locator("#query-name")).to_have_text("img02.webp + “a dog”")
+        expect(page.locator("#query-image")).to_be_visible()
+        together = [round(hit["score"], 3) for hit in answer.value.json()["results"]]
+        expect(page.locator("#results .score").first).to_have_text(f"{together[0]:.3f}")
+        assert together != alone  # the words moved the query: the photo alone would score itself 1.0

@@ -10,8 +10,13 @@ const els = {
   file: $("file"), k: $("k"), results: $("results"), message: $("message"), status: $("status"),
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
   overlay: $("drop-overlay"), groups: $("groups"), words: $("words"), text: $("text"), picker: $("picker"),
-  logout: $("logout"),
+  logout: $("logout"), after: $("after"), before: $("before"),
+  viewer: $("viewer"), viewerImage: $("viewer-image"), viewerPath: $("viewer-path"), viewerDetail: $("viewer-detail"),
+  viewerCount: $("viewer-count"), viewerPrev: $("viewer-prev"), viewerNext: $("viewer-next"),
+  viewerSimilar: $("viewer-similar"), viewerOriginal: $("viewer-original"), viewerClose: $("viewer-close"),
 };
+let shownHits = []; // the results on screen, in order: what the photo view moves through
+let viewing = -1;
 let searchId = 0; // only the newest search may draw its results
 // Object URLs of uploaded photos stay valid for the page's life: history entries show them again.
 const uploads = new Map(); // object URL -> the uploaded File, to search with it again ("Show")
@@ -92,6 +97,30 @@ function thumbLink(id, path) {
   return link;
 }
 
+// A result's picture: opens the photo view (a plain link to the original, for a new tab or without scripts).
+function photoLink(hit, index) {
+  const link = document.createElement("a");
+  link.className = "photo";
+  link.href = `/api/image/${hit.id}`;
+  link.title = "View this photo";
+  link.addEventListener("click", (event) => { event.preventDefault(); openViewer(index); });
+  const img = document.createElement("img");
+  img.src = `/api/thumb/${hit.id}`;
+  img.alt = shortName(hit.path);
+  img.loading = "lazy";
+  link.append(img);
+  return link;
+}
+
+function similarLink(id, path) {
+  const link = document.createElement("a");
+  link.className = "similar";
+  link.href = `#similar/${id}`;
+  link.dataset.name = path;
+  link.textContent = "more like this";
+  return link;
+}
+
 function originalLink(id) {
   const original = document.createElement("a");
   original.className = "original";
@@ -103,7 +132,8 @@ function originalLink(id) {
 }
 
 function render(results, summary) {
-  els.results.replaceChildren(...results.map((hit) => {
+  shownHits = results;
+  els.results.replaceChildren(...results.map((hit, index) => {
     const item = document.createElement("li");
     item.className = "hit";
     const meta = document.createElement("div");
@@ -119,7 +149,10 @@ function render(results, summary) {
       meta.append(score);
     }
     meta.append(name);
-    item.append(thumbLink(hit.id, hit.path), meta, originalLink(hit.id));
+    const links = document.createElement("div");
+    links.className = "links";
+    links.append(similarLink(hit.id, hit.path), originalLink(hit.id));
+    item.append(photoLink(hit, index), meta, links);
     return item;
   }));
   say(summary || (results.length ? `${results.length} photo${results.length === 1 ? "" : "s"}` : "No similar photos found."));
@@ -145,32 +178,54 @@ function newEntry(view) {
   shown = routeKey();
 }
 
+// The date range and the count, as the API takes them (a form for /api/query, a query string for the rest).
+function options() {
+  const asked = { k: els.k.value };
+  if (els.after.value.trim()) asked.after = els.after.value.trim();
+  if (els.before.value.trim()) asked.before = els.before.value.trim();
+  return asked;
+}
+
+function queryForm(fields) {
+  const form = new FormData();
+  for (const [name, value] of Object.entries({ ...options(), ...fields })) form.append(name, value);
+  return form;
+}
+
 function searchFile(file) {
   if (!file) return;
   const view = { view: "search", image: URL.createObjectURL(file), name: file.name || "pasted image" };
   uploads.set(view.image, file);
   newEntry(view);
   showQuery(view.image, view.name);
-  const form = new FormData();
+  const form = queryForm({});
   form.append("image", file, file.name || "pasted.png");
-  form.append("k", els.k.value);
   search(() => api("/api/query", { method: "POST", body: form }), view);
 }
 
+// Words alone, or with the uploaded photo on screen: both go in one query (the API adds their embeddings).
 function searchText(words) {
   if (!words.trim()) return;
-  const view = { view: "search", image: "", name: `“${words.trim()}”`, text: words.trim() };
+  const shown = history.state && history.state.view === "search" && uploads.has(history.state.image)
+    ? history.state : null;
+  const photo = shown ? (shown.photoName || shown.name) : null;
+  const view = { view: "search", image: shown ? shown.image : "", text: words.trim(), photoName: photo,
+                 name: photo ? `${photo} + “${words.trim()}”` : `“${words.trim()}”` };
   newEntry(view);
-  showQuery("", view.name);
-  const form = new FormData();
-  form.append("text", words);
-  form.append("k", els.k.value);
-  search(() => api("/api/query", { method: "POST", body: form }), view);
+  showQuery(view.image, view.name);
+  search(() => api("/api/query", { method: "POST", body: viewForm(view) }), view);
+}
+
+// The form that searches for `view` (an upload, words, or both) with the options set now.
+function viewForm(view) {
+  const form = queryForm(view.text ? { text: view.text } : {});
+  if (uploads.has(view.image)) form.append("image", uploads.get(view.image), view.photoName || view.name);
+  return form;
 }
 
 function searchSimilar(id, name) {
   showQuery(`/api/thumb/${id}`, name || `photo ${id}`);
-  search(() => api(`/api/similar/${id}?k=${encodeURIComponent(els.k.value)}`));
+  search(() => api(`/api/similar/${id}?${new URLSearchParams(options())}`));
 }
 
 function renderGroups(report) {
@@ -306,6 +361,71 @@ async function refreshStatus() {
   }
 }
 
+// The photo view: the photo large, its folder and name in full, when it was taken, its size and score; arrows,
+// ← / → and swipes move through the results on screen, Esc (or ✕) closes it.
+function openViewer(index) {
+  viewing = index;
+  drawViewer();
+  if (!els.viewer.open) els.viewer.showModal();
+}
+
+function drawViewer() {
+  const hit = shownHits[viewing];
+  if (!hit) return;
+  els.viewerImage.src = `/api/thumb/${hit.id}`; // at once; the original replaces it once loaded
+  els.viewerImage.alt = shortName(hit.path);
+  const full = new Image();
+  full.onload = () => {
+    if (shownHits[viewing] !== hit) return;
+    els.viewerImage.src = full.src;
+    details(hit, `${full.naturalWidth}×${full.naturalHeight}`);
+  };
+  full.src = `/api/image/${hit.id}`;
+  els.viewerPath.textContent = visible(hit.path);
+  details(hit, "");
+  fetch(`/api/image/${hit.id}`, { method: "HEAD", credentials: "same-origin" }).then((response) => {
+    const bytes = Number(response.headers.get("content-length"));
+    if (shownHits[viewing] === hit && bytes) { hit.bytes = bytes; details(hit, els.viewerDetail.dataset.pixels || ""); }
+  }).catch(() => {});
+  els.viewerCount.textContent = `${viewing + 1} / ${shownHits.length}`;
+  els.viewerPrev.disabled = viewing === 0;
+  els.viewerNext.disabled = viewing === shownHits.length - 1;
+  els.viewerSimilar.href = `#similar/${hit.id}`;
+  els.viewerSimilar.dataset.name = hit.path;
+  els.viewerOriginal.href = `/api/image/${hit.id}`;
+}
+
+function details(hit, pixels) {
+  els.viewerDetail.dataset.pixels = pixels;
+  const parts = [hit.taken ? `taken ${hit.taken}` : "date unknown"];
+  if (pixels) parts.push(pixels);
+  if (hit.bytes) parts.push(humanSize(hit.bytes));
+  if (hit.score !== undefined) parts.push(`score ${hit.score.toFixed(4)}`);
+  els.viewerDetail.textContent = parts.join(" · ");
+}
+
+function step(delta) {
+  const next = viewing + delta;
+  if (next >= 0 && next < shownHits.length) { viewing = next; drawViewer(); }
+}
+
+els.viewerPrev.addEventListener("click", () => step(-1));
+els.viewerNext.addEventListener("click", () => step(1));
+els.viewerClose.addEventListener("click", () => els.viewer.close());
+els.viewerSimilar.addEventListener("click", () => els.viewer.close());
+els.viewer.addEventListener("keydown", (event) => {
+  if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
+  if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+});
+let touchX = null;
+els.viewer.addEventListener("touchstart", (event) => { touchX = event.changedTouches[0].clientX; }, { passive: true });
+els.viewer.addEventListener("touchend", (event) => {
+  if (touchX === null) return;
+  const moved = event.changedTouches[0].clientX - touchX;
+  touchX = null;
+  if (Math.abs(moved) > 50) step(moved < 0 ? 1 : -1); // swipe left: the next photo
+});
+
 // Back to the start page from any view: a new history entry, so Back returns to the view left.
 document.querySelector("header h1 a").addEventListener("click", (event) => {
   event.preventDefault();
@@ -321,18 +441,14 @@ function rerun() {
   if (window.location.hash === "#dupes") return;
   if (similar) { searchSimilar(similar[1], els.queryName.title); return; }
   if (!state || state.view !== "search") { showStart(); return; }
-  const form = new FormData();
-  form.append("k", els.k.value);
-  if (state.text) {
-    form.append("text", state.text);
-    search(() => api("/api/query", { method: "POST", body: form }), state);
-  } else if (uploads.has(state.image)) {
-    form.append("image", uploads.get(state.image), state.name);
-    search(() => api("/api/query", { method: "POST", body: form }), state);
+  if (state.text || uploads.has(state.image)) {
+    search(() => api("/api/query", { method: "POST", body: viewForm(state) }), state);
   }
 }
 
 els.k.addEventListener("change", rerun);
+els.after.addEventListener("change", rerun);
+els.before.addEventListener("change", rerun);
 els.picker.addEventListener("submit", (event) => { event.preventDefault(); searchText(els.text.value); });
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 window.addEventListener("hashchange", route);
