@@ -73,6 +73,7 @@ def test_a_calibration_folder_that_does_not_exist_is_refused_before_anything_loa
         export_bundle(model=str(tmp_path / "no-model"), out=tmp_path / "b", calibration_photos=tmp_path / "none")
 
 
+@pytest.mark.slow  # a whole export with int8-static calibration
 def test_the_default_export_writes_int8_static_and_records_what_calibrated_it(tiny_checkpoint, tmp_path, monkeypatch):
     # random tiny weights land just under the shipped gate (min cosine ~0.989); the trained fixture passes it
     # as shipped (tests/export/test_trained.py): here the gate is lowered to see the graph written
@@ -86,6 +87,7 @@ def test_the_default_export_writes_int8_static_and_records_what_calibrated_it(ti
     )
 
 
+@pytest.mark.slow  # a whole export with int8-static calibration
 def test_a_rejected_int8_static_graph_leaves_the_rest_of_the_bundle(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(parity.THRESHOLDS, "int8-static", 1.01)  # unreachable
     out = tmp_path / "b"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from conftest import cli_env, run_script
 
 # What each earlier schema lacked, undone from a current catalog (the files table of version 1 is the base).
@@ -31,6 +33,7 @@ def rows(catalog) -> dict[bytes, tuple]:
         return {r[0]: r[1:] for r in db.execute("SELECT path, id, sha256, embedding FROM files")}
 
 
+@pytest.mark.slow  # four indexes through the installed CLI
 def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_embedding_again(
     tmp_path, tiny_bundle, photo_dir
 ):
