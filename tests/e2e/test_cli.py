@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -36,8 +37,10 @@ def test_index_then_query_finds_the_image_itself_first(photo_dir, env, tmp_path)
         "score": pytest.approx(1.0, abs=1e-3),
         "path": str(target),
         "id": pytest.approx(answer["results"][0]["id"]),
+        "taken": answer["results"][0]["taken"],  # no EXIF: its file's time (format checked below)
     }
     assert isinstance(answer["results"][0]["id"], int)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", answer["results"][0]["taken"])
     assert len(answer["results"]) == 3 and answer["provider"] == "CPUExecutionProvider" and answer["latency_ms"] > 0
     second = json.loads(edge_search("index", str(photo_dir), "--json", env=env).stdout)
     assert (second["added"], second["updated"], second["unchanged"]) == (0, 0, 12)
