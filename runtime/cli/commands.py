@@ -422,9 +422,10 @@ def _check_query(images: list[str], texts: list[str], *, milvus: str | None, fle
     """Usage errors of `query`, before anything is read or loaded."""
     if not images and not texts:
         raise UsageError("Give a query image (or - for standard input), or --text WORDS.")
-    if [weighted(image)[1] for image in images].count("-") > 1:
+    paths = [weighted(image)[1] for image in images]  # a weight (2:beach.jpg) is not part of the path
+    if paths.count("-") > 1:
         raise UsageError("Standard input ('-') can be read only once.")
-    folders = [image for image in images if image != "-" and os.path.isdir(weighted(image)[1])]
+    folders = [path for path in paths if path != "-" and os.path.isdir(path)]
     if folders:
         raise UsageError(f"{folders[0]} is a folder: a query is one or more image files (to search only inside a "
                          "folder, add --under FOLDER).")  # fmt: skip

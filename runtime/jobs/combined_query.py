@@ -113,21 +113,3 @@ def combine(model: Model, terms: Sequence[Term], pixels: np.ndarray | None = Non
 
 def positive_weight(terms: Sequence[Term]) -> float:
     return sum(term.weight for term in terms if term.weight > 0)
-
-
-def describe(terms: Sequence[Term]) -> str:
-    """'beach.jpg + 0.5 × "at night" − "people"': the query as a person reads it."""
-    parts: list[str] = []
-    for term in terms:
-        label = f'"{term.text}"' if term.text is not None else _image_label(term.image)
-        size = abs(term.weight)
-        weighted_label = label if size == 1 else f"{size:g} × {label}"
-        sign = "−" if term.weight < 0 else "+"
-        parts.append(weighted_label if not parts and sign == "+" else f"{sign} {weighted_label}")
-    return " ".join(parts)
-
-
-def _image_label(image: ImageSource | None) -> str:
-    if isinstance(image, (str, os.PathLike)):
-        return os.fspath(image)
-    return "the uploaded photo" if isinstance(image, bytes) else "a photo"

@@ -13,12 +13,13 @@ import calendar
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edge_search.runtime.errors import UsageError
 from edge_search.runtime.files import open_regular
+from edge_search.runtime.jobs.chunked import store_in_chunks
 from edge_search.runtime.model.preprocess import open_allowed
 
 EXIF_IFD = 0x8769
@@ -75,20 +76,15 @@ def fill_in(
 ) -> int:
     """Find and `store` (in chunks, each one transaction) the dates of `undated` (id, path, mtime_ns) rows; returns
     how many were stored. A file that vanished keeps none (the next run removes its row)."""
-    stored, chunk = 0, []
-    for key, path, mtime_ns in undated:
-        if stop is not None and stop.is_set():
-            break
-        if not os.path.lexists(path):
-            continue
-        chunk.append((key, *taken(path, mtime_ns)))
-        if len(chunk) >= CHUNK:
-            store(chunk)
-            stored, chunk = stored + len(chunk), []
-    if chunk:
-        store(chunk)
-        stored += len(chunk)
-    return stored
+
+    def found() -> Iterator[tuple[int, float, str]]:
+        for key, path, mtime_ns in undated:
+            if stop is not None and stop.is_set():
+                return
+            if os.path.lexists(path):
+                yield (key, *taken(path, mtime_ns))
+
+    return store_in_chunks(found(), store, CHUNK)
 
 
 @dataclass(frozen=True)
@@ -120,12 +116,6 @@ class DateRange:
         if seconds is None:
             return self.empty
         return (self.after is None or seconds >= self.after) and (self.before is None or seconds < self.before)
-
-    def as_dict(self) -> dict[str, str | None]:
-        def day(seconds: float | None) -> str | None:
-            return None if seconds is None else wall_clock(seconds).date().isoformat()
-
-        return {"after": day(self.after), "before": day(self.before)}
 
 
 def _start_of(value: str, option: str) -> float:

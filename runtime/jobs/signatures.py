@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.host import default_threads
+from edge_search.runtime.jobs.chunked import store_in_chunks
 from edge_search.runtime.model.embedder import read_file
 from edge_search.runtime.model.preprocess import default_max_pixels, has_alpha, open_image, to_rgb
 from edge_search.runtime.model.signature import signature_of
@@ -59,14 +60,5 @@ def fill_in(
 ) -> int:
     """Make and `store` (in chunks, each one transaction) the signatures of `unsigned` (id, path) rows; returns how
     many were stored. A file that cannot be decoded now keeps none (`dupes` then never groups it as near)."""
-    stored, chunk = 0, []
-    for key, signature in signatures_of(unsigned, stop=stop):
-        if signature is not None:
-            chunk.append((key, signature))
-        if len(chunk) >= CHUNK:
-            store(chunk)
-            stored, chunk = stored + len(chunk), []
-    if chunk:
-        store(chunk)
-        stored += len(chunk)
-    return stored
+    made = ((key, signature) for key, signature in signatures_of(unsigned, stop=stop) if signature is not None)
+    return store_in_chunks(made, store, CHUNK)

@@ -117,19 +117,7 @@ def test_pick_a_photo_see_results_click_through_and_open_the_original(browser, i
 
 def test_the_page_fits_a_phone_screen(browser, indexed):
     env, photos = indexed
-    service = Service(env)
-    errors: list[str] = []
-    try:
-        service.wait_ready()
-        context, page = open_page(
-            browser,
-            service.base + "/",
-            errors,
-            viewport={"width": 390, "height": 844},
-            device_scale_factor=3,
-            is_mobile=True,
-            has_touch=True,
-        )
+    with phone_page(browser, env) as (_, page):
         long_name = photos / (
             "a-photo-with-a-very-long-file-name-as-cameras-and-phones-like-to-write-them-" * 2 + ".bmp"
         )
@@ -141,10 +129,6 @@ def test_the_page_fits_a_phone_screen(browser, indexed):
             "getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length"
         )
         assert columns == 2
-        context.close()
-    finally:
-        service.stop()
-    assert errors == []
 
 
 def test_a_bad_file_shows_the_reason_on_the_page(browser, indexed, tmp_path):
@@ -284,11 +268,25 @@ def test_a_large_duplicates_group_wraps_on_a_narrow_screen_and_transparent_pictu
 @contextlib.contextmanager
 def desktop_page(browser, env: dict) -> Iterator[tuple[Service, object]]:
     """The installed service and a desktop-sized page on it; no JavaScript or HTTP error may occur meanwhile."""
+    with served_page(browser, env, viewport={"width": 1280, "height": 900}) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def phone_page(browser, env: dict) -> Iterator[tuple[Service, object]]:
+    """The same on a phone: 390 px wide, touch, three device pixels per CSS pixel."""
+    phone = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
+    with served_page(browser, env, **phone) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def served_page(browser, env: dict, **context_options) -> Iterator[tuple[Service, object]]:
     service = Service(env)
     errors: list[str] = []
     try:
         service.wait_ready()
-        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        context, page = open_page(browser, service.base + "/", errors, **context_options)
         yield service, page
         context.close()
     finally:
@@ -416,14 +414,8 @@ def test_a_result_opens_a_large_view_to_move_through_with_arrows_and_keys_and_cl
 
 
 def test_the_photo_view_fits_a_phone_and_moves_with_its_buttons(browser, indexed):
-    env, photos = indexed
-    service = Service(env)
-    errors: list[str] = []
-    try:
-        service.wait_ready()
-        context, page = open_page(
-            browser, service.base + "/", errors, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
-        )
+    env, _ = indexed
+    with phone_page(browser, env) as (_, page):
         expect(page.locator("#results .hit")).to_have_count(12)  # the start page: the photos added last
         page.locator("#results .hit").nth(1).locator("a.photo").tap()
         expect(page.locator("#viewer")).to_be_visible()
@@ -437,10 +429,6 @@ def test_the_photo_view_fits_a_phone_and_moves_with_its_buttons(browser, indexed
             assert size["width"] >= 40 and size["height"] >= 40  # big enough for a finger
         page.locator("#viewer-close").tap()
         expect(page.locator("#viewer")).to_be_hidden()
-        context.close()
-    finally:
-        service.stop()
-    assert errors == []
 
 
 def test_words_typed_beside_an_uploaded_photo_search_with_both(browser, tiny_clip_bundle, photo_dir, tmp_path):

@@ -89,12 +89,16 @@ function thumbLink(id, path) {
   link.href = `#similar/${id}`;
   link.title = "Find photos like this one";
   link.dataset.name = path;
+  link.append(thumbnail(id, path));
+  return link;
+}
+
+function thumbnail(id, path) {
   const img = document.createElement("img");
   img.src = `/api/thumb/${id}`;
   img.alt = shortName(path);
   img.loading = "lazy";
-  link.append(img);
-  return link;
+  return img;
 }
 
 // A result's picture: opens the photo view (a plain link to the original, for a new tab or without scripts).
@@ -104,11 +108,7 @@ function photoLink(hit, index) {
   link.href = `/api/image/${hit.id}`;
   link.title = "View this photo";
   link.addEventListener("click", (event) => { event.preventDefault(); openViewer(index); });
-  const img = document.createElement("img");
-  img.src = `/api/thumb/${hit.id}`;
-  img.alt = shortName(hit.path);
-  img.loading = "lazy";
-  link.append(img);
+  link.append(thumbnail(hit.id, hit.path));
   return link;
 }
 
