@@ -44,13 +44,23 @@ from edge_search.runtime.jobs.verify import (
     check_index,
     check_providers,
 )
+from edge_search.runtime.jobs.videos import VideoEmbedder
 from edge_search.runtime.locations import default_bundle_dir, default_index_dir
+from edge_search.runtime.model import video
 from edge_search.runtime.model.bundle import Bundle, family_threshold
 from edge_search.runtime.model.embedder import l2_normalize
 from edge_search.runtime.model.model import Model
 from edge_search.runtime.options import CudaOptions, DecodeLimits, ImageSource, ModelOptions
 from edge_search.runtime.store import vector_index as vi
-from edge_search.runtime.store.catalog import Catalog, Failure, Root, RootRules, encode_path, recorded_meta
+from edge_search.runtime.store.catalog import (
+    Catalog,
+    Failure,
+    Root,
+    RootRules,
+    encode_path,
+    is_frame_key,
+    recorded_meta,
+)
 from edge_search.runtime.store.generations import (
     Hit,
     IndexReader,
@@ -267,7 +277,12 @@ class Library:
             ) as writer:
                 writer.remember_roots(r for r in wanted if os.path.exists(r.path))
                 report = run_index(
-                    writer, cluster or model.embedder, wanted, run, DecodeLimits(model.preprocessor.max_pixels)
+                    writer,
+                    cluster or model.embedder,
+                    wanted,
+                    run,
+                    DecodeLimits(model.preprocessor.max_pixels),
+                    videos=VideoEmbedder(model.embedder) if video.available() else None,  # on this box, even with Ray
                 )
         finally:
             if cluster is not None:
@@ -356,8 +371,10 @@ class Library:
         exclude_self: bool = False,
         pixels: np.ndarray | None = None,
         dates: DateRange | None = None,
+        kind: str | None = None,
     ) -> QueryResult:
-        """The `k` indexed images most similar to the query, best first.
+        """The `k` indexed photos and videos most similar to the query, best first; a video is one result, at its
+        best-matching moment (`Hit.at`, with `Hit.moments`). `kind` "photo" or "video" keeps only those.
 
         The query is one of: photos and/or words (CLIP bundles), a `vector` (unit or not), or the `key` of an
         indexed image ("more like this"; needs no model). Photos and words combine by `combined_query`'s rule
@@ -408,11 +425,15 @@ class Library:
                     f"--under {os.fsdecode(prefix[0])} is not inside any indexed folder, so nothing could be found "
                     f"there. {self._roots_line(roots)}"
                 )
+        if kind not in (None, "photo", "video"):
+            raise UsageError(f"The kind of result is photo or video, not {kind!r}.")
         keep = None
-        if prefix or excluded_paths or excluded_sha:
+        if prefix or excluded_paths or excluded_sha or kind:
             catalog = reader.catalog
 
             def keep(path: str, hit_key: int) -> bool:
+                if kind is not None and is_frame_key(hit_key) != (kind == "video"):
+                    return False
                 if prefix and not under(os.fsencode(path), prefix):
                     return False
                 if path in excluded_paths:

@@ -36,6 +36,7 @@ from edge_search.runtime.cli.options import (
     IncludeHiddenOpt,
     IndexOpt,
     JsonOpt,
+    KindOpt,
     MilvusOpt,
     MilvusTokenOpt,
     MinScoreOpt,
@@ -311,6 +312,7 @@ class QueryCommand:
     terms: list[Term]  # photos (Path, or the bytes read from standard input) and phrases, weighted
     texts: list[str]
     dates: DateRange
+    kind: str | None
     k: int
     min_score: float | None
     under: Path | None
@@ -361,6 +363,7 @@ def query(
     unlike_text: UnlikeTextOpt = None,
     after: AfterOpt = None,
     before: BeforeOpt = None,
+    kind: KindOpt = None,
     k: TopOpt = 10,
     min_score: MinScoreOpt = None,
     under: UnderOpt = None,
@@ -380,7 +383,7 @@ def query(
 ) -> None:
     images, texts, unlike, unlike_text = images or [], text or [], unlike or [], unlike_text or []
     _check_query(images + unlike, texts + unlike_text, milvus=milvus, fleet_only=bool(box or collection),
-                 here_only=bool(under or exclude_self or montage or after or before))  # fmt: skip
+                 here_only=bool(under or exclude_self or montage or after or before or kind))  # fmt: skip
     dates = DateRange.asked(after, before)
     photos = [_photo_term(image, sign=1) for image in images] + [_photo_term(image, sign=-1) for image in unlike]
     words = terms_from(texts=texts, unlike_texts=unlike_text, text_weight=text_weight)
@@ -389,6 +392,7 @@ def query(
         terms=photos + words,
         texts=texts,
         dates=dates,
+        kind=kind.value if kind else None,
         k=k,
         min_score=min_score,
         under=under,
@@ -433,7 +437,8 @@ def _check_query(images: list[str], texts: list[str], *, milvus: str | None, fle
         raise UsageError("--box and --collection go with --milvus URI.")
     if milvus and here_only:
         raise UsageError(
-            "--under, --exclude-self, --montage, --after and --before work on this box's index, not with --milvus."
+            "--under, --exclude-self, --montage, --after, --before and --type work on this box's index, not with "
+            "--milvus."
         )
 
 
@@ -454,6 +459,7 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
         exclude_self=command.exclude_self,
         pixels=pixels,
         dates=command.dates,
+        kind=command.kind,
     )
     library.close()
     latency_ms = command.latency_ms()

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from edge_search.runtime.options import OPTION_SPECS as SPEC
-from edge_search.runtime.options import CudaOptions, Device, ModelOptions, OpenVinoOptions, Precision
+from edge_search.runtime.options import CudaOptions, Device, ModelOptions, OpenVinoOptions, Precision, StrEnum
 
 MONTAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -335,6 +335,19 @@ AfterOpt = Annotated[
 ]
 BeforeOpt = Annotated[
     Optional[str], typer.Option(help="Only photos taken before this date: a year, a month or a day (2025, 2024-09).")
+]
+
+
+class ResultKind(StrEnum):
+    """What `query --type` keeps."""
+
+    PHOTO = "photo"
+    VIDEO = "video"
+
+
+KindOpt = Annotated[
+    Optional[ResultKind],
+    typer.Option("--type", help="Only photos, or only videos (each at its best-matching moment)."),
 ]
 TopOpt = Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")]
 MinScoreOpt = Annotated[

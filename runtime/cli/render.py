@@ -14,6 +14,8 @@ from typing import Any
 import typer
 
 from edge_search.runtime.files import cache_dir, write_atomically
+from edge_search.runtime.model import video
+from edge_search.runtime.model.video import format_time
 from edge_search.runtime.shell import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
     say,
@@ -207,9 +209,16 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
         f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
         + (f" · embedded by {report.cluster}" if report.cluster else "")
+        + (f" · {report.frames} video frames embedded" if report.frames else "")
         + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
         + (f" · dates taken recorded for {earlier} indexed before (nothing re-embedded)" if earlier > 0 else "")
     )
+    if report.videos_skipped:
+        say(
+            "note:",
+            "yellow",
+            f"{report.videos_skipped} video file(s) were left out: indexing videos needs PyAV ({video.INSTALL_HINT}).",
+        )
     if report.known_failures:
         say(
             "note:",
@@ -229,6 +238,14 @@ class Answer:
     paths_only: bool
     print0: bool
     latency_ms: float
+
+
+def moments(hit: Any) -> str:
+    """' @ 01:23' for a video (its other matching moments after it), '' for a photo."""
+    if hit.at is None:
+        return ""
+    others = [format_time(at) for at, _ in hit.moments[1:]]
+    return f" @ {format_time(hit.at)}" + (f"  (also {', '.join(others)})" if others else "")
 
 
 def search_results(answer: Answer, result: Any, montage: Path | None = None) -> None:
@@ -252,7 +269,7 @@ def search_results(answer: Answer, result: Any, montage: Path | None = None) -> 
     if not result.hits:
         echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
     for hit in result.hits:
-        echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}")
+        echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}{moments(hit)}")
     err.print(
         f"{len(result.hits)} result(s) · {result.provider} {result.precision} · {answer.latency_ms:.0f} ms"
         + (f" · montage: {montage}" if montage else "")

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from edge_search.runtime.errors import UsageError
 from edge_search.runtime.files import open_regular
 from edge_search.runtime.jobs.chunked import store_in_chunks
+from edge_search.runtime.model import video
 from edge_search.runtime.model.preprocess import open_allowed
 
 EXIF_IFD = 0x8769
@@ -60,11 +61,22 @@ def exif_taken(path: str | os.PathLike[str]) -> float | None:
         return None
 
 
+def video_taken(path: str | os.PathLike[str]) -> float | None:
+    """When a video was recorded, as its container says (UTC, turned into this machine's wall clock), or None."""
+    if not video.available():
+        return None
+    recorded = video.VideoReader.recorded_at(path)
+    return None if recorded is None else naive_seconds(recorded.astimezone())
+
+
 def taken(path: str | os.PathLike[str], mtime_ns: int) -> tuple[float, str]:
-    """(naive seconds, "exif" or "file"): when the photo at `path` was taken."""
-    found = exif_taken(path)
+    """(naive seconds, "exif", "video" or "file"): when the photo or video at `path` was taken."""
+    if video.is_video_name(os.fspath(path)):
+        found, source = video_taken(path), "video"
+    else:
+        found, source = exif_taken(path), "exif"
     if found is not None:
-        return found, "exif"
+        return found, source
     return naive_seconds(datetime.fromtimestamp(mtime_ns / 1e9)), "file"
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -23,8 +24,10 @@ import numpy as np
 from edge_search.runtime.files import under
 from edge_search.runtime.jobs import dates
 from edge_search.runtime.jobs.signatures import fill_in
+from edge_search.runtime.jobs.videos import VideoEmbedder, hash_video
 from edge_search.runtime.jobs.walk import walk
-from edge_search.runtime.model.embedder import EmbedResult
+from edge_search.runtime.model.embedder import VANISHED, EmbedResult
+from edge_search.runtime.model.video import is_video_name
 from edge_search.runtime.options import DecodeLimits, StrEnum
 from edge_search.runtime.store.catalog import ResultRow, Root, encode_path
 from edge_search.runtime.store.generations import IndexWriter
@@ -71,6 +74,8 @@ class IndexReport:
     signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
     dated: int = 0  # files whose date taken was recorded (every new file; all of an index from before dates)
     known_failures: int = 0  # unchanged files that could not be read before either (not news: `info --failed`)
+    frames: int = 0  # video frames embedded (model runs, beside `embedded` photos)
+    videos_skipped: int = 0  # video files left out: PyAV (the `video` extra) is not installed
     cluster: str | None = None  # where the embedding ran, when not in this process (Ray)
 
     def count_outcome(self, outcome: Outcome, path: str, result: EmbedResult) -> None:
@@ -118,6 +123,8 @@ class IndexReport:
             "signed": self.signed,
             "dated": self.dated,
             "known_failures": self.known_failures,
+            "frames": self.frames,
+            "videos_skipped": self.videos_skipped,
             "cluster": self.cluster,
         }
 
@@ -149,16 +156,19 @@ def run_index(
     roots_given: Sequence[Root | str | os.PathLike[str]],
     options: RunOptions = RunOptions(),
     decode_limits: DecodeLimits | None = None,
+    videos: VideoEmbedder | None = None,
 ) -> IndexReport:
     """`decode_limits`: the limits this run decodes under; when they differ from the last run's, files that failed
-    are tried again although they did not change."""
+    are tried again although they did not change. `videos`: what embeds the frames of videos (None: video files
+    are left out and counted)."""
     started = time.perf_counter()
     stop = options.stop
     roots = [r if isinstance(r, Root) else Root(os.path.abspath(os.fspath(r))) for r in roots_given]
     catalog = writer.catalog
     report = IndexReport()
-    found = walk(roots, stop)
+    found = walk(roots, stop, videos=videos is not None)
     report.problems, report.missing_roots = found.problems, found.missing_roots
+    report.videos_skipped = found.videos_skipped
     states = catalog.states()
     before = DecodeLimits.from_recorded(catalog.index_meta().decode_limits)
     limits_raised = decode_limits is not None and decode_limits.may_decode_more_than(before)
@@ -177,12 +187,15 @@ def run_index(
             continue
         todo.append((path, stat))
 
+    video_todo = [(path, stat) for path, stat in todo if is_video_name(path)]
+    photo_todo = [(path, stat) for path, stat in todo if not is_video_name(path)]
     # content already embedded, by hash (taken before pruning: a moved file's old row is still there);
     # only loaded when there is something to look up, so an unchanged run of a large index stays cheap
-    known = catalog.ok_ids_by_sha256() if todo else {}
+    known = catalog.ok_ids_by_sha256() if photo_todo else {}
     if options.on_start:
         options.on_start(len(todo))
-    settler = _Settler(catalog, states, dict(todo), found.files, known)
+    settler = _Settler(catalog, states, dict(photo_todo), found.files, known)
+    video_settler = _Settler(catalog, states, dict(video_todo), found.files, catalog.video_ids_by_sha256())
     rows, touched = settler.rows, settler.touched
     vanished: list[bytes] = []
     last_publish = time.monotonic()
@@ -196,10 +209,25 @@ def run_index(
         rows.clear()
         touched.clear()
 
+    def publish_when_due() -> None:
+        nonlocal last_publish, publish_cost
+        if time.monotonic() - last_publish > max(options.publish_every_s, PUBLISH_SHARE * publish_cost):
+            started_publish = time.monotonic()
+            writer.publish()
+            last_publish = time.monotonic()
+            publish_cost = last_publish - started_publish
+
+    def settled_one(path: str, outcome: Outcome, result: EmbedResult) -> None:
+        report.count_outcome(outcome, path, result)
+        if outcome is Outcome.VANISHED:
+            vanished.append(encode_path(path))
+        if options.on_file:
+            options.on_file(path, outcome)
+
     settled = 0
     retry: list[str] = []  # known content whose row was replaced during this run (files swapped names), or whose
     # first copy in this run failed
-    results = embedder.embed((path for path, _ in todo), reuse=known, stop=stop)
+    results = embedder.embed((path for path, _ in photo_todo), reuse=known, stop=stop)
     for result in itertools.chain(results, embedder.embed(retry, stop=stop)):  # `retry` is filled by then
         path = str(result.path)
         outcome = settler.settle(result)
@@ -207,19 +235,22 @@ def run_index(
             retry.append(path)
             continue
         settled += 1
-        report.count_outcome(outcome, path, result)
-        if outcome is Outcome.VANISHED:
-            vanished.append(encode_path(path))
-        if options.on_file:
-            options.on_file(path, outcome)
+        settled_one(path, outcome, result)
         if len(rows) + len(touched) >= options.commit_every:
             commit()
-            if time.monotonic() - last_publish > max(options.publish_every_s, PUBLISH_SHARE * publish_cost):
-                started_publish = time.monotonic()
-                writer.publish()
-                last_publish = time.monotonic()
-                publish_cost = last_publish - started_publish
+            publish_when_due()
     commit()
+    for path, stat in video_todo if videos is not None else []:
+        if stop is not None and stop.is_set():
+            break
+        settled_video = _settle_video(writer, videos, video_settler, path, stat, stop)  # type: ignore[arg-type]
+        if settled_video is None:  # stopped half-way: left for the next run
+            break
+        outcome, result, frames = settled_video
+        settled += 1
+        report.frames += frames
+        settled_one(path, outcome, result)
+        publish_when_due()
     report.interrupted = bool(stop is not None and stop.is_set() and (settled < len(todo) or not found.complete))
     report.pending = len(todo) - settled
 
@@ -229,7 +260,8 @@ def run_index(
         keep_b = [encode_path(d) for d in found.unreadable_dirs]
         gone = [p for p in states if p not in seen and under(p, roots_b) and not under(p, keep_b)]
         deleted = writer.delete_paths(gone + vanished) if gone or vanished else 0
-        report.removed = deleted - len({encode_path(p) for p in settler.moved_from} & set(gone))  # a move is no removal
+        moved_from = settler.moved_from | video_settler.moved_from
+        report.removed = deleted - len({encode_path(p) for p in moved_from} & set(gone))  # a move is no removal
     if not (stop is not None and stop.is_set()):
         unsigned = catalog.unsigned()  # an index from before pixel signatures: once, no re-embedding
         if unsigned:
@@ -243,6 +275,42 @@ def run_index(
     report.count = catalog.count()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _settle_video(
+    writer: IndexWriter,
+    videos: VideoEmbedder,
+    settler: _Settler,
+    path: str,
+    stat: os.stat_result,
+    stop: threading.Event | None,
+) -> tuple[Outcome, EmbedResult, int] | None:
+    """Hash one video, reuse the frames of known content or embed its frames, and commit it (one transaction):
+    (what happened, the result callbacks see, frames embedded), or None when `stop` interrupted it."""
+    key, place = encode_path(path), Path(path)
+    state = settler.states.get(key)
+    sha, error = hash_video(path)
+    if error == VANISHED:
+        return Outcome.VANISHED, EmbedResult(place, error=error), 0
+    if sha is None:
+        writer.commit_video(key, stat.st_size, stat.st_mtime_ns, None, None, error)
+        return Outcome.FAILED, EmbedResult(place, error=error), 0
+    if state is not None and state.sha256 == sha and state.status == "ok":
+        writer.touch([(key, stat.st_size, stat.st_mtime_ns)])  # touched, or copied back: same content
+        return Outcome.UNCHANGED, EmbedResult(place, sha256=sha, known=True), 0
+    reused = writer.catalog.frames_of_content(sha) if sha in settler.known else []
+    if reused:
+        writer.commit_video(key, stat.st_size, stat.st_mtime_ns, sha, reused, None)
+        outcome = Outcome.MOVED if settler.moved_here(sha) else Outcome.UPDATED if state else Outcome.ADDED
+        return outcome, EmbedResult(place, sha256=sha, known=True), 0
+    embedded = videos.frames(path, sha, stop)
+    if embedded.stopped:
+        return None
+    writer.commit_video(key, stat.st_size, stat.st_mtime_ns, sha, embedded.frames, embedded.error)
+    settler.known[sha] = -1  # a copy later in this run reuses these frames (found by content)
+    if embedded.frames is None:
+        return Outcome.FAILED, EmbedResult(place, error=embedded.error, sha256=sha), 0
+    return (Outcome.UPDATED if state else Outcome.ADDED), EmbedResult(place, sha256=sha), len(embedded.frames)
 
 
 def _embedding_of_content(sha: str | None, rows: list[ResultRow], catalog) -> tuple[np.ndarray, bytes | None] | None:
@@ -282,11 +350,11 @@ class _Settler:
         if found is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
             return Outcome.RETRY
         self.rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, found[0], None, found[1]))
-        if self._moved_here(result.sha256):
+        if self.moved_here(result.sha256):
             return Outcome.MOVED
         return Outcome.UPDATED if state else Outcome.ADDED
 
-    def _moved_here(self, sha: str | None) -> bool:
+    def moved_here(self, sha: str | None) -> bool:
         """Whether the content's earlier file is gone from disk (a move, not a copy); remembers its old path."""
         source = self.known.get(sha)
         source_path = self.catalog.paths_for([source]).get(source) if source is not None else None

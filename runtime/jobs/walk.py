@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edge_search.runtime.files import not_regular
+from edge_search.runtime.model.video import is_video_name
 from edge_search.runtime.store.catalog import Root
 
 IMAGE_SUFFIXES = frozenset(
@@ -57,6 +58,7 @@ class WalkResult:
     unreadable_dirs: list[str] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
     complete: bool = True  # False when `stop` cut the walk short: what is not listed may still exist
+    videos_skipped: int = 0  # video files left out: videos were not asked for (PyAV is not installed)
 
 
 def _matches(path: str, patterns: Iterable[str]) -> bool:
@@ -73,8 +75,8 @@ def inside_any(real: str, real_roots: Iterable[str]) -> bool:
     return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in real_roots)
 
 
-def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResult:
-    """Image files under `roots` and what went wrong.
+def walk(roots: Iterable[Root], stop: threading.Event | None = None, *, videos: bool = False) -> WalkResult:
+    """Image files under `roots` (and video files, with `videos`; else they are counted) and what went wrong.
 
     Symlinks are followed (each real directory once) as long as they stay inside the indexed folders; one that
     leads out of all of them (to /etc, another share) is skipped and reported, unless its root was indexed with
@@ -133,7 +135,10 @@ def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResu
                 else:
                     visit(path, skip, follow)
                 continue
-            if not is_image_name(entry.name):
+            if is_video_name(entry.name) and not videos:
+                result.videos_skipped += 1
+                continue
+            if not (is_image_name(entry.name) or is_video_name(entry.name)):
                 continue
             _add_file(result, path, leaves(path, follow) if is_link else None, is_link)
 
@@ -146,7 +151,7 @@ def walk(roots: Iterable[Root], stop: threading.Event | None = None) -> WalkResu
             result.missing_roots.append(root_path)
         elif os.path.isdir(root_path):
             visit(root_path, skip, root.follow_links)
-        elif is_image_name(root_path):
+        elif is_image_name(root_path) or (videos and is_video_name(root_path)):
             _add_file(result, root_path, None, os.path.islink(root_path))
         else:
             result.problems.append((root_path, "not an image file name"))

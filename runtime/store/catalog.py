@@ -1,8 +1,10 @@
-"""The SQLite catalog: the source of truth, one row per image file, the roots a user indexed (with
-their exclude patterns) and a `meta` table (read and written as `IndexMeta`).
+"""The SQLite catalog: the source of truth, one row per photo or video file, the frames embedded from each video,
+the roots a user indexed (with their exclude patterns) and a `meta` table (read and written as `IndexMeta`).
 
 Paths are stored as the raw bytes of the file system (`os.fsencode`), so names that are not valid
-UTF-8 survive unchanged. Row ids are the usearch keys (AUTOINCREMENT: a key is never reused).
+UTF-8 survive unchanged. A photo's row id is its usearch key; a video's row holds no embedding, and each of its
+frames is keyed FRAME_KEYS + the frame's id (AUTOINCREMENT both: a key is never reused). Deleting a file's row
+deletes its frames (a trigger), so every path that forgets a file forgets its frames too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError,
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
+SCHEMA_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
 # version -> the statements that bring a catalog of that version to the next. A writer runs each step in one
 # transaction together with the new version number (SQLite's journal: a crash mid-step leaves the previous
 # version intact, and the next writer resumes from there); nothing is re-embedded.
@@ -39,9 +41,22 @@ MIGRATIONS = {
         "ALTER TABLE files ADD COLUMN taken_from TEXT",
         "CREATE INDEX IF NOT EXISTS files_taken ON files (taken)",
     ),
+    5: (  # 6 indexes videos: a video's row has kind 'video' and its frames their own table (jobs/videos.py)
+        "ALTER TABLE files ADD COLUMN kind TEXT NOT NULL DEFAULT 'photo'",
+        "CREATE TABLE IF NOT EXISTS frames (id INTEGER PRIMARY KEY AUTOINCREMENT, file_id INTEGER NOT NULL, "
+        "at REAL NOT NULL, embedding BLOB NOT NULL, thumbnail BLOB NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS frames_file ON frames (file_id)",
+        "CREATE TRIGGER IF NOT EXISTS files_forget_frames AFTER DELETE ON files "
+        "BEGIN DELETE FROM frames WHERE file_id = old.id; END",
+    ),
 }
+# A video frame's usearch key is FRAME_KEYS + its row id in `frames`: far above any file's id, within usearch's
+# uint64 keys and SQLite's integers.
+FRAME_KEYS = 1 << 40
 # One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None, pixel signature or None)
 ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None, bytes | None]
+# One embedded moment of a video: (seconds from its start, unit vector, JPEG thumbnail)
+FrameRow = tuple[float, np.ndarray, bytes]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,10 +72,21 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at REAL NOT NULL,
     signature BLOB,
     taken REAL,
-    taken_from TEXT
+    taken_from TEXT,
+    kind TEXT NOT NULL DEFAULT 'photo'
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_taken ON files (taken);
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    thumbnail BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_file ON frames (file_id);
+CREATE TRIGGER IF NOT EXISTS files_forget_frames AFTER DELETE ON files
+BEGIN DELETE FROM frames WHERE file_id = old.id; END;
 CREATE TABLE IF NOT EXISTS roots (
     path BLOB PRIMARY KEY,
     excludes TEXT NOT NULL,
@@ -114,6 +140,11 @@ class RootRules:
 class Failure:
     path: str
     reason: str
+
+
+def is_frame_key(key: int) -> bool:
+    """Whether a usearch key names a video frame (else a photo)."""
+    return int(key) >= FRAME_KEYS
 
 
 def encode_path(path: Path | str) -> bytes:
@@ -283,20 +314,29 @@ class Catalog:
         return {row[1]: FileState(*row) for row in rows}
 
     def ok_ids_by_sha256(self) -> dict[str, int]:
-        """Content hash -> a row embedded from that content (what a moved or touched file can reuse)."""
+        """Content hash -> a photo's row embedded from that content (what a moved or touched file can reuse)."""
         return {
             row[0]: row[1]
-            for row in self.db.execute("SELECT sha256, id FROM files WHERE status='ok' AND sha256 IS NOT NULL")
+            for row in self.db.execute(
+                "SELECT sha256, id FROM files WHERE status='ok' AND sha256 IS NOT NULL AND embedding IS NOT NULL"
+            )
         }
 
     def vector(self, key: int) -> np.ndarray | None:
-        row = self.db.execute("SELECT embedding FROM files WHERE id=? AND status='ok'", (int(key),)).fetchone()
+        """The embedding under a usearch key: a photo's, or a video frame's."""
+        if is_frame_key(key):
+            row = self._frames_query("SELECT embedding FROM frames WHERE id=?", (int(key) - FRAME_KEYS,))
+        else:
+            row = self.db.execute(
+                "SELECT embedding FROM files WHERE id=? AND status='ok' AND embedding IS NOT NULL", (int(key),)
+            ).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
     def embedding_of_content(self, sha: str) -> tuple[np.ndarray, bytes | None] | None:
         """(embedding, pixel signature) of a row with this content hash (identical files share both), or None."""
         row = self.db.execute(
-            "SELECT embedding, signature FROM files WHERE sha256=? AND status='ok' ORDER BY signature IS NULL LIMIT 1",
+            "SELECT embedding, signature FROM files WHERE sha256=? AND status='ok' AND embedding IS NOT NULL "
+            "ORDER BY signature IS NULL LIMIT 1",
             (sha,),
         ).fetchone()
         return None if row is None else (np.frombuffer(row[0], dtype=np.float32).copy(), row[1])
@@ -318,7 +358,9 @@ class Catalog:
 
     def unsigned(self) -> list[tuple[int, str]]:
         """(id, path) of embedded files without a pixel signature (indexed before signatures existed)."""
-        rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' AND signature IS NULL ORDER BY id")
+        rows = self.db.execute(
+            "SELECT id, path FROM files WHERE status='ok' AND signature IS NULL AND embedding IS NOT NULL ORDER BY id"
+        )
         return [(key, decode_path(path)) for key, path in rows]
 
     def set_signatures(self, rows: Iterable[tuple[int, bytes]]) -> None:
@@ -339,20 +381,33 @@ class Catalog:
             )
 
     def keys_taken_between(self, after: float | None, before: float | None) -> np.ndarray:
-        """The ids of embedded files taken at or after `after` and before `before` (None: unbounded)."""
+        """The keys of photos, and of the frames of videos, taken at or after `after` and before `before` (None:
+        unbounded)."""
         self._require_dates()
+        span = (-1e18 if after is None else after, 1e18 if before is None else before)
         rows = self.db.execute(
-            "SELECT id FROM files WHERE status='ok' AND taken IS NOT NULL AND taken >= ? AND taken < ? ORDER BY id",
-            (-1e18 if after is None else after, 1e18 if before is None else before),
+            "SELECT id FROM files WHERE status='ok' AND embedding IS NOT NULL AND taken IS NOT NULL "
+            "AND taken >= ? AND taken < ? ORDER BY id",
+            span,
         )
-        return np.fromiter((row[0] for row in rows), dtype=np.uint64)
+        keys = [row[0] for row in rows]
+        if self._has_videos():
+            rows = self.db.execute(
+                "SELECT ? + frames.id FROM frames JOIN files ON files.id = frames.file_id WHERE files.status='ok' "
+                "AND files.taken IS NOT NULL AND files.taken >= ? AND files.taken < ? ORDER BY frames.id",
+                (FRAME_KEYS, *span),
+            )
+            keys.extend(row[0] for row in rows)
+        return np.array(keys, dtype=np.uint64)
 
     def taken_of(self, ids: Iterable[int]) -> dict[int, tuple[float, str]]:
-        """id -> (when taken, "exif" or "file") for the ids that have a date."""
-        ids = [int(i) for i in ids]
-        if not ids or not self._has_dates():
+        """key -> (when taken, "exif", "file" or "video") for the keys that have a date (a frame: its video's)."""
+        keys = [int(i) for i in ids]
+        if not keys or not self._has_dates():
             return {}
+        file_of = self._file_ids(keys)
         found: dict[int, tuple[float, str]] = {}
+        ids = sorted(set(file_of.values()))
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
@@ -360,7 +415,93 @@ class Catalog:
                 f"SELECT id, taken, taken_from FROM files WHERE taken IS NOT NULL AND id IN ({marks})", part
             )
             found.update((key, (taken, source)) for key, taken, source in rows)
+        return {key: found[file_id] for key, file_id in file_of.items() if file_id in found}
+
+    # -- videos --------------------------------------------------------------------------------
+    def _has_videos(self) -> bool:
+        return int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 6
+
+    def _frames_query(self, sql: str, parameters: tuple) -> tuple | None:
+        """One row from the frames table (None too for a catalog from before videos)."""
+        if not self._has_videos():
+            return None
+        return self.db.execute(sql, parameters).fetchone()
+
+    def frames_of(self, keys: Iterable[int]) -> dict[int, tuple[int, float]]:
+        """frame key -> (its video's file id, seconds from the start), for the keys that are frames."""
+        ids = sorted({int(k) - FRAME_KEYS for k in keys if is_frame_key(k)})
+        if not ids or not self._has_videos():
+            return {}
+        found: dict[int, tuple[int, float]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT id, file_id, at FROM frames WHERE id IN ({','.join('?' * len(part))})", part
+            )
+            found.update((FRAME_KEYS + frame, (file_id, at)) for frame, file_id, at in rows)
         return found
+
+    def _file_ids(self, keys: list[int]) -> dict[int, int]:
+        """key -> the file row it belongs to (a photo's key is its row; a frame's, its video's row)."""
+        frames = self.frames_of(keys)
+        return {key: frames[key][0] if key in frames else key for key in keys if not is_frame_key(key) or key in frames}
+
+    def frame_thumbnail(self, key: int) -> bytes | None:
+        """The JPEG stored for a video frame's key (None: not a frame)."""
+        if not is_frame_key(key):
+            return None
+        row = self._frames_query("SELECT thumbnail FROM frames WHERE id=?", (int(key) - FRAME_KEYS,))
+        return None if row is None else row[0]
+
+    def video_ids_by_sha256(self) -> dict[str, int]:
+        """Content hash -> a video's row whose frames were embedded (what a moved or touched video reuses)."""
+        if not self._has_videos():
+            return {}
+        rows = self.db.execute("SELECT sha256, id FROM files WHERE status='ok' AND kind='video' AND sha256 IS NOT NULL")
+        return dict(rows.fetchall())
+
+    def frames_of_content(self, sha: str) -> list[FrameRow]:
+        """The embedded frames of a video with this content hash (empty: none)."""
+        row = self.db.execute(
+            "SELECT id FROM files WHERE sha256=? AND status='ok' AND kind='video' LIMIT 1", (sha,)
+        ).fetchone()
+        if row is None:
+            return []
+        rows = self.db.execute("SELECT at, embedding, thumbnail FROM frames WHERE file_id=? ORDER BY at", (row[0],))
+        return [(at, np.frombuffer(vector, dtype=np.float32).copy(), thumb) for at, vector, thumb in rows]
+
+    def has_frames(self) -> bool:
+        return self._frames_query("SELECT 1 FROM frames LIMIT 1", ()) is not None
+
+    def count_videos(self) -> tuple[int, int]:
+        """(videos indexed, frames embedded from them)."""
+        if not self._has_videos():
+            return 0, 0
+        videos = self.db.execute("SELECT count(*) FROM files WHERE status='ok' AND kind='video'").fetchone()[0]
+        return videos, self.db.execute("SELECT count(*) FROM frames").fetchone()[0]
+
+    def upsert_video(
+        self, path: bytes, size: int, mtime_ns: int, sha: str | None, frames: list[FrameRow] | None, error: str | None
+    ) -> None:
+        """One video's outcome in one transaction: its row (kind 'video', no embedding of its own) and its frames,
+        replacing what the path held; `frames` None: it failed, with `error`."""
+        with self.transaction():
+            self.db.execute("DELETE FROM files WHERE path=?", (path,))  # the trigger forgets its old frames
+            status = "ok" if frames else "failed"
+            cursor = self.db.execute(
+                "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, 'video')",
+                (path, size, mtime_ns, sha, status, None if frames else error, time.time()),
+            )
+            if frames:
+                self.db.executemany(
+                    "INSERT INTO frames (file_id, at, embedding, thumbnail) VALUES (?, ?, ?, ?)",
+                    [
+                        (cursor.lastrowid, float(at), np.asarray(v, dtype=np.float32).tobytes(), thumb)
+                        for at, v, thumb in frames
+                    ],
+                )
+            self._bump_version()
 
     def _has_dates(self) -> bool:
         return int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 5
@@ -373,7 +514,11 @@ class Catalog:
             )
 
     def sha256_of(self, key: int) -> str | None:
-        row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (int(key),)).fetchone()
+        """The content hash of the file under a key (a frame: its video's)."""
+        file_id = self._file_ids([int(key)]).get(int(key))
+        if file_id is None:
+            return None
+        row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (file_id,)).fetchone()
         return row[0] if row else None
 
     def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
@@ -468,31 +613,47 @@ class Catalog:
         )
 
     def ok_files(self) -> list[tuple[int, str, int, int, str | None]]:
-        """(id, path, size, mtime_ns, sha256) of every embedded file, by id."""
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, sha256 FROM files WHERE status='ok' ORDER BY id")
+        """(id, path, size, mtime_ns, sha256) of every embedded photo, by id."""
+        rows = self.db.execute(
+            "SELECT id, path, size, mtime_ns, sha256 FROM files WHERE status='ok' AND embedding IS NOT NULL ORDER BY id"
+        )
         return [(key, decode_path(path), size, mtime, sha) for key, path, size, mtime, sha in rows]
 
     def count(self, status: str = "ok") -> int:
         return self.db.execute("SELECT count(*) FROM files WHERE status=?", (status,)).fetchone()[0]
 
     def ok_ids(self) -> set[int]:
-        return {row[0] for row in self.db.execute("SELECT id FROM files WHERE status='ok'")}
+        """Every usearch key: embedded photos and the frames of videos."""
+        keys = {row[0] for row in self.db.execute("SELECT id FROM files WHERE status='ok' AND embedding IS NOT NULL")}
+        if self._has_videos():
+            keys.update(row[0] for row in self.db.execute("SELECT ? + id FROM frames", (FRAME_KEYS,)))
+        return keys
 
     def vectors(self, ids: Iterable[int] | None = None, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(keys, float32 vectors) in chunks, for all ok rows or only `ids`."""
+        """(keys, float32 vectors) in chunks, for every key (photos, then frames) or only `ids`."""
+        photos = "SELECT id, embedding FROM files WHERE status='ok' AND embedding IS NOT NULL"
+        frames = "SELECT ? + id, embedding FROM frames WHERE 1"
         if ids is None:
-            cursor = self.db.execute("SELECT id, embedding FROM files WHERE status='ok' ORDER BY id")
-            while rows := cursor.fetchmany(chunk):
-                yield self._stack(rows)
+            queries = [(f"{photos} ORDER BY id", ())]
+            if self._has_videos():
+                queries.append((f"{frames} ORDER BY id", (FRAME_KEYS,)))
+            for sql, parameters in queries:
+                cursor = self.db.execute(sql, parameters)
+                while rows := cursor.fetchmany(chunk):
+                    yield self._stack(rows)
             return
-        wanted = sorted(ids)
-        for start in range(0, len(wanted), 500):
-            part = wanted[start : start + 500]
-            rows = self.db.execute(
-                f"SELECT id, embedding FROM files WHERE status='ok' AND id IN ({','.join('?' * len(part))})", part
-            ).fetchall()
-            if rows:
-                yield self._stack(rows)
+        wanted = sorted(int(i) for i in ids)
+        photo_ids = [i for i in wanted if not is_frame_key(i)]
+        frame_ids = [i - FRAME_KEYS for i in wanted if is_frame_key(i)] if self._has_videos() else []
+        for sql, part_ids, parameters in ((photos, photo_ids, ()), (frames, frame_ids, (FRAME_KEYS,))):
+            for start in range(0, len(part_ids), 500):
+                part = part_ids[start : start + 500]
+                rows = self.db.execute(
+                    f"{sql} AND id IN ({','.join('?' * len(part))})",
+                    (*parameters, *part),
+                ).fetchall()
+                if rows:
+                    yield self._stack(rows)
 
     @staticmethod
     def _stack(rows) -> tuple[np.ndarray, np.ndarray]:
@@ -501,23 +662,41 @@ class Catalog:
         return keys, vectors
 
     def latest(self, limit: int) -> list[tuple[int, str]]:
-        """(key, path) of the images added last, newest first (by row id: no scan of the table)."""
-        rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' ORDER BY id DESC LIMIT ?", (limit,))
-        return [(row[0], decode_path(row[1])) for row in rows]
+        """(key, path) of the photos and videos added last, newest first (by row id: no scan of the table); a
+        video's key is its first frame's."""
+        if not self._has_videos():
+            rows = self.db.execute("SELECT id, path FROM files WHERE status='ok' ORDER BY id DESC LIMIT ?", (limit,))
+            return [(row[0], decode_path(row[1])) for row in rows]
+        rows = self.db.execute(
+            "SELECT CASE WHEN kind='video' THEN (SELECT ? + min(frames.id) FROM frames WHERE file_id=files.id) "
+            "ELSE id END, path FROM files WHERE status='ok' ORDER BY id DESC LIMIT ?",
+            (FRAME_KEYS, limit),
+        )
+        return [(row[0], decode_path(row[1])) for row in rows if row[0] is not None]
 
     def served_file(self, key: int) -> FileState | None:
-        """The row of an image that was indexed successfully (a failed or unknown id: None): what may be served."""
+        """The row of a photo or video that was indexed successfully, under its key or one of its frames' keys (a
+        failed or unknown key: None): what may be served."""
+        file_id = self._file_ids([int(key)]).get(int(key))
+        if file_id is None:
+            return None
         row = self.db.execute(
-            "SELECT id, path, size, mtime_ns, status, sha256 FROM files WHERE id=? AND status='ok'", (int(key),)
+            "SELECT id, path, size, mtime_ns, status, sha256 FROM files WHERE id=? AND status='ok'", (file_id,)
         ).fetchone()
         return None if row is None else FileState(*row)
 
     def paths_for(self, ids: Iterable[int]) -> dict[int, str]:
-        ids = [int(i) for i in ids]
-        if not ids:
+        """key -> the path of its photo, or of the video a frame's key belongs to."""
+        file_of = self._file_ids([int(i) for i in ids])
+        if not file_of:
             return {}
-        rows = self.db.execute(f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(ids))})", ids)
-        return {row[0]: decode_path(row[1]) for row in rows}
+        wanted = sorted(set(file_of.values()))
+        found: dict[int, str] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self.db.execute(f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(part))})", part)
+            found.update((row[0], decode_path(row[1])) for row in rows)
+        return {key: found[file_id] for key, file_id in file_of.items() if file_id in found}
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -32,7 +32,7 @@ from edge_search.runtime.errors import (
 )
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store import vector_index as vi
-from edge_search.runtime.store.catalog import Catalog, ResultRow, Root
+from edge_search.runtime.store.catalog import Catalog, FrameRow, ResultRow, Root
 from edge_search.runtime.store.meta import IndexMeta
 from edge_search.runtime.store.vector_index import Index
 
@@ -63,18 +63,81 @@ def refuse_foreign_directory(directory: Path) -> None:
 EXACT_BELOW_SHARE = 8
 
 
+# A video is one result, at its best moment; up to this many of its moments are listed, each at least
+# MOMENT_GAP_S from those before it and scoring within MOMENT_SLACK of the best (weaker ones are other scenes).
+MOMENTS = 3
+MOMENT_GAP_S = 2.0
+MOMENT_SLACK = 0.05
+
+
 @dataclass(frozen=True)
 class Hit:
+    """One result: a photo, or a video at its best-matching moment (`at`, seconds; `key` is that frame's)."""
+
     rank: int
     score: float
     path: str
     key: int
     taken: str | None = None  # when the photo was taken, wall clock ("2024-06-15 14:03"), where the index knows
+    at: float | None = None  # a video: the best moment, seconds from its start
+    moments: tuple[tuple[float, float], ...] = ()  # a video: (seconds, score) of its matching moments, best first
+
+    @property
+    def kind(self) -> str:
+        return "photo" if self.at is None else "video"
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape of a result, the same in `query --json` and the HTTP API (`id` is the key)."""
         shape = {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "id": self.key}
-        return {**shape, "taken": self.taken}
+        shape = {**shape, "taken": self.taken, "type": self.kind}
+        if self.at is not None:
+            shape["at"] = round(self.at, 3)
+            shape["moments"] = [{"at": round(at, 3), "score": round(score, 6)} for at, score in self.moments]
+        return shape
+
+
+class _Results:
+    """Hits gathered from candidates in score order: a video becomes one hit at its best moment, and its later
+    frames add moments to it instead of results."""
+
+    def __init__(self, catalog: Catalog, k: int, min_score: float | None, keep: Callable[[str, int], bool] | None):
+        self.catalog, self.k, self.min_score, self.keep = catalog, k, min_score, keep
+        self._hits: list[Hit] = []
+        self._moments: dict[str, list[tuple[float, float]]] = {}
+
+    def add(self, keys: list[int], scores: list[float]) -> bool:
+        """Take candidates (best first); True once `k` results are found or the scores fell below `min_score`."""
+        paths = self.catalog.paths_for(keys)
+        frames = self.catalog.frames_of(keys)
+        for key, score in zip(keys, scores):
+            if self.min_score is not None and score < self.min_score:
+                return True
+            path = paths.get(key)
+            if path is None or (self.keep is not None and not self.keep(path, key)):
+                continue  # removed since the generation was published, or filtered out
+            frame = frames.get(key)
+            if frame is not None and path in self._moments:
+                moments = self._moments[path]
+                close = score >= moments[0][1] - MOMENT_SLACK
+                if close and len(moments) < MOMENTS and all(abs(frame[1] - at) >= MOMENT_GAP_S for at, _ in moments):
+                    moments.append((frame[1], score))
+                continue
+            if len(self._hits) == self.k:
+                continue  # only more moments of the videos listed may follow
+            at = None if frame is None else frame[1]
+            self._hits.append(Hit(rank=len(self._hits) + 1, score=score, path=path, key=key, at=at))
+            if at is not None:
+                self._moments[path] = [(at, score)]
+        return False
+
+    @property
+    def full(self) -> bool:
+        return len(self._hits) == self.k
+
+    def hits(self) -> list[Hit]:
+        return [
+            replace(hit, moments=tuple(self._moments[hit.path])) if hit.at is not None else hit for hit in self._hits
+        ]
 
 
 class Binding(Protocol):
@@ -226,6 +289,12 @@ class IndexWriter:
     def commit_results(self, rows: Iterable[ResultRow]) -> None:
         """Embeddings and failures of a batch of files, in one durable transaction."""
         self.catalog.upsert_results(rows)
+
+    def commit_video(
+        self, path: bytes, size: int, mtime_ns: int, sha: str | None, frames: list[FrameRow] | None, error: str | None
+    ) -> None:
+        """A video's frames (or why it failed), with its row, in one durable transaction."""
+        self.catalog.upsert_video(path, size, mtime_ns, sha, frames, error)
 
     def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
         """New size/mtime of files whose content is unchanged."""
@@ -434,21 +503,13 @@ class IndexReader:
             found_scores.append((vectors @ unit) / norms)
         all_keys, all_scores = np.concatenate(found_keys), np.concatenate(found_scores)
         order = np.argsort(-all_scores, kind="stable")
-        hits: list[Hit] = []
-        for start in range(0, len(order), max(4 * k, 64)):
-            part = order[start : start + max(4 * k, 64)]
-            paths = self.catalog.paths_for(all_keys[part].tolist())
-            for position in part:
-                key, score = int(all_keys[position]), float(all_scores[position])
-                if min_score is not None and score < min_score:
-                    return hits
-                path = paths.get(key)
-                if path is None or (keep is not None and not keep(path, key)):
-                    continue
-                hits.append(Hit(rank=len(hits) + 1, score=score, path=path, key=key))
-                if len(hits) == k:
-                    return hits
-        return hits
+        results = _Results(self.catalog, k, min_score, keep)
+        step = max(4 * k, 64)
+        for start in range(0, len(order), step):
+            part = order[start : start + step]
+            if results.add(all_keys[part].tolist(), all_scores[part].tolist()) or results.full:
+                break
+        return results.hits()
 
     def search(
         self, query: np.ndarray, k: int, min_score: float | None = None, keep: Callable[[str, int], bool] | None = None
@@ -459,20 +520,13 @@ class IndexReader:
         """
         index = self.index()
         total = len(index)
-        want = k if keep is None else min(total, max(4 * k, 64))
+        videos = self.catalog.has_frames()  # frames of one video may crowd the first candidates
+        want = k if keep is None and not videos else min(total, max(4 * k, 64))
         while True:
             keys, scores = vi.search(index, query, want)
-            paths = self.catalog.paths_for(keys)
-            hits: list[Hit] = []
-            for key, score in zip(keys, scores):
-                if min_score is not None and score < min_score:
-                    return hits
-                path = paths.get(int(key))
-                if path is None or (keep is not None and not keep(path, int(key))):
-                    continue  # removed since the generation was published, or filtered out
-                hits.append(Hit(rank=len(hits) + 1, score=float(score), path=path, key=int(key)))
-                if len(hits) == k:
-                    return hits
-            if want >= total:
-                return hits
+            results = _Results(self.catalog, k, min_score, keep)
+            if results.add([int(key) for key in keys], [float(score) for score in scores]) or want >= total:
+                return results.hits()
+            if results.full:
+                return results.hits()
             want = min(total, want * 4)

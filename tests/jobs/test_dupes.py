@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from old_catalogs import downgrade
 from PIL import Image, ImageOps, PngImagePlugin
 
 from conftest import cli_env, photo, run_script
@@ -371,15 +372,8 @@ def test_an_index_from_before_pixel_signatures_gets_them_from_the_next_index_wit
     env = cli_env(tmp_path, tiny_bundle)
     assert run_script("edge-search", "index", str(variants), env=env).returncode == 0
     catalog_file = tmp_path / "index" / "catalog.sqlite"
-    with sqlite3.connect(catalog_file) as db:  # as edge-search left it before signatures: schema 3, no column
-        for statement in (
-            "DROP INDEX files_taken",
-            "ALTER TABLE files DROP COLUMN taken",
-            "ALTER TABLE files DROP COLUMN taken_from",
-            "ALTER TABLE files DROP COLUMN signature",
-        ):
-            db.execute(statement)  # fmt: skip
-        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    downgrade(catalog_file, 3)  # as edge-search left it before signatures
+    with sqlite3.connect(catalog_file) as db:
         keys = dict(db.execute("SELECT path, id FROM files").fetchall())
     before = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", env=env)
     assert before.returncode == 0, before.stderr
@@ -390,7 +384,7 @@ def test_an_index_from_before_pixel_signatures_gets_them_from_the_next_index_wit
     report = json.loads(again.stdout)
     assert (report["embedded"], report["signed"], report["unchanged"]) == (0, len(keys), len(keys))
     with sqlite3.connect(catalog_file) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
         assert dict(db.execute("SELECT path, id FROM files").fetchall()) == keys  # the same rows, the same keys
         assert db.execute("SELECT count(*) FROM files WHERE signature IS NULL").fetchone() == (0,)
     after = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", env=env)

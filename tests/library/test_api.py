@@ -45,7 +45,7 @@ def test_an_upload_returns_ranked_results_whose_ids_lead_to_the_file_its_thumbna
     assert answer.status_code == 200
     results = answer.json()["results"]
     assert len(results) == 3 and (results[0]["rank"], results[0]["path"]) == (1, str(target))
-    assert set(results[0]) == {"rank", "score", "path", "id", "taken"}
+    assert set(results[0]) == {"rank", "score", "path", "id", "taken", "type"}
     assert results[0]["score"] == pytest.approx(1, abs=1e-4)
     key = results[0]["id"]
     assert api.get(f"/api/image/{key}").content == target.read_bytes()

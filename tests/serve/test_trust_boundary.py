@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 
 import numpy as np
 import onnx
 import pytest
+from old_catalogs import downgrade
 from starlette.testclient import TestClient
 from tests_support_images import lying_jpeg
 
@@ -164,22 +164,14 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
     model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
     with Library(tmp_path / "index") as library:
         library.index(model, [photo_dir])
-    db = sqlite3.connect(tmp_path / "index" / "catalog.sqlite")
-    db.executescript(
-        "CREATE TABLE r2 (path BLOB PRIMARY KEY, excludes TEXT NOT NULL, include_hidden INTEGER NOT NULL);"
-        "INSERT INTO r2 SELECT path, excludes, include_hidden FROM roots; DROP TABLE roots;"
-        "ALTER TABLE r2 RENAME TO roots; ALTER TABLE files DROP COLUMN signature;"
-        "DROP INDEX files_taken; ALTER TABLE files DROP COLUMN taken; ALTER TABLE files DROP COLUMN taken_from;"
-        "UPDATE meta SET value='2' WHERE key='schema_version';"
-    )
-    db.close()
+    downgrade(tmp_path / "index" / "catalog.sqlite", 2)
     with Catalog.open(tmp_path / "index", create=False) as catalog:
         assert [r.follow_links for r in catalog.roots()] == [False]
     with Library(tmp_path / "index") as library:
         report = library.index(model, rules=RootRules(follow_links=True))
         assert report.embedded == 0 and report.count == 12  # nothing re-embedded
     with Catalog.open(tmp_path / "index", create=False) as catalog:
-        assert catalog.get_meta("schema_version") == "5"  # through 3 (follow_links), 4 (pixel signatures), 5 (dates)
+        assert catalog.get_meta("schema_version") == "6"  # through 3 (links), 4 (signatures), 5 (dates), 6 (videos)
         assert [r.follow_links for r in catalog.roots()] == [True]
         assert catalog.unsigned() == []  # the signatures made by that run, without embedding anything
 

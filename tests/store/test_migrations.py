@@ -8,24 +8,9 @@ import json
 import sqlite3
 
 import pytest
+from old_catalogs import downgrade
 
 from conftest import cli_env, run_script
-
-# What each earlier schema lacked, undone from a current catalog (the files table of version 1 is the base).
-NO_DATES = ["DROP INDEX files_taken", "ALTER TABLE files DROP COLUMN taken", "ALTER TABLE files DROP COLUMN taken_from"]
-BACK_TO = {
-    4: NO_DATES,
-    3: [*NO_DATES, "ALTER TABLE files DROP COLUMN signature"],
-    2: [*NO_DATES, "ALTER TABLE files DROP COLUMN signature", "ALTER TABLE roots DROP COLUMN follow_links"],
-    1: [*NO_DATES, "ALTER TABLE files DROP COLUMN signature", "DROP TABLE roots", "DROP INDEX files_sha256"],
-}
-
-
-def downgrade(catalog, version: int) -> None:
-    with sqlite3.connect(catalog) as db:
-        for statement in BACK_TO[version]:
-            db.execute(statement)
-        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
 
 
 def rows(catalog) -> dict[bytes, tuple]:
@@ -37,7 +22,7 @@ def rows(catalog) -> dict[bytes, tuple]:
 def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_embedding_again(
     tmp_path, tiny_bundle, photo_dir
 ):
-    for version in (1, 2, 3, 4):
+    for version in (1, 2, 3, 4, 5):
         env = cli_env(tmp_path / f"v{version}", tiny_bundle)
         assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
         catalog = tmp_path / f"v{version}" / "index" / "catalog.sqlite"
@@ -46,11 +31,12 @@ def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_emb
         again = run_script("edge-search", "index", str(photo_dir), "--json", env=env)
         assert again.returncode == 0, again.stderr
         report = json.loads(again.stdout)
-        signed = 0 if version == 4 else 12  # version 4 had signatures already
-        assert (report["embedded"], report["unchanged"], report["signed"], report["dated"]) == (0, 12, signed, 12)
+        signed = 0 if version >= 4 else 12  # version 4 had signatures already
+        dated = 0 if version >= 5 else 12  # version 5 had dates
+        assert (report["embedded"], report["unchanged"], report["signed"], report["dated"]) == (0, 12, signed, dated)
         assert rows(catalog) == before  # the same rows, keys and embeddings
         with sqlite3.connect(catalog) as db:
-            assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+            assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
             assert db.execute("SELECT count(*) FROM files WHERE taken IS NULL").fetchone() == (0,)
             assert [r[0] for r in db.execute("SELECT path FROM roots")] == [str(photo_dir).encode()]
         query = run_script("edge-search", "query", str(photo_dir / "img02.webp"), "-k", "1", "-f", env=env)
