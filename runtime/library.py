@@ -350,6 +350,12 @@ class Library:
         """(key, path) of the `k` images added last, newest first: what a start page shows. No model needed."""
         return self.reader().catalog.latest(k)
 
+    def frame_pictures(self, hits: Sequence[Hit]) -> dict[int, bytes]:
+        """key -> the JPEG stored for each video hit's frame (what a montage or a page shows of a video)."""
+        catalog = self.reader().catalog
+        found = {hit.key: catalog.frame_thumbnail(hit.key) for hit in hits if is_frame_key(hit.key)}
+        return {key: picture for key, picture in found.items() if picture is not None}
+
     def check_model(self, model: Model) -> None:
         """IndexMismatch unless `model` makes embeddings comparable with this index's."""
         catalog = self.reader().catalog

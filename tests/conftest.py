@@ -183,6 +183,9 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     return export_tiny(tiny_checkpoint, tmp_path_factory, "tiny")
 
 
+TRAINED_FORMS = ("vit", "dinov2")  # the trained fixture's two checkpoint forms: ViTModel and Dinov2Model
+
+
 @pytest.fixture(scope="session")
 def trained():
     """The trained DINOv2 ViT-S/14 fixture (two checkpoint forms) and real photos, built once per machine
@@ -196,6 +199,24 @@ def trained():
         if os.environ.get("EDGE_SEARCH_TEST_REQUIRE_TRAINED") == "1":
             pytest.fail(f"the trained fixture is required here: {exc}")
         pytest.skip(f"no trained fixture: {exc}")
+
+
+@pytest.fixture(scope="session")
+def trained_bundles(trained, debian_photos, tmp_path_factory) -> dict[str, Path]:
+    """Each checkpoint form exported in every precision through the real export path. The Dinov2Model form's
+    int8-static is calibrated on Debian's wallpaper photographs (the fixture's photos, on which it is checked
+    below, are never seen by calibration); the ViTModel form's as export-model does by default, on the photos
+    shipped with the package (scikit-image's, like the fixture's: it is checked on Debian's photos instead)."""
+    out = tmp_path_factory.mktemp("trained-bundles")
+    from edge_search.export.pipeline import export_bundle
+
+    for form in TRAINED_FORMS:
+        export_bundle(
+            model=str(getattr(trained, form)),
+            out=out / form,
+            calibration_photos=debian_photos if form == "dinov2" else None,
+        )
+    return {form: out / form for form in TRAINED_FORMS}
 
 
 @pytest.fixture(scope="session")
@@ -313,3 +334,16 @@ def run_script(
     return subprocess.run(
         [console_script(name), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+CALIBRATION_PHOTOS = ROOT / "export" / "calibration"  # 15 real photos shipped with the package (scikit-image's)
+SLIDESHOW_PHOTOS = ("astronaut", "brick", "chelsea", "coffee", "rocket", "horse")
+
+
+def make_slideshow(out: Path, *, codec: str = "h264", transitions: tuple[str, ...] = ("fade",)) -> list:
+    """Six real photos, 3 s each, joined by fades (or the transitions given), at 320×240 and 10 frames/s: the
+    spans (benchmarks/slideshow.py) say which seconds show which photo."""
+    from benchmarks.slideshow import make_slideshow as make
+
+    photos = [CALIBRATION_PHOTOS / f"{name}.jpg" for name in SLIDESHOW_PHOTOS]
+    return make(photos, out, codec=codec, size=(320, 240), fps=10, transitions=transitions)

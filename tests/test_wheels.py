@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 PYTHONS = ("3.10", "3.12")
 ARCHES = ("aarch64", "x86_64")
-INSTALLS = (("cpu",), ("cpu", "serve"), ("openvino",))
+INSTALLS = (("cpu",), ("cpu", "serve", "video"), ("openvino",))
 SOURCE_ONLY = {"pyvips"}  # pure Python, sdist only; pyvips-binary carries the library
 
 

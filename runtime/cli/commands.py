@@ -461,6 +461,7 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
         dates=command.dates,
         kind=command.kind,
     )
+    frames = library.frame_pictures(result.hits) if command.montage is not None else {}
     library.close()
     latency_ms = command.latency_ms()
     for note in result.notes:
@@ -472,7 +473,8 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
         labels = [str(term.image) if isinstance(term.image, Path) else "-" for term in photos]
         texts = [term.text for term in command.terms if term.text is not None and term.weight > 0]
         montage_text = " + ".join(texts) if texts else None
-        write_montage(labels, [term.image for term in photos], result.hits, command.montage, text=montage_text)
+        sources = [term.image for term in photos]
+        write_montage(labels, sources, result.hits, command.montage, text=montage_text, frames=frames)
     answer = Answer(command.label, command.text, command.as_json, command.paths_only, command.print0, latency_ms)
     search_results(answer, result, montage=command.montage)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageOps
 from edge_search.runtime.errors import ImageDecodeError, StorageError
 from edge_search.runtime.jobs.fonts import font_for
 from edge_search.runtime.model.preprocess import open_image
+from edge_search.runtime.model.video import format_time
 
 TILE = 256
 LABEL_H = 46
@@ -62,19 +63,30 @@ def folder_and_name(path: str) -> str:
 
 
 def hit_label(hit) -> str:
-    """Rank and score with 4 decimals: 0.9996 must not read as 1.000."""
-    return f"#{hit.rank}  {hit.score:.4f}"
+    """Rank and score with 4 decimals (0.9996 must not read as 1.000), and a video's moment."""
+    moment = f"  @ {format_time(hit.at)}" if getattr(hit, "at", None) is not None else ""
+    return f"#{hit.rank}  {hit.score:.4f}{moment}"
 
 
 def write_montage(
-    labels: Sequence[str], sources: Sequence, hits: Sequence, out: Path, columns: int = 6, text: str | None = None
+    labels: Sequence[str],
+    sources: Sequence,
+    hits: Sequence,
+    out: Path,
+    columns: int = 6,
+    text: str | None = None,
+    frames: Mapping[int, bytes] | None = None,
 ) -> Path:
-    """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix."""
+    """Query tile(s) first (framed), then each hit; saved in the format of `out`'s suffix. `frames`: the stored
+    picture of each video hit's frame, by key (a video is shown at its matching moment)."""
+    frames = frames or {}
     cells = [
         (source, "query", os.path.basename(str(label)) if label != "-" else "stdin", None, True)
         for label, source in zip(labels, sources)
     ]
-    cells += [(hit.path, hit_label(hit), folder_and_name(hit.path), hit.path, False) for hit in hits]
+    cells += [
+        (frames.get(hit.key, hit.path), hit_label(hit), folder_and_name(hit.path), hit.path, False) for hit in hits
+    ]
     named = [_short(str(label), 60) for label in labels] + ([f'"{_short(text, 60)}"'] if text else [])
     header = "query: " + ", ".join(named) + f"  ·  {len(hits)} result(s)"
     return write_sheet(header, cells, out, columns)

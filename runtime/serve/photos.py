@@ -36,7 +36,7 @@ class OpenPhoto:
     @property
     def media_type(self) -> str:
         guessed = mimetypes.guess_type(os.fsencode(self.path).decode("utf-8", "replace"))[0]
-        return guessed if guessed and guessed.startswith("image/") else "application/octet-stream"
+        return guessed if guessed and guessed.startswith(("image/", "video/")) else "application/octet-stream"
 
     def read(self) -> bytes:
         try:
@@ -47,10 +47,13 @@ class OpenPhoto:
             raise HttpError(404, CHANGED)
         return data
 
-    def chunks(self) -> Iterator[bytes]:
-        """The file's bytes as recorded: no more than its recorded size, whatever it grew to since."""
-        left = self.size
+    def chunks(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The file's bytes as recorded (from `start`, `length` of them): never past its recorded size, whatever it
+        grew to since."""
+        left = min(self.size - start, self.size if length is None else length)
         try:
+            if start:
+                os.lseek(self.fd, start, os.SEEK_SET)
             while left > 0:
                 chunk = os.read(self.fd, min(CHUNK, left))
                 if not chunk:
@@ -64,6 +67,25 @@ class OpenPhoto:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) asked for by a `Range: bytes=...` header (what a video player seeks with); None: the whole
+    file (no header, or several ranges, which may be answered whole). HttpError 416 for a range outside the file."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first:
+            start = int(first)
+            end = int(last) if last else size - 1
+        else:
+            start, end = max(0, size - int(last)), size - 1  # the last N bytes
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end < start:
+        raise HttpError(416, f"The range {header!r} is outside the file's {size} bytes.")
+    return start, min(end, size - 1) - start + 1
 
 
 def open_photo(row: FileState | None, roots: list[Root], key: int) -> OpenPhoto:

@@ -46,6 +46,15 @@ async def _drain(request: Request, cap: int) -> None:
             break
 
 
+def result_kind(value: str | None) -> str | None:
+    """`type`: photo or video (absent: both)."""
+    if value in (None, ""):
+        return None
+    if value not in ("photo", "video"):
+        raise HttpError(400, f"type is `photo` or `video`, not {value!r}.")
+    return value
+
+
 MAX_PHOTOS = 8  # photos in one query, liked and unliked together
 API_DATES = ("after", "before")  # the date range's parameters, as errors name them
 
@@ -64,6 +73,7 @@ class QueryRequest:
     scope: str  # "box" (this index) or "fleet" (every box synced to Milvus)
     box: str | None
     dates: DateRange
+    kind: str | None = None  # "photo" or "video": only those
 
     @classmethod
     async def read(cls, request: Request, config: ServiceConfig) -> QueryRequest:
@@ -111,6 +121,7 @@ class QueryRequest:
                 dates=DateRange.asked(
                     text_field(form.get("after")) or None, text_field(form.get("before")) or None, API_DATES
                 ),
+                kind=result_kind(text_field(form.get("type"))),
             )
         if not any(term.weight > 0 for term in query.terms):
             raise HttpError(400, "No file in the form field `image` (and no `text`).")
@@ -118,8 +129,10 @@ class QueryRequest:
             raise HttpError(
                 400, f"scope is `box` (this index) or `fleet` (every box synced to Milvus), not {query.scope!r}."
             )
-        if query.scope == "fleet" and (query.under or not query.dates.empty):
-            raise HttpError(400, "`under`, `after` and `before` work on this box's index, not with scope=fleet.")
+        if query.scope == "fleet" and (query.under or not query.dates.empty or query.kind):
+            raise HttpError(
+                400, "`under`, `after`, `before` and `type` work on this box's index, not with scope=fleet."
+            )
         return query
 
     @property

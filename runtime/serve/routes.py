@@ -17,9 +17,11 @@ from edge_search.runtime.jobs.dates import DateRange
 from edge_search.runtime.serve.answers import JsonAnswer, displayable
 from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of
 from edge_search.runtime.serve.config import HttpError
-from edge_search.runtime.serve.requests import API_DATES, QueryRequest, number, whole_number
+from edge_search.runtime.serve.photos import byte_range
+from edge_search.runtime.serve.requests import API_DATES, QueryRequest, number, result_kind, whole_number
 from edge_search.runtime.serve.service import Service
 from edge_search.runtime.serve.thumbnails import media_type
+from edge_search.runtime.store.catalog import is_frame_key
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot be indexed
 
@@ -82,7 +84,7 @@ async def query(request: Request) -> Response:
             found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
             return JsonAnswer({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
         result = await service.call(
-            library.query, model, under_dir=asked.under, pixels=pixels, dates=asked.dates, **wanted
+            library.query, model, under_dir=asked.under, pixels=pixels, dates=asked.dates, kind=asked.kind, **wanted
         )
     return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
@@ -96,7 +98,8 @@ async def similar(request: Request) -> Response:
     )
     async with service.client_slot(client_of(request)):
         await service.call(service.check_id, key)  # an unknown id is a 404, as for /api/image and /api/thumb
-        result = await service.call(service.library.query, key=key, k=k, exclude_self=True, dates=dates)
+        kind = result_kind(request.query_params.get("type"))
+        result = await service.call(service.library.query, key=key, k=k, exclude_self=True, dates=dates, kind=kind)
     return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
@@ -105,7 +108,8 @@ async def latest(request: Request) -> Response:
     service = _service(request)
     k = whole_number(request.query_params.get("k"), "k", service.config.default_k, 1, service.config.max_k)
     found = await service.call(service.library.latest, k)
-    return JsonAnswer({"results": [{"id": key, "path": path} for key, path in found]})
+    kinds = {True: "video", False: "photo"}
+    return JsonAnswer({"results": [{"id": key, "path": path, "type": kinds[is_frame_key(key)]} for key, path in found]})
 
 
 async def dupes(request: Request) -> Response:
@@ -134,15 +138,23 @@ PHOTO_HEADERS = {
 
 
 async def image(request: Request) -> Response:
+    """The file itself (a video under any of its frames' ids); one byte range when asked (a player seeking)."""
     service = _service(request)
     photo = await service.call(service.photo, _id(request))
     name = urllib.parse.quote(displayable(photo.path).rsplit("/", 1)[-1])
-    headers = {
-        **PHOTO_HEADERS,
-        "Content-Length": str(photo.size),
-        "Content-Disposition": f"inline; filename*=UTF-8''{name}",
-    }
-    return StreamingResponse(photo.chunks(), media_type=photo.media_type, headers=headers)
+    headers = {**PHOTO_HEADERS, "Accept-Ranges": "bytes", "Content-Disposition": f"inline; filename*=UTF-8''{name}"}
+    try:
+        asked = byte_range(request.headers.get("range"), photo.size)
+    except HttpError:
+        photo.close()
+        raise
+    if asked is None:
+        headers["Content-Length"] = str(photo.size)
+        return StreamingResponse(photo.chunks(), media_type=photo.media_type, headers=headers)
+    start, length = asked
+    headers["Content-Length"] = str(length)
+    headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{photo.size}"
+    return StreamingResponse(photo.chunks(start, length), status_code=206, media_type=photo.media_type, headers=headers)
 
 
 async def thumb(request: Request) -> Response:
@@ -153,6 +165,9 @@ async def thumb(request: Request) -> Response:
 
     def make() -> bytes:
         try:
+            stored = service.library.reader().catalog.frame_thumbnail(key)  # a video frame's, made when indexed
+            if stored is not None:
+                return stored
             return service.thumbs.get(key, lambda: io.BytesIO(photo.read()))
         except ImageDecodeError as exc:
             raise HttpError(422, f"Image {key} cannot be decoded for a thumbnail now: {exc.reason}.") from None

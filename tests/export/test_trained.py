@@ -13,9 +13,8 @@ import pytest
 
 from benchmarks.edits import MILD, save_edit
 from benchmarks.int8_schemes import top10_overlap
-from conftest import cli_env, cosine, edge_search, transformers_embeddings
+from conftest import TRAINED_FORMS, cli_env, cosine, edge_search, transformers_embeddings
 from edge_search.export import static_int8
-from edge_search.export.pipeline import export_bundle
 from edge_search.runtime.errors import BundleError
 from edge_search.runtime.host import int8_dot_products, int8_kernels_saturate
 from edge_search.runtime.library import Library, Model
@@ -23,25 +22,14 @@ from edge_search.runtime.options import ModelOptions
 
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 
-FORMS = ("vit", "dinov2")
+FORMS = TRAINED_FORMS
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
 FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995, "int8-static": 0.995}
 
 
 @pytest.fixture(scope="module")
-def bundles(trained, debian_photos, tmp_path_factory) -> dict[str, Path]:
-    """Each checkpoint form exported in every precision through the real export path. The Dinov2Model form's
-    int8-static is calibrated on Debian's wallpaper photographs (the fixture's photos, on which it is checked
-    below, are never seen by calibration); the ViTModel form's as export-model does by default, on the photos
-    shipped with the package (scikit-image's, like the fixture's: it is checked on Debian's photos instead)."""
-    out = tmp_path_factory.mktemp("trained-bundles")
-    for form in FORMS:
-        export_bundle(
-            model=str(getattr(trained, form)),
-            out=out / form,
-            calibration_photos=debian_photos if form == "dinov2" else None,
-        )
-    return {form: out / form for form in FORMS}
+def bundles(trained_bundles) -> dict[str, Path]:
+    return trained_bundles
 
 
 @pytest.fixture(scope="module")

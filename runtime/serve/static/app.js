@@ -11,7 +11,7 @@ const els = {
   warning: $("warning"), query: $("query"), queryImage: $("query-image"), queryName: $("query-name"),
   overlay: $("drop-overlay"), groups: $("groups"), words: $("words"), text: $("text"), picker: $("picker"),
   logout: $("logout"), after: $("after"), before: $("before"),
-  viewer: $("viewer"), viewerImage: $("viewer-image"), viewerPath: $("viewer-path"), viewerDetail: $("viewer-detail"),
+  viewer: $("viewer"), viewerImage: $("viewer-image"), viewerVideo: $("viewer-video"), viewerPath: $("viewer-path"), viewerDetail: $("viewer-detail"),
   viewerCount: $("viewer-count"), viewerPrev: $("viewer-prev"), viewerNext: $("viewer-next"),
   viewerSimilar: $("viewer-similar"), viewerOriginal: $("viewer-original"), viewerClose: $("viewer-close"),
 };
@@ -101,14 +101,36 @@ function thumbnail(id, path) {
   return img;
 }
 
-// A result's picture: opens the photo view (a plain link to the original, for a new tab or without scripts).
+// A moment of a video as people read it: 01:23, or 1:02:03 past an hour.
+function formatTime(seconds) {
+  const whole = Math.floor(seconds);
+  const hours = Math.floor(whole / 3600), minutes = Math.floor((whole % 3600) / 60), secs = whole % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return hours ? `${hours}:${two(minutes)}:${two(secs)}` : `${two(minutes)}:${two(secs)}`;
+}
+
+function isVideo(hit) { return hit.type === "video"; }
+
+// The file at the hit's moment: a video plays from its best-matching frame (a media fragment).
+function fileAt(hit) {
+  return isVideo(hit) && hit.at !== undefined ? `/api/image/${hit.id}#t=${hit.at}` : `/api/image/${hit.id}`;
+}
+
+// A result's picture: opens the photo view (a plain link to the original, for a new tab or without scripts). A
+// video shows its matching frame with the moment on it.
 function photoLink(hit, index) {
   const link = document.createElement("a");
   link.className = "photo";
-  link.href = `/api/image/${hit.id}`;
-  link.title = "View this photo";
+  link.href = fileAt(hit);
+  link.title = isVideo(hit) ? "Play the video from this moment" : "View this photo";
   link.addEventListener("click", (event) => { event.preventDefault(); openViewer(index); });
   link.append(thumbnail(hit.id, hit.path));
+  if (isVideo(hit)) {
+    const time = document.createElement("span");
+    time.className = "time";
+    time.textContent = hit.at !== undefined ? `▶ ${formatTime(hit.at)}` : "▶ video";
+    link.append(time);
+  }
   return link;
 }
 
@@ -140,7 +162,7 @@ function render(results, summary) {
     meta.className = "meta";
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = shortName(hit.path);
+    name.textContent = shortName(hit.path) + (isVideo(hit) && hit.at !== undefined ? ` @ ${formatTime(hit.at)}` : "");
     name.title = visible(hit.path);
     if (hit.score !== undefined) {
       const score = document.createElement("span");
@@ -372,6 +394,12 @@ function openViewer(index) {
 function drawViewer() {
   const hit = shownHits[viewing];
   if (!hit) return;
+  els.viewerVideo.pause();
+  els.viewerImage.hidden = isVideo(hit);
+  els.viewerVideo.hidden = !isVideo(hit);
+  els.viewerOriginal.href = fileAt(hit);
+  if (isVideo(hit)) { drawVideo(hit); return; }
+  els.viewerVideo.removeAttribute("src");
   els.viewerImage.src = `/api/thumb/${hit.id}`; // at once; the original replaces it once loaded
   els.viewerImage.alt = shortName(hit.path);
   const full = new Image();
@@ -387,17 +415,39 @@ function drawViewer() {
     const bytes = Number(response.headers.get("content-length"));
     if (shownHits[viewing] === hit && bytes) { hit.bytes = bytes; details(hit, els.viewerDetail.dataset.pixels || ""); }
   }).catch(() => {});
+  drawViewerBar(hit);
+}
+
+function drawViewerBar(hit) {
   els.viewerCount.textContent = `${viewing + 1} / ${shownHits.length}`;
   els.viewerPrev.disabled = viewing === 0;
   els.viewerNext.disabled = viewing === shownHits.length - 1;
   els.viewerSimilar.href = `#similar/${hit.id}`;
   els.viewerSimilar.dataset.name = hit.path;
-  els.viewerOriginal.href = `/api/image/${hit.id}`;
+}
+
+// A video plays in the view from its best-matching moment; its frame shows until it starts.
+function drawVideo(hit) {
+  els.viewerPath.textContent = visible(hit.path);
+  els.viewerVideo.poster = `/api/thumb/${hit.id}`;
+  els.viewerVideo.src = fileAt(hit);
+  els.viewerVideo.onloadedmetadata = () => {
+    if (shownHits[viewing] !== hit) return;
+    if (hit.at !== undefined && Math.abs(els.viewerVideo.currentTime - hit.at) > 0.5) els.viewerVideo.currentTime = hit.at;
+    details(hit, `${els.viewerVideo.videoWidth}×${els.viewerVideo.videoHeight}`);
+  };
+  els.viewerVideo.play().catch(() => {}); // a browser may refuse to play sound unasked: the controls are there
+  details(hit, "");
+  drawViewerBar(hit);
 }
 
 function details(hit, pixels) {
   els.viewerDetail.dataset.pixels = pixels;
   const parts = [hit.taken ? `taken ${hit.taken}` : "date unknown"];
+  if (isVideo(hit) && hit.at !== undefined) {
+    const also = (hit.moments || []).slice(1).map((moment) => formatTime(moment.at));
+    parts.unshift(`video at ${formatTime(hit.at)}` + (also.length ? ` (also ${also.join(", ")})` : ""));
+  }
   if (pixels) parts.push(pixels);
   if (hit.bytes) parts.push(humanSize(hit.bytes));
   if (hit.score !== undefined) parts.push(`score ${hit.score.toFixed(4)}`);
@@ -412,6 +462,7 @@ function step(delta) {
 els.viewerPrev.addEventListener("click", () => step(-1));
 els.viewerNext.addEventListener("click", () => step(1));
 els.viewerClose.addEventListener("click", () => els.viewer.close());
+els.viewer.addEventListener("close", () => els.viewerVideo.pause());
 els.viewerSimilar.addEventListener("click", () => els.viewer.close());
 els.viewer.addEventListener("keydown", (event) => {
   if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
