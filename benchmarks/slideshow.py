@@ -43,10 +43,11 @@ def make_slideshow(
     seconds_each: float = 3.0,
     transitions: Sequence[str] = ("cut", "fade", "pan"),
     fade_s: float = 0.5,
+    options: dict[str, str] | None = None,
 ) -> list[Span]:
     """Write the slideshow to `output` (container from its suffix) and return each photo's span. Photo i comes on
     by `transitions[i % len]` (a fade blends the last `fade_s` of the previous photo into it; a pan slides across
-    the photo, enlarged, for its whole span)."""
+    the photo, enlarged, for its whole span). `options`: the encoder's (e.g. {"preset": "veryfast"})."""
     import av
 
     spans: list[Span] = []
@@ -57,8 +58,7 @@ def make_slideshow(
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)
-        if codec == "hevc":
-            stream.options = {"x265-params": "log-level=error"}
+        stream.options = {**({"x265-params": "log-level=error"} if codec == "hevc" else {}), **(options or {})}
         index = 0
         previous: np.ndarray | None = None
         for number, photo in enumerate(photos):

@@ -1,6 +1,6 @@
-"""The tables of docs/benchmarks.md, rendered from the results they report, so that none is copied by hand.
+"""The tables of docs/*.md, rendered from the results they report, so that none is copied by hand.
 
-    python tools/benchmark_tables.py            rewrite every generated table in docs/benchmarks.md
+    python tools/benchmark_tables.py            rewrite every generated table in docs/*.md
     python tools/benchmark_tables.py --check    exit 1 if one differs from its results (tests/cli/test_cli_docs.py)
 
 A generated table sits between two markers that name its results file and the benchmark section that renders it
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 BLOCK = re.compile(
     r"(<!-- generated from (?P<source>\S+) by (?P<section>benchmarks\.\w+)(?:\.(?P<function>\w+))? -->\n)(?P<body>.*?)"
     r"(<!-- end of generated table -->)",
@@ -41,11 +41,16 @@ def render(text: str) -> str:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    current = DOC.read_text(encoding="utf-8")
-    fresh = render(current)
+    stale = []
+    for doc in DOCS:
+        current = doc.read_text(encoding="utf-8")
+        fresh = render(current)
+        if fresh != current:
+            stale.append(doc)
+            if "--check" not in sys.argv[1:]:
+                doc.write_text(fresh, encoding="utf-8")
     if "--check" in sys.argv[1:]:
-        sys.exit(0 if fresh == current else 1)
-    DOC.write_text(fresh, encoding="utf-8")
+        sys.exit(1 if stale else 0)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class SamplingRule:
     max_gap_s: float = 10.0
     max_frames: int = 3000
     keyframes_only: bool = False  # decode keyframes alone, keep each that passes the rule (a benchmark variant)
+    skip_nonref: bool = True  # B-frames are never candidates at a quarter-second step: not decoded at all
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,11 @@ class VideoReader:
         """The kept frames, in order; ImageDecodeError when the stream cannot be decoded."""
         stream = self._stream
         stream.thread_type = "AUTO"
-        stream.codec_context.skip_frame = "NONKEY" if rule.keyframes_only else "NONREF"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        stream.codec_context.skip_frame = (
+            "NONKEY" if rule.keyframes_only else "NONREF" if rule.skip_nonref else "DEFAULT"
+        )
+        known_start = stream.start_time is not None and stream.time_base is not None
+        start = float(stream.start_time * stream.time_base) if known_start else 0.0  # type: ignore[operator]
         sampler = FrameSampler(rule)
         kept = 0
         try:

@@ -634,7 +634,7 @@ class Catalog:
         photos = "SELECT id, embedding FROM files WHERE status='ok' AND embedding IS NOT NULL"
         frames = "SELECT ? + id, embedding FROM frames WHERE 1"
         if ids is None:
-            queries = [(f"{photos} ORDER BY id", ())]
+            queries: list[tuple[str, tuple[int, ...]]] = [(f"{photos} ORDER BY id", ())]
             if self._has_videos():
                 queries.append((f"{frames} ORDER BY id", (FRAME_KEYS,)))
             for sql, parameters in queries:
@@ -645,7 +645,9 @@ class Catalog:
         wanted = sorted(int(i) for i in ids)
         photo_ids = [i for i in wanted if not is_frame_key(i)]
         frame_ids = [i - FRAME_KEYS for i in wanted if is_frame_key(i)] if self._has_videos() else []
-        for sql, part_ids, parameters in ((photos, photo_ids, ()), (frames, frame_ids, (FRAME_KEYS,))):
+        parts: list[tuple[str, list[int], tuple[int, ...]]] = [(photos, photo_ids, ())]
+        parts.append((frames, frame_ids, (FRAME_KEYS,)))
+        for sql, part_ids, parameters in parts:
             for start in range(0, len(part_ids), 500):
                 part = part_ids[start : start + 500]
                 rows = self.db.execute(

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from served import Service
 
-from conftest import run_script
+from conftest import CALIBRATION_PHOTOS, cli_env, make_slideshow, run_script
 
 pytestmark = pytest.mark.browser  # tier: CONTRIBUTING.md "The test tiers"
 
@@ -449,3 +449,48 @@ def test_words_typed_beside_an_uploaded_photo_search_with_both(browser, tiny_cli
         together = [round(hit["score"], 3) for hit in answer.value.json()["results"]]
         expect(page.locator("#results .score").first).to_have_text(f"{together[0]:.3f}")
         assert together != alone  # the words moved the query: the photo alone would score itself 1.0
+
+
+def test_a_video_result_shows_its_frame_and_time_and_plays_from_that_moment(browser, tmp_path, tiny_bundle):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    spans = make_slideshow(folder / "holiday.webm", codec="libvpx-vp9")
+    for name in ("coins", "grass"):
+        shutil.copy(CALIBRATION_PHOTOS / f"{name}.jpg", folder / f"{name}.jpg")
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(folder), env=env).returncode == 0
+    service = Service(env)
+    errors: list[str] = []
+    try:
+        service.wait_ready()
+        context, page = open_page(browser, service.base + "/", errors, viewport={"width": 1280, "height": 900})
+        page.wait_for_selector("#results .hit")  # the start page: the video stands as its first frame
+        expect(page.locator("#results .hit .time")).to_have_text("▶ video")
+        page.set_input_files("#file", str(CALIBRATION_PHOTOS / "chelsea.jpg"))
+        page.wait_for_selector("#results .hit .score")
+        video_hit = page.locator("#results .hit", has=page.locator(".time"))
+        expect(video_hit).to_have_count(1)  # one result for the video, at its best moment
+        at = float(
+            service.upload((CALIBRATION_PHOTOS / "chelsea.jpg").read_bytes(), type="video")[1]["results"][0]["at"]
+        )
+        shown = f"{int(at) // 60:02d}:{int(at) % 60:02d}"
+        expect(video_hit.locator(".time")).to_have_text(f"▶ {shown}")
+        assert video_hit.locator(".name").inner_text().endswith(f"holiday.webm @ {shown}")
+        assert any(span.start - 1 <= at < span.end for span in spans)
+        video_hit.locator("a.photo").click()
+        player = page.locator("#viewer-video")
+        expect(player).to_be_visible()
+        expect(page.locator("#viewer-image")).to_be_hidden()
+        for _ in range(100):  # until the player has read the video's header (wait_for_function needs eval: CSP)
+            if page.evaluate("document.querySelector('#viewer-video').readyState") >= 1:
+                break
+            page.wait_for_timeout(100)
+        played_from = page.evaluate("document.querySelector('#viewer-video').currentTime")
+        assert abs(played_from - at) < 0.6, (played_from, at)  # from the moment, not from the start
+        expect(page.locator("#viewer-detail")).to_contain_text(f"video at {shown}")
+        page.keyboard.press("Escape")
+        assert page.evaluate("document.querySelector('#viewer-video').paused")  # closing stops it
+        context.close()
+    finally:
+        service.stop()
+    assert errors == []
