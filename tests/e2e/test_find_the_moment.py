@@ -48,6 +48,8 @@ def test_a_photo_of_the_video_finds_it_at_a_moment_inside_that_photos_span(libra
     first = json.loads(found.stdout)["results"][0]
     assert (first["path"], first["type"]) == (str(folder / "holiday.mp4"), "video")
     assert span.start <= first["at"] < span.end, (first, span)
+    if photo != SLIDESHOW_PHOTOS[0]:
+        return  # the text and path forms once
     text = run_script("edge-search", "query", str(CALIBRATION_PHOTOS / f"{photo}.jpg"), "-k", "1", env=env)
     minutes, seconds = divmod(int(first["at"]), 60)
     assert f"holiday.mp4 @ {minutes:02d}:{seconds:02d}" in text.stdout
