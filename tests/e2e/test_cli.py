@@ -38,6 +38,7 @@ def test_index_then_query_finds_the_image_itself_first(photo_dir, env, tmp_path)
         "path": str(target),
         "id": pytest.approx(answer["results"][0]["id"]),
         "taken": answer["results"][0]["taken"],  # no EXIF: its file's time (format checked below)
+        "type": "photo",
     }
     assert isinstance(answer["results"][0]["id"], int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", answer["results"][0]["taken"])
