@@ -143,18 +143,25 @@ def choose_threshold(rows: list[dict]) -> dict:
     return rows[-1]
 
 
-def measure(quick: bool = False) -> dict:
-    try:
-        fixture = trained_fixture()
-        bundle = trained_bundle(static=not quick)
-    except FixtureUnavailable as exc:
-        return {"status": f"not run: {exc}"}
+def gallery_and_queries(fixture, quick: bool) -> tuple[list[Path], list[Path]]:
+    """The fixture's photos (and, unless `quick`, Debian's wallpapers that are not blank) and the originals whose
+    edits are the queries (its photographs, and every fourth wallpaper)."""
     gallery = sorted(fixture.photos.iterdir())
     queries = fixture.photographs[:4] if quick else list(fixture.photographs)
     if not quick:
         wallpapers = [p for p in sorted(real_photos(CACHE / "real-photos").iterdir()) if not is_blank(p)]
         gallery += wallpapers
         queries += wallpapers[::4]
+    return gallery, queries
+
+
+def measure(quick: bool = False) -> dict:
+    try:
+        fixture = trained_fixture()
+        bundle = trained_bundle(static=not quick)
+    except FixtureUnavailable as exc:
+        return {"status": f"not run: {exc}"}
+    gallery, queries = gallery_and_queries(fixture, quick)
     with tempfile.TemporaryDirectory(prefix="quality-") as work:  # the edited copies
         copies = {edit: [save_edit(original, edit, Path(work)) for original in queries] for edit in EDITS}
         return _measured(fixture, bundle, gallery, queries, copies, quick)

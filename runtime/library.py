@@ -111,6 +111,8 @@ class LibraryInfo:
     roots: list[Root]
     size_bytes: int
     engines: dict[str, str] = field(default_factory=dict)  # kind of job -> what `auto` takes there, and why
+    videos: int = 0  # of `count`, the videos (their frames are embedded, not the files)
+    frames: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         m = self.meta
@@ -142,6 +144,8 @@ class LibraryInfo:
             ],
             "size_bytes": self.size_bytes,
             "engines": self.engines,
+            "videos": self.videos,
+            "frames": self.frames,
         }
 
 
@@ -590,7 +594,10 @@ class Library:
         if not self.exists():
             raise IndexMissing(f"No index at {self.directory} yet. Build one with `edge-search index DIR`.")
         with Catalog.open(self.directory, create=False) as catalog:
+            videos, frames = catalog.count_videos()
             return LibraryInfo(
+                videos=videos,
+                frames=frames,
                 index=str(self.directory),
                 count=catalog.count("ok"),
                 failed=catalog.count("failed"),

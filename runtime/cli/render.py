@@ -56,6 +56,7 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("index", human(data["index"])),
         ("images", f"{data['count']}" + (f" · {failed} failed (edge-search info --failed)" if failed else "")),
+        *([("videos", f"{data['videos']} ({data['frames']} frames embedded)")] if data.get("videos") else []),
         ("bundle", f"{data['bundle_path'] or 'none yet'}" + (f" (identity {identity}…)" if identity else "")),
         (
             "model",

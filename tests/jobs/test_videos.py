@@ -5,6 +5,7 @@ never groups frames; the service sends a video by byte ranges and shows a frame'
 from __future__ import annotations
 
 import io
+import os
 import shutil
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_a_video_is_one_result_at_its_best_moment_and_type_filters(tmp_path, mod
         videos, frames = catalog.count_videos()
         frame_keys = sorted(k for k in catalog.ok_ids() if is_frame_key(k))
     assert (report.added, report.frames, videos, frames) == (4, frames, 1, len(frame_keys)) and frames >= 6
+    assert (library.info().videos, library.info().frames, library.info().count) == (1, frames, 4)
     spans = slideshow[1]
     third = frame_keys[2]
     found = library.query(key=third, k=4)
@@ -110,12 +112,18 @@ def test_a_moved_video_is_not_decoded_again_and_keeps_its_times(tmp_path, model,
     library.close()
 
 
-def test_broken_videos_are_skipped_with_their_reasons(tmp_path, model, library_folder, slideshow):
+def test_broken_and_hostile_videos_are_skipped_with_their_reasons(tmp_path, model, library_folder, slideshow):
     data = slideshow[0].read_bytes()
     (library_folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (library_folder / "notes.mp4").write_text("not a video at all")
+    os.mkfifo(library_folder / "pipe.mp4")  # would block a reader for ever
+    (library_folder / "outside.mov").symlink_to(tmp_path / "elsewhere.mov")
+    (tmp_path / "elsewhere.mov").write_bytes(data)
     library = Library(tmp_path / "index")
     report = library.index(model, [library_folder])
+    problems = dict(report.problems)
+    assert problems[str(library_folder / "pipe.mp4")] == "not a regular file: a named pipe (FIFO)"
+    assert problems[str(library_folder / "outside.mov")].startswith("symlink to ")
     reasons = dict(report.failed)
     assert set(reasons) == {str(library_folder / "truncated.mp4"), str(library_folder / "notes.mp4")}
     assert all(reason.startswith("cannot read the video") for reason in reasons.values()), reasons
