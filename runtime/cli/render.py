@@ -207,7 +207,7 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         say("failed:", "red", f"{human(path)}: {reason}")
     echo(
         f"added {report.added} · updated {report.updated} · moved {report.moved} · removed {report.removed}"
-        f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} images indexed"
+        f" · unchanged {report.unchanged} · failed {len(report.failed)} — {report.count} files indexed"
         f" (generation {report.generation}, {report.seconds:.1f}s, {report.images_per_s:.1f} img/s)"
         + (f" · embedded by {report.cluster}" if report.cluster else "")
         + (f" · {report.frames} video frames embedded" if report.frames else "")
