@@ -486,10 +486,10 @@ def test_a_video_result_shows_its_frame_and_time_and_plays_from_that_moment(brow
                 break
             page.wait_for_timeout(100)
         played_from = page.evaluate("document.querySelector('#viewer-video').currentTime")
-        assert abs(played_from - at) < 0.6, (played_from, at)  # from the moment, not from the start
+        assert at - 0.6 < played_from < at + 2.0, (played_from, at)  # from the moment (it may be playing already)
         expect(page.locator("#viewer-detail")).to_contain_text(f"video at {shown}")
         page.keyboard.press("Escape")
-        assert page.evaluate("document.querySelector('#viewer-video').paused")  # closing stops it
+        expect(player).to_have_js_property("paused", True)  # closing stops it (the dialog's close event)
         context.close()
     finally:
         service.stop()
