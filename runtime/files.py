@@ -11,9 +11,10 @@ from pathlib import Path
 import platformdirs
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
+def sha256_file(path: str | os.PathLike[str] | int) -> str:
     """The hex sha256 of a file's content, read in blocks (constant memory; hashlib releases the GIL on blocks
-    this large, as `hashlib.file_digest` does, which Python 3.10 lacks)."""
+    this large, as `hashlib.file_digest` does, which Python 3.10 lacks). `path` may be an open descriptor (read
+    from where it stands, then closed): what `open_regular` checked is what is hashed."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:
         while block := handle.read(1 << 20):

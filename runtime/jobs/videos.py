@@ -8,25 +8,21 @@ Ctrl-C stops between frames, and the video in progress is left for the next run.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from edge_search.runtime.errors import ImageDecodeError
-from edge_search.runtime.files import NotRegularFile, open_regular
-from edge_search.runtime.model.embedder import VANISHED, Embedder
+from edge_search.runtime.files import open_regular, sha256_file
+from edge_search.runtime.model.embedder import Embedder, unreadable
 from edge_search.runtime.model.preprocess import DRAFT_FACTOR
+from edge_search.runtime.model.thumbnail import encode_thumbnail
 from edge_search.runtime.model.video import Frame, SamplingRule, VideoReader
 from edge_search.runtime.store.catalog import FrameRow
 
-THUMB_EDGE = 320
-DEFAULT_RULE = SamplingRule()  # the stored picture of each frame: what the page, the API's thumbnails and montages show
+DEFAULT_RULE = SamplingRule()
 
 
 @dataclass(frozen=True)
@@ -43,28 +39,12 @@ def hash_video(path: str) -> tuple[str, None] | tuple[None, str]:
     """(sha256, None) or (None, why the file cannot be read): read in blocks through a regular-file descriptor."""
     try:
         fd, _ = open_regular(path)
-    except FileNotFoundError:
-        return None, VANISHED
-    except NotRegularFile as exc:
-        return None, str(exc)
     except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-    digest = hashlib.sha256()
+        return None, unreadable(exc)
     try:
-        with os.fdopen(fd, "rb", buffering=0) as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
+        return sha256_file(fd), None
     except OSError as exc:
         return None, f"cannot read ({exc.strerror or exc})"
-    return digest.hexdigest(), None
-
-
-def thumbnail_of(image: Image.Image) -> bytes:
-    small = image.copy()
-    small.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    small.convert("RGB").save(buffer, "JPEG", quality=82)
-    return buffer.getvalue()
 
 
 class VideoEmbedder:
@@ -105,4 +85,4 @@ class VideoEmbedder:
         pixels = np.stack([self.embedder.preprocessor.from_image(frame.image) for frame in batch])
         vectors = self.embedder.embed_pixels(pixels)
         for frame, vector in zip(batch, vectors):
-            yield frame.at, vector, thumbnail_of(frame.image)
+            yield frame.at, vector, encode_thumbnail(frame.image)  # its pixels are taken: it may shrink

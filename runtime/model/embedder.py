@@ -48,6 +48,19 @@ class EmbedResult:
         return self.error == VANISHED
 
 
+def unreadable(exc: OSError) -> str:
+    """Why a file could not be opened, in the words a report shows wherever files are read (photos and videos)."""
+    if isinstance(exc, FileNotFoundError):
+        return VANISHED
+    if isinstance(exc, NotRegularFile):
+        return str(exc)
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot read ({exc.strerror or exc})"
+
+
 def read_file(path: Path | str, limit: int = MAX_FILE_BYTES) -> bytes | str:
     """A file's bytes, or the reason it cannot be read (the same words wherever files are read).
 
@@ -55,16 +68,8 @@ def read_file(path: Path | str, limit: int = MAX_FILE_BYTES) -> bytes | str:
     refused without a byte read and without blocking; and the read stops at `limit` whatever `stat` says."""
     try:
         fd, info = open_regular(path)
-    except FileNotFoundError:
-        return VANISHED
-    except NotRegularFile as exc:
-        return str(exc)
-    except IsADirectoryError:
-        return "is a directory"
-    except PermissionError:
-        return "permission denied"
     except OSError as exc:
-        return f"cannot read ({exc.strerror or exc})"
+        return unreadable(exc)
     try:
         if info.st_size > limit:
             return f"file too large ({info.st_size} bytes)"

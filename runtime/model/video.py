@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from edge_search.runtime.errors import ImageDecodeError
-from edge_search.runtime.files import NotRegularFile, open_regular
-from edge_search.runtime.model.embedder import VANISHED
+from edge_search.runtime.files import open_regular
+from edge_search.runtime.model.embedder import unreadable
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".3gp", ".mts", ".m2ts"})
 INSTALL_HINT = "pip install 'edge-search[video]'"
@@ -138,7 +138,7 @@ class VideoReader:
         try:
             fd, _ = open_regular(self.path)
         except OSError as exc:
-            raise ImageDecodeError(self.path, _os_reason(exc)) from None
+            raise ImageDecodeError(self.path, unreadable(exc)) from None
         self._handle = os.fdopen(fd, "rb")
         try:
             self._container = av.open(self._handle, mode="r", metadata_errors="ignore")
@@ -233,12 +233,6 @@ def _ffmpeg_reason(exc: Exception) -> str:
     """FFmpeg's words without the file name PyAV appends."""
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text).rstrip(".")
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return VANISHED
-    return str(exc) if isinstance(exc, NotRegularFile) else f"cannot read ({exc.strerror or exc})"
 
 
 def format_time(seconds: float) -> str:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
-
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.files import write_atomically
-from edge_search.runtime.model.preprocess import has_alpha, open_image, to_rgb
+from edge_search.runtime.model.preprocess import open_image
+from edge_search.runtime.model.thumbnail import THUMB_EDGE, encode_thumbnail
 
-THUMB_EDGE = 320
 SUFFIX = ".thumb"  # a JPEG, or a WebP for a transparent picture (`media_type` tells which)
 
 
@@ -70,14 +67,7 @@ def make_thumbnail(source: str | BinaryIO) -> bytes:
     """A JPEG no larger than THUMB_EDGE on its long side, or a WebP with its alpha for a transparent picture (so
     the page can show it on a checkerboard instead of as a blank white tile); ImageDecodeError if the file
     cannot be read."""
-    image = open_image(source, draft_hw=(THUMB_EDGE, THUMB_EDGE))
-    image.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    if has_alpha(image):
-        image.convert("RGBA").save(buffer, "WEBP", quality=82)
-    else:
-        to_rgb(image).save(buffer, "JPEG", quality=82)
-    return buffer.getvalue()
+    return encode_thumbnail(open_image(source, draft_hw=(THUMB_EDGE, THUMB_EDGE)))
 
 
 __all__ = ["ImageDecodeError", "ThumbnailCache", "make_thumbnail", "media_type"]

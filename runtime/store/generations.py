@@ -525,8 +525,7 @@ class IndexReader:
         while True:
             keys, scores = vi.search(index, query, want)
             results = _Results(self.catalog, k, min_score, keep)
-            if results.add([int(key) for key in keys], [float(score) for score in scores]) or want >= total:
-                return results.hits()
-            if results.full:
+            ended = results.add([int(key) for key in keys], [float(score) for score in scores])
+            if ended or results.full or want >= total:
                 return results.hits()
             want = min(total, want * 4)
