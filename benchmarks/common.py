@@ -58,21 +58,27 @@ def _version_of(package: str) -> str | None:
         return None
 
 
-def default_bundle(quick: bool) -> tuple[Path, Path]:
+def default_bundle(quick: bool, merge_tokens: int = 0) -> tuple[Path, Path]:
     """A random-weight checkpoint (seeded) and the bundle exported from it, made once and cached.
 
     Tiny ViT for --quick, ViT-B/16 (google/vit-base-patch16-224's architecture) otherwise. The original
-    pipeline loads the same checkpoint, so both sides run the same weights.
+    pipeline loads the same checkpoint, so both sides run the same weights. `merge_tokens`: the bundle
+    exported with that much token merging, from the same checkpoint.
     """
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
     from edge_search.export.pipeline import export_bundle
 
     name = "tiny-vit-random" if quick else "vit-b16-random"
     checkpoint, out = CACHE / f"{name}-checkpoint", CACHE / name
+    if merge_tokens:
+        merged = CACHE / f"{name}-tome{merge_tokens}"
+        if not (merged / "manifest.json").exists():
+            export_bundle(model=str(default_bundle(quick)[1]), out=merged, force=True, merge_tokens=merge_tokens)
+        return merged, checkpoint
     if (out / "manifest.json").exists() and (checkpoint / "config.json").exists():
         return out, checkpoint
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
     torch.manual_seed(0)
     if quick:
         config = ViTConfig(

@@ -30,21 +30,30 @@ PRECISIONS_MEASURED = ("fp32", "fp16", "int8", "int8-static")
 DEVICE_OF = {"int8-static": "openvino"}
 
 
-def trained_bundle(static: bool = True) -> Path:
+def trained_bundle(static: bool = True, merge_tokens: int = 0) -> Path:
     """The fixture's Dinov2Model checkpoint exported in every precision, once; with `static` also int8-static,
     calibrated on every other Debian wallpaper (64 photos, also in the gallery: calibration fixes activation
     ranges, it learns nothing about which pictures match; 22 scikit-image photos alone were too few: rejected
-    by the parity gate at min cosine 0.989)."""
+    by the parity gate at min cosine 0.989). `merge_tokens`: exported with that much token merging."""
     from edge_search.export.pipeline import export_bundle
 
     fixture = trained_fixture()
-    out = CACHE / f"trained-{fixture.root.name}{'-static' if static else ''}"
+    merged = f"-tome{merge_tokens}" if merge_tokens else ""
+    out = CACHE / f"trained-{fixture.root.name}{'-static' if static else ''}{merged}"
     if not (out / "manifest.json").is_file():
         if static:
             photos = real_photos(CACHE / "real-photos")
-            export_bundle(model=str(fixture.dinov2), out=out, force=True, calibration_photos=photos)
+            export_bundle(
+                model=str(fixture.dinov2), out=out, force=True, calibration_photos=photos, merge_tokens=merge_tokens
+            )
         else:
-            export_bundle(model=str(fixture.dinov2), out=out, force=True, precisions=("fp32", "fp16", "int8"))
+            export_bundle(
+                model=str(fixture.dinov2),
+                out=out,
+                force=True,
+                precisions=("fp32", "fp16", "int8"),
+                merge_tokens=merge_tokens,
+            )
     return out
 
 
@@ -168,7 +177,13 @@ def measure(quick: bool = False) -> dict:
 
 
 def _measured(
-    fixture, bundle: Path, gallery: list[Path], queries: list[Path], copies: dict[str, list[Path]], quick: bool
+    fixture,
+    bundle: Path,
+    gallery: list[Path],
+    queries: list[Path],
+    copies: dict[str, list[Path]],
+    quick: bool,
+    poolings_too: bool = True,
 ) -> dict:
     from edge_search.runtime.library import Model
     from edge_search.runtime.model.bundle import Bundle
@@ -225,7 +240,7 @@ def _measured(
             "thresholds": table,
             "lowest_mild_edits": [(mild_names[i], round(float(mild[i]), 4)) for i in np.argsort(mild)[:5]],
         }
-    if not quick:
+    if not quick and poolings_too:
         report["poolings_top1_percent_fp32_pytorch"] = poolings(fixture.dinov2, gallery, copies, same)
     return report
 

@@ -80,8 +80,8 @@ def _import_pipeline():
     return export_bundle
 
 
-def _bundle_model(out: Path) -> tuple[str, bool] | None:
-    """(model id, random weights) of the complete bundle in `out`, or None."""
+def _bundle_model(out: Path) -> tuple[str, bool, int] | None:
+    """(model id, random weights, tokens merged per block) of the complete bundle in `out`, or None."""
     from edge_search.runtime.errors import BundleError
     from edge_search.runtime.model.bundle import Bundle
 
@@ -89,13 +89,13 @@ def _bundle_model(out: Path) -> tuple[str, bool] | None:
         manifest = Bundle.load(out).manifest
     except BundleError:
         return None
-    return manifest.model_id, manifest.random_weights
+    return manifest.model_id, manifest.random_weights, (manifest.token_merging or {}).get("r", 0)
 
 
-def _holds_bundle_of(out: Path, model: str, random_weights: bool) -> bool:
-    """Whether `out` holds a complete bundle exported from `model` (same weights kind)."""
+def _holds_bundle_of(out: Path, model: str, random_weights: bool, merge_tokens: int) -> bool:
+    """Whether `out` holds a complete bundle exported from `model` as asked (same weights kind, same merging)."""
     found = _bundle_model(out)
-    return found is not None and _is_model(found[0], model) and found[1] == random_weights
+    return found is not None and _is_model(found[0], model) and found[1:] == (random_weights, merge_tokens)
 
 
 def _is_model(recorded: str, model: str) -> bool:
@@ -103,14 +103,17 @@ def _is_model(recorded: str, model: str) -> bool:
     return recorded in (model, str(Path(model).expanduser().resolve()))
 
 
-def _refuse_another_models_bundle(out: Path, model: str, random_weights: bool) -> None:
-    """Without --force, a bundle of another model in --out is named rather than called "not empty"."""
+def _refuse_another_models_bundle(out: Path, model: str, random_weights: bool, merge_tokens: int) -> None:
+    """Without --force, a bundle of another model (or the same one exported otherwise) in --out is named rather
+    than called "not empty"."""
     found = _bundle_model(out)
-    if found is not None and not (_is_model(found[0], model) and found[1] == random_weights):
+    if found is not None and not _holds_bundle_of(out, model, random_weights, merge_tokens):
         weights = " (random weights)" if found[1] else ""
+        merged = f" merging {found[2]} tokens per block" if found[2] else ""
+        asked = f"{model}" + (f" merging {merge_tokens} tokens per block" if merge_tokens else "")
         raise ExportUsageError(
-            f"--out {out} holds the bundle of {found[0]}{weights}, not of {model}. Pass --force to replace it (an "
-            "index built with it then has to be rebuilt), or choose another --out."
+            f"--out {out} holds the bundle of {found[0]}{weights}{merged}, not of {asked}. Pass --force to replace "
+            "it (an index built with it then has to be rebuilt), or choose another --out."
         )
 
 
@@ -168,16 +171,25 @@ def export_model(
             "the manifest [default: per model family].",
         ),
     ] = None,
+    merge_tokens: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Token merging (ToMe): every block but the last merges this many pairs of similar tokens, so "
+            "later blocks run on fewer (speed and search quality per setting: docs/export.md). A different "
+            "embedding: an index built with another setting has to be built again. [default: 0, no merging]",
+        ),
+    ] = 0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     out = out or default_bundle_dir()
-    if keep_existing and not force and _holds_bundle_of(out, model, random_weights):
+    if keep_existing and not force and _holds_bundle_of(out, model, random_weights, merge_tokens):
         typer.echo(f"Kept the existing bundle at {out} ({model}); --force replaces it.")
         return
     if not force:
-        _refuse_another_models_bundle(out, model, random_weights)
+        _refuse_another_models_bundle(out, model, random_weights, merge_tokens)
     export_bundle = _import_pipeline()
     manifest = export_bundle(
         model=model,
@@ -190,9 +202,17 @@ def export_model(
         random_weights=random_weights,
         dupe_threshold=dupe_threshold,
         require=tuple(require or ()),
+        merge_tokens=merge_tokens,
         step=_step_reporter(err),
     )
     typer.echo(f"Wrote {out} ({manifest.architecture}, dim {manifest.embedding_dim}, opset {manifest.opset})")
+    if manifest.token_merging:
+        merging = manifest.token_merging
+        typer.echo(
+            f"  token merging: {merging['r']} per block, {merging['tokens_last_block']} of {merging['tokens']} "
+            f"tokens in the last block; cosine to the unmerged model min {merging['against_unmerged']['min_cosine']}"
+            f", mean {merging['against_unmerged']['mean_cosine']}"
+        )
     for spec in manifest.files.values():
         fused = ", ".join(f"{op}×{n}" for op, n in spec.fused_ops.items()) or "none"
         typer.echo(

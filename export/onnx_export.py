@@ -3,7 +3,8 @@
 The graph takes `pixel_values` float32 [batch, 3, H, W] and returns `embedding` float32
 [batch, hidden] = last_hidden_state[:, 0]: the runtime never copies the token sequence.
 Self-attention is swapped for `FusableSelfAttention` first so that onnxruntime fuses it, and the last
-layer runs for the CLS token only (`cls_only.py`).
+layer runs for the CLS token only (`cls_only.py`); with token merging, every block merges tokens
+(`token_merging.py`).
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from torch import nn
 from .attention import fold_layer_scale, make_fusable
 from .cls_only import ClsOnlyEncoder
 from .defaults import DEFAULT_OPSET
+from .token_merging import TokenMergingEncoder
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "embedding"
 
 
-def exportable(encoder: nn.Module, height: int, width: int) -> nn.Module:
+def exportable(encoder: nn.Module, height: int, width: int, merge_tokens: int = 0) -> nn.Module:
     """A copy of the encoder with fusable attention, LayerScale folded, position embeddings fixed for
-    `height` x `width` and a CLS-only last layer."""
+    `height` x `width` and a CLS-only last layer; `merge_tokens` > 0: merging that many tokens per block."""
     patched = copy.deepcopy(encoder).eval()
     make_fusable(patched)
     fold_layer_scale(patched)
     fix_positions(patched, height, width)
+    if merge_tokens:
+        return TokenMergingEncoder(patched, merge_tokens).eval()
     return ClsOnlyEncoder(patched).eval()
 
 
@@ -59,14 +63,21 @@ def fix_positions(model: nn.Module, height: int, width: int) -> None:
 
 
 def export_onnx(
-    encoder: nn.Module, path: Path, *, height: int, width: int, opset: int = DEFAULT_OPSET, rewrite: bool = True
+    encoder: nn.Module,
+    path: Path,
+    *,
+    height: int,
+    width: int,
+    opset: int = DEFAULT_OPSET,
+    rewrite: bool = True,
+    merge_tokens: int = 0,
 ) -> None:
     """Write the fp32 graph to `path` with optimum's ONNX exporter.
 
     `rewrite` False (CLIP's image tower): the module is exported as it is. The image config is the
     encoder's (CLIP: its vision config): optimum reads the channel count from it; the size is the bundle's.
     """
-    module = exportable(encoder, height, width) if rewrite else encoder
+    module = exportable(encoder, height, width, merge_tokens) if rewrite else encoder
     _export(module, _image_config(encoder), "image", path, opset, {"batch_size": 2, "height": height, "width": width})
 
 

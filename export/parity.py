@@ -62,5 +62,11 @@ def measure(
     }
 
 
+def agreement(embeddings: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How close two sets of embeddings of the same inputs are: min and mean cosine."""
+    cos = cosines(embeddings, reference)
+    return {"min_cosine": round(float(cos.min()), 6), "mean_cosine": round(float(cos.mean()), 6)}
+
+
 def passes(figures: dict[str, float]) -> bool:
     return figures["min_cosine"] >= figures["threshold"]

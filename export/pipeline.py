@@ -33,7 +33,7 @@ from edge_search.runtime.model.bundle import (
 )
 from edge_search.runtime.options import DEFAULT_EXPORT_PRECISIONS, GRAPH_PRECISIONS
 
-from . import clip, optimize, parity, static_int8
+from . import clip, optimize, parity, static_int8, token_merging
 from .errors import (
     ExportError,
     ExportStorageError,
@@ -128,6 +128,7 @@ class ExportPlan:
     random_weights: bool = False
     dupe_threshold: float | None = None
     require: tuple[str, ...] = ()
+    merge_tokens: int = 0  # ToMe: tokens merged per block (0: none)
 
     def checked(self) -> ExportPlan:
         """This plan with its precisions in GRAPH_PRECISIONS order, or ExportUsageError naming the option."""
@@ -143,6 +144,8 @@ class ExportPlan:
             )
         if dupe_threshold is not None and not 0.0 < dupe_threshold <= 1.0:
             raise ExportUsageError(f"--dupe-threshold is a cosine similarity in (0, 1]; got {dupe_threshold}.")
+        if self.merge_tokens < 0:
+            raise ExportUsageError(f"--merge-tokens counts tokens per block, 0 or more; got {self.merge_tokens}.")
         if set(require) - set(precisions):
             raise ExportUsageError(
                 f"--require {', '.join(sorted(set(require) - set(precisions)))} names a precision that --precision "
@@ -163,12 +166,14 @@ def export_bundle(
     random_weights: bool = False,
     dupe_threshold: float | None = None,
     require: tuple[str, ...] = (),
+    merge_tokens: int = 0,
     step: StepReporter = _silent_step,
 ) -> Manifest:
     """Export `model` into a bundle at `out`; a precision that fails its parity gate is left out (see
     `Manifest.rejected`) unless it is in `require`, when nothing is written. `precisions` None: fp32, fp16, int8
     and int8-static, calibrated on `calibration_photos` (a folder like the photos to be searched) or, without
-    one, on the photos shipped with the package."""
+    one, on the photos shipped with the package. `merge_tokens` > 0: every block merges that many tokens (ToMe,
+    `token_merging.py`), a different embedding the gates measure against the same merging run in PyTorch."""
     out = Path(out).expanduser().absolute()
     plan = ExportPlan(
         model=model,
@@ -179,6 +184,7 @@ def export_bundle(
         random_weights=random_weights,
         dupe_threshold=dupe_threshold,
         require=tuple(require),
+        merge_tokens=merge_tokens,
     ).checked()
     _prepare_out(out, force)
     try:
@@ -335,16 +341,27 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
         source = load_source(plan.model, revision=plan.revision, random_weights=plan.random_weights)
         pre = preprocess_config(source.processor)
         height, width = pre.input_hw()
+        merging = token_merging.plan(source, plan.merge_tokens, height, width)
     work = staging / ".work"
     work.mkdir()
     raw = work / "raw.onnx"
     with step("export"), _unsupported_graph("export", source.architecture):
-        export_onnx(source.encoder, raw, height=height, width=width, opset=plan.opset, rewrite=not source.is_clip)
+        export_onnx(
+            source.encoder,
+            raw,
+            height=height,
+            width=width,
+            opset=plan.opset,
+            rewrite=not source.is_clip,
+            merge_tokens=plan.merge_tokens,
+        )
     fused_path = work / "fused.fp32.onnx"
     heads, hidden = source.attention_shape("image")
     fusion_type = "clip" if source.is_clip else "vit"
     with step("fuse"), _unsupported_graph("optimize the graph of", source.architecture):
-        fused_model = optimize.fuse(raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type)
+        fused_model = optimize.fuse(
+            raw, fused_path, num_heads=heads, hidden_size=hidden, model_type=fusion_type, merged=merging is not None
+        )
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
     schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
@@ -361,7 +378,12 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
             TensorSpec(OUTPUT_NAME, "float32", ["batch", source.embedding_dim]),
         )
         rejected: dict[str, dict] = {}
-        files = _checked_files(graphs, source.image_reference(pixels), pixels, spec, "image", rejected, schemes)
+        reference = source.image_reference(pixels)
+        if merging is not None:
+            merged = token_merging.reference(source.encoder, plan.merge_tokens, pixels)
+            merging = {**merging, "against_unmerged": parity.agreement(merged, reference)}
+            reference = merged
+        files = _checked_files(graphs, reference, pixels, spec, "image", rejected, schemes)
     text = _text_tower(source, work, staging, precisions, plan.opset, rejected, step) if source.is_clip else None
     files, text = _keep_passing(files, text, rejected, plan.require, staging)
     shutil.rmtree(work)
@@ -383,6 +405,7 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
         dupe_threshold=plan.dupe_threshold if plan.dupe_threshold is not None else family_threshold(source.model_type),
         text=text,
         rejected=rejected,
+        token_merging=merging,
     )
     manifest_path = staging / MANIFEST_NAME
     with open(manifest_path, "w") as handle:

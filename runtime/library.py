@@ -113,6 +113,7 @@ class LibraryInfo:
     engines: dict[str, str] = field(default_factory=dict)  # kind of job -> what `auto` takes there, and why
     videos: int = 0  # of `count`, the videos (their frames are embedded, not the files)
     frames: int = 0
+    token_merging: dict[str, Any] | None = None  # the recorded bundle's (its manifest's), when it merges tokens
 
     def as_dict(self) -> dict[str, Any]:
         m = self.meta
@@ -146,6 +147,7 @@ class LibraryInfo:
             "engines": self.engines,
             "videos": self.videos,
             "frames": self.frames,
+            "token_merging": self.token_merging,
         }
 
 
@@ -605,7 +607,14 @@ class Library:
                 roots=catalog.roots(),
                 size_bytes=sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file()),
                 engines=self._auto_engines(),
+                token_merging=self._token_merging(),
             )
+
+    def _token_merging(self) -> dict[str, Any] | None:
+        try:
+            return Bundle.load(self.bundle_path()).manifest.token_merging
+        except EdgeSearchError:
+            return None
 
     def _auto_engines(self) -> dict[str, str]:
         """What `auto` would take for each kind of job with the recorded bundle, and why (empty when the bundle

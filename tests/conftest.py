@@ -58,7 +58,7 @@ TINY_VIT = dict(
 )
 
 
-def save_tiny(directory: Path, model_type: str = "vit") -> Path:
+def save_tiny(directory: Path, model_type: str = "vit", layers: int = 2) -> Path:
     """A random-weight encoder + its image processor, written with save_pretrained (seeded, no network)."""
     import torch
     from transformers import (
@@ -74,14 +74,15 @@ def save_tiny(directory: Path, model_type: str = "vit") -> Path:
     )
 
     torch.manual_seed(0)
+    shape = {**TINY_VIT, "num_hidden_layers": layers}
     if model_type == "vit":
-        model = ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=3))
+        model = ViTForImageClassification(ViTConfig(**shape, num_labels=3))
         processor = ViTImageProcessor(size={"height": 32, "width": 32})
     elif model_type == "deit":
-        model = DeiTModel(DeiTConfig(**TINY_VIT))
+        model = DeiTModel(DeiTConfig(**shape))
         processor = DeiTImageProcessor(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
     elif model_type == "dinov2":
-        model = Dinov2Model(Dinov2Config(**{**TINY_VIT, "image_size": 64}))
+        model = Dinov2Model(Dinov2Config(**{**shape, "image_size": 64}))
         processor = BitImageProcessor(
             size={"shortest_edge": 36},
             crop_size={"height": 32, "width": 32},

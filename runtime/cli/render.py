@@ -53,6 +53,7 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         for r in data["roots"]
     )
     identity = (data["bundle_identity"] or "")[:12]
+    merging = data.get("token_merging")
     return [
         ("index", human(data["index"])),
         ("images", f"{data['count']}" + (f" · {failed} failed (edge-search info --failed)" if failed else "")),
@@ -61,6 +62,12 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "model",
             f"made from {data['model'] or '?'} · {data['dim'] or '?'}-d"
+            + (
+                f" · token merging {merging['r']} per block ({merging['tokens_last_block']} of {merging['tokens']} "
+                "tokens in the last block)"
+                if merging
+                else ""
+            )
             + (" · RANDOM weights: results mean nothing" if data["random_weights"] else ""),
         ),
         ("precision", f"{data['precision'] or '?'} (the last run's)"),

@@ -157,6 +157,9 @@ class Manifest:
     # precisions the exporter made but left out because they failed their parity gate: precision -> figures
     # (min_cosine, threshold, tower). The runtime's `auto` picks from what is there; this says why not more.
     rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # token merging (ToMe) built into every graph: r (tokens merged per block), tokens_last_block and
+    # against_unmerged (cosines to the same model without merging); None: every token runs through every block
+    token_merging: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
