@@ -6,9 +6,9 @@ later attention is biased by log(size) so a merged token weighs as the patches i
 attention). The class token is never merged. A 224 px ViT-B/16 goes from 197 tokens to 197 - 11 r in its last
 block, which runs for the class token alone (`cls_only.py`).
 
-Why here and not in transformers: the merge must be inside the exported graph, in the op order onnxruntime
-fuses (`attention.py`); the same code run on the unpatched encoder is the PyTorch reference the parity gates
-measure every graph against (with r = 0 it reproduces transformers). The merge is written with ops every
+Why here and not in transformers: the merge must be inside the exported graph, its attention in the op order
+`merged_attention.py` fuses; the same code run on the unpatched encoder is the PyTorch reference the parity
+gates measure every graph against (with r = 0 it reproduces transformers). The merge is written with ops every
 engine runs (TopK, GatherElements, MatMul with a one-hot matrix; no ScatterElements reduction).
 """
 
