@@ -422,8 +422,13 @@ def test_the_photo_view_fits_a_phone_and_moves_with_its_buttons(browser, indexed
         expect(page.locator("#viewer-count")).to_have_text("2 / 12")
         page.locator("#viewer-next").tap()
         expect(page.locator("#viewer-count")).to_have_text("3 / 12")
-        box = page.locator("#viewer").bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390  # the whole view on the screen
+        # the whole view on the screen once the page has laid it out (an eventual check: on a busy machine the
+        # first layout after the tap can still be the one before the view's photo arrived)
+        page.wait_for_function(
+            "() => { const box = document.querySelector('#viewer').getBoundingClientRect();"
+            " return box.left >= 0 && box.right <= 390; }",
+            timeout=10_000,
+        )
         for button in ("#viewer-prev", "#viewer-next", "#viewer-close"):
             size = page.locator(button).bounding_box()
             assert size["width"] >= 40 and size["height"] >= 40  # big enough for a finger
