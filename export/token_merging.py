@@ -45,13 +45,18 @@ def _attention(self_attention: Any, normed: torch.Tensor, log_size: torch.Tensor
     return torch.matmul(torch.softmax(scores, dim=-1), value).permute(0, 2, 1, 3).reshape(batch, -1, heads * size)
 
 
-def _key_metric(self_attention: Any, normed: torch.Tensor) -> torch.Tensor:
-    """The keys averaged over heads (the merge's similarity), as one small projection with the key weights
-    averaged over heads: the same numbers, and the attention's own key projection keeps a single consumer."""
+def key_metric(self_attention: Any) -> nn.Linear:
+    """The merge's similarity, the keys averaged over heads, as one small projection whose weights are the key
+    weights averaged over heads: the same numbers, the attention's own key projection keeps a single consumer,
+    and the graph holds [head size, hidden] weights instead of a second copy of the keys'."""
     heads, size = _heads(self_attention)
     key = self_attention.key
-    bias = key.bias.view(heads, size).mean(dim=0) if key.bias is not None else None
-    return nn.functional.linear(normed, key.weight.view(heads, size, -1).mean(dim=0), bias)
+    projection = nn.Linear(key.in_features, size, bias=key.bias is not None)
+    with torch.no_grad():
+        projection.weight.copy_(key.weight.view(heads, size, -1).mean(dim=0))
+        if key.bias is not None:
+            projection.bias.copy_(key.bias.view(heads, size).mean(dim=0))
+    return projection
 
 
 def merge(
@@ -90,13 +95,16 @@ def _is_dinov2(layer: Any) -> bool:
     return hasattr(layer, "norm1")
 
 
-def _merging_block(layer: Any, hidden: torch.Tensor, size: torch.Tensor | None, r: int, special: int):
-    """One ViT/DeiT/DINOv2 block (LayerScale folded or not) that merges `r` tokens after its attention."""
+def _merging_block(
+    layer: Any, metric_of: nn.Module, hidden: torch.Tensor, size: torch.Tensor | None, r: int, special: int
+):
+    """One ViT/DeiT/DINOv2 block (LayerScale folded or not) that merges `r` tokens after its attention, by the
+    similarity `metric_of` gives."""
     dinov2 = _is_dinov2(layer)
     normed = (layer.norm1 if dinov2 else layer.layernorm_before)(hidden)
     log_size = None if size is None else size.log()[:, None, None, :, 0]
     context = _attention(layer.attention.attention, normed, log_size, None)
-    metric = _key_metric(layer.attention.attention, normed)
+    metric = metric_of(normed)
     out = layer.attention.output(context, None)
     hidden = hidden + (layer.layer_scale1(out) if dinov2 else out)
     if size is None:  # every token stands for one patch until the first merge
@@ -167,13 +175,15 @@ class TokenMergingEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.r = r
+        self.metrics = nn.ModuleList(key_metric(layer.attention.attention) for layer in encoder.encoder.layer[:-1])
         self.special = special_tokens(encoder)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         model = self.encoder
         hidden = model.embeddings(pixel_values)
         size = None
-        for layer in model.encoder.layer[:-1]:
-            hidden, size = _merging_block(layer, hidden, size, min(self.r, (hidden.shape[1] - 1) // 2), self.special)
+        for layer, metric_of in zip(model.encoder.layer[:-1], self.metrics):
+            r = min(self.r, (hidden.shape[1] - 1) // 2)
+            hidden, size = _merging_block(layer, metric_of, hidden, size, r, self.special)
         hidden = _cls_block(model.encoder.layer[-1], hidden, size)
         return model.layernorm(hidden)[:, 0]
