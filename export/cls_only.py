@@ -15,25 +15,35 @@ import torch
 from torch import nn
 
 
-def _cls_attention(self_attention: Any, normed: torch.Tensor) -> torch.Tensor:
-    """Self-attention with the CLS token as the only query: [B, N, D] -> [B, 1, D]."""
-    heads, size = int(self_attention.num_heads), int(self_attention.head_size)
+def heads_of(self_attention: Any) -> tuple[int, int]:
+    """(heads, head size) of a fusable (`attention.py`) or a stock transformers self-attention."""
+    heads = getattr(self_attention, "num_heads", getattr(self_attention, "num_attention_heads", 0))
+    return int(heads), int(getattr(self_attention, "head_size", getattr(self_attention, "attention_head_size", 0)))
+
+
+def _cls_attention(self_attention: Any, normed: torch.Tensor, log_size: torch.Tensor | None) -> torch.Tensor:
+    """Self-attention with the CLS token as the only query: [B, N, D] -> [B, 1, D]; `log_size` [B, 1, 1, N]:
+    token merging's proportional bias."""
+    heads, size = heads_of(self_attention)
     batch = normed.shape[0]
     query = self_attention.query(normed[:, :1]).view(batch, 1, heads, size).permute(0, 2, 1, 3)
     key_t = self_attention.key(normed).view(batch, -1, heads, size).permute(0, 2, 3, 1)
     value = self_attention.value(normed).view(batch, -1, heads, size).permute(0, 2, 1, 3)
-    probs = torch.softmax(torch.matmul(query, key_t) / math.sqrt(size), dim=-1)
+    scores = torch.matmul(query, key_t) / math.sqrt(size)
+    if log_size is not None:
+        scores = scores + log_size
+    probs = torch.softmax(scores, dim=-1)
     return torch.matmul(probs, value).permute(0, 2, 1, 3).reshape(batch, 1, heads * size)
 
 
-def _cls_last_layer(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
+def cls_last_layer(layer: Any, hidden: torch.Tensor, log_size: torch.Tensor | None = None) -> torch.Tensor:
     """The last encoder layer for the CLS token only ([B, N, D] -> [B, 1, D])."""
     if hasattr(layer, "layernorm_before"):  # ViT, DeiT
-        context = _cls_attention(layer.attention.attention, layer.layernorm_before(hidden))
+        context = _cls_attention(layer.attention.attention, layer.layernorm_before(hidden), log_size)
         hidden = layer.attention.output(context, None) + hidden[:, :1]
         return layer.output(layer.intermediate(layer.layernorm_after(hidden)), hidden)
-    # DINOv2 (LayerScale already folded into the projections, so layer_scale* are identities)
-    context = _cls_attention(layer.attention.attention, layer.norm1(hidden))
+    # DINOv2 (LayerScale folded into the projections when exported, so layer_scale* are identities there)
+    context = _cls_attention(layer.attention.attention, layer.norm1(hidden), log_size)
     hidden = layer.layer_scale1(layer.attention.output(context, None)) + hidden[:, :1]
     return layer.layer_scale2(layer.mlp(layer.norm2(hidden))) + hidden
 
@@ -52,5 +62,5 @@ class ClsOnlyEncoder(nn.Module):
         for layer in layers[:-1]:
             out = layer(hidden)
             hidden = out[0] if isinstance(out, tuple) else out
-        hidden = _cls_last_layer(layers[-1], hidden)
+        hidden = cls_last_layer(layers[-1], hidden)
         return model.layernorm(hidden)[:, 0]

@@ -21,27 +21,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cls_only import cls_last_layer, heads_of
 from .errors import ExportUsageError
 
 
-def _heads(self_attention: Any) -> tuple[int, int]:
-    """(heads, head size) of a fusable or a stock self-attention."""
-    heads = getattr(self_attention, "num_heads", getattr(self_attention, "num_attention_heads", 0))
-    return int(heads), int(getattr(self_attention, "head_size", getattr(self_attention, "attention_head_size", 0)))
-
-
-def _attention(self_attention: Any, normed: torch.Tensor, log_size: torch.Tensor | None, queries: int | None):
-    """Self-attention in `FusableSelfAttention`'s op order, plus the proportional bias [B, 1, S, T] (the shape
-    onnxruntime's Attention takes it in). `queries` 1: the class token alone asks."""
-    heads, size = _heads(self_attention)
+def _attention(self_attention: Any, normed: torch.Tensor, log_size: torch.Tensor | None):
+    """Self-attention in `FusableSelfAttention`'s op order, plus the proportional bias expanded to [B, 1, S, T]
+    (the shape onnxruntime's Attention takes it in)."""
+    heads, size = heads_of(self_attention)
     batch = normed.shape[0]
-    asking = normed if queries is None else normed[:, :queries]
-    query = self_attention.query(asking).view(batch, -1, heads, size).permute(0, 2, 1, 3)
+    query = self_attention.query(normed).view(batch, -1, heads, size).permute(0, 2, 1, 3)
     key_t = self_attention.key(normed).view(batch, -1, heads, size).permute(0, 2, 3, 1)
     value = self_attention.value(normed).view(batch, -1, heads, size).permute(0, 2, 1, 3)
     scores = torch.matmul(query, key_t) / math.sqrt(size)
     if log_size is not None:
-        scores = scores + log_size.expand(-1, -1, asking.shape[1], -1)
+        scores = scores + log_size.expand(-1, -1, normed.shape[1], -1)
     return torch.matmul(torch.softmax(scores, dim=-1), value).permute(0, 2, 1, 3).reshape(batch, -1, heads * size)
 
 
@@ -49,7 +43,7 @@ def key_metric(self_attention: Any) -> nn.Linear:
     """The merge's similarity, the keys averaged over heads, as one small projection whose weights are the key
     weights averaged over heads: the same numbers, the attention's own key projection keeps a single consumer,
     and the graph holds [head size, hidden] weights instead of a second copy of the keys'."""
-    heads, size = _heads(self_attention)
+    heads, size = heads_of(self_attention)
     key = self_attention.key
     projection = nn.Linear(key.in_features, size, bias=key.bias is not None)
     with torch.no_grad():
@@ -91,6 +85,11 @@ def merge(
     return total / size, size
 
 
+def _log(size: torch.Tensor) -> torch.Tensor:
+    """Proportional attention's bias from the tokens' sizes [B, N, 1]: [B, 1, 1, N]."""
+    return size.log()[:, None, None, :, 0]
+
+
 def _is_dinov2(layer: Any) -> bool:
     return hasattr(layer, "norm1")
 
@@ -102,8 +101,8 @@ def _merging_block(
     similarity `metric_of` gives."""
     dinov2 = _is_dinov2(layer)
     normed = (layer.norm1 if dinov2 else layer.layernorm_before)(hidden)
-    log_size = None if size is None else size.log()[:, None, None, :, 0]
-    context = _attention(layer.attention.attention, normed, log_size, None)
+    log_size = None if size is None else _log(size)
+    context = _attention(layer.attention.attention, normed, log_size)
     metric = metric_of(normed)
     out = layer.attention.output(context, None)
     hidden = hidden + (layer.layer_scale1(out) if dinov2 else out)
@@ -113,19 +112,6 @@ def _merging_block(
     if dinov2:
         return hidden + layer.layer_scale2(layer.mlp(layer.norm2(hidden))), size
     return layer.output(layer.intermediate(layer.layernorm_after(hidden)), hidden), size
-
-
-def _cls_block(layer: Any, hidden: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
-    """The last block for the class token alone ([B, N, D] -> [B, 1, D]), with proportional attention."""
-    dinov2 = _is_dinov2(layer)
-    normed = (layer.norm1 if dinov2 else layer.layernorm_before)(hidden)
-    log_size = None if size is None else size.log()[:, None, None, :, 0]
-    context = _attention(layer.attention.attention, normed, log_size, 1)
-    out = layer.attention.output(context, None)
-    hidden = hidden[:, :1] + (layer.layer_scale1(out) if dinov2 else out)
-    if dinov2:
-        return hidden + layer.layer_scale2(layer.mlp(layer.norm2(hidden)))
-    return layer.output(layer.intermediate(layer.layernorm_after(hidden)), hidden)
 
 
 def special_tokens(encoder: Any) -> int:
@@ -185,5 +171,5 @@ class TokenMergingEncoder(nn.Module):
         for layer, metric_of in zip(model.encoder.layer[:-1], self.metrics):
             r = min(self.r, (hidden.shape[1] - 1) // 2)
             hidden, size = _merging_block(layer, metric_of, hidden, size, r, self.special)
-        hidden = _cls_block(model.encoder.layer[-1], hidden, size)
+        hidden = cls_last_layer(model.encoder.layer[-1], hidden, None if size is None else _log(size))
         return model.layernorm(hidden)[:, 0]
