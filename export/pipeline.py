@@ -206,15 +206,21 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# Where the exporting CPU's int8 kernels saturate (AVX2 without VNNI), the weights are unsigned (`optimize.to_int8`)
-INT8_UNSIGNED = int8_kernels_saturate()
-INT8_SCHEME = {
-    "weights": "uint8 per output channel (exported on a CPU without VNNI)"
-    if INT8_UNSIGNED
-    else "int8 per output channel",
-    "activations": "uint8 per tensor, dynamic (one image per call)",
-}
-QUANTIZATION_SCHEMES = {"int8": INT8_SCHEME, "int8-static": static_int8.SCHEME}
+def int8_scheme() -> dict[str, str]:
+    """The dynamic int8 graph's scheme. Where the exporting CPU's int8 kernels saturate (AVX2 without VNNI; the
+    CPU facts, which a stand-in class can replace), the weights are unsigned (`optimize.to_int8`)."""
+    unsigned = int8_kernels_saturate()
+    return {
+        "weights": "uint8 per output channel (exported on a CPU without VNNI)"
+        if unsigned
+        else "int8 per output channel",
+        "activations": "uint8 per tensor, dynamic (one image per call)",
+    }
+
+
+def quantization_schemes() -> dict[str, dict[str, Any]]:
+    """What the manifest records of how each quantized graph was made (export-time CPU facts included)."""
+    return {"int8": int8_scheme(), "int8-static": dict(static_int8.SCHEME)}
 
 
 def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, precisions, step) -> dict[str, Path]:
@@ -226,7 +232,7 @@ def _precision_graphs(fused_path: Path, fused_model, staging: Path, stem: str, p
     if "int8" in precisions:
         with step("int8"):
             graphs["int8"] = staging / f"{stem}.int8.onnx"
-            optimize.to_int8(fused_path, graphs["int8"], unsigned_weights=INT8_UNSIGNED)
+            optimize.to_int8(fused_path, graphs["int8"], unsigned_weights=int8_kernels_saturate())
     if "fp16" in precisions:
         with step("fp16"):
             graphs["fp16"] = staging / f"{stem}.fp16.onnx"
@@ -241,10 +247,11 @@ def _checked_files(
     spec: tuple[TensorSpec, TensorSpec],
     tower: str,
     rejected: dict[str, dict],
-    schemes: dict[str, dict] = QUANTIZATION_SCHEMES,
+    schemes: dict[str, dict] | None = None,
 ) -> dict[str, ModelFile]:
     """Each graph measured against the PyTorch reference and described; one that drifts beyond its gate is
     deleted and recorded in `rejected` instead."""
+    schemes = quantization_schemes() if schemes is None else schemes
     files: dict[str, ModelFile] = {}
     for precision in GRAPH_PRECISIONS:
         if precision not in graphs:
@@ -364,7 +371,7 @@ def _build(plan: ExportPlan, staging: Path, step: StepReporter) -> Manifest:
         )
     source_sha256 = sha256_file(fused_path)  # the bundle's embedding identity, whichever precisions it keeps
     graphs = _precision_graphs(fused_path, fused_model, staging, "model", precisions, step)
-    schemes: dict[str, dict[str, Any]] = dict(QUANTIZATION_SCHEMES)
+    schemes = quantization_schemes()
     if "int8-static" in precisions:
         with step("int8-static (calibrating)"), _unsupported_graph("quantize", source.architecture):
             calibration = static_int8.calibration_pixels(source.processor, plan.calibration_photos)

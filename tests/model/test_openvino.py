@@ -12,7 +12,7 @@ import pytest
 
 from conftest import cli_env, edge_search
 from edge_search.runtime.errors import ProviderError, UsageError
-from edge_search.runtime.host import int8_dot_products
+from edge_search.runtime.host import STAND_IN_VARIABLE, STAND_INS
 from edge_search.runtime.model import providers
 from edge_search.runtime.model.providers import CPU, CUDA, resolve
 
@@ -113,9 +113,8 @@ def bundle_claiming_int8_static(tiny_bundle, tmp_path) -> Path:
 def test_a_broken_openvino_install_falls_back_to_onnxruntime_with_a_note(
     bundle_claiming_int8_static, broken_openvino, tmp_path, photo_dir
 ):
-    if not int8_dot_products():
-        pytest.skip("auto tries OpenVINO only on a CPU with VNNI/AMX; this one has neither")
     env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto", PYTHONPATH=str(broken_openvino))
+    env[STAND_IN_VARIABLE] = "vnni"  # a CPU where auto tries OpenVINO for indexing, whatever this one is
     result = edge_search("index", str(photo_dir), "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert "OpenVINO cannot be imported" in result.stderr and "using onnxruntime on the CPU" in result.stderr
@@ -133,12 +132,14 @@ def test_an_explicit_openvino_that_cannot_start_is_one_paragraph_and_exit_5(
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
 
 
-def test_the_engine_follows_the_job_through_the_installed_cli_and_info_says_why(
-    bundle_claiming_int8_static, tmp_path, photo_dir
+@pytest.mark.parametrize("cpu_class", sorted(STAND_INS))
+def test_the_engine_follows_the_job_and_the_cpu_class_through_the_installed_cli_and_info_says_why(
+    bundle_claiming_int8_static, tmp_path, photo_dir, cpu_class
 ):
-    pytest.importorskip("openvino")
-    env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto")
-    fast_here = int8_dot_products()  # OpenVINO indexes faster only with VNNI/AMX (else: onnxruntime int8)
+    """Each CPU class's choice (stand-in facts, CONTRIBUTING.md "CPU classes"), made on whatever CPU runs this."""
+    env = cli_env(tmp_path, bundle_claiming_int8_static, EDGE_SEARCH_DEVICE="auto", **{STAND_IN_VARIABLE: cpu_class})
+    fast_here = STAND_INS[cpu_class].int8_dot_products()  # OpenVINO indexes faster only with VNNI/AMX
+    assert fast_here == (cpu_class in ("vnni", "amx"))
     long_engine, long_why = ("OpenVINO int8-static", providers.WHY_OPENVINO) if fast_here else (
         "onnxruntime CPU int8", providers.WHY_NO_INT8_DOT)  # fmt: skip
     indexed = edge_search("index", str(photo_dir), "--json", env=env)
