@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -20,6 +21,36 @@ def sha256_file(path: str | os.PathLike[str] | int) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)  # SQLite's INTEGER
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What says a file is still the one that was indexed: its size, its modification time as the catalog can store
+    it, and which file it is (device and inode): a file replaced by a hard link to another with the same size and
+    time, or reached through a swapped folder, is another inode. A time beyond what 64 bits of nanoseconds hold
+    (after 2262, before 1677: a camera with a wrong clock, a restored archive) is clamped to the nearest one the
+    catalog stores, the same way at every run, so the file is neither refused nor embedded again each time."""
+
+    size: int
+    mtime_ns: int
+    inode: str  # "device:inode"
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> FileStamp:
+        return cls(info.st_size, storable_ns(info.st_mtime_ns), f"{info.st_dev}:{info.st_ino}")
+
+    def matches(self, size: int, mtime_ns: int, inode: str | None) -> bool:
+        """Whether a recorded (size, mtime_ns, inode) is this file; an inode not yet recorded (an index from before
+        identities, until its next run) is not compared."""
+        return (self.size, self.mtime_ns) == (size, mtime_ns) and inode in (None, self.inode)
+
+
+def storable_ns(nanoseconds: int) -> int:
+    """A time in nanoseconds, clamped to what a signed 64-bit integer (SQLite's INTEGER) holds."""
+    return min(max(nanoseconds, _INT64[0]), _INT64[1])
 
 
 # What a path that is not a regular file turns out to be, in the words a person reads in a report.

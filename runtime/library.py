@@ -75,6 +75,18 @@ if TYPE_CHECKING:
     from edge_search.runtime.scale.fleet import Fleet, FleetHit, SyncReport
     from edge_search.runtime.scale.ray_embedder import RayOptions
 
+MAX_K = 100_000  # results one query may ask for (the service's own cap, --max-k, is lower)
+
+
+def _check_bounds(k: int, min_score: float | None, vector: np.ndarray | None = None) -> None:
+    """A query's numbers within their documented ranges (NaN is in no range): no answer can then hold NaN."""
+    if not 1 <= k <= MAX_K:
+        raise UsageError(f"k must be between 1 and {MAX_K}, not {k}.")
+    if min_score is not None and not -1.0 <= min_score <= 1.0:
+        raise UsageError(f"The minimum score is a cosine similarity between -1 and 1, not {min_score}.")
+    if vector is not None and not np.isfinite(np.asarray(vector, dtype=np.float64)).all():
+        raise UsageError("A query vector must hold finite numbers only.")
+
 
 # ---------------------------------------------------------------------------------------- results
 @dataclass(frozen=True)
@@ -397,8 +409,7 @@ class Library:
         `pixels`: the photos already decoded by `Model.preprocessor_for` with the model's options, in order
         (saves decoding them twice).
         """
-        if k < 1:
-            raise UsageError(f"k must be at least 1, not {k}.")
+        _check_bounds(k, min_score, vector)
         terms = _all_terms(terms, images, text, text_weight)
         if sum((len(terms) > 0, vector is not None, key is not None)) != 1:
             raise UsageError("Give exactly one query: photos and/or words, a vector or a key.")
@@ -573,8 +584,7 @@ class Library:
         `box`). `fleet`: a Milvus URI (opened and closed for this query) or an open `Fleet`."""
         from edge_search.runtime.scale.fleet import milvus_errors
 
-        if k < 1:
-            raise UsageError(f"k must be at least 1, not {k}.")
+        _check_bounds(k, min_score)
         terms = _all_terms(terms, images, text, text_weight)
         if not terms:
             raise UsageError("Give query images and/or text.")

@@ -8,6 +8,7 @@ prints or exits: only this module and the command modules do.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 
@@ -22,10 +23,21 @@ EXIT_INTERRUPTED = 130
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)  # messages hold paths and [extras]
 
+# Control and bidirectional-formatting characters, shown as ⟨U+001B⟩ and never obeyed (as the page shows them): a
+# file name cannot retitle the terminal (OSC), colour or erase what follows (CSI), overwrite its line (CR) or
+# reverse its own text (U+202E).
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    """`text` with every control or bidi-formatting character (but those in `keep`) written as ⟨U+XXXX⟩."""
+    return _INVISIBLE.sub(lambda m: m[0] if m[0] in keep else f"⟨U+{ord(m[0]):04X}⟩", text)
+
 
 def say(label: str, style: str, message: str) -> None:
-    """`label` in colour on a terminal, then `message` exactly as given (no markup is parsed in it)."""
-    err.print(Text.assemble((label, style), " ", message))
+    """`label` in colour on a terminal, then `message` as given (no markup is parsed in it; control characters,
+    which may come with a file name, made visible)."""
+    err.print(Text.assemble((label, style), " ", visible(message, keep="\n")))
 
 
 def _is_click_error(exc: BaseException) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
+NO_INODES = ["ALTER TABLE files DROP COLUMN inode"]
 NO_VIDEOS = [
+    *NO_INODES,
     "DROP TRIGGER files_forget_frames",
     "DROP INDEX frames_file",
     "DROP TABLE frames",
@@ -18,6 +20,7 @@ NO_DATES = [
     "ALTER TABLE files DROP COLUMN taken_from",
 ]
 BACK_TO = {
+    6: NO_INODES,
     5: NO_VIDEOS,
     4: NO_DATES,
     3: [*NO_DATES, "ALTER TABLE files DROP COLUMN signature"],

@@ -349,7 +349,7 @@ KindOpt = Annotated[
     Optional[ResultKind],
     typer.Option("--type", help="Only photos, or only videos (each at its best-matching moment)."),
 ]
-TopOpt = Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")]
+TopOpt = Annotated[int, typer.Option("-k", "--top", min=1, max=100_000, help="How many results.")]
 MinScoreOpt = Annotated[
     Optional[float], typer.Option(min=-1.0, max=1.0, help="Drop results below this cosine similarity.")
 ]

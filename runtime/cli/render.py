@@ -19,6 +19,7 @@ from edge_search.runtime.model.video import format_time
 from edge_search.runtime.shell import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
     say,
+    visible,
 )
 
 CUDA_HINT = (
@@ -28,8 +29,9 @@ CUDA_HINT = (
 
 
 def human(path: str) -> str:
-    """A printable form of a path whose bytes may not be UTF-8 (lossless in --json output instead)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path for a person: bytes that are not UTF-8 as \\xNN, control and bidi characters as ⟨U+XXXX⟩ (exact in
+    --json, -0 and piped -f output instead)."""
+    return visible(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 def human_size(size: float) -> str:
@@ -84,19 +86,21 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def emit_paths(paths: Iterable[str], *, nul: bool) -> None:
-    """One path per line, or (`nul`) each path's exact bytes ended by a NUL, as `find -print0` writes them."""
-    if not nul:
+    """Each path's exact bytes ended by a NUL (`nul`, as `find -print0` writes them) or a newline: the
+    machine-readable forms, nothing stripped or escaped. Only on a terminal are the lines shown as `human` writes
+    them, so that a name cannot drive the terminal it is printed on."""
+    if not nul and sys.stdout.isatty():
         for path in paths:
             echo(human(path))
         return
     out = sys.stdout.buffer
     for path in paths:
-        out.write(os.fsencode(path) + b"\0")
+        out.write(os.fsencode(path) + (b"\0" if nul else b"\n"))
     out.flush()
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=True) + "\n")
+    sys.stdout.write(json.dumps(obj, ensure_ascii=True, allow_nan=False) + "\n")  # strict JSON: no NaN, no Infinity
     sys.stdout.flush()
 
 
@@ -226,6 +230,14 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
             "note:",
             "yellow",
             f"{report.videos_skipped} video file(s) were left out: indexing videos needs PyAV ({video.INSTALL_HINT}).",
+        )
+    if report.undated:
+        shown = ", ".join(human(path) for path in report.undated[:3]) + (" …" if len(report.undated) > 3 else "")
+        say(
+            "note:",
+            "yellow",
+            f"{len(report.undated)} file(s) have no plausible date (neither EXIF nor a file time between 1826 and "
+            f"today): {shown}. They are indexed with their date unknown; --after/--before leave them out.",
         )
     if report.known_failures:
         say(

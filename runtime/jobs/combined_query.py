@@ -24,7 +24,8 @@ from edge_search.runtime.options import ImageSource
 if TYPE_CHECKING:
     from edge_search.runtime.model.model import Model
 
-_WEIGHTED = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.*)$", re.DOTALL)
+_WEIGHTED = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?):(.*)$", re.DOTALL)
+MAX_WEIGHT = 100.0  # a term's weight is a number with 0 < |weight| <= 100 (README "Combined queries")
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,11 @@ class Term:
     def __post_init__(self) -> None:
         if (self.image is None) == (self.text is None):
             raise UsageError("A query term is either a photo or words.")
-        if not math.isfinite(self.weight) or self.weight == 0:
-            raise UsageError(f"A query term's weight must be a number other than 0, not {self.weight}.")
+        if not (math.isfinite(self.weight) and 0 < abs(self.weight) <= MAX_WEIGHT):
+            raise UsageError(
+                f"A query term's weight must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, other than 0, "
+                f"not {self.weight:g}."
+            )
         if self.text is not None and not self.text.strip():
             raise UsageError("A query phrase is empty.")
 

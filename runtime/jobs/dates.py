@@ -30,6 +30,18 @@ _EXIF_DATE = re.compile(r"^\s*(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})
 _ASKED = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
 
+# A date outside [the first photograph, a day from now) is no date at all: a camera whose clock was never set, a
+# file time from a restored archive (2300), an absurd EXIF value (9999:12:31). Such a photo is indexed with its date
+# unknown; `--after` / `--before` leave it out, and the page says "date unknown".
+EARLIEST = datetime(1826, 1, 1)
+UNKNOWN = "unknown"
+
+
+def plausible(moment: datetime) -> bool:
+    """Whether a wall-clock time can be when a photo was taken (a day of slack for time zones)."""
+    return EARLIEST <= moment < datetime.now() + timedelta(days=1)
+
+
 def naive_seconds(moment: datetime) -> float:
     """Seconds since 1970-01-01 of a wall-clock time (no time zone applied)."""
     return float(calendar.timegm(moment.timetuple()))
@@ -56,9 +68,10 @@ def exif_taken(path: str | os.PathLike[str]) -> float | None:
         return None
     try:
         year, month, day, hour, minute, second = (int(part) for part in match.groups())
-        return naive_seconds(datetime(year, month, day, hour, minute, second))
-    except ValueError:  # 0000:00:00 00:00:00, as some cameras write when their clock was never set
+        moment = datetime(year, month, day, hour, minute, second)
+    except ValueError:  # 0000:00:00 00:00:00, as some cameras write when their clock was never set; 9999:99:99
         return None
+    return naive_seconds(moment) if plausible(moment) else None
 
 
 def video_taken(path: str | os.PathLike[str]) -> float | None:
@@ -69,32 +82,42 @@ def video_taken(path: str | os.PathLike[str]) -> float | None:
     return None if recorded is None else naive_seconds(recorded.astimezone())
 
 
-def taken(path: str | os.PathLike[str], mtime_ns: int) -> tuple[float, str]:
-    """(naive seconds, "exif", "video" or "file"): when the photo or video at `path` was taken."""
+def taken(path: str | os.PathLike[str], mtime_ns: int) -> tuple[float | None, str]:
+    """(naive seconds, "exif", "video" or "file"): when the photo or video at `path` was taken; (None, "unknown")
+    where neither it nor its modification time holds a plausible date."""
     if video.is_video_name(os.fspath(path)):
         found, source = video_taken(path), "video"
     else:
         found, source = exif_taken(path), "exif"
     if found is not None:
         return found, source
-    return naive_seconds(datetime.fromtimestamp(mtime_ns / 1e9)), "file"
+    try:
+        modified = datetime.fromtimestamp(mtime_ns / 1e9)
+    except (OverflowError, OSError, ValueError):  # beyond what this platform's calendar holds
+        return None, UNKNOWN
+    return (naive_seconds(modified), "file") if plausible(modified) else (None, UNKNOWN)
 
 
 def fill_in(
     undated: list[tuple[int, str, int]],
-    store: Callable[[list[tuple[int, float, str]]], None],
+    store: Callable[[list[tuple[int, float | None, str]]], None],
     *,
     stop: threading.Event | None = None,
+    unknown: list[str] | None = None,
 ) -> int:
     """Find and `store` (in chunks, each one transaction) the dates of `undated` (id, path, mtime_ns) rows; returns
-    how many were stored. A file that vanished keeps none (the next run removes its row)."""
+    how many were stored. A date found unknown is stored as such (not looked for again until the file changes) and
+    its path added to `unknown`. A file that vanished keeps none (the next run removes its row)."""
 
-    def found() -> Iterator[tuple[int, float, str]]:
+    def found() -> Iterator[tuple[int, float | None, str]]:
         for key, path, mtime_ns in undated:
             if stop is not None and stop.is_set():
                 return
             if os.path.lexists(path):
-                yield (key, *taken(path, mtime_ns))
+                seconds, source = taken(path, mtime_ns)
+                if source == UNKNOWN and unknown is not None:
+                    unknown.append(path)
+                yield key, seconds, source
 
     return store_in_chunks(found(), store, CHUNK)
 

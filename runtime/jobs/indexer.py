@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_search.runtime.files import under
+from edge_search.runtime.files import FileStamp, under
 from edge_search.runtime.jobs import dates
 from edge_search.runtime.jobs.signatures import fill_in
 from edge_search.runtime.jobs.videos import VideoEmbedder, hash_video
@@ -73,6 +73,7 @@ class IndexReport:
     pending: int = 0  # files left for the next run when interrupted
     signed: int = 0  # files indexed before pixel signatures existed that got theirs (decoded, not embedded)
     dated: int = 0  # files whose date taken was recorded (every new file; all of an index from before dates)
+    undated: list[str] = field(default_factory=list)  # files found this run to have no plausible date (dates.py)
     known_failures: int = 0  # unchanged files that could not be read before either (not news: `info --failed`)
     frames: int = 0  # video frames embedded (model runs, beside `embedded` photos)
     videos_skipped: int = 0  # video files left out: PyAV (the `video` extra) is not installed
@@ -122,6 +123,7 @@ class IndexReport:
             "pending": self.pending,
             "signed": self.signed,
             "dated": self.dated,
+            "undated": self.undated,
             "known_failures": self.known_failures,
             "frames": self.frames,
             "videos_skipped": self.videos_skipped,
@@ -174,9 +176,13 @@ def run_index(
     limits_raised = decode_limits is not None and decode_limits.may_decode_more_than(before)
 
     todo: list[tuple[str, os.stat_result]] = []
+    unrecorded: list[tuple[bytes, str]] = []  # unchanged rows from before inodes were recorded
     for path, stat in found.files.items():
         state = states.get(encode_path(path))
-        unchanged = state is not None and state.size == stat.st_size and state.mtime_ns == stat.st_mtime_ns
+        stamp = FileStamp.of(stat)
+        unchanged = state is not None and stamp.matches(state.size, state.mtime_ns, state.inode)
+        if unchanged and state is not None and state.inode is None:
+            unrecorded.append((state.path, stamp.inode))
         if unchanged and state is not None and state.status == "failed":
             if limits_raised and DecodeLimits.refused_for_size(state.error):
                 todo.append((path, stat))  # too large before: the higher limit may decode it now
@@ -187,6 +193,8 @@ def run_index(
             continue
         todo.append((path, stat))
 
+    if unrecorded:
+        writer.record_inodes(unrecorded)
     video_todo = [(path, stat) for path, stat in todo if is_video_name(path)]
     photo_todo = [(path, stat) for path, stat in todo if not is_video_name(path)]
     # content already embedded, by hash (taken before pruning: a moved file's old row is still there);
@@ -268,7 +276,7 @@ def run_index(
             report.signed = fill_in(unsigned, writer.set_signatures, stop=stop)
         undated = catalog.undated()  # added or touched this run, or indexed before dates existed: no re-embedding
         if undated:
-            report.dated = dates.fill_in(undated, writer.set_taken, stop=stop)
+            report.dated = dates.fill_in(undated, writer.set_taken, stop=stop, unknown=report.undated)
     if decode_limits is not None and limits_raised and not report.interrupted:
         writer.record_decode_limits(decode_limits.recorded())  # the highest limit files were tried under
     report.generation = writer.publish_if_changed()
@@ -293,20 +301,20 @@ def _settle_video(
     if error == VANISHED:
         return Outcome.VANISHED, EmbedResult(place, error=error), 0
     if sha is None:
-        writer.commit_video(key, stat.st_size, stat.st_mtime_ns, None, None, error)
+        writer.commit_video(key, FileStamp.of(stat), None, None, error)
         return Outcome.FAILED, EmbedResult(place, error=error), 0
     if state is not None and state.sha256 == sha and state.status == "ok":
-        writer.touch([(key, stat.st_size, stat.st_mtime_ns)])  # touched, or copied back: same content
+        writer.touch([(key, FileStamp.of(stat))])  # touched, or copied back: same content
         return Outcome.UNCHANGED, EmbedResult(place, sha256=sha, known=True), 0
     reused = writer.catalog.frames_of_content(sha) if sha in settler.known else []
     if reused:
-        writer.commit_video(key, stat.st_size, stat.st_mtime_ns, sha, reused, None)
+        writer.commit_video(key, FileStamp.of(stat), sha, reused, None)
         outcome = Outcome.MOVED if settler.moved_here(sha) else Outcome.UPDATED if state else Outcome.ADDED
         return outcome, EmbedResult(place, sha256=sha, known=True), 0
     embedded = videos.frames(path, sha, stop)
     if embedded.stopped:
         return None
-    writer.commit_video(key, stat.st_size, stat.st_mtime_ns, sha, embedded.frames, embedded.error)
+    writer.commit_video(key, FileStamp.of(stat), sha, embedded.frames, embedded.error)
     settler.known[sha] = -1  # a copy later in this run reuses these frames (found by content)
     if embedded.frames is None:
         return Outcome.FAILED, EmbedResult(place, error=embedded.error, sha256=sha), 0
@@ -317,8 +325,8 @@ def _embedding_of_content(sha: str | None, rows: list[ResultRow], catalog) -> tu
     """(embedding, pixel signature) of this content: from the rows of this run not yet committed, else from the
     catalog."""
     for row in reversed(rows):
-        if row[3] == sha and row[4] is not None:
-            return row[4], row[6]
+        if row.sha256 == sha and row.vector is not None:
+            return row.vector, row.signature
     return catalog.embedding_of_content(sha) if sha else None
 
 
@@ -329,7 +337,7 @@ class _Settler:
     def __init__(self, catalog, states: dict, stats: dict[str, os.stat_result], on_disk: dict, known: dict):
         self.catalog, self.states, self.stats, self.on_disk, self.known = catalog, states, stats, on_disk, known
         self.rows: list[ResultRow] = []
-        self.touched: list[tuple[bytes, int, int]] = []
+        self.touched: list[tuple[bytes, FileStamp]] = []
         self.moved_from: set[str] = set()  # old paths of moved files: their rows go, but they were moved, not removed
 
     def settle(self, result: EmbedResult) -> Outcome:
@@ -337,22 +345,26 @@ class _Settler:
         state, stat = self.states.get(key), self.stats[str(result.path)]
         if result.vanished:
             return Outcome.VANISHED
+        stamp = FileStamp.of(stat)
         if not result.known:
-            row = (key, stat.st_size, stat.st_mtime_ns, result.sha256, result.vector, result.error, result.signature)
-            self.rows.append(row)
+            self.rows.append(self._row(key, stamp, result.sha256, result.vector, result.error, result.signature))
             if not result.ok:
                 return Outcome.FAILED
             return Outcome.UPDATED if state else Outcome.ADDED
         if state is not None and state.sha256 == result.sha256 and state.status == "ok":
-            self.touched.append((key, stat.st_size, stat.st_mtime_ns))  # touched, or copied back: same content
+            self.touched.append((key, stamp))  # touched, or copied back: same content
             return Outcome.UNCHANGED
         found = _embedding_of_content(result.sha256, self.rows, self.catalog)
         if found is None:  # its row was replaced earlier in this run, or its first copy failed: embed it after all
             return Outcome.RETRY
-        self.rows.append((key, stat.st_size, stat.st_mtime_ns, result.sha256, found[0], None, found[1]))
+        self.rows.append(self._row(key, stamp, result.sha256, found[0], None, found[1]))
         if self.moved_here(result.sha256):
             return Outcome.MOVED
         return Outcome.UPDATED if state else Outcome.ADDED
+
+    @staticmethod
+    def _row(key: bytes, stamp: FileStamp, sha, vector, error, signature) -> ResultRow:
+        return ResultRow(key, stamp.size, stamp.mtime_ns, sha, vector, error, signature, stamp.inode)
 
     def moved_here(self, sha: str | None) -> bool:
         """Whether the content's earlier file is gone from disk (a move, not a copy); remembers its old path."""

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edge_search.runtime.files import open_regular, read_bounded, under
+from edge_search.runtime.files import FileStamp, open_regular, read_bounded, under
 from edge_search.runtime.jobs.walk import inside_any
 from edge_search.runtime.model.embedder import MAX_FILE_BYTES
 from edge_search.runtime.serve.config import HttpError
@@ -21,7 +21,7 @@ from edge_search.runtime.store.catalog import FileState, Root, decode_path, enco
 
 CHUNK = 256 * 1024
 GONE = "The file is no longer there (moved or deleted since it was indexed)."
-CHANGED = "The file has changed since it was indexed (index again to serve it)."
+CHANGED = "The file has changed, or was replaced by another, since it was indexed (index again to serve it)."
 OUTSIDE = "The file now leads outside the indexed folders; it is not served."
 
 
@@ -103,7 +103,7 @@ def open_photo(row: FileState | None, roots: list[Root], key: int) -> OpenPhoto:
         fd, info = open_regular(real, no_follow=True)  # a link swapped in since realpath: refused, not followed
     except OSError:
         raise HttpError(404, GONE) from None
-    if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+    if not FileStamp.of(info).matches(row.size, row.mtime_ns, row.inode):  # another file, or this one changed
         os.close(fd)
         raise HttpError(404, CHANGED)
     return OpenPhoto(fd, info.st_size, path)

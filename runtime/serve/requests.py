@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -32,9 +33,12 @@ def number(value: str | None, name: str) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)
+        found = float(value)
     except ValueError:
         raise HttpError(400, f"{name} must be a number, not {value!r}.") from None
+    if not math.isfinite(found):
+        raise HttpError(400, f"{name} must be a finite number, not {value!r}.")
+    return found
 
 
 async def _drain(request: Request, cap: int) -> None:

@@ -16,15 +16,18 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError, UsageError
+from edge_search.runtime.files import FileStamp, storable_ns
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
 
-SCHEMA_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, SCHEMA_VERSION)  # a reader copes with every version; a writer migrates older ones
+SCHEMA_VERSION = 7
+# a reader copes with every version; a writer migrates older ones
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, SCHEMA_VERSION)
 # version -> the statements that bring a catalog of that version to the next. A writer runs each step in one
 # transaction together with the new version number (SQLite's journal: a crash mid-step leaves the previous
 # version intact, and the next writer resumes from there); nothing is re-embedded.
@@ -49,12 +52,28 @@ MIGRATIONS = {
         "CREATE TRIGGER IF NOT EXISTS files_forget_frames AFTER DELETE ON files "
         "BEGIN DELETE FROM frames WHERE file_id = old.id; END",
     ),
+    # 7 knows which file (device:inode) each row was read from: the service serves only that file; the next
+    # `index` records it for rows from before (nothing is embedded again)
+    6: ("ALTER TABLE files ADD COLUMN inode TEXT",),
 }
 # A video frame's usearch key is FRAME_KEYS + its row id in `frames`: far above any file's id, within usearch's
 # uint64 keys and SQLite's integers.
 FRAME_KEYS = 1 << 40
-# One file's outcome: (path, size, mtime_ns, sha256, unit vector or None, error or None, pixel signature or None)
-ResultRow = tuple[bytes, int, int, str | None, np.ndarray | None, str | None, bytes | None]
+
+
+class ResultRow(NamedTuple):
+    """One file's outcome, as `upsert_results` stores it."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    vector: np.ndarray | None  # a unit vector; None: it failed, with `error`
+    error: str | None
+    signature: bytes | None  # the pixel signature dupes checks
+    inode: str | None = None  # "device:inode" (files.FileStamp)
+
+
 # One embedded moment of a video: (seconds from its start, unit vector, JPEG thumbnail)
 FrameRow = tuple[float, np.ndarray, bytes]
 
@@ -73,7 +92,8 @@ CREATE TABLE IF NOT EXISTS files (
     signature BLOB,
     taken REAL,
     taken_from TEXT,
-    kind TEXT NOT NULL DEFAULT 'photo'
+    kind TEXT NOT NULL DEFAULT 'photo',
+    inode TEXT
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_taken ON files (taken);
@@ -105,6 +125,7 @@ class FileState:
     status: str
     sha256: str | None = None
     error: str | None = None
+    inode: str | None = None  # "device:inode"; None in a row from before schema 7, until the next index
 
 
 @dataclass(frozen=True)
@@ -310,8 +331,18 @@ class Catalog:
 
     # -- files ---------------------------------------------------------------------------------
     def states(self) -> dict[bytes, FileState]:
-        rows = self.db.execute("SELECT id, path, size, mtime_ns, status, sha256, error FROM files")
+        rows = self.db.execute(f"SELECT id, path, size, mtime_ns, status, sha256, error, {self._inode} FROM files")
         return {row[1]: FileState(*row) for row in rows}
+
+    @property
+    def _inode(self) -> str:
+        """The inode column where the catalog has it (schema 7), else NULL (an older catalog read as it is)."""
+        return "inode" if int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 7 else "NULL"
+
+    def record_inodes(self, rows: Iterable[tuple[bytes, str]]) -> None:
+        """Which file (device:inode) unchanged rows from before schema 7 were read from, in one transaction."""
+        with self.transaction():
+            self.db.executemany("UPDATE files SET inode=? WHERE path=?", [(i, p) for p, i in rows])
 
     def ok_ids_by_sha256(self) -> dict[str, int]:
         """Content hash -> a photo's row embedded from that content (what a moved or touched file can reuse)."""
@@ -370,10 +401,13 @@ class Catalog:
 
     def undated(self) -> list[tuple[int, str, int]]:
         """(id, path, mtime_ns) of embedded files without a date (new this run, or indexed before dates existed)."""
-        rows = self.db.execute("SELECT id, path, mtime_ns FROM files WHERE status='ok' AND taken IS NULL ORDER BY id")
+        rows = self.db.execute(  # a date found unknown (taken_from 'unknown') is not looked for again
+            "SELECT id, path, mtime_ns FROM files WHERE status='ok' AND taken IS NULL AND taken_from IS NULL "
+            "ORDER BY id"
+        )
         return [(key, decode_path(path), mtime_ns) for key, path, mtime_ns in rows]
 
-    def set_taken(self, rows: Iterable[tuple[int, float, str]]) -> None:
+    def set_taken(self, rows: Iterable[tuple[int, float | None, str]]) -> None:
         """When existing rows' photos were taken (their embeddings and keys unchanged), in one transaction."""
         with self.transaction():
             self.db.executemany(
@@ -481,7 +515,7 @@ class Catalog:
         return videos, self.db.execute("SELECT count(*) FROM frames").fetchone()[0]
 
     def upsert_video(
-        self, path: bytes, size: int, mtime_ns: int, sha: str | None, frames: list[FrameRow] | None, error: str | None
+        self, path: bytes, stamp: FileStamp, sha: str | None, frames: list[FrameRow] | None, error: str | None
     ) -> None:
         """One video's outcome in one transaction: its row (kind 'video', no embedding of its own) and its frames,
         replacing what the path held; `frames` None: it failed, with `error`."""
@@ -489,9 +523,9 @@ class Catalog:
             self.db.execute("DELETE FROM files WHERE path=?", (path,))  # the trigger forgets its old frames
             status = "ok" if frames else "failed"
             cursor = self.db.execute(
-                "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, 'video')",
-                (path, size, mtime_ns, sha, status, None if frames else error, time.time()),
+                "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, kind, inode) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?, 'video', ?)",
+                (path, stamp.size, stamp.mtime_ns, sha, status, None if frames else error, time.time(), stamp.inode),
             )
             if frames:
                 self.db.executemany(
@@ -521,12 +555,12 @@ class Catalog:
         row = self.db.execute("SELECT sha256 FROM files WHERE id=?", (file_id,)).fetchone()
         return row[0] if row else None
 
-    def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        """New (size, mtime_ns) for files whose content is unchanged: same key, same embedding."""
+    def touch(self, rows: Iterable[tuple[bytes, FileStamp]]) -> None:
+        """New (size, mtime_ns, inode) for files whose content is unchanged: same key, same embedding."""
         with self.transaction():
             self.db.executemany(  # the date goes too: a date from the modification time follows it (`dates.fill_in`)
-                "UPDATE files SET size=?, mtime_ns=?, taken=NULL, taken_from=NULL WHERE path=?",
-                [(s, m, p) for p, s, m in rows],
+                "UPDATE files SET size=?, mtime_ns=?, inode=?, taken=NULL, taken_from=NULL WHERE path=?",
+                [(stamp.size, stamp.mtime_ns, stamp.inode, p) for p, stamp in rows],
             )
 
     def failures(self) -> list[Failure]:
@@ -575,21 +609,22 @@ class Catalog:
         """
         now = time.time()
         with self.transaction():
-            for path, size, mtime_ns, sha, vector, error, signature in rows:
-                self.db.execute("DELETE FROM files WHERE path=?", (path,))
+            for row in map(lambda given: ResultRow(*given), rows):
+                self.db.execute("DELETE FROM files WHERE path=?", (row.path,))
                 self.db.execute(
-                    "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, signature) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO files (path, size, mtime_ns, sha256, status, error, embedding, indexed_at, "
+                    "signature, inode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        path,
-                        size,
-                        mtime_ns,
-                        sha,
-                        "ok" if vector is not None else "failed",
-                        error,
-                        None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
+                        row.path,
+                        row.size,
+                        storable_ns(row.mtime_ns),
+                        row.sha256,
+                        "ok" if row.vector is not None else "failed",
+                        row.error,
+                        None if row.vector is None else np.asarray(row.vector, dtype=np.float32).tobytes(),
                         now,
-                        signature if vector is not None else None,
+                        row.signature if row.vector is not None else None,
+                        row.inode,
                     ),
                 )
             self._bump_version()
@@ -683,7 +718,9 @@ class Catalog:
         if file_id is None:
             return None
         row = self.db.execute(
-            "SELECT id, path, size, mtime_ns, status, sha256 FROM files WHERE id=? AND status='ok'", (file_id,)
+            f"SELECT id, path, size, mtime_ns, status, sha256, NULL, {self._inode} FROM files "
+            "WHERE id=? AND status='ok'",
+            (file_id,),
         ).fetchone()
         return None if row is None else FileState(*row)
 

@@ -30,6 +30,7 @@ from edge_search.runtime.errors import (
     StorageError,
     UsageError,
 )
+from edge_search.runtime.files import FileStamp
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store import vector_index as vi
 from edge_search.runtime.store.catalog import Catalog, FrameRow, ResultRow, Root
@@ -291,14 +292,18 @@ class IndexWriter:
         self.catalog.upsert_results(rows)
 
     def commit_video(
-        self, path: bytes, size: int, mtime_ns: int, sha: str | None, frames: list[FrameRow] | None, error: str | None
+        self, path: bytes, stamp: FileStamp, sha: str | None, frames: list[FrameRow] | None, error: str | None
     ) -> None:
         """A video's frames (or why it failed), with its row, in one durable transaction."""
-        self.catalog.upsert_video(path, size, mtime_ns, sha, frames, error)
+        self.catalog.upsert_video(path, stamp, sha, frames, error)
 
-    def touch(self, rows: Iterable[tuple[bytes, int, int]]) -> None:
-        """New size/mtime of files whose content is unchanged."""
+    def touch(self, rows: Iterable[tuple[bytes, FileStamp]]) -> None:
+        """New size/mtime/inode of files whose content is unchanged."""
         self.catalog.touch(rows)
+
+    def record_inodes(self, rows: Iterable[tuple[bytes, str]]) -> None:
+        """Which file unchanged rows from before schema 7 were read from."""
+        self.catalog.record_inodes(rows)
 
     def delete_paths(self, paths: Iterable[bytes]) -> int:
         return self.catalog.delete_paths(paths)
@@ -307,7 +312,7 @@ class IndexWriter:
         """Pixel signatures of files indexed before signatures existed (no vector changes: nothing to publish)."""
         self.catalog.set_signatures(rows)
 
-    def set_taken(self, rows: Iterable[tuple[int, float, str]]) -> None:
+    def set_taken(self, rows: Iterable[tuple[int, float | None, str]]) -> None:
         """When files were taken (no vector changes: nothing to publish)."""
         self.catalog.set_taken(rows)
 

@@ -384,7 +384,7 @@ def test_an_index_from_before_pixel_signatures_gets_them_from_the_next_index_wit
     report = json.loads(again.stdout)
     assert (report["embedded"], report["signed"], report["unchanged"]) == (0, len(keys), len(keys))
     with sqlite3.connect(catalog_file) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("7",)
         assert dict(db.execute("SELECT path, id FROM files").fetchall()) == keys  # the same rows, the same keys
         assert db.execute("SELECT count(*) FROM files WHERE signature IS NULL").fetchone() == (0,)
     after = run_script("edge-search", "dupes", "--threshold", "0.9999", "--json", env=env)

@@ -171,7 +171,7 @@ def test_a_version_2_catalog_is_read_as_is_and_migrated_by_the_next_writer(tmp_p
         report = library.index(model, rules=RootRules(follow_links=True))
         assert report.embedded == 0 and report.count == 12  # nothing re-embedded
     with Catalog.open(tmp_path / "index", create=False) as catalog:
-        assert catalog.get_meta("schema_version") == "6"  # through 3 (links), 4 (signatures), 5 (dates), 6 (videos)
+        assert catalog.get_meta("schema_version") == "7"  # through 3 (links), 4 (signatures), 5 (dates), 6 (videos), 7
         assert [r.follow_links for r in catalog.roots()] == [True]
         assert catalog.unsigned() == []  # the signatures made by that run, without embedding anything
 

@@ -18,11 +18,27 @@ def rows(catalog) -> dict[bytes, tuple]:
         return {r[0]: r[1:] for r in db.execute("SELECT path, id, sha256, embedding FROM files")}
 
 
+def schema(db) -> dict[str, list[tuple]]:
+    """Each table's columns (name, type, not null, default) and the catalog's indexes and triggers."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+    found = {t: sorted(tuple(c[1:5]) for c in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    found["objects"] = sorted(db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('index', 'trigger')"))
+    return found
+
+
+def schema_of_a_fresh_catalog(tmp_path, bundle) -> dict[str, list[tuple]]:
+    from edge_search.runtime.store.catalog import Catalog
+
+    with Catalog.open(tmp_path / "fresh", create=True) as catalog:
+        return schema(catalog.db)
+
+
 @pytest.mark.slow  # four indexes through the installed CLI
 def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_embedding_again(
     tmp_path, tiny_bundle, photo_dir
 ):
-    for version in (1, 2, 3, 4, 5):
+    fresh_schema = None
+    for version in (1, 2, 3, 4, 5, 6):
         env = cli_env(tmp_path / f"v{version}", tiny_bundle)
         assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
         catalog = tmp_path / f"v{version}" / "index" / "catalog.sqlite"
@@ -36,8 +52,10 @@ def test_every_earlier_schema_is_upgraded_in_place_by_the_next_index_without_emb
         assert (report["embedded"], report["unchanged"], report["signed"], report["dated"]) == (0, 12, signed, dated)
         assert rows(catalog) == before  # the same rows, keys and embeddings
         with sqlite3.connect(catalog) as db:
-            assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
+            assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("7",)
             assert db.execute("SELECT count(*) FROM files WHERE taken IS NULL").fetchone() == (0,)
+            assert db.execute("SELECT count(*) FROM files WHERE inode IS NULL").fetchone() == (0,)  # recorded
+            assert schema(db) == (fresh_schema := fresh_schema or schema_of_a_fresh_catalog(tmp_path, tiny_bundle))
             assert [r[0] for r in db.execute("SELECT path FROM roots")] == [str(photo_dir).encode()]
         query = run_script("edge-search", "query", str(photo_dir / "img02.webp"), "-k", "1", "-f", env=env)
         assert query.stdout.strip() == str(photo_dir / "img02.webp")
