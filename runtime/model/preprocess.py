@@ -189,18 +189,33 @@ def _check_jpeg_holds_its_pixels(image: Image.Image, source, path) -> None:
         raise ImageDecodeError(path, f"truncated: {size} bytes cannot hold the {width}x{height} pixels it declares")
 
 
-def _check_declared(source, path, max_pixels: int) -> None:
-    """Refuse an image whose header declares more than `max_pixels`, having decoded nothing."""
+def declared_size(source) -> tuple[int, int] | None:
+    """(width, height) as the image's header declares them, having decoded nothing; None where the header cannot
+    be read (open_image then words the reason)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with open_allowed(source) as header:
-                width, height = header.size
+                return header.size
     except Exception:
-        return  # not readable as a header: open_image words the reason
+        return None
     finally:
         if hasattr(source, "seek"):
             source.seek(0)
+
+
+def declared_pixels(data: bytes) -> int:
+    """The pixels an uploaded image's header declares (0 where it has no readable header): what decoding it costs."""
+    size = declared_size(io.BytesIO(data))
+    return 0 if size is None else size[0] * size[1]
+
+
+def _check_declared(source, path, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than `max_pixels`, having decoded nothing."""
+    size = declared_size(source)
+    if size is None:
+        return
+    width, height = size
     if width * height > max_pixels:
         raise ImageDecodeError(
             path, f"{width}x{height} pixels exceeds the limit of {max_pixels / 1e6:.0f} megapixels for a search"

@@ -31,7 +31,7 @@ from edge_search.runtime.errors import (
 from edge_search.runtime.library import Library, Model
 from edge_search.runtime.serve import routes
 from edge_search.runtime.serve.answers import error
-from edge_search.runtime.serve.auth import STATIC, Guard, WrongTokenLimiter, login, logout
+from edge_search.runtime.serve.auth import STATIC, Guard, Sessions, WrongTokenLimiter, login, logout
 from edge_search.runtime.serve.config import HttpError, ServiceConfig
 from edge_search.runtime.serve.service import Service
 from edge_search.runtime.serve.watch import LibraryWatcher
@@ -106,6 +106,7 @@ def make_app(library: Library, model: Model, config: ServiceConfig | None = None
     )
     app.state.service = service
     app.state.wrong_tokens = WrongTokenLimiter()
+    app.state.sessions = Sessions(config.token) if config.token else None
     return app
 
 

@@ -17,15 +17,18 @@ import hashlib
 import hmac
 import html
 import ipaddress
+import json
 import secrets
 import time
 from pathlib import Path
 
+import platformdirs
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
+from edge_search.runtime.files import write_atomically
 from edge_search.runtime.serve.answers import error
 
 STATIC = Path(__file__).parent / "static"
@@ -86,10 +89,55 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def session_value(token: str) -> str:
-    """What the session cookie holds: derived from the token, so a leaked cookie does not give the token away (and
-    changing the token ends every session)."""
-    return hmac.new(token.encode(), b"edge-search session v1", hashlib.sha256).hexdigest()
+class Sessions:
+    """Signed-in browsers. A session cookie is a random nonce and its HMAC under the token: a leaked cookie does not
+    give the token away, changing the token ends every session, and signing out ends that one session for good:
+    its nonce is revoked server-side (in a small file under the user's state folder, kept until the cookie would
+    have expired anyway), so a copy of the old cookie no longer works, even after a restart."""
+
+    def __init__(self, token: str, revoked_file: Path | None = None):
+        self._key = token.encode()
+        self._file = revoked_file or Path(platformdirs.user_state_dir("edge-search")) / "revoked-sessions.json"
+        self._revoked = self._load()
+
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self._key, b"edge-search session v2 " + nonce.encode(), hashlib.sha256).hexdigest()
+
+    def new(self) -> str:
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def valid(self, cookie: str) -> bool:
+        nonce, _, signature = cookie.partition(".")
+        if not nonce or not hmac.compare_digest(signature.encode(), self._sign(nonce).encode()):
+            return False
+        return nonce not in self._revoked
+
+    def revoke(self, cookie: str) -> None:
+        if self.valid(cookie):
+            self._revoked[cookie.partition(".")[0]] = time.time() + SESSION_DAYS * 86400
+            self._save()
+
+    def _load(self) -> dict[str, float]:
+        try:
+            found = json.loads(self._file.read_text())
+        except (OSError, ValueError):
+            return {}
+        now = time.time()
+        return (
+            {n: t for n, t in found.items() if isinstance(t, (int, float)) and t > now}
+            if isinstance(found, dict)
+            else {}
+        )
+
+    def _save(self) -> None:
+        now = time.time()
+        self._revoked = {n: t for n, t in self._revoked.items() if t > now}
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self._file, json.dumps(self._revoked).encode())
+        except OSError:
+            pass  # still revoked for as long as this service runs
 
 
 def _host_name(host_header: str) -> str:
@@ -114,7 +162,7 @@ def host_allowed(host_header: str, allowed_names: tuple[str, ...]) -> bool:
     return True
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """Whether a browser says this request came from the service's own page (requests without such headers come
     from programs, not from another site's page)."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
@@ -143,7 +191,7 @@ async def login(request: Request) -> Response:
     """GET: the form; POST: the token offered (same origin only), checked in constant time; a session cookie."""
     if request.method == "GET":
         return login_page("")
-    if not _same_origin(request):
+    if not same_origin(request):
         return error(403, "A sign-in from another site's page is refused.")
     token = request.app.state.service.config.token
     limiter: WrongTokenLimiter = request.app.state.wrong_tokens
@@ -163,7 +211,7 @@ async def login(request: Request) -> Response:
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        session_value(token),
+        request.app.state.sessions.new(),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -175,8 +223,11 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     """Forget this browser's session (POST from the page itself)."""
-    if not _same_origin(request):
+    if not same_origin(request):
         return error(403, "A sign-out from another site's page is refused.")
+    sessions: Sessions | None = request.app.state.sessions
+    if sessions is not None:
+        sessions.revoke(request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
@@ -193,7 +244,6 @@ class Guard(BaseHTTPMiddleware):
     def __init__(self, app: ASGIApp, token: str | None, allowed_hosts: tuple[str, ...] = ()):
         super().__init__(app)
         self.token = token.encode() if token else None
-        self.session = session_value(token).encode() if token else None
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -208,8 +258,7 @@ class Guard(BaseHTTPMiddleware):
         path = request.url.path
         if path in self.OPEN_PATHS or path.startswith(self.OPEN_PREFIX):
             return await call_next(request)
-        assert self.session is not None
-        if hmac.compare_digest(request.cookies.get(SESSION_COOKIE, "").encode(), self.session):
+        if request.app.state.sessions.valid(request.cookies.get(SESSION_COOKIE, "")):
             return await call_next(request)  # signed in: never locked out by what others send
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):

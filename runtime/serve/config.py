@@ -12,6 +12,9 @@ class ServiceConfig:
     allowed_hosts: tuple[str, ...] = ()  # names (besides IP addresses and localhost) a tokenless service answers
     queries_per_client: int = 16  # searches one client address may have in flight (a household shares one); 429 beyond
     max_upload_bytes: int = 32 * 2**20
+    # pixels the photos of one search may declare, and one client's searches in flight together: decoding is the
+    # cost an upload controls (8 PNGs of 169 MP in 4 MB held the worker 11 s); checked from headers, nothing decoded
+    max_query_pixels: int = 200_000_000
     default_k: int = 24
     max_k: int = 500
     watch: bool = False  # keep the library current (the service becomes its writer)

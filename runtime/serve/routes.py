@@ -14,8 +14,9 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from edge_search.runtime.errors import ImageDecodeError
 from edge_search.runtime.jobs.dates import DateRange
+from edge_search.runtime.model.preprocess import declared_pixels
 from edge_search.runtime.serve.answers import JsonAnswer, displayable
-from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of
+from edge_search.runtime.serve.auth import PAGE_HEADERS, STATIC, client_of, same_origin
 from edge_search.runtime.serve.config import HttpError
 from edge_search.runtime.serve.photos import byte_range
 from edge_search.runtime.serve.requests import API_DATES, QueryRequest, number, result_kind, whole_number
@@ -66,11 +67,22 @@ async def info(request: Request) -> Response:
     return JsonAnswer((await service.call(service.library.info)).as_dict())
 
 
+def _refuse_cross_site(request: Request, service: Service) -> None:
+    """A search or dupes report costs seconds of the only worker: another site's page may not make a visitor's
+    browser ask for one (Origin / Sec-Fetch-Site), unless the request carries the bearer token (checked by the
+    Guard), which no other site knows."""
+    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+    if not same_origin(request) and not (service.config.token and bearer):
+        raise HttpError(403, "A search from another site's page is refused.")
+
+
 async def query(request: Request) -> Response:
     service = _service(request)
+    _refuse_cross_site(request, service)
     asked = await QueryRequest.read(request, service.config)
     library, model = service.library, service.model
-    async with service.client_slot(client_of(request)):
+    declared = sum(declared_pixels(photo) for photo in asked.photos)  # headers only (ms): nothing decoded yet
+    async with service.client_slot(client_of(request), pixels=declared):
         pixels = None
         if asked.photos:  # decoded under the upload rule: the size its header declares is checked first
             limit = model.preprocessor.max_pixels
@@ -115,11 +127,13 @@ async def latest(request: Request) -> Response:
 async def dupes(request: Request) -> Response:
     """The duplicates report (the library checks the threshold), without the files' content hashes."""
     service = _service(request)
+    _refuse_cross_site(request, service)
     threshold = number(request.query_params.get("threshold"), "threshold")
     dates = DateRange.asked(
         request.query_params.get("after") or None, request.query_params.get("before") or None, API_DATES
     )
-    report = await service.dupes(threshold, request.query_params.get("under") or None, dates)
+    async with service.client_slot(client_of(request)):  # the same per-client slots as searches
+        report = await service.dupes(threshold, request.query_params.get("under") or None, dates)
     groups = []
     for group in report.groups:
         data = group.as_dict()
@@ -132,6 +146,7 @@ async def dupes(request: Request) -> Response:
 # A photo is sent as itself, never as something a browser would run: no sniffing, no scripts, no frames.
 PHOTO_HEADERS = {
     "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "same-origin",  # another site's page cannot embed or read it
     "Content-Security-Policy": "default-src 'none'; sandbox",
     "Cache-Control": "private, max-age=3600",
 }

@@ -40,22 +40,34 @@ class Service:
         self._fleet: Any = None
         self.watcher = watcher
         self._in_flight: dict[str, int] = {}  # searches in flight per client address (touched on the event loop only)
+        self._pixels_in_flight: dict[str, int] = {}  # the pixels their photos declare
 
     @contextlib.asynccontextmanager
-    async def client_slot(self, client: str) -> AsyncIterator[None]:
+    async def client_slot(self, client: str, pixels: int = 0) -> AsyncIterator[None]:
         """One of the few searches a client address may have in flight at once: the single worker is shared, so a
-        client that sends many expensive uploads in parallel gets 429s instead of delaying everyone else."""
+        client that sends many expensive uploads in parallel gets 429s instead of delaying everyone else. `pixels`:
+        what the search's photos declare; one search, and one client's searches together, may declare at most
+        `max_query_pixels` (413 for one search over it, 429 while the client's others hold the rest)."""
+        budget = self.config.max_query_pixels
+        if pixels > budget:
+            raise HttpError(
+                413, f"The photos declare {pixels / 1e6:.0f} megapixels; one search may decode {budget / 1e6:.0f}."
+            )
         if self._in_flight.get(client, 0) >= self.config.queries_per_client:
             raise HttpError(
                 429, f"This address already has {self.config.queries_per_client} searches running: wait for them."
             )
+        if self._pixels_in_flight.get(client, 0) + pixels > budget:
+            raise HttpError(429, "This address's searches in flight already decode as many pixels as allowed: wait.")
         self._in_flight[client] = self._in_flight.get(client, 0) + 1
+        self._pixels_in_flight[client] = self._pixels_in_flight.get(client, 0) + pixels
         try:
             yield
         finally:
             self._in_flight[client] -= 1
+            self._pixels_in_flight[client] -= pixels
             if not self._in_flight[client]:
-                del self._in_flight[client]
+                del self._in_flight[client], self._pixels_in_flight[client]
 
     def start(self) -> None:
         if self.watcher is not None:

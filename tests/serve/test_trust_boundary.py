@@ -13,7 +13,7 @@ import onnx
 import pytest
 from old_catalogs import downgrade
 from starlette.testclient import TestClient
-from tests_support_images import lying_jpeg
+from tests_support_images import lying_jpeg, lying_png
 
 from conftest import cli_env, run_script
 from edge_search.runtime.errors import BundleError, ImageDecodeError
@@ -137,7 +137,74 @@ def test_an_upload_declaring_huge_pixels_is_refused_before_decoding(tiny_bundle,
     app = make_app(Library(tmp_path / "index"), model, ServiceConfig())
     with TestClient(app, base_url="http://localhost") as client:
         answer = client.post("/api/query", files={"image": ("q.jpg", lying_jpeg(), "image/jpeg")})
-        assert answer.status_code == 400 and "megapixels" in answer.json()["error"]
+        assert answer.status_code == 413 and "megapixels" in answer.json()["error"]
+
+
+def test_the_pixels_a_search_declares_are_budgeted_before_anything_is_decoded(tiny_bundle, tmp_path, photo_dir):
+    """Eight small PNGs each declaring 121 MP (under the one-photo limit) are one search of 968 MP: refused from
+    their headers (413, one JSON line), as is a search whose photos are each fine but together too many."""
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+    with Library(tmp_path / "index") as library:
+        library.index(model, [photo_dir])
+    app = make_app(Library(tmp_path / "index"), model, ServiceConfig())
+    huge = lying_png(11_000, 11_000)
+    assert len(huge) < 2000 and 11_000 * 11_000 < model.preprocessor.max_pixels  # each alone is allowed
+    with TestClient(app, base_url="http://localhost") as client:
+        answer = client.post("/api/query", files=[("image", (f"{i}.png", huge, "image/png")) for i in range(8)])
+        assert answer.status_code == 413 and "968 megapixels" in answer.json()["error"]
+        alone = client.post("/api/query", files={"image": ("one.png", (photo_dir / "img01.png").read_bytes())})
+        assert alone.status_code == 200
+
+
+def test_one_clients_searches_in_flight_share_one_pixel_budget(tiny_bundle, tmp_path):
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+    (tmp_path / "index").mkdir()
+    service = Service(Library(tmp_path / "index"), model, ServiceConfig(max_query_pixels=200_000_000))
+
+    async def scenario():
+        async with service.client_slot("10.0.0.1", pixels=150_000_000):
+            with pytest.raises(HttpError) as refused:
+                async with service.client_slot("10.0.0.1", pixels=100_000_000):
+                    pass
+            assert refused.value.status == 429
+            async with service.client_slot("10.0.0.2", pixels=150_000_000):  # another client has its own
+                pass
+        async with service.client_slot("10.0.0.1", pixels=150_000_000):  # the budget comes back
+            pass
+
+    asyncio.run(scenario())
+    service.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}],
+)
+def test_another_sites_page_cannot_make_a_browser_search_or_ask_for_dupes(tiny_bundle, tmp_path, photo_dir, headers):
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+    with Library(tmp_path / "index") as library:
+        library.index(model, [photo_dir])
+    upload = {"image": ("q.png", (photo_dir / "img01.png").read_bytes())}
+    with TestClient(make_app(Library(tmp_path / "index"), model, ServiceConfig()), base_url="http://localhost") as c:
+        assert c.post("/api/query", files=upload, headers=headers).status_code == 403
+        assert c.get("/api/dupes", headers=headers).status_code == 403
+        same = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+        assert c.post("/api/query", files=upload, headers=same).status_code == 200
+        assert c.get("/api/dupes", headers=same).status_code == 200
+    token = {"Authorization": "Bearer a-long-enough-test-token"}
+    app = make_app(Library(tmp_path / "index"), model, ServiceConfig(token="a-long-enough-test-token"))
+    with TestClient(app, base_url="http://localhost") as client:  # a program holding the token may
+        assert client.post("/api/query", files=upload, headers={**headers, **token}).status_code == 200
+
+
+def test_photos_and_thumbnails_may_not_be_embedded_by_another_site(tiny_bundle, tmp_path, photo_dir):
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+    with Library(tmp_path / "index") as library:
+        library.index(model, [photo_dir])
+    with TestClient(make_app(Library(tmp_path / "index"), model, ServiceConfig()), base_url="http://localhost") as c:
+        for path in ("/api/image/1", "/api/thumb/1"):
+            answer = c.get(path)
+            assert answer.status_code == 200 and answer.headers["cross-origin-resource-policy"] == "same-origin"
 
 
 def test_one_client_may_have_only_a_few_searches_in_flight(tiny_bundle, tmp_path):
