@@ -58,6 +58,7 @@ async def health(request: Request) -> Response:
             "text": model.has_text,
             "login": service.config.token is not None,
             "watch": watch,
+            "abandoned": service.abandoned,  # requests dropped because their client had gone
         }
     )
 
@@ -82,23 +83,24 @@ async def query(request: Request) -> Response:
     asked = await QueryRequest.read(request, service.config)
     library, model = service.library, service.model
     declared = sum(declared_pixels(photo) for photo in asked.photos)  # headers only (ms): nothing decoded yet
-    async with service.client_slot(client_of(request), pixels=declared):
+    wanted: dict[str, Any] = {"terms": asked.terms, "k": asked.k, "min_score": asked.min_score}
+
+    def search() -> Any:
         pixels = None
         if asked.photos:  # decoded under the upload rule: the size its header declares is checked first
             limit = model.preprocessor.max_pixels
-            pixels = await service.call(
-                lambda: np.stack(
-                    [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.photos]
-                )
+            pixels = np.stack(
+                [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.photos]
             )
-        wanted: dict[str, Any] = {"terms": asked.terms, "k": asked.k, "min_score": asked.min_score}
         if asked.scope == "fleet":
-            found = await service.call(lambda: library.query_fleet(service.fleet(), model, box=asked.box, **wanted))
-            return JsonAnswer({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
-        result = await service.call(
-            library.query, model, under_dir=asked.under, pixels=pixels, dates=asked.dates, kind=asked.kind, **wanted
-        )
-    return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
+            return library.query_fleet(service.fleet(), model, box=asked.box, **wanted)
+        return library.query(model, under_dir=asked.under, pixels=pixels, dates=asked.dates, kind=asked.kind, **wanted)
+
+    async with service.client_slot(client_of(request), pixels=declared):
+        found = await service.call_for(request, search)
+    if asked.scope == "fleet":
+        return JsonAnswer({"results": [hit.as_dict() for hit in found.hits], "collection": found.collection})
+    return JsonAnswer({"results": [hit.as_dict() for hit in found.hits]})
 
 
 async def similar(request: Request) -> Response:
@@ -111,7 +113,9 @@ async def similar(request: Request) -> Response:
     async with service.client_slot(client_of(request)):
         await service.call(service.check_id, key)  # an unknown id is a 404, as for /api/image and /api/thumb
         kind = result_kind(request.query_params.get("type"))
-        result = await service.call(service.library.query, key=key, k=k, exclude_self=True, dates=dates, kind=kind)
+        result = await service.call_for(
+            request, lambda: service.library.query(key=key, k=k, exclude_self=True, dates=dates, kind=kind)
+        )
     return JsonAnswer({"results": [hit.as_dict() for hit in result.hits]})
 
 
@@ -133,7 +137,7 @@ async def dupes(request: Request) -> Response:
         request.query_params.get("after") or None, request.query_params.get("before") or None, API_DATES
     )
     async with service.client_slot(client_of(request)):  # the same per-client slots as searches
-        report = await service.dupes(threshold, request.query_params.get("under") or None, dates)
+        report = await service.dupes(request, threshold, request.query_params.get("under") or None, dates)
     groups = []
     for group in report.groups:
         data = group.as_dict()

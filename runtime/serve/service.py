@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +20,8 @@ from edge_search.runtime.serve.photos import OpenPhoto, open_photo
 from edge_search.runtime.serve.thumbnails import ThumbnailCache
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
     from edge_search.runtime.jobs.dupes import DupesReport
     from edge_search.runtime.library import Library, Model
     from edge_search.runtime.serve.watch import LibraryWatcher
@@ -41,6 +44,8 @@ class Service:
         self.watcher = watcher
         self._in_flight: dict[str, int] = {}  # searches in flight per client address (touched on the event loop only)
         self._pixels_in_flight: dict[str, int] = {}  # the pixels their photos declare
+        self.abandoned = 0  # requests dropped unanswered: their client had gone before a worker reached them
+        self._count_lock = threading.Lock()
 
     @contextlib.asynccontextmanager
     async def client_slot(self, client: str, pixels: int = 0) -> AsyncIterator[None]:
@@ -77,8 +82,39 @@ class Service:
         """`function(*args, **kwargs)` on the library's worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, lambda: function(*args, **kwargs))
 
-    async def dupes(self, threshold: float | None, under: str | None, dates: DateRange | None = None) -> DupesReport:
-        """The duplicates report, computed once per (generation, threshold, folder, date range)."""
+    async def call_for(
+        self, request: Request, function: Callable[[], T], worker: ThreadPoolExecutor | None = None
+    ) -> T:
+        """`function()` on a worker thread for a client that is still there: a search or report queued behind
+        others is dropped, not computed, when its client has gone by the time the worker reaches it (abandoned
+        requests then cost nothing; counted in /api/health)."""
+        gone = threading.Event()
+
+        async def watch() -> None:
+            while not gone.is_set():
+                if await request.is_disconnected():
+                    gone.set()
+                    return
+                await asyncio.sleep(0.1)
+
+        def run() -> T:
+            if gone.is_set():
+                with self._count_lock:
+                    self.abandoned += 1
+                raise HttpError(499, "The client closed the connection; its request was not computed.")
+            return function()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await asyncio.get_running_loop().run_in_executor(worker or self.worker, run)
+        finally:
+            watcher.cancel()
+
+    async def dupes(
+        self, request: Request, threshold: float | None, under: str | None, dates: DateRange | None = None
+    ) -> DupesReport:
+        """The duplicates report, computed once per (generation, threshold, folder, date range), if its client is
+        still there when the dupes worker reaches it."""
 
         def compute() -> DupesReport:
             generation = self.library.reader().meta.generation
@@ -87,7 +123,7 @@ class Service:
                 self._dupes_cached = (key, self.library.dupes(threshold, under_dir=under, dates=dates))
             return self._dupes_cached[1]
 
-        return await asyncio.get_running_loop().run_in_executor(self.dupes_worker, compute)
+        return await self.call_for(request, compute, self.dupes_worker)
 
     def fleet(self) -> Any:
         """The Milvus collection, opened on the first fleet query and kept (in the worker thread)."""

@@ -254,3 +254,46 @@ def test_the_self_check_runs_once_per_graph_state_and_engine(tiny_bundle, tmp_pa
     selfcheck.check_once(model.session, model.bundle, cache)
     selfcheck.check_once(model.session, model.bundle, cache)
     assert len(runs) == 1
+
+
+def test_a_request_whose_client_has_gone_is_dropped_not_computed(tiny_bundle, tmp_path, photo_dir):
+    """Abandoned searches and dupes reports queued behind a busy worker cost nothing once it reaches them."""
+    import threading
+
+    from starlette.requests import Request
+
+    model = Model.open(tiny_bundle, ModelOptions(device="cpu", precision="fp32"))
+    with Library(tmp_path / "index") as library:
+        library.index(model, [photo_dir])
+    service = Service(Library(tmp_path / "index"), model, ServiceConfig())
+
+    async def disconnected() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def still_there() -> dict:
+        await asyncio.sleep(3600)
+        return {}
+
+    def request(receive) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/api/dupes", "headers": []}, receive)
+
+    computed: list[str] = []
+
+    async def scenario():
+        busy = threading.Event()
+        for worker in (service.worker, service.dupes_worker):  # both workers held, as by a long search and report
+            worker.submit(busy.wait)
+        gone = [asyncio.ensure_future(service.call_for(request(disconnected), lambda: computed.append("search")))]
+        gone += [asyncio.ensure_future(service.dupes(request(disconnected), 0.9 + i / 100, None)) for i in range(5)]
+        kept = asyncio.ensure_future(service.call_for(request(still_there), lambda: computed.append("kept") or 7))
+        await asyncio.sleep(0.5)  # the watchers see the disconnects
+        busy.set()
+        for task in gone:
+            with pytest.raises(HttpError) as dropped:
+                await task
+            assert dropped.value.status == 499
+        assert await kept == 7
+
+    asyncio.run(scenario())
+    assert computed == ["kept"] and service.abandoned == 6
+    service.close()
