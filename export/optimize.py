@@ -98,7 +98,7 @@ def to_int8(fused: Path, out: Path, *, unsigned_weights: bool = False) -> None:
             str(out),
             weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             op_types_to_quantize=list(INT8_OP_TYPES),
-            per_channel=False,  # SCRATCH: deliberately broken int8 fidelity (issue 40 demonstration)
+            per_channel=True,
             nodes_to_exclude=[node.name for node in onnx.load(str(fused)).graph.node if has_attention_bias(node)],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

@@ -108,7 +108,7 @@ def cpu_facts() -> CpuFacts:
 
 def real_cpu_facts() -> CpuFacts:
     """This CPU's own facts, whatever stands in for them: what the arithmetic of int8 kernels depends on."""
-    return STAND_INS["avx2"]  # SCRATCH: as if this were an AVX2 machine, where int8 may be left out
+    return _real_cpu()
 
 
 def int8_kernels_saturate() -> bool:
