@@ -32,6 +32,7 @@ from edge_search.runtime.errors import (
     UsageError,
 )
 from edge_search.runtime.files import sha256_file, under
+from edge_search.runtime.jobs import known_photos
 from edge_search.runtime.jobs.combined_query import Term, combine
 from edge_search.runtime.jobs.dates import DateRange
 from edge_search.runtime.jobs.dates import describe as describe_date
@@ -48,7 +49,7 @@ from edge_search.runtime.jobs.videos import VideoEmbedder
 from edge_search.runtime.locations import default_bundle_dir, default_index_dir
 from edge_search.runtime.model import video
 from edge_search.runtime.model.bundle import Bundle, family_threshold
-from edge_search.runtime.model.embedder import l2_normalize
+from edge_search.runtime.model.embedder import EmbedResult, l2_normalize
 from edge_search.runtime.model.model import Model
 from edge_search.runtime.options import CudaOptions, DecodeLimits, ImageSource, ModelOptions
 from edge_search.runtime.store import vector_index as vi
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from edge_search.runtime.scale.ray_embedder import RayOptions
 
 MAX_K = 100_000  # results one query may ask for (the service's own cap, --max-k, is lower)
+STORED = "stored embeddings"  # the provider of a query answered from the index alone (known_photos)
 
 
 def _check_bounds(k: int, min_score: float | None, vector: np.ndarray | None = None) -> None:
@@ -416,10 +418,13 @@ class Library:
         reader = self.reader()
         excluded_paths: set[str] = set()
         excluded_sha: set[str] = set()
+        known: dict[int, np.ndarray] = {}
         if terms:
-            if model is None:
+            known = known_photos.stored_vectors(reader.catalog, terms)  # answered without the model
+            if model is None and known_photos.needs_model(terms, known):
                 raise UsageError("A query by image or text needs a model (Library.open_model).")
-            self.check_model(model)
+            if model is not None:
+                self.check_model(model)
         if key is not None:
             query = reader.catalog.vector(key)
             if query is None:
@@ -429,8 +434,7 @@ class Library:
         elif vector is not None:
             query = np.asarray(vector, dtype=np.float32).reshape(-1)
         else:
-            assert model is not None  # checked above: a query by image or text needs one
-            query = combine(model, terms, pixels)
+            query = combine(model, terms, pixels, known)
             if exclude_self:
                 for term in terms:
                     if term.image is not None:
@@ -470,7 +474,37 @@ class Library:
             hits = reader.search(query, k, min_score, keep)
         hits = with_dates(reader.catalog, hits)
         notes = reader.take_notes()
+        if model is None and terms:  # every photo was the index's own: its stored embeddings answered
+            return QueryResult(hits, STORED, reader.meta.precision, notes)
         return QueryResult(hits, model.provider if model else None, model.precision if model else None, notes)
+
+    def answers_without_model(self, terms: Sequence[Term]) -> bool:
+        """Whether a query of these terms is answered from the index's stored embeddings alone (every term a photo
+        the index holds): then no model need be opened."""
+        known = known_photos.stored_vectors(self.reader().catalog, terms)
+        return bool(terms) and not known_photos.needs_model(terms, known)
+
+    def stored_embeddings(self, paths: Sequence[str | os.PathLike[str]]) -> list[EmbedResult] | None:
+        """The stored embedding of each file, when every one is in the index (by content); else None (no index
+        yet, or a file it does not hold: the model embeds them all, as one run)."""
+        try:
+            catalog = self.reader().catalog
+        except IndexMissing:
+            return None
+        results = []
+        for path in paths:
+            sha = known_photos.content_hash(path)
+            stored = catalog.embedding_of_content(sha) if sha else None
+            if stored is None:
+                return None
+            results.append(EmbedResult(Path(path), vector=stored[0], sha256=sha))
+        return results
+
+    def photos_to_embed(self, terms: Sequence[Term]) -> list[int]:
+        """Positions, among the photo terms, of the photos the index does not hold: the only ones a query decodes
+        and embeds (`query(pixels=...)` takes theirs alone)."""
+        known = known_photos.stored_vectors(self.reader().catalog, terms)
+        return [i for i in range(sum(t.image is not None for t in terms)) if i not in known]
 
     def dupes(
         self,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edge_search.runtime.model.session import EmbeddingSession
 
 GUESSED = [OPTION_SPECS[name] for name in ("model", "index", "device", "precision", "threads")]
+WORD_FLAGS = ("--text", "-t", "--unlike-text")  # words to embed: the model is needed whatever the photos
 NOT_GUESSED = [OPTION_SPECS[name] for name in ("cuda_device_id", "cuda_mem_limit", "cuda_arena")]
 
 
@@ -95,7 +96,7 @@ def start(argv: Sequence[str]) -> None:
     main thread's imports."""
     global _started
     hint = guess(argv, os.environ)
-    if hint is None:
+    if hint is None or _answered_from_the_index(hint, argv):
         return
     warming = Warming(hint)
     imported = threading.Event()
@@ -103,6 +104,26 @@ def start(argv: Sequence[str]) -> None:
     warming.thread.start()
     imported.wait(timeout=5)
     _started = warming
+
+
+def _answered_from_the_index(hint: Guess, argv: Sequence[str]) -> bool:
+    """Whether the query photos are all in the index, with no words to embed: the command then answers from the
+    stored embeddings (`jobs.known_photos`) and warming a model would only take CPU from it."""
+    if not hint.images or any(word.split("=", 1)[0] in WORD_FLAGS for word in argv):
+        return False
+    from edge_search.runtime.jobs.known_photos import content_hash
+    from edge_search.runtime.locations import default_index_dir
+    from edge_search.runtime.store.catalog import holds_contents
+
+    shas = [content_hash(image) for image in hint.images]
+    index = Path(hint.index).expanduser() if hint.index else default_index_dir()
+    return all(shas) and holds_contents(index, [sha for sha in shas if sha])
+
+
+def drop() -> None:
+    """Forget what was warmed (the query needs no model): its threads are daemons and end with the process."""
+    global _started
+    _started = None
 
 
 def _open(warming: Warming, imported: threading.Event) -> None:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,8 @@ from edge_search.runtime.cli.render import (
 from edge_search.runtime.errors import ImagesFailed, Interrupted, UsageError
 from edge_search.runtime.jobs.combined_query import Term, terms_from, weighted
 from edge_search.runtime.jobs.dates import DateRange
-from edge_search.runtime.library import IndexOptions, IndexReport, Library, Model, RootRules, RunOptions
+from edge_search.runtime.library import STORED, IndexOptions, IndexReport, Library, Model, RootRules, RunOptions
+from edge_search.runtime.model.embedder import EmbedResult
 from edge_search.runtime.options import ModelOptions
 
 
@@ -121,18 +122,26 @@ def embed(
 ) -> None:
     if not images and not texts:
         raise UsageError("Give image files, or --text WORDS.")
-    opened = Library(index).open_model(model, model_options)  # --model, else the bundle the index recorded
-    model_notes(opened, opened.bundle.root, verbose)
-    for text in texts or []:
-        vector = opened.embed_text(text)
-        if as_json:
-            emit_json({"text": text, "embedding": [round(float(v), 7) for v in vector]})
-        else:
-            echo(f"{text!r}\t{len(vector)}-d\t[{' '.join(f'{v:+.4f}' for v in vector[:4])} …]")
-    images = images or []
+    library = Library(index)
+    stored = None if texts or _names_another_bundle(model, library) else library.stored_embeddings(images or [])
+    if stored is not None:  # every image is in the index: its stored embedding, no model opened
+        meta = library.meta()
+        engine = (STORED, meta.precision, meta.model_id, meta.random_weights)
+        results: Iterable[EmbedResult] = stored
+    else:
+        opened = library.open_model(model, model_options)  # --model, else the bundle the index recorded
+        model_notes(opened, opened.bundle.root, verbose)
+        engine = (opened.provider, opened.precision, opened.bundle.manifest.model_id, opened.random_weights)
+        for text in texts or []:
+            vector = opened.embed_text(text)
+            if as_json:
+                emit_json({"text": text, "embedding": [round(float(v), 7) for v in vector]})
+            else:
+                echo(f"{text!r}\t{len(vector)}-d\t[{' '.join(f'{v:+.4f}' for v in vector[:4])} …]")
+        results = opened.embed_paths(images or [])
     started = time.perf_counter()
     failed = done = 0
-    for result in opened.embed_paths(images):
+    for result in results:
         done += 1
         path = os.fspath(result.path)
         if result.vector is not None:
@@ -148,24 +157,31 @@ def embed(
             else:
                 say("error:", "red", f"{human(path)}: {result.error}")
     seconds = time.perf_counter() - started
+    provider, precision, model_id, random_weights = engine
     summary = {
         "summary": True,
         "images": done,
         "failed": failed,
-        "provider": opened.provider,
-        "precision": opened.precision,
+        "provider": provider,
+        "precision": precision,
         "seconds": round(seconds, 3),
         "images_per_s": round(done / seconds, 2) if seconds else None,
-        "model": opened.bundle.manifest.model_id,
-        "random_weights": opened.random_weights,
+        "model": model_id,
+        "random_weights": random_weights,
     }
     err.print(
         json.dumps(summary)
         if as_json
-        else f"{done} image(s), {failed} failed · {opened.provider} {opened.precision} · {seconds:.2f}s"
+        else f"{done} image(s), {failed} failed · {provider} {precision} · {seconds:.2f}s"
     )
     if failed:
         raise ImagesFailed(f"{failed} of {done} image(s) could not be read (listed above).")
+
+
+def _names_another_bundle(model: Path | None, library: Library) -> bool:
+    """Whether --model names a bundle other than the one the index was built with (then it, not the index's
+    stored embeddings, answers: a mismatch is reported as such)."""
+    return model is not None and Path(model).expanduser().resolve() != library.bundle_path().expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -446,8 +462,14 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
     """The query against this box's index, the model opened while the index loads."""
     library = Library(command.index)
     library.reader()  # no index yet: say so before loading a model
-    opened, pixels, early = _open_while_loading(library, command, model_options)
-    model_notes(opened, library.directory, command.verbose)
+    opened, pixels, early = None, None, False
+    if not _names_another_bundle(command.model, library) and library.answers_without_model(command.terms):
+        prewarm.drop()
+        if command.verbose:
+            say("note:", "dim", "every query photo is in the index: answered from its stored embedding, no model.")
+    else:
+        opened, pixels, early = _open_while_loading(library, command, model_options)
+        model_notes(opened, library.directory, command.verbose)
     if command.verbose and early:
         say("note:", "dim", "the model session was started while the command line loaded (prewarm).")
     result = library.query(

@@ -92,23 +92,43 @@ def require_text_tower(model: Model, terms: Sequence[Term]) -> None:
         )
 
 
-def combine(model: Model, terms: Sequence[Term], pixels: np.ndarray | None = None) -> np.ndarray:
+def combine(
+    model: Model | None,
+    terms: Sequence[Term],
+    pixels: np.ndarray | None = None,
+    known: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
     """The unit query vector of `terms`: the weighted sum of their unit embeddings, re-normalised. `pixels`: the
-    photo terms already decoded and preprocessed, in order, if they are."""
+    photo terms already decoded and preprocessed, in order, if they are (all of them, or those not `known`).
+    `known`: position among the photo terms
+    -> the embedding the index stored for that photo (`known_photos`), used instead of the model's; the model
+    (None only when every term is known) embeds the rest."""
     if not terms:
         raise UsageError("A query needs at least one photo or phrase.")
-    require_text_tower(model, terms)
+    known = known or {}
     photos = [term for term in terms if term.image is not None]
     if positive_weight(terms) <= 0:
         raise UsageError("A query needs at least one photo or phrase to look like, not only ones to be unlike.")
-    total = np.zeros(model.bundle.manifest.embedding_dim, dtype=np.float32)
-    if photos:
-        if pixels is None or len(pixels) != len(photos):
-            pixels = np.stack([model.pixels(term.image) for term in photos])  # type: ignore[arg-type]
-        vectors = model.embedder.embed_pixels(pixels)
-        total += (np.array([term.weight for term in photos], dtype=np.float32)[:, None] * vectors).sum(axis=0)
+    new = [i for i in range(len(photos)) if i not in known]
+    if model is None and (new or len(photos) < len(terms)):
+        raise UsageError("A query by image or text needs a model (Library.open_model).")
+    if model is not None:
+        require_text_tower(model, terms)
+    vectors: dict[int, np.ndarray] = dict(known)
+    if new:
+        assert model is not None
+        if pixels is not None and len(pixels) == len(photos):  # every photo decoded: keep the new ones'
+            pixels = pixels[new]
+        elif pixels is None or len(pixels) != len(new):  # (else: only the new ones were decoded)
+            pixels = np.stack([model.pixels(photos[i].image) for i in new])  # type: ignore[arg-type]
+        vectors.update(zip(new, model.embedder.embed_pixels(pixels)))
+    dim = len(next(iter(vectors.values()))) if vectors else model.bundle.manifest.embedding_dim  # type: ignore[union-attr]
+    total = np.zeros(dim, dtype=np.float32)
+    for i, term in enumerate(photos):
+        total += term.weight * np.asarray(vectors[i], dtype=np.float32)
     for term in terms:
         if term.text is not None:
+            assert model is not None
             total += term.weight * model.embed_text(term.text)
     if float(np.linalg.norm(total)) < 1e-6:
         raise UsageError("The query's photos and phrases cancel each other out: there is nothing left to search for.")

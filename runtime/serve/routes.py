@@ -87,10 +87,11 @@ async def query(request: Request) -> Response:
 
     def search() -> Any:
         pixels = None
-        if asked.photos:  # decoded under the upload rule: the size its header declares is checked first
+        new = library.photos_to_embed(asked.terms)  # photos of the index answer with their stored embeddings
+        if new:  # decoded under the upload rule: the size its header declares is checked first
             limit = model.preprocessor.max_pixels
             pixels = np.stack(
-                [model.preprocessor.load_bytes(b, "the upload", max_declared_pixels=limit) for b in asked.photos]
+                [model.preprocessor.load_bytes(asked.photos[i], "the upload", max_declared_pixels=limit) for i in new]
             )
         if asked.scope == "fleet":
             return library.query_fleet(service.fleet(), model, box=asked.box, **wanted)

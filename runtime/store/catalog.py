@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edge_search.runtime.errors import IndexCorrupt, IndexMissing, StorageError, UsageError
+from edge_search.runtime.errors import EdgeSearchError, IndexCorrupt, IndexMissing, StorageError, UsageError
 from edge_search.runtime.files import FileStamp, storable_ns
 from edge_search.runtime.locations import CATALOG_NAME
 from edge_search.runtime.store.meta import IndexMeta
@@ -334,10 +334,13 @@ class Catalog:
         rows = self.db.execute(f"SELECT id, path, size, mtime_ns, status, sha256, error, {self._inode} FROM files")
         return {row[1]: FileState(*row) for row in rows}
 
+    def _version(self) -> int:
+        return int(self.get_meta("schema_version") or SCHEMA_VERSION)
+
     @property
     def _inode(self) -> str:
         """The inode column where the catalog has it (schema 7), else NULL (an older catalog read as it is)."""
-        return "inode" if int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 7 else "NULL"
+        return "inode" if self._version() >= 7 else "NULL"
 
     def record_inodes(self, rows: Iterable[tuple[bytes, str]]) -> None:
         """Which file (device:inode) unchanged rows from before schema 7 were read from, in one transaction."""
@@ -365,9 +368,10 @@ class Catalog:
 
     def embedding_of_content(self, sha: str) -> tuple[np.ndarray, bytes | None] | None:
         """(embedding, pixel signature) of a row with this content hash (identical files share both), or None."""
+        signature = "signature" if self._version() >= 4 else "NULL"  # an older catalog, read as it is
         row = self.db.execute(
-            "SELECT embedding, signature FROM files WHERE sha256=? AND status='ok' AND embedding IS NOT NULL "
-            "ORDER BY signature IS NULL LIMIT 1",
+            f"SELECT embedding, {signature} FROM files WHERE sha256=? AND status='ok' AND embedding IS NOT NULL "
+            f"ORDER BY {signature} IS NULL LIMIT 1",
             (sha,),
         ).fetchone()
         return None if row is None else (np.frombuffer(row[0], dtype=np.float32).copy(), row[1])
@@ -453,7 +457,7 @@ class Catalog:
 
     # -- videos --------------------------------------------------------------------------------
     def _has_videos(self) -> bool:
-        return int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 6
+        return self._version() >= 6
 
     def _frames_query(self, sql: str, parameters: tuple) -> tuple | None:
         """One row from the frames table (None too for a catalog from before videos)."""
@@ -538,7 +542,7 @@ class Catalog:
             self._bump_version()
 
     def _has_dates(self) -> bool:
-        return int(self.get_meta("schema_version") or SCHEMA_VERSION) >= 5
+        return self._version() >= 5
 
     def _require_dates(self) -> None:
         if not self._has_dates():
@@ -755,3 +759,15 @@ def recorded_meta(index_dir: Path) -> IndexMeta:
             return catalog.index_meta()
     except IndexMissing:
         return IndexMeta()
+
+
+def holds_contents(index_dir: Path, shas: list[str]) -> bool:
+    """Whether the catalog in `index_dir` holds an embedded file of every one of these content hashes, read
+    without a lock and without usearch (the CLI's cold start asks, to skip warming a model it will not need)."""
+    if not shas or not Catalog.path_in(index_dir).exists():
+        return False
+    try:
+        with Catalog.open(index_dir, create=False) as catalog:
+            return all(catalog.embedding_of_content(sha) is not None for sha in shas)
+    except EdgeSearchError:
+        return False

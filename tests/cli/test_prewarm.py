@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import cli_env, run_script
+from conftest import cli_env, photo, run_script
 from edge_search.runtime import prewarm
 from edge_search.runtime.options import ModelOptions
 
@@ -45,7 +45,8 @@ def test_a_session_opened_for_other_options_is_not_taken(tiny_bundle, monkeypatc
 def test_a_query_answers_the_same_with_and_without_the_early_session(tmp_path, tiny_bundle, photo_dir):
     env = cli_env(tmp_path, tiny_bundle, EDGE_SEARCH_PRECISION="fp32")
     assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
-    image = str(photo_dir / "img02.webp")
+    image = str(tmp_path / "new.webp")  # not in the index: the model embeds it (an indexed photo needs none)
+    photo(77, 130, 90).save(image)
     early = run_script("edge-search", "query", image, "--json", "-v", env=env)  # guessed from the environment
     own = run_script(
         "edge-search", "query", image, "--json", "-v", "--cuda-arena", "kSameAsRequested", env=env

@@ -12,6 +12,8 @@ from served import Service
 
 from conftest import cli_env, console_script, photo, run_script
 
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers" (the installed scripts, end to end)
+
 HOSTILE_NAME = "esc\x1b[31mRED\x1b[0m\x1b]0;pwned\x07.jpg"  # CSI colours, OSC retitles the window, BEL
 CR_NAME = "innocent.jpg\rEVIL.jpg"  # a carriage return overwrites the line it is printed on
 
@@ -91,7 +93,6 @@ def test_paths_for_programs_are_the_exact_bytes(hostile_names):
     assert {hit["path"] for hit in strict_json(as_json.stdout)["results"]} == {p.decode() for p in expected}
 
 
-@pytest.mark.slow  # a service
 @pytest.mark.parametrize(
     ("path", "fields"),
     [

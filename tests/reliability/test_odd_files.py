@@ -16,6 +16,8 @@ from served import Service
 from conftest import cli_env, photo, run_script
 from edge_search.runtime.jobs.dates import DATE_TIME_ORIGINAL, EXIF_IFD
 
+pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers" (the installed scripts and a service)
+
 YEAR_2300 = 10_413_792_000  # 2300-01-01 UTC, in seconds: 1.04e19 ns, beyond SQLite's 64-bit INTEGER
 
 
@@ -67,7 +69,6 @@ def test_a_file_dated_after_2262_and_absurd_exif_dates_are_indexed_with_the_date
     assert undated["future-file.jpg"] is None and undated["impossible-exif.jpg"] is None
 
 
-@pytest.mark.slow  # a service and its watcher
 def test_the_services_watcher_indexes_a_file_dated_2300_and_goes_on(indexed, tmp_path):
     env, photos = indexed
     service = Service({**env, "EDGE_SEARCH_RESCAN": "3600"})
@@ -110,7 +111,6 @@ def image_id(service: Service, path: Path) -> int:
     return body["results"][0]["id"]
 
 
-@pytest.mark.slow  # a service
 def test_a_photo_replaced_by_a_hard_link_to_another_file_of_the_same_size_and_time_is_not_served(
     served_library, tmp_path
 ):
@@ -128,7 +128,6 @@ def test_a_photo_replaced_by_a_hard_link_to_another_file_of_the_same_size_and_ti
     assert "replaced" in body["error"]
 
 
-@pytest.mark.slow  # a service
 def test_a_folder_swapped_for_a_link_to_a_hidden_folder_serves_nothing_that_was_not_indexed(served_library):
     service, library = served_library
     key = image_id(service, library / "trip" / "beach.jpg")
