@@ -18,8 +18,9 @@ from typing import Any
 
 import onnx
 
+from edge_search.runtime.errors import UsageError
 from edge_search.runtime.files import sha256_file
-from edge_search.runtime.host import int8_kernels_saturate
+from edge_search.runtime.host import cpu_facts, int8_kernels_saturate
 from edge_search.runtime.model import selfcheck
 from edge_search.runtime.model.bundle import (
     MANIFEST_NAME,
@@ -174,6 +175,10 @@ def export_bundle(
     and int8-static, calibrated on `calibration_photos` (a folder like the photos to be searched) or, without
     one, on the photos shipped with the package. `merge_tokens` > 0: every block merges that many tokens (ToMe,
     `token_merging.py`), a different embedding the gates measure against the same merging run in PyTorch."""
+    try:
+        cpu_facts()  # a stand-in CPU class (EDGE_SEARCH_CPU_CLASS) that names none is refused before any work
+    except UsageError as exc:
+        raise ExportUsageError(str(exc)) from None
     out = Path(out).expanduser().absolute()
     plan = ExportPlan(
         model=model,

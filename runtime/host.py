@@ -1,8 +1,9 @@
 """What this machine lets the process use: CPUs, and the CPU facts that decide engines and int8 weights.
 
-The CPU facts can be stood in for (`EDGE_SEARCH_CPU_CLASS`, CONTRIBUTING.md "CPU classes"): the choices they drive
-(which engine `auto` starts, which int8 weights export writes) are then those of another class of CPU, so every
-class's behaviour is tested on any machine. A stand-in changes decisions only; the arithmetic stays this CPU's."""
+The CPU facts can be stood in for (`EDGE_SEARCH_CPU_CLASS`, CONTRIBUTING.md "CPU classes"): the choice they drive
+(which int8 weights export writes) is then that of another class of CPU, so every class's behaviour is tested on
+any machine. A stand-in changes decisions only; the arithmetic stays this CPU's. Which engine `auto` runs is not
+decided from flags at all: it is measured (`model.tuning`)."""
 
 from __future__ import annotations
 
@@ -48,12 +49,6 @@ class CpuFacts:
         under the 0.995 gate, where VNNI machines pass it). VNNI/AMX widen to 32 bits first, as do Arm's dot
         products."""
         return self.x86 and self.flags is not None and not _INT8_DOT_FLAGS & self.flags
-
-    def int8_dot_products(self) -> bool:
-        """Whether this CPU has int8 dot-product instructions that OpenVINO's int8-static graph is measured faster
-        with (x86 VNNI or AMX). Elsewhere `auto` keeps onnxruntime's int8 for long jobs too: on AVX2 alone
-        OpenVINO indexed at 0.76x its speed (benchmarks/threads.py); on Arm it is not measured."""
-        return self.x86 and not self.int8_kernels_saturate()
 
     def describe(self) -> str:
         """One line for logs and CI: the class, and the flags that decide it."""
@@ -114,8 +109,3 @@ def real_cpu_facts() -> CpuFacts:
 def int8_kernels_saturate() -> bool:
     """`CpuFacts.int8_kernels_saturate` for the CPU the choices see."""
     return cpu_facts().int8_kernels_saturate()
-
-
-def int8_dot_products() -> bool:
-    """`CpuFacts.int8_dot_products` for the CPU the choices see."""
-    return cpu_facts().int8_dot_products()

@@ -125,6 +125,7 @@ class LibraryInfo:
     roots: list[Root]
     size_bytes: int
     engines: dict[str, str] = field(default_factory=dict)  # kind of job -> what `auto` takes there, and why
+    engine_trials: list[dict[str, Any]] = field(default_factory=list)  # what `auto` measured here (model.tuning)
     videos: int = 0  # of `count`, the videos (their frames are embedded, not the files)
     frames: int = 0
     token_merging: dict[str, Any] | None = None  # the recorded bundle's (its manifest's), when it merges tokens
@@ -159,6 +160,7 @@ class LibraryInfo:
             ],
             "size_bytes": self.size_bytes,
             "engines": self.engines,
+            "engine_trials": self.engine_trials,
             "videos": self.videos,
             "frames": self.frames,
             "token_merging": self.token_merging,
@@ -651,6 +653,7 @@ class Library:
                 roots=catalog.roots(),
                 size_bytes=sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file()),
                 engines=self._auto_engines(),
+                engine_trials=self._engine_trials(),
                 token_merging=self._token_merging(),
             )
 
@@ -671,15 +674,26 @@ class Library:
             return {}
         return {job: f"{plan_label(plan)} · {plan.why}" for job, plan in choices.items()}
 
-    def verify(self, bundle: str | os.PathLike | None = None) -> VerifyReport:
-        """Every check a user needs when something looks wrong (IndexMissing if there is no index)."""
+    def _engine_trials(self) -> list[dict[str, Any]]:
+        """The CPU engines measured for the recorded bundle on this machine (`model.tuning`; empty: not yet)."""
+        from edge_search.runtime.model.session import tuning_of
+
+        try:
+            measured = tuning_of(Bundle.load(self.bundle_path()), None, measure=False)
+        except EdgeSearchError:
+            return []
+        return [] if measured is None else [trial.as_dict() for trial in measured.trials]
+
+    def verify(self, bundle: str | os.PathLike | None = None, retune: bool = False) -> VerifyReport:
+        """Every check a user needs when something looks wrong (IndexMissing if there is no index). `retune`:
+        measure the CPU engines `auto` chooses among again (`model.tuning`)."""
         if not self.exists():
             raise IndexMissing(
                 f"No index at {self.directory} yet: nothing to verify. Build one with `edge-search index DIR`."
             )
         root = Path(bundle) if bundle else self.bundle_path()
         return VerifyReport(
-            check_bundle_files(root) + check_graphs(root) + check_index(self.directory) + check_providers(root)
+            check_bundle_files(root) + check_graphs(root) + check_index(self.directory) + check_providers(root, retune)
         )
 
 

@@ -11,7 +11,9 @@ def main() -> None:
     import sys
 
     from edge_search.runtime import prewarm
+    from edge_search.runtime.model import tuning
 
+    tuning.ANNOUNCERS.append(lambda text: print(f"note: {text}", file=sys.stderr, flush=True))
     prewarm.start(sys.argv[1:])
     from edge_search.runtime.cli.program import run
 

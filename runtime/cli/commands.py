@@ -694,10 +694,20 @@ def remove(
     help="Check the bundle's hashes, that each graph reproduces the embeddings recorded at export, the catalog, the "
     "index file and which providers really start."
 )
-def verify(index: IndexOpt = None, model: ModelOpt = None, as_json: JsonOpt = False) -> None:
+def verify(
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+    retune: Annotated[
+        bool,
+        typer.Option(
+            "--retune", help="Measure this machine's CPU engines for the bundle again (what `auto` takes; seconds)."
+        ),
+    ] = False,
+) -> None:
     from edge_search.runtime.cli.app import EXIT_VERIFY_FAILED
 
-    report = Library(index).verify(model)
+    report = Library(index).verify(model, retune=retune)
     if as_json:
         emit_json(
             {

@@ -82,7 +82,15 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("folders", roots or "none"),
         ("size on disk", human_size(data["size_bytes"])),
         *((f"auto: {job}", engine) for job, engine in data.get("engines", {}).items()),
+        *((f"measured: {t['engine']}", _trial(t)) for t in data.get("engine_trials", [])),
     ]
+
+
+def _trial(trial: dict[str, Any]) -> str:
+    if trial["error"]:
+        return f"cannot run here: {trial['error']}"
+    verdict = "passes" if trial["passes"] else "below its gate: not used"
+    return f"{trial['images_per_s']} images/s · first answer {trial['first_answer_s']} s · {verdict}"
 
 
 def emit_paths(paths: Iterable[str], *, nul: bool) -> None:

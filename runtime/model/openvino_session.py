@@ -38,7 +38,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def compile_graph(path: Path, options: OpenVinoOptions, threads: int | None) -> Any:
+def compile_graph(path: Path, options: OpenVinoOptions, threads: int | None, bf16: bool = False) -> Any:
     """The compiled model, or a ProviderError saying why OpenVINO cannot run it (not installed, broken, or the
     device is missing)."""
     try:
@@ -51,7 +51,7 @@ def compile_graph(path: Path, options: OpenVinoOptions, threads: int | None) -> 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if options.device == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads or default_threads()
-        config["INFERENCE_PRECISION_HINT"] = "f32"
+        config["INFERENCE_PRECISION_HINT"] = "bf16" if bf16 else "f32"  # bf16: where `auto` measured it good
     if options.cache:
         directory = model_cache_dir()
         try:
@@ -80,9 +80,11 @@ class OpenVinoSession:
     why: str = ""  # why this engine was chosen (providers.Plan.why)
     _requests: threading.local = field(default_factory=threading.local)
 
+    bf16: bool = False  # the fp32 graph computed in bfloat16 (tuning.Candidate.bf16)
+
     @property
     def provider(self) -> str:
-        return f"OpenVINO {self.target}"
+        return f"OpenVINO {self.target}" + (" bf16" if self.bf16 else "")
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """One infer request per thread (a request is not safe to share; the compiled model is)."""
@@ -93,5 +95,7 @@ class OpenVinoSession:
         return np.array(result[0], dtype=np.float32)  # a copy: the request reuses its output buffer
 
 
-def open_openvino(path: Path, precision: str, options: OpenVinoOptions, threads: int | None) -> OpenVinoSession:
-    return OpenVinoSession(compile_graph(path, options, threads), precision, options.device)
+def open_openvino(
+    path: Path, precision: str, options: OpenVinoOptions, threads: int | None, bf16: bool = False
+) -> OpenVinoSession:
+    return OpenVinoSession(compile_graph(path, options, threads, bf16), precision, options.device, bf16=bf16)

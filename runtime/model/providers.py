@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_search.runtime.errors import ProviderError, UsageError
+from edge_search.runtime.model.tuning import LONG, ONE_SHOT, Tuning
 from edge_search.runtime.options import CudaOptions, Device, Precision, choose
 
 CUDA = "CUDAExecutionProvider"
@@ -39,30 +40,17 @@ class Plan:
     precision: str
     providers: list[Any] = field(default_factory=list)
     why: str = ""
+    bf16: bool = False  # OpenVINO computing the fp32 graph in bfloat16 (where `auto` measured it the fastest)
 
     def because(self, why: str) -> Plan:
         return replace(self, why=why)
 
 
-# Why `auto` takes what it takes, from the measurements in docs/benchmarks.md (issue 32's AMD EPYC, AVX-512 VNNI,
-# 2 cores, ViT-B/16 with int8-static): OpenVINO indexes 1.17x faster than onnxruntime's int8 (9.28 vs 10.89 s,
-# 131 real photos), but a cold query on it is 1.86x slower (0.70 vs 0.38 s: importing OpenVINO and compiling the
-# graph sit on its critical path).
-WHY_OPENVINO = "auto: OpenVINO int8-static, the higher throughput for a long job (indexing 1.17x onnxruntime int8)"
-WHY_ONE_SHOT = (
-    "auto: onnxruntime for a one-shot command (OpenVINO's import and compile would make a cold query 1.86x slower)"
-)
-WHY_NO_INT8_DOT = (
-    "auto: onnxruntime int8 on this CPU (no VNNI/AMX int8 dot products: OpenVINO int8-static indexed at 0.76x "
-    "onnxruntime's int8 on an AVX2-only AMD EPYC)"
-)
-WHY_NO_OPENVINO = (
-    "auto: onnxruntime on the CPU (OpenVINO is not installed; with it and an int8-static graph, long jobs run faster)"
-)
-WHY_NO_STATIC = (
-    "auto: onnxruntime on the CPU (the bundle has no int8-static graph for OpenVINO: export-model writes one by "
-    "default; an older bundle lacks it, or its graph failed the parity gate, as the manifest's `rejected` says)"
-)
+# Why `auto` takes what it takes on the CPU: what `tuning` measured on this machine (its `why`), else these.
+WHY_UNMEASURED = "auto: onnxruntime on the CPU (the engines were not measured on this machine)"
+WHY_FALLBACK = "auto: onnxruntime on the CPU (the engine measured fastest could not start)"
+WHY_NO_OPENVINO = "auto: onnxruntime on the CPU (OpenVINO, measured the fastest here, is no longer installed)"
+WHY_NONE_PASSED = "auto: onnxruntime on the CPU (no engine passed its check when measured here)"
 WHY_CUDA = "auto: CUDA, onnxruntime's GPU provider, tried first wherever it is installed"
 WHY_TENSORRT = "auto: TensorRT (an fp16 engine built once per GPU and cached), tried first where its libraries load"
 TENSORRT_MISSING = (
@@ -88,12 +76,12 @@ def resolve(
     cuda: CudaOptions = CudaOptions(),
     openvino_installed: bool = False,
     one_shot: bool = False,
-    int8_dot_products: bool = True,
+    measured: Tuning | None = None,
 ) -> list[Plan]:
     """The plans to try, in order, each with why. Pure: `available` is onnxruntime's (untrusted) list of
     providers, `openvino_installed` whether the openvino package is there to try, `one_shot` whether the process
-    runs the model once (a cold query or embed), where start-up time is the cost, `int8_dot_products` whether
-    this CPU has the int8 dot-product instructions (VNNI, AMX) OpenVINO's int8-static gains its speed from."""
+    runs the model once (a cold query or embed), where start-up time is the cost, `measured` what `tuning`
+    measured of this bundle on this machine (`auto` on the CPU takes the fastest that passed its check)."""
     device, precision = choose(Device, device, "--device"), choose(Precision, precision, "--precision")
     cuda_plan = Plan("cuda", _pick_precision("cuda", precision, have), [(CUDA, cuda.as_provider_options()), CPU])
     # the TensorRT provider's options (its engine cache) are filled in when the session opens: see `tensorrt`
@@ -130,21 +118,17 @@ def resolve(
         return [tensorrt_plan.because("--device tensorrt: TensorRT, as asked")]
     plans = [tensorrt_plan.because(WHY_TENSORRT)] if TENSORRT in available else []
     plans += [cuda_plan.because(WHY_CUDA)] if CUDA in available else []
-    # OpenVINO only where it has the graph it was made for (on its fp32 alone it is no faster than onnxruntime's
-    # int8, measured on an AVX-512 VNNI Xeon), only for a long job (WHY_ONE_SHOT), and only on a CPU with int8 dot
-    # products (WHY_NO_INT8_DOT).
-    if not openvino_installed:
-        cpu_why = WHY_NO_OPENVINO
-    elif openvino_plan.precision != "int8-static":
-        cpu_why = WHY_NO_STATIC
-    elif one_shot:
-        cpu_why = WHY_ONE_SHOT
-    elif not int8_dot_products:
-        cpu_why = WHY_NO_INT8_DOT
-    else:
-        plans.append(openvino_plan.because(WHY_OPENVINO))
-        cpu_why = "auto: onnxruntime on the CPU (OpenVINO could not start)"
-    return [*plans, cpu_plan.because(cpu_why)]
+    job = ONE_SHOT if one_shot else LONG
+    chosen = measured.choice(job) if measured is not None and precision == "auto" else None
+    if chosen is None:
+        return [*plans, cpu_plan.because(WHY_UNMEASURED if measured is None else WHY_NONE_PASSED)]
+    c = chosen.candidate
+    if c.device == "openvino" and not openvino_installed:  # measured with OpenVINO, which has gone since
+        return [*plans, cpu_plan.because(WHY_NO_OPENVINO)]
+    if c.device == "openvino":
+        plans.append(Plan("openvino", c.precision, bf16=c.bf16).because(measured.why(job)))  # type: ignore[union-attr]
+        return [*plans, cpu_plan.because(WHY_FALLBACK)]
+    return [*plans, Plan("cpu", c.precision, [CPU]).because(measured.why(job))]  # type: ignore[union-attr]
 
 
 def started_on(plan: Plan, session_providers: list[str]) -> bool:

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_search.runtime.errors import BundleError, ProviderError
-from edge_search.runtime.host import default_threads, int8_dot_products
-from edge_search.runtime.model import selfcheck, tensorrt
+from edge_search.runtime.host import default_threads
+from edge_search.runtime.model import selfcheck, tensorrt, tuning
 from edge_search.runtime.model.bundle import Bundle
 from edge_search.runtime.model.openvino_session import open_openvino, openvino_installed
 from edge_search.runtime.model.providers import (
@@ -24,6 +24,7 @@ from edge_search.runtime.model.providers import (
     resolve,
     started_on,
 )
+from edge_search.runtime.model.tuning import Tuning
 from edge_search.runtime.options import CudaOptions, OpenVinoOptions
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -136,13 +137,16 @@ def open_session(
     available = list(ort.get_available_providers()) if available is None else available
     factory = session_factory or ort.InferenceSession
     notes: list[str] = []
-    plans = resolve(
-        device, precision, available, bundle.precisions, cuda, openvino_installed(), one_shot, int8_dot_products()
-    )
+    measured = None
+    if device == "auto" and precision == "auto" and session_factory is None:
+        measured = tuning_of(bundle, threads)  # from the cache; measured once per machine and bundle
+    plans = resolve(device, precision, available, bundle.precisions, cuda, openvino_installed(), one_shot, measured)
     for index, plan in enumerate(plans):
         if plan.device == "openvino":
             try:
-                compiled = open_openvino(bundle.model_path(plan.precision), plan.precision, openvino, threads)
+                compiled = open_openvino(
+                    bundle.model_path(plan.precision), plan.precision, openvino, threads, bf16=plan.bf16
+                )
                 return replace(compiled, why=plan.why), notes
             except ProviderError as exc:
                 if index + 1 == len(plans):
@@ -213,36 +217,72 @@ def open_session(
 
 
 # The two kinds of job `auto` chooses for (providers.resolve's `one_shot`), as `info` and `verify` name them.
-JOBS = {"index, serve, watch": False, "query, embed": True}
+JOBS = tuning.JOBS
 
 
-def auto_choices(bundle: Bundle) -> dict[str, Plan]:
-    """What `auto` tries first for each kind of job on this machine, with why. No session is opened: TensorRT and
-    CUDA count when onnxruntime lists them and their libraries load (they may still fall back on a machine whose
-    GPU cannot start, as `verify` finds out)."""
+def tuning_of(bundle: Bundle, threads: int | None, *, measure: bool = True, again: bool = False) -> Tuning | None:
+    """What `tuning` measured of this bundle's CPU engines on this machine: from the cache, else measured now
+    (announced; a few seconds) unless `measure` is False; `again` measures whatever the cache holds."""
+    import importlib.metadata
+
+    ort = load_onnxruntime()
+    try:
+        openvino_version: str | None = importlib.metadata.version("openvino") if openvino_installed() else None
+    except importlib.metadata.PackageNotFoundError:
+        openvino_version = None
+    versions = {"onnxruntime": ort.__version__, "openvino": openvino_version}
+    key = tuning.machine_key(bundle.identity, threads or default_threads(), versions)
+    found = None if again else tuning.cached(key)
+    if found is not None or not (measure or again):
+        return found
+    for announce in tuning.ANNOUNCERS:
+        announce("measuring this machine's engines for this model, once (a few seconds; `verify --retune` redoes it)")
+    fp32 = bundle.manifest.files.get("fp32")
+    references = np.asarray(fp32.reference, dtype=np.float64) if fp32 is not None and fp32.reference else None
+    found = tuning.run_trials(
+        tuning.candidates(bundle.precisions, openvino_installed()),
+        lambda candidate: _open_candidate(bundle, candidate, threads),
+        selfcheck.reference_pixels(*bundle.manifest.preprocess.input_hw()),  # what `references` were made from
+        references,
+    )
+    tuning.remember(key, found)
+    return found
+
+
+def _open_candidate(bundle: Bundle, candidate: tuning.Candidate, threads: int | None) -> EmbeddingSession:
+    if candidate.device == "openvino":
+        path = bundle.model_path(candidate.precision)
+        return open_openvino(path, candidate.precision, OpenVinoOptions(), threads, bf16=candidate.bf16)
+    return open_session(bundle, device="cpu", precision=candidate.precision, threads=threads)[0]
+
+
+def auto_choices(bundle: Bundle, threads: int | None = None) -> dict[str, Plan]:
+    """What `auto` tries first for each kind of job on this machine, with why (measuring nothing: a bundle not
+    measured here yet says so). No session is opened: TensorRT and CUDA count when onnxruntime lists them and
+    their libraries load (they may still fall back on a machine whose GPU cannot start, as `verify` finds out)."""
     ort = load_onnxruntime()
     available = [
         p for p in ort.get_available_providers() if p not in _DEVICES or not provider_library_problem(ort, _DEVICES[p])
     ]
-    installed, dot = openvino_installed(), int8_dot_products()
+    installed, measured = openvino_installed(), tuning_of(bundle, threads, measure=False)
     return {
         job: resolve(
             "auto", "auto", available, bundle.precisions, openvino_installed=installed, one_shot=one_shot,
-            int8_dot_products=dot,
+            measured=measured,
         )[0]
         for job, one_shot in JOBS.items()
     }  # fmt: skip
 
 
 def plan_label(plan: Plan) -> str:
-    """'OpenVINO int8-static', 'onnxruntime CPU int8', 'onnxruntime CUDA fp16'."""
+    """'OpenVINO int8-static', 'OpenVINO bf16 (fp32 graph)', 'onnxruntime CPU int8', 'onnxruntime CUDA fp16'."""
     engine = {
         "openvino": "OpenVINO",
         "tensorrt": "onnxruntime TensorRT",
         "cuda": "onnxruntime CUDA",
         "cpu": "onnxruntime CPU",
     }[plan.device]
-    return f"{engine} {plan.precision}"
+    return f"{engine} {'bf16 (fp32 graph)' if plan.bf16 else plan.precision}"
 
 
 def _next(plans: list[Plan], index: int) -> str:

@@ -16,8 +16,9 @@ from benchmarks.int8_schemes import top10_overlap
 from conftest import TRAINED_FORMS, cli_env, cosine, edge_search, transformers_embeddings
 from edge_search.export import static_int8
 from edge_search.runtime.errors import BundleError
-from edge_search.runtime.host import int8_dot_products, int8_kernels_saturate, real_cpu_facts
+from edge_search.runtime.host import int8_kernels_saturate, real_cpu_facts
 from edge_search.runtime.library import Library, Model
+from edge_search.runtime.model.tuning import GATE
 from edge_search.runtime.options import ModelOptions
 
 pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.slow  # tier: CONTRIBUTING.md "The test tiers"
 FORMS = TRAINED_FORMS
 # What the runtime's embedding of a real photo must keep of transformers' own (cosine), per precision.
 FIDELITY = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.995, "int8-static": 0.995}
+
+
+def gate(trial: dict) -> float:
+    """An engine trial's gate against the bundle's fp32 embeddings (`model.tuning.GATE`)."""
+    return GATE["bf16" if trial["bf16"] else trial["precision"]]
 
 
 @pytest.fixture(scope="module")
@@ -198,16 +204,23 @@ def test_openvino_embeds_a_photo_alike_alone_and_among_others(openvino_model, ph
     assert cosine(alone, together[photos[4]])[0] >= 0.99999
 
 
-def test_auto_indexes_on_openvino_where_it_is_faster_and_caches_the_compiled_model(bundles, trained, tmp_path):
+def test_auto_indexes_on_the_engine_it_measured_fastest_among_those_true_to_the_model(bundles, trained, tmp_path):
+    """On trained weights every engine's embeddings are checked against the bundle's fp32 ones before it may be
+    chosen (bf16 0.999, int8 0.995): the fastest that passes indexes, and a compiled OpenVINO model is cached."""
     env = cli_env(tmp_path, bundles["dinov2"], EDGE_SEARCH_DEVICE="auto")
     result = edge_search("index", str(trained.photos), "--json", env=env)
     assert result.returncode == 0, result.stderr
-    if offered(bundles["dinov2"], "int8-static") and int8_dot_products():
-        best = ("OpenVINO CPU", "int8-static")
-    else:  # no int8-static graph, or a CPU without VNNI/AMX: onnxruntime with the best graph there is
-        best = ("CPUExecutionProvider", "int8" if offered(bundles["dinov2"], "int8") else "fp32")
-    assert (json.loads(result.stdout)["provider"], json.loads(result.stdout)["precision"]) == best
-    if best[0] == "OpenVINO CPU":
+    trials = json.loads(edge_search("info", "--json", env=env).stdout)["engine_trials"]
+    assert {"onnxruntime CPU fp32", "OpenVINO fp32"} <= {t["engine"] for t in trials}
+    assert all(t["passes"] == (t["error"] is None and t["min_cosine"] >= gate(t)) for t in trials), trials
+    chosen = max((t for t in trials if t["passes"]), key=lambda t: t["images_per_s"])
+    provider = {"cpu": "CPUExecutionProvider", "openvino": "OpenVINO CPU"}[chosen["device"]]
+    provider += " bf16" if chosen["bf16"] else ""
+    assert (json.loads(result.stdout)["provider"], json.loads(result.stdout)["precision"]) == (
+        provider,
+        chosen["precision"],
+    )
+    if chosen["device"] == "openvino":
         assert any((tmp_path / "cache" / "edge-search" / "openvino").iterdir())  # the compiled model, for next time
     query = edge_search("query", str(trained.photo("motorcycle_left.png")), "--exclude-self", "-k", "1", "-f", env=env)
     assert query.returncode == 0, query.stderr
