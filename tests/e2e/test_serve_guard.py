@@ -69,15 +69,7 @@ def test_a_cross_site_login_is_refused_and_cannot_lock_the_user_out(guarded):
 
 
 def test_a_signed_in_browser_is_never_locked_out_and_its_cookie_is_not_the_token(guarded):
-    import http.client
-
-    key, cookie = login_form(guarded)
-    body = urllib.parse.urlencode({"token": TOKEN, "form_key": key})
-    connection = http.client.HTTPConnection("127.0.0.1", guarded.port, timeout=30)
-    connection.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
-    answer = connection.getresponse()
-    assert answer.status == 303
-    session = next(v for k, v in answer.getheaders() if k.lower() == "set-cookie" and "edge_search_session" in v)
+    session = set_cookie_of_a_sign_in(guarded)
     value = session.split(";", 1)[0].split("=", 1)[1]
     assert TOKEN not in value and "HttpOnly" in session and "SameSite=strict" in session.replace("Strict", "strict")
     assert "Secure" not in session  # plain HTTP on loopback; behind HTTPS the cookie is Secure
@@ -111,8 +103,8 @@ def test_a_signed_out_session_stays_signed_out_after_a_restart(indexed):
         second.stop()
 
 
-def signed_in_cookie(service: Service) -> str:
-    """The session cookie a browser gets from a good sign-in, as a Cookie header."""
+def set_cookie_of_a_sign_in(service: Service) -> str:
+    """The Set-Cookie header of the session a browser gets from a good sign-in (303 to the page)."""
     import http.client
 
     key, cookie = login_form(service)
@@ -121,8 +113,12 @@ def signed_in_cookie(service: Service) -> str:
     connection.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
     answer = connection.getresponse()
     assert answer.status == 303
-    session = next(v for k, v in answer.getheaders() if k.lower() == "set-cookie" and "edge_search_session" in v)
-    return session.split(";", 1)[0]
+    return next(v for k, v in answer.getheaders() if k.lower() == "set-cookie" and "edge_search_session" in v)
+
+
+def signed_in_cookie(service: Service) -> str:
+    """The session cookie a browser gets from a good sign-in, as a Cookie header."""
+    return set_cookie_of_a_sign_in(service).split(";", 1)[0]
 
 
 def test_without_a_token_only_loopback_and_allowed_host_names_are_answered(indexed):
