@@ -203,6 +203,29 @@ class Manifest:
         return manifest
 
 
+def missing_bundle(root: Path) -> str:
+    """Why `root` is no bundle, and the way out that is safe for what is there: `export-model --out` only for a
+    folder that does not exist or is empty (export-model would replace anything else, with --force); a Hugging
+    Face checkpoint is exported from, never into."""
+    pointer = "or point --model / EDGE_SEARCH_MODEL at the folder export-model wrote."
+    elsewhere = "the folder export-model wrote (--model / EDGE_SEARCH_MODEL)."
+    if (root / "config.json").is_file():
+        return (
+            f"{root} is a Hugging Face checkpoint, not a model bundle (no {MANIFEST_NAME}). Export a bundle from it "
+            f"into a new folder, `export-model --model {root} --out NEW_FOLDER`, and pass that folder as --model."
+        )
+    try:
+        empty = not any(root.iterdir())
+    except OSError:  # no such folder (or not one): export-model may create it
+        empty = not root.exists()
+    if empty:
+        return (
+            f"No model bundle at {root} (no {MANIFEST_NAME} there). Create one with `export-model --out {root}`, "
+            + pointer
+        )
+    return f"No model bundle at {root}: the folder holds other files and no {MANIFEST_NAME}. Give --model " + elsewhere
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A loaded, size-checked bundle directory."""
@@ -216,10 +239,7 @@ class Bundle:
         root = Path(root).expanduser()
         manifest_path = root / MANIFEST_NAME
         if not manifest_path.is_file():
-            raise BundleError(
-                f"No model bundle at {root} (no {MANIFEST_NAME} there). Create one with `export-model --out {root}`, "
-                "or point --model / EDGE_SEARCH_MODEL at an existing bundle."
-            )
+            raise BundleError(missing_bundle(root))
         try:
             raw_bytes = manifest_path.read_bytes()
             raw = json.loads(raw_bytes)

@@ -70,3 +70,21 @@ def test_a_known_failure_that_did_not_change_is_not_news(tmp_path, tiny_bundle, 
     )  # fmt: skip
     listed = run_script("edge-search", "info", "--failed", env=env)
     assert "broken.jpg" in listed.stdout
+
+
+def test_a_checkpoint_or_a_photo_folder_given_as_the_model_gets_advice_that_cannot_destroy_it(
+    tmp_path, tiny_bundle, tiny_checkpoint, photo_dir
+):
+    """Only an empty or missing folder is offered as export-model's --out (which would replace anything else)."""
+    env = cli_env(tmp_path, tiny_bundle)
+    photo = str(photo_dir / "img01.png")
+    checkpoint = run_script("edge-search", "embed", photo, "--model", str(tiny_checkpoint), env=env)
+    assert "is a Hugging Face checkpoint, not a model bundle" in checkpoint.stderr
+    assert f"--model {tiny_checkpoint} --out NEW_FOLDER" in " ".join(checkpoint.stderr.split())
+    assert f"--out {tiny_checkpoint}`" not in checkpoint.stderr
+    pictures = run_script("edge-search", "embed", photo, "--model", str(photo_dir), env=env)
+    assert "holds other files" in pictures.stderr and "--out" not in pictures.stderr
+    missing = run_script("edge-search", "embed", photo, "--model", str(tmp_path / "new-bundle"), env=env)
+    assert f"export-model --out {tmp_path / 'new-bundle'}" in " ".join(missing.stderr.split())
+    for result in (checkpoint, pictures, missing):
+        assert result.returncode == 3 and "Traceback" not in result.stderr
