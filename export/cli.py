@@ -178,6 +178,7 @@ def export_model(
             help="Token merging (ToMe): every block but the last merges this many pairs of similar tokens, so "
             "later blocks run on fewer (speed and search quality per setting: docs/export.md). A different "
             "embedding: an index built with another setting has to be built again. [default: 0, no merging]",
+            show_default=False,
         ),
     ] = 0,
     version: Annotated[

@@ -717,8 +717,9 @@ def verify(
         )
     else:
         marks = {"ok": "ok  ", "fail": "FAIL", "info": "info"}
+        width = max((len(check.name) for check in report.checks), default=0)  # one column, whatever the names
         for check in report.checks:
-            echo(f"{marks[check.status]} {check.name:<14} {check.detail}")
+            echo(f"{marks[check.status]} {check.name:<{width}}  {check.detail}")
         echo("everything checks out" if report.ok else "some checks failed (FAIL above)")
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)

@@ -295,7 +295,10 @@ def search_results(answer: Answer, result: Any, montage: Path | None = None) -> 
         emit_paths((hit.path for hit in result.hits), nul=answer.print0)
         return
     if not result.hits:
-        echo("No results (the index is empty, or nothing scored above --min-score or lies under --under).")
+        echo(
+            "No results: the index is empty, or nothing matched the filters given (--min-score, --under, "
+            "--after / --before, --type)."
+        )
     for hit in result.hits:
         echo(f"{hit.rank:>3}  {hit.score:.4f}  {human(hit.path)}{moments(hit)}")
     err.print(

@@ -50,7 +50,7 @@ def _check_token(host: str, token: str | None, no_auth: bool) -> None:
             "--no-auth if you mean it."
         )
     if token and (token.lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LENGTH):
-        weak = "the README's placeholder" if token.lower() in PLACEHOLDER_TOKENS else f"{len(token)} characters"
+        weak = "docs/serve.md's placeholder" if token.lower() in PLACEHOLDER_TOKENS else f"{len(token)} characters"
         raise UsageError(
             f"Refusing to listen on {host} with a weak token ({weak}): on a network it must be at least "
             f"{MIN_TOKEN_LENGTH} characters and not a placeholder. Make one with {MAKE_A_TOKEN}."

@@ -23,6 +23,11 @@ def test_info_index_dupes_and_verify_say_what_they_mean(tmp_path, tiny_bundle, p
     assert re.search(r"\d+(\.\d)? (B|KB|MB)", dupes)
     verify = run_script("edge-search", "verify", env=env)
     assert "--device cuda was requested" not in verify.stdout + verify.stderr
+    rows = [line for line in verify.stdout.splitlines() if line[:4] in ("ok  ", "FAIL", "info")]
+    starts = {re.match(r"^.{4} (.*?\S) {2,}(\S)", line).start(2) for line in rows}
+    assert len(rows) > 5 and len(starts) == 1  # the details in one column, however long the names
+    empty = run_script("edge-search", "query", str(photo_dir / "img01.png"), "--after", "2090", env=env)
+    assert empty.returncode == 0 and "--after / --before" in empty.stdout
 
 
 def test_a_folder_that_does_not_exist_is_one_line_before_anything_is_loaded(tmp_path, tiny_bundle):
