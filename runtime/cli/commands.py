@@ -631,8 +631,8 @@ def dupes(
             echo(f"  {mark}  {size:>11}  {human_size(file.size):>8}  {when}  {human(file.path)}")
     err.print(
         f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
-        f"images · threshold {report.threshold:g} ({report.threshold_source}) · {report.seconds:.1f} s"
-        + (f" · montages in {montage_dir}" if montage_dir else "")
+        f"photos (videos are not compared) · threshold {report.threshold:g} ({report.threshold_source})"
+        f" · {report.seconds:.1f} s" + (f" · montages in {montage_dir}" if montage_dir else "")
     )
 
 

@@ -34,6 +34,11 @@ def human(path: str) -> str:
     return visible(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
+def plural(count: int, word: str) -> str:
+    """'1 video', '2 videos'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def human_size(size: float) -> str:
     """1234567 -> "1.2 MB" (decimal units, as file managers show them)."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -58,8 +63,12 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     merging = data.get("token_merging")
     return [
         ("index", human(data["index"])),
-        ("images", f"{data['count']}" + (f" · {failed} failed (edge-search info --failed)" if failed else "")),
-        *([("videos", f"{data['videos']} ({data['frames']} frames embedded)")] if data.get("videos") else []),
+        (
+            "files",
+            plural(data["count"] - (data.get("videos") or 0), "photo")
+            + (f" · {plural(data['videos'], 'video')} ({data['frames']} frames embedded)" if data.get("videos") else "")
+            + (f" · {failed} failed (edge-search info --failed)" if failed else ""),
+        ),
         ("bundle", f"{data['bundle_path'] or 'none yet'}" + (f" (identity {identity}…)" if identity else "")),
         (
             "model",

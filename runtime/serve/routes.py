@@ -46,12 +46,13 @@ async def page(request: Request) -> Response:
 async def health(request: Request) -> Response:
     service = _service(request)
     model = service.model
-    count = await service.call(lambda: service.library.reader().catalog.count())
+    count, videos = await service.call(service.library_counts)
     watch = service.watcher.status.as_dict() if service.watcher else {"mode": "off"}
     return JsonAnswer(
         {
             "ok": True,
-            "count": count,
+            "count": count,  # files: photos and videos
+            "videos": videos,
             "provider": model.provider,
             "precision": model.precision,
             "random_weights": model.random_weights,

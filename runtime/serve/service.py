@@ -141,6 +141,11 @@ class Service:
         catalog = self.library.reader().catalog
         return open_photo(catalog.served_file(key), catalog.roots(), key)
 
+    def library_counts(self) -> tuple[int, int]:
+        """(files indexed, videos among them), run in the worker."""
+        catalog = self.library.reader().catalog
+        return catalog.count(), catalog.count_videos()[0]
+
     def check_id(self, key: int) -> None:
         """A JSON 404 unless `key` is an indexed photo (run in the worker)."""
         if self.library.reader().catalog.served_file(key) is None:

@@ -6,6 +6,7 @@ moved video costs nothing; a truncated video and a text file named .mp4 are skip
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -36,6 +37,10 @@ def library(trained_bundles, tmp_path_factory):
     assert f"failed: {folder / 'cut short.mp4'}: cannot read the video" in indexed.stderr
     assert f"failed: {folder / 'notes.mp4'}: cannot read the video" in indexed.stderr
     assert "video frames embedded" in indexed.stdout
+    info = run_script("edge-search", "info", env=env).stdout  # a video counts once, as a video, not a photo
+    assert re.search(rf"^files +{len(OTHERS)} photos · 1 video \(\d+ frames embedded\)", info, re.M), info
+    dupes = run_script("edge-search", "dupes", env=env)
+    assert f"among {len(OTHERS)} photos (videos are not compared)" in dupes.stderr
     return env, folder, spans
 
 

@@ -320,7 +320,7 @@ async function showStart(note) {
     const folders = info.roots.map((r) => visible(r.path));
     const where = folders.length ? ` in ${folders.length === 1 ? folders[0] : `${folders.length} folders`}` : "";
     render(latest.results, (note ? note + " " : "") + (info.count
-      ? `${info.count.toLocaleString()} photos${where}. Added last:`
+      ? `${libraryCount(info.count, info.videos)}${where}. Added last:`
       : "The library is empty: index a folder with `edge-search index DIR`."));
   } catch (error) {
     if (mine === searchId) say(error.message, true);
@@ -364,11 +364,18 @@ function engineName(provider) {
   return names[provider] || (provider || "").replace(/ CPU$/, "");
 }
 
+// "51 photos and 1 video": the files the library holds (a video counts once, however many frames it has)
+function libraryCount(files, videos) {
+  const photos = files - (videos || 0);
+  const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
+  return videos ? `${plural(photos, "photo")} and ${plural(videos, "video")}` : plural(photos, "photo");
+}
+
 async function refreshStatus() {
   try {
     const health = await api("/api/health");
     const watch = health.watch;
-    let text = `${health.count.toLocaleString()} photos · ${engineName(health.provider)} · ${health.precision}`;
+    let text = `${libraryCount(health.count, health.videos)} · ${engineName(health.provider)} · ${health.precision}`;
     if (watch && watch.indexing) text += " · indexing new photos…";
     else if (watch && watch.mode === "events") text += ` · watching ${watch.roots.length} folder${watch.roots.length === 1 ? "" : "s"}`;
     els.status.textContent = text;
