@@ -221,6 +221,15 @@ def index_announcement(directory: Path, opened: Any, ray: str | None) -> None:
     )
 
 
+def _skipped(problems: list[tuple[str, str]]) -> str:
+    """' · skipped 131 (131 symlinks leading out: --follow-links includes them)': what the lines above listed."""
+    if not problems:
+        return ""
+    links = sum("outside the indexed folders" in reason for _, reason in problems)
+    why = f" ({links} symlink(s) leading out of the indexed folders: --follow-links includes them)" if links else ""
+    return f" · skipped {len(problems)}{why}"
+
+
 def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> None:
     """An index run's outcome: JSON on stdout, or the skipped and failed files then one summary line."""
     if as_json:
@@ -241,6 +250,7 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         + (f" · {report.frames} video frames embedded" if report.frames else "")
         + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
         + (f" · dates taken recorded for {earlier} indexed before (nothing re-embedded)" if earlier > 0 else "")
+        + _skipped(report.problems)
     )
     if report.videos_skipped:
         say(

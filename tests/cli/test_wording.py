@@ -93,3 +93,17 @@ def test_a_checkpoint_or_a_photo_folder_given_as_the_model_gets_advice_that_cann
     assert f"export-model --out {tmp_path / 'new-bundle'}" in " ".join(missing.stderr.split())
     for result in (checkpoint, pictures, missing):
         assert result.returncode == 3 and "Traceback" not in result.stderr
+
+
+def test_a_run_that_skipped_files_counts_them_and_why_in_its_summary(tmp_path, tiny_bundle, photo_dir):
+    """A folder of symlinks to photos elsewhere indexes nothing: the summary line says so, and what to do."""
+    links = tmp_path / "links"
+    links.mkdir()
+    for image in sorted(photo_dir.glob("img0[1-3].*")):
+        (links / image.name).symlink_to(image)
+    env = cli_env(tmp_path, tiny_bundle)
+    result = run_script("edge-search", "index", str(links), env=env)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "0 files indexed" in summary and "skipped 3 (3 symlink(s) leading out" in summary
+    assert "--follow-links includes them" in summary
