@@ -623,7 +623,7 @@ def dupes(
         emit_paths((file.path for group in report.groups for file in group.files[1:]), nul=print0)
         return
     for number, group in enumerate(report.groups, 1):
-        echo(f"group {number} · {group.kind} · {len(group.files)} files")
+        echo(f"group {number} · {group.kind} · {len(group.files)} files · keep: {group.kept_because}")
         for file, score in zip(group.files, group.scores_to_keep):
             mark = "keep " if file.path == group.keep else f"{score:.4f}"
             size = f"{file.width}x{file.height}" if file.width else "?"

@@ -107,12 +107,14 @@ class DupeGroup:
     scores_to_keep: list[float]  # per file, its cosine similarity to the keeper (1.0 for the keeper)
     pairs: list[tuple[int, int, float]]  # (index in files, index in files, cosine)
     pixels_to_keep: list[PixelVerdict | None] = field(default_factory=list)  # near groups: per member, the check
+    kept_because: str = ""  # the rule of `_preference` that chose the keeper over the others, in words
 
     def as_dict(self) -> dict[str, Any]:
         checks = self.pixels_to_keep or [None] * len(self.files)
         return {
             "kind": self.kind,
             "keep": self.keep,
+            "kept_because": self.kept_because,
             "paths": [f.path for f in self.files],
             "files": [
                 {**f.as_dict(), "score_to_keep": round(s, 6), "pixels_to_keep": c.as_dict() if c else None}
@@ -327,6 +329,27 @@ def _preference(file: DupeFile) -> tuple:
     return (file.pixels, -file.timestamp, file.camera, not file.copy_like_name, file.size, -len(file.path))
 
 
+def why_kept(files: list[DupeFile]) -> str:
+    """Which rule of `_preference` chose `files[0]` over the best of the others: the first one where they differ,
+    with the keeper's value ('the most pixels (4000x3000)', 'the oldest (2018-06-01 10:00:00)')."""
+    keeper = files[0]
+    if len(files) < 2:
+        return "the only file"
+    best_other = max(_preference(f) for f in files[1:])
+    reasons = (
+        f"the most pixels ({keeper.width}x{keeper.height})",
+        f"the oldest ({keeper.taken or keeper.modified})",
+        "its EXIF names a camera",
+        "its name is not a copy's",
+        "the largest file",
+        "the shortest path",
+    )
+    for reason, mine, theirs in zip(reasons, _preference(keeper), best_other):
+        if mine != theirs:
+            return reason
+    return "the first listed (nothing else tells them apart)"
+
+
 def _keeper_first(keeper: int, rows: list[int]) -> list[int]:
     return [keeper] + sorted((r for r in rows if r != keeper), key=lambda r: r)
 
@@ -340,7 +363,8 @@ def _group(
     pairs = []
     if count <= MAX_PAIRS_GROUP:
         pairs = [(a, b, float(similarity[a, b])) for a in range(count) for b in range(a + 1, count)]
-    return DupeGroup(kind, files, files[0].path, [float(s) for s in similarity[0]], pairs, checks or [])
+    scores = [float(s) for s in similarity[0]]
+    return DupeGroup(kind, files, files[0].path, scores, pairs, checks or [], why_kept(files))
 
 
 def _describe(row: tuple) -> DupeFile:

@@ -99,3 +99,23 @@ def test_the_json_report_counts_redundant_files_and_describes_each(tmp_path):
         1.0,
     )
     assert data["groups"][1]["pairs"][0] == {"a": 0, "b": 1, "score": 1.0}
+
+
+def test_the_keeper_is_explained_by_the_rule_that_chose_it():
+    """The caption says which rule decided, per group, not a fixed string: a larger copy made later is kept for
+    its pixels (it is not the oldest); among the same pixels, the oldest; then camera EXIF; then the name."""
+    from edge_search.runtime.jobs.dupes import DupeFile, why_kept
+
+    def copy(path, width, taken, stamp, camera=False):
+        return DupeFile(0, path, 1000, "2024-01-01 00:00:00", None, width, width * 3 // 4, 0, taken, camera, stamp)
+
+    big_new = copy("/p/IMG_1.jpg", 4000, "2023-05-01 10:00:00", 1.68e9)
+    small_old = copy("/p/IMG_1 small.jpg", 2000, "2018-06-01 09:00:00", 1.53e9)
+    assert why_kept([big_new, small_old]) == "the most pixels (4000x3000)"
+    old_twin = copy("/p/a.jpg", 2000, "2018-06-01 09:00:00", 1.53e9)
+    assert why_kept([old_twin, copy("/p/b.jpg", 2000, None, 1.7e9)]) == "the oldest (2018-06-01 09:00:00)"
+    with_camera = copy("/p/c.jpg", 2000, None, 1.7e9, camera=True)
+    assert why_kept([with_camera, copy("/p/d.jpg", 2000, None, 1.7e9)]) == "its EXIF names a camera"
+    assert why_kept([copy("/p/e.jpg", 2000, None, 1.7e9), copy("/p/e (1).jpg", 2000, None, 1.7e9)]) == (
+        "its name is not a copy's"
+    )

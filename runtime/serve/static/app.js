@@ -270,7 +270,7 @@ function renderGroups(report) {
       badge.textContent = i === 0 ? "suggested keeper" : `${file.score_to_keep.toFixed(4)} to keeper`;
       const pixels = document.createElement("div");
       pixels.className = "pixels";
-      if (i === 0) pixels.textContent = "the original: most pixels, oldest";
+      if (i === 0) pixels.textContent = `kept: ${group.kept_because}`;
       else if (group.kind === "exact") pixels.textContent = "identical bytes";
       else if (file.pixels_to_keep) {
         const check = file.pixels_to_keep;
