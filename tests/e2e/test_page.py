@@ -294,6 +294,20 @@ def served_page(browser, env: dict, **context_options) -> Iterator[tuple[Service
     assert errors == []
 
 
+def test_more_like_this_shows_the_new_results_from_their_top_on_a_phone(browser, indexed):
+    env, _ = indexed
+    with phone_page(browser, env) as (_, page):
+        expect(page.locator("#results .hit")).to_have_count(12)
+        far_down = page.locator("#results .hit").nth(11)
+        far_down.scroll_into_view_if_needed()
+        page.wait_for_function("window.scrollY > 300")  # the last tiles, well below the header
+        far_down.locator("a.similar").tap()
+        page.wait_for_url("**/#similar/*")
+        expect(page.locator("#results .hit")).to_have_count(11)
+        page.wait_for_function("window.scrollY === 0")  # the query photo and the best matches on screen
+        expect(page.locator("#query")).to_be_in_viewport()
+
+
 def test_back_and_forward_redraw_each_view_an_upload_included(browser, indexed):
     env, photos = indexed
     with desktop_page(browser, env) as (service, page):

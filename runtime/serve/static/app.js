@@ -247,6 +247,7 @@ function viewForm(view) {
 
 function searchSimilar(id, name) {
   showQuery(`/api/thumb/${id}`, name || `photo ${id}`);
+  window.scrollTo(0, 0); // the new results from their header and best matches, not where the last list was
   search(() => api(`/api/similar/${id}?${new URLSearchParams(options())}`));
 }
 
