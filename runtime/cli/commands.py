@@ -624,11 +624,13 @@ def dupes(
         return
     for number, group in enumerate(report.groups, 1):
         echo(f"group {number} · {group.kind} · {len(group.files)} files · keep: {group.kept_because}")
-        for file, score in zip(group.files, group.scores_to_keep):
+        checks = group.pixels_to_keep or [None] * len(group.files)
+        for file, score, check in zip(group.files, group.scores_to_keep, checks):
             mark = "keep " if file.path == group.keep else f"{score:.4f}"
             size = f"{file.width}x{file.height}" if file.width else "?"
             when = file.taken or file.modified
-            echo(f"  {mark}  {size:>11}  {human_size(file.size):>8}  {when}  {human(file.path)}")
+            mirrored = "  (mirrored)" if check is not None and check.mirrored else ""
+            echo(f"  {mark}  {size:>11}  {human_size(file.size):>8}  {when}  {human(file.path)}{mirrored}")
     err.print(
         f"{len(report.groups)} group(s), {report.redundant_files} file(s) beside their keeper, among {report.files} "
         f"photos (videos are not compared) · threshold {report.threshold:g} ({report.threshold_source})"

@@ -249,7 +249,11 @@ def index_report(report: Any, opened: Any, directory: Path, as_json: bool) -> No
         + (f" · embedded by {report.cluster}" if report.cluster else "")
         + (f" · {report.frames} video frames embedded" if report.frames else "")
         + (f" · pixel signatures made for {report.signed} (nothing re-embedded)" if report.signed else "")
-        + (f" · dates taken recorded for {earlier} indexed before (nothing re-embedded)" if earlier > 0 else "")
+        + (
+            f" · dates taken recorded for {earlier} files indexed without one (nothing re-embedded)"
+            if earlier > 0
+            else ""
+        )
         + _skipped(report.problems)
     )
     if report.videos_skipped:

@@ -445,7 +445,7 @@ class IndexReader:
         meta = self.meta
         if not meta.bound:
             raise IndexMissing.never_completed(self.directory)
-        problem = "no generation has been published yet"
+        problem = None
         for _attempt in range(3):
             name, sha = _current(self.catalog)
             if not name:
@@ -457,7 +457,11 @@ class IndexReader:
                 if _current(self.catalog)[0] != name:
                     continue  # a writer published a new generation meanwhile: read that one
                 break
-        self._note(f"{problem} Rebuilt the index from the catalog.")
+        self._note(
+            f"{problem} Rebuilt the index from the catalog."
+            if problem
+            else "The first index is still running: this searched what it has committed so far."
+        )
         index = _build_from_catalog(self.catalog, meta.settings)
         self._repair()
         return index

@@ -364,6 +364,10 @@ def test_the_camera_original_is_kept_not_a_mirrored_larger_resave_nor_a_copy_nam
     body = report.as_dict()["groups"][0]["files"]
     assert body[0]["camera"] and body[0]["taken"] == "2021-07-14 18:02:11" and body[0]["pixels_to_keep"] is None
     assert all(f["pixels_to_keep"]["same"] for f in body[1:])
+    shown = run_script("edge-search", "dupes", "--threshold", "0.99", env=cli_env(tmp_path, tiny_bundle)).stdout
+    assert "keep: its name is not a copy's" in shown  # what told it from its closest rival, the named copy
+    lines = {Path(line.removesuffix("  (mirrored)").split("  ")[-1]).name: line for line in shown.splitlines()}
+    assert lines["beach.jpg"].endswith("(mirrored)") and not lines["IMG_0412 (1).jpg"].endswith("(mirrored)")
 
 
 def test_an_index_from_before_pixel_signatures_gets_them_from_the_next_index_without_reembedding(
