@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from served import Service
 
-from conftest import CALIBRATION_PHOTOS, cli_env, make_slideshow, run_script
+from conftest import CALIBRATION_PHOTOS, cli_env, make_slideshow, photo, run_script
 
 pytestmark = pytest.mark.browser  # tier: CONTRIBUTING.md "The test tiers"
 
@@ -143,6 +143,7 @@ def test_a_bad_file_shows_the_reason_on_the_page(browser, indexed, tmp_path):
         page.set_input_files("#file", str(broken))
         page.wait_for_selector("#message.error")
         assert "cannot be searched" in page.inner_text("#message") and page.locator("#results .hit").count() == 0
+        expect(page.locator("#query-image")).to_be_hidden()  # no broken-image icon beside the error
         page.reload()  # the failed search is not what the page comes back to: the start page, saying so
         expect(page.locator("#message")).to_contain_text("did not finish: choose the photo again")
         expect(page.locator("#query")).to_be_hidden()
@@ -513,3 +514,52 @@ def test_a_video_result_shows_its_frame_and_time_and_plays_from_that_moment(brow
     finally:
         service.stop()
     assert errors == []
+
+
+LONG_NAME = "Kite_mirrored_over_the_dunes_at_dusk-with-friends.jpg"
+
+
+@pytest.fixture
+def long_names(tmp_path, tiny_bundle):
+    folder = tmp_path / "a rather long folder name for the summer holidays of 2024"
+    folder.mkdir()
+    for i in range(3):
+        photo(60 + i).save(folder / (LONG_NAME if i == 0 else f"short{i}.jpg"))
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(folder), env=env).returncode == 0
+    return env
+
+
+def test_a_long_file_name_keeps_its_name_in_view_and_wraps_only_at_separators_on_a_phone(browser, long_names):
+    tile_name = "#results .hit .name:has(.file:text-matches('Kite_'))"
+    with served_page(browser, long_names, viewport={"width": 1280, "height": 800}) as (_, page):
+        expect(page.locator(tile_name)).to_have_count(1)
+        widths = page.locator(tile_name).evaluate(
+            "n => ({file: n.querySelector('.file').clientWidth, whole: n.clientWidth,"
+            " needed: n.querySelector('.file').scrollWidth})"
+        )
+        assert widths["file"] >= min(widths["needed"], widths["whole"] * 0.6), widths  # the folder gave way first
+    with phone_page(browser, long_names) as (_, page):
+        expect(page.locator(tile_name)).to_have_count(1)
+        broken_inside = page.locator(tile_name).evaluate(
+            """n => {
+                const walker = document.createTreeWalker(n, NodeFilter.SHOW_TEXT);
+                const split = [];
+                for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                    const range = document.createRange();
+                    range.selectNodeContents(node);
+                    const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+                    if (lines.size > 1) split.push(node.textContent);
+                }
+                return split;
+            }"""
+        )
+        assert broken_inside == []  # each piece between separators stays on one line
+        assert page.locator(tile_name).evaluate("n => n.getClientRects()[0].height") > 20  # it did wrap
+
+
+def test_the_date_fields_show_a_format_not_a_value(browser, indexed):
+    env, _ = indexed
+    with served_page(browser, env) as (_, page):
+        assert page.get_attribute("#after", "placeholder") == "YYYY-MM"
+        assert page.get_attribute("#before", "placeholder") == "YYYY"

@@ -65,11 +65,29 @@ function shortName(path) {
   return visible(`${folder.length > 24 ? folder.slice(0, 23) + "…" : folder}/${parts[parts.length - 1]}`);
 }
 
+// A name shown in a tile: may break after / _ - . and spaces (a <wbr> there), never inside a word on a phone; on a
+// wide screen the folder gives way before the file name (two parts, the folder's ellipsised first).
+function setName(element, path, suffix = "") {
+  const shown = shortName(path) + suffix;
+  const cut = shown.lastIndexOf("/");
+  const parts = cut >= 0 ? [shown.slice(0, cut + 1), shown.slice(cut + 1)] : [shown];
+  element.replaceChildren(...parts.map((text, i) => {
+    const part = document.createElement("span");
+    part.className = i === parts.length - 1 ? "file" : "folder";
+    for (const piece of text.split(/(?<=[\/_\-. ])/)) part.append(piece, document.createElement("wbr"));
+    return part;
+  }));
+}
+
 function showResultsView() {
   els.groups.hidden = true;
   els.groups.replaceChildren();
   els.results.hidden = false;
 }
+
+// A query picture the browser cannot show (a text file uploaded as a photo) is hidden, not a broken-image icon
+// beside the service's clear error.
+els.queryImage.addEventListener("error", () => { els.queryImage.hidden = true; });
 
 // `name`: an indexed photo's path (shown as folder/name, the whole path on hover), or an upload's own label.
 function showQuery(src, name) {
@@ -162,7 +180,7 @@ function render(results, summary) {
     meta.className = "meta";
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = shortName(hit.path) + (isVideo(hit) && hit.at !== undefined ? ` @ ${formatTime(hit.at)}` : "");
+    setName(name, hit.path, isVideo(hit) && hit.at !== undefined ? ` @ ${formatTime(hit.at)}` : "");
     name.title = visible(hit.path);
     if (hit.score !== undefined) {
       const score = document.createElement("span");
