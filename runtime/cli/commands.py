@@ -178,6 +178,15 @@ def embed(
         raise ImagesFailed(f"{failed} of {done} image(s) could not be read (listed above).")
 
 
+def _say_missing_glyphs(names: Iterable[str]) -> None:
+    """Once per sheet-drawing command: names the fonts here cannot draw, and the package that can."""
+    from edge_search.runtime.jobs.fonts import missing_glyphs_note
+
+    note = missing_glyphs_note(names)
+    if note:
+        say("note:", "yellow", note)
+
+
 def _names_another_bundle(model: Path | None, library: Library) -> bool:
     """Whether --model names a bundle other than the one the index was built with (then it, not the index's
     stored embeddings, answers: a mismatch is reported as such)."""
@@ -497,6 +506,7 @@ def _query_here(command: QueryCommand, model_options: ModelOptions) -> None:
         montage_text = " + ".join(texts) if texts else None
         sources = [term.image for term in photos]
         write_montage(labels, sources, result.hits, command.montage, text=montage_text, frames=frames)
+        _say_missing_glyphs([*labels, *(hit.path for hit in result.hits)])
     answer = Answer(command.label, command.text, command.as_json, command.paths_only, command.print0, latency_ms)
     search_results(answer, result, montage=command.montage)
 
@@ -616,6 +626,7 @@ def dupes(
         from edge_search.runtime.jobs.montage import write_dupes_sheets
 
         write_dupes_sheets(report.groups, montage_dir)
+        _say_missing_glyphs(f.path for group in report.groups for f in group.files)
     if as_json:
         emit_json({**report.as_dict(), "montage": os.fspath(montage_dir) if montage_dir else None})
         return
