@@ -287,8 +287,12 @@ def _run_index(command: IndexCommand, model_options: ModelOptions) -> None:
             start_timeout_s=command.ray_timeout_s,
             batch_size=model_options.batch_size,
         )
-    if not command.as_json:
-        index_announcement(library.directory, opened, command.ray)
+
+    def started(files: int) -> None:  # the writer lock is held by then: a second indexer is refused before this
+        if not command.as_json:
+            index_announcement(library.directory, opened, command.ray)
+        progress.start(files)
+
     # Ray's driver prints cluster events (a node marked dead) on stdout: keep stdout for results
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if command.ray else contextlib.nullcontext()
     with _stop_on_signals() as stop, Progress(enabled=err.is_terminal and not command.as_json) as progress:
@@ -300,7 +304,7 @@ def _run_index(command: IndexCommand, model_options: ModelOptions) -> None:
                 run=RunOptions(
                     prune=command.prune,
                     publish_every_s=command.publish_every_s,
-                    on_start=progress.start,
+                    on_start=started,
                     on_file=progress.file,
                     stop=stop,
                 ),

@@ -4,6 +4,7 @@ advice about options nobody gave."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -107,3 +108,15 @@ def test_a_run_that_skipped_files_counts_them_and_why_in_its_summary(tmp_path, t
     summary = result.stdout.strip().splitlines()[-1]
     assert "0 files indexed" in summary and "skipped 3 (3 symlink(s) leading out" in summary
     assert "--follow-links includes them" in summary
+
+
+def test_a_second_indexer_is_refused_before_it_announces_anything(tmp_path, tiny_bundle, photo_dir):
+    from edge_search.runtime.model.bundle import Bundle
+    from edge_search.runtime.store.generations import IndexWriter
+
+    env = cli_env(tmp_path, tiny_bundle)
+    assert run_script("edge-search", "index", str(photo_dir), env=env).returncode == 0
+    with IndexWriter(tmp_path / "index", Bundle.load(tiny_bundle), precision="fp32"):  # the first indexer
+        second = run_script("edge-search", "index", str(photo_dir), env=env)
+    assert second.returncode != 0 and "Indexing into" not in second.stderr
+    assert "Traceback" not in second.stderr and str(os.getpid()) in second.stderr
