@@ -143,9 +143,11 @@ def test_the_cuda_note_is_shown_once_per_index_and_says_how_to_silence_it(photo_
     env.pop("EDGE_SEARCH_DEVICE")
     first = run_script("edge-search", "index", str(photo_dir), env=env)
     assert first.returncode == 0 and first.stderr.count("CUDA") >= 1 and "EDGE_SEARCH_DEVICE=cpu" in first.stderr
-    query = run_script("edge-search", "query", str(photo_dir / "img01.png"), env=env)
+    new = tmp_path / "new.jpg"  # not in the index: the model runs (a photo of the index would need none)
+    photo(4242).save(new)
+    query = run_script("edge-search", "query", str(new), env=env)
     assert query.returncode == 0 and "CUDA" not in query.stderr
-    verbose = run_script("edge-search", "query", str(photo_dir / "img01.png"), "-v", env=env)
+    verbose = run_script("edge-search", "query", str(new), "-v", env=env)
     assert "CUDA" in verbose.stderr
 
 
