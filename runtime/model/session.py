@@ -236,24 +236,43 @@ def tuning_of(bundle: Bundle, threads: int | None, *, measure: bool = True, agai
     if found is not None or not (measure or again):
         return found
     for announce in tuning.ANNOUNCERS:
-        announce("measuring this machine's engines for this model, once (a few seconds; `verify --retune` redoes it)")
+        announce("measuring this machine's engines for this model, once (under a minute; `verify --retune` redoes it)")
     fp32 = bundle.manifest.files.get("fp32")
     references = np.asarray(fp32.reference, dtype=np.float64) if fp32 is not None and fp32.reference else None
     found = tuning.run_trials(
         tuning.candidates(bundle.precisions, openvino_installed()),
-        lambda candidate: _open_candidate(bundle, candidate, threads),
+        lambda candidate: open_candidate(bundle, candidate, threads),
         selfcheck.reference_pixels(*bundle.manifest.preprocess.input_hw()),  # what `references` were made from
         references,
+        lambda candidate: _cold_start(bundle, candidate, threads),
     )
     tuning.remember(key, found)
     return found
 
 
-def _open_candidate(bundle: Bundle, candidate: tuning.Candidate, threads: int | None) -> EmbeddingSession:
+def open_candidate(
+    bundle: Bundle, candidate: tuning.Candidate, threads: int | None, one_shot: bool = False
+) -> EmbeddingSession:
+    """A session of one candidate engine, importing only that engine (OpenVINO's path never imports onnxruntime)."""
     if candidate.device == "openvino":
         path = bundle.model_path(candidate.precision)
         return open_openvino(path, candidate.precision, OpenVinoOptions(), threads, bf16=candidate.bf16)
-    return open_session(bundle, device="cpu", precision=candidate.precision, threads=threads)[0]
+    return open_session(bundle, device="cpu", precision=candidate.precision, threads=threads, one_shot=one_shot)[0]
+
+
+def _cold_start(bundle: Bundle, candidate: tuning.Candidate, threads: int | None) -> float:
+    """Seconds a fresh process takes to import `candidate`'s engine, open the graph and answer once
+    (`model.cold_start`): what a cold query pays. Raises ProviderError when that process fails."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "edge_search.runtime.model.cold_start", str(bundle.root), candidate.device,
+               candidate.precision, "bf16" if candidate.bf16 else "-", str(threads or default_threads())]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        return float(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        raise ProviderError(f"{candidate.label} could not start in a new process", reason="no cold start") from None
 
 
 def auto_choices(bundle: Bundle, threads: int | None = None) -> dict[str, Plan]:

@@ -4,11 +4,11 @@ Which engine is fastest depends on the CPU in ways flags do not tell: on an AMX 
 graph in bf16 beat every int8 path (44.8 images/s against 40.8 for OpenVINO int8-static, 35.2 for onnxruntime
 int8), on an AVX2-only EPYC onnxruntime's int8 beat OpenVINO's (0.76x), and a cold query pays OpenVINO's import
 and compile. So the first time a bundle runs under `auto` on a machine, every CPU engine x graph it can run is
-timed for each kind of job (throughput at the indexing batch for `index`, `serve`, `watch`; opening plus the
-first answer for `query`, `embed`), each is checked against the bundle's fp32 reference embeddings (its gate:
+timed for each kind of job (throughput at the indexing batch for `index`, `serve`, `watch`; for `query`, `embed`
+what a new process pays to import the engine, open the graph and answer once, `cold_start`), each is checked against the bundle's fp32 reference embeddings (its gate:
 fp32 0.9999, bf16 0.999, int8 0.995 cosine), and the fastest that passes is kept, in the user's cache, keyed by
-the CPU (model and flags), the engines' versions, the bundle's identity and the thread count. The trial takes a
-few seconds, once, and is announced; `edge-search verify --retune` runs it again; `info` shows the table.
+the CPU (model and flags), the engines' versions, the bundle's identity and the thread count. The trial takes
+under a minute, once (26 s for ViT-B/16 on 2 cores), and is announced; `edge-search verify --retune` runs it again; `info` shows the table.
 `--device` and `--precision` still choose for themselves. GPUs (CUDA, TensorRT) are tried before any of this.
 """
 
@@ -153,16 +153,19 @@ def measure(
     open_candidate: Callable[[Candidate], Any],
     pixels: np.ndarray,
     references: np.ndarray | None,
+    cold_start: Callable[[Candidate], float] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Trial:
-    """Time one candidate: opening it and its first answer (one image), then ROUNDS batches of BATCH after a warm
-    one; and its embeddings of the reference inputs `pixels` against `references` (the bundle's fp32 ones)."""
+    """Time one candidate: what a cold query pays for it (`cold_start`: a fresh process importing the engine,
+    opening the graph and answering once; without it, opening and answering in this process, where an engine
+    already imported looks cheaper than it is), then ROUNDS batches of BATCH after a warm one; and its embeddings of
+    the reference inputs `pixels` against `references` (the bundle's fp32 ones)."""
     batch = np.concatenate([pixels] * (BATCH // len(pixels) + 1))[:BATCH]
     try:
         started = clock()
         session = open_candidate(candidate)
         session.run(pixels[:1])
-        first = clock() - started
+        first = clock() - started if cold_start is None else cold_start(candidate)
         session.run(batch)
         started = clock()
         for _ in range(ROUNDS):
@@ -229,6 +232,7 @@ def run_trials(
     open_candidate: Callable[[Candidate], Any],
     pixels: np.ndarray,
     references: np.ndarray | None,
+    cold_start: Callable[[Candidate], float] | None = None,
 ) -> Tuning:
-    trials = tuple(measure(c, open_candidate, pixels, references) for c in found)
+    trials = tuple(measure(c, open_candidate, pixels, references, cold_start) for c in found)
     return Tuning(trials, time.strftime("%Y-%m-%d %H:%M:%S"))
