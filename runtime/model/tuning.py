@@ -4,11 +4,12 @@ Which engine is fastest depends on the CPU in ways flags do not tell: on an AMX 
 graph in bf16 beat every int8 path (44.8 images/s against 40.8 for OpenVINO int8-static, 35.2 for onnxruntime
 int8), on an AVX2-only EPYC onnxruntime's int8 beat OpenVINO's (0.76x), and a cold query pays OpenVINO's import
 and compile. So the first time a bundle runs under `auto` on a machine, every CPU engine x graph it can run is
-timed for each kind of job (throughput at the indexing batch for `index`, `serve`, `watch`; for `query`, `embed`
-what a new process pays to import the engine, open the graph and answer once, `cold_start`), each is checked against the bundle's fp32 reference embeddings (its gate:
-fp32 0.9999, bf16 0.999, int8 0.995 cosine), and the fastest that passes is kept, in the user's cache, keyed by
-the CPU (model and flags), the engines' versions, the bundle's identity and the thread count. The trial takes
-under a minute, once (26 s for ViT-B/16 on 2 cores), and is announced; `edge-search verify --retune` runs it again; `info` shows the table.
+timed for each kind of job (throughput at the indexing batch for `index`, `serve`, `watch`; for `query`,
+`embed` what a new process pays to import the engine, open the graph and answer once, `cold_start`), each is
+checked against the bundle's fp32 reference embeddings (its gate: fp32 0.9999, bf16 0.999, int8 0.995 cosine),
+and the fastest that passes is kept, in the user's cache, keyed by the CPU (model and flags), the engines'
+versions, the bundle's identity and the thread count. The trial takes under a minute, once (26 s for ViT-B/16
+on 2 cores), and is announced; `edge-search verify --retune` runs it again; `info` shows the table.
 `--device` and `--precision` still choose for themselves. GPUs (CUDA, TensorRT) are tried before any of this.
 """
 
