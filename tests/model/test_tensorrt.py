@@ -123,7 +123,8 @@ def test_tensorrt_on_this_machine_is_one_paragraph_and_exit_5_and_auto_is_unchan
     assert "--device tensorrt was requested" in refused.stderr and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) <= 3
     auto = edge_search("index", str(photo_dir), "--json", env={**env, "EDGE_SEARCH_DEVICE": "auto"})
-    assert auto.returncode == 0 and json.loads(auto.stdout)["provider"] == CPU
+    provider = json.loads(auto.stdout)["provider"]  # the CPU engine auto measured fastest here: no GPU
+    assert auto.returncode == 0 and provider in (CPU, "OpenVINO CPU", "OpenVINO CPU bf16")
     assert "TensorRT" not in auto.stderr
     engines = json.loads(edge_search("info", "--json", env=env).stdout)["engines"]
     assert not any("TensorRT" in engine for engine in engines.values())
