@@ -233,10 +233,14 @@ def tuning_of(bundle: Bundle, threads: int | None, *, measure: bool = True, agai
     versions = {"onnxruntime": ort.__version__, "openvino": openvino_version}
     key = tuning.machine_key(bundle.identity, threads or default_threads(), versions)
     found = None if again else tuning.cached(key)
-    if found is not None or not (measure or again):
+    retry = measure and tuning.stale(found)  # measured while the machine was busy, and it is quiet now
+    if (found is not None and not retry) or not (measure or again):
         return found
+    why = "again: the last time, other work kept the CPUs busy" if retry else "once"
     for announce in tuning.ANNOUNCERS:
-        announce("measuring this machine's engines for this model, once (under a minute; `verify --retune` redoes it)")
+        announce(
+            f"measuring this machine's engines for this model, {why} (under a minute; `verify --retune` redoes it)"
+        )
     fp32 = bundle.manifest.files.get("fp32")
     references = np.asarray(fp32.reference, dtype=np.float64) if fp32 is not None and fp32.reference else None
     found = tuning.run_trials(

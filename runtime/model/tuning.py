@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import numpy as np
 
 from edge_search.runtime.errors import EdgeSearchError
 from edge_search.runtime.files import cache_dir, write_atomically
-from edge_search.runtime.host import real_cpu_facts
+from edge_search.runtime.host import default_threads, real_cpu_facts
 
 LONG, ONE_SHOT = "index, serve, watch", "query, embed"  # the two kinds of job, as `info` names them
 JOBS = {LONG: False, ONE_SHOT: True}  # job -> one_shot
@@ -116,6 +117,7 @@ class Tuning:
 
     trials: tuple[Trial, ...]
     measured_at: str
+    busy: bool = False  # other work held the CPUs while it was measured: measured again once they are quiet
 
     def choice(self, job: str) -> Trial | None:
         return choose(self.trials, job)
@@ -131,11 +133,13 @@ class Tuning:
         return f"auto: measured fastest on this machine for {job} ({unit(chosen)}{runner_up})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "measured_at": self.measured_at, "trials": [t.as_dict() for t in self.trials]}
+        trials = [t.as_dict() for t in self.trials]
+        return {"schema": SCHEMA, "measured_at": self.measured_at, "busy": self.busy, "trials": trials}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tuning:
-        return cls(tuple(Trial.from_dict(t) for t in data["trials"]), str(data.get("measured_at", "")))
+        trials = tuple(Trial.from_dict(t) for t in data["trials"])
+        return cls(trials, str(data.get("measured_at", "")), bool(data.get("busy", False)))
 
 
 def candidates(precisions: Sequence[str], openvino_installed: bool) -> list[Candidate]:
@@ -237,5 +241,24 @@ def run_trials(
     references: np.ndarray | None,
     cold_start: Callable[[Candidate], float] | None = None,
 ) -> Tuning:
+    busy = machine_busy()
     trials = tuple(measure(c, open_candidate, pixels, references, cold_start) for c in found)
-    return Tuning(trials, time.strftime("%Y-%m-%d %H:%M:%S"))
+    return Tuning(trials, time.strftime("%Y-%m-%d %H:%M:%S"), busy)
+
+
+BUSY_LOAD = 0.5  # per CPU this process may use: a 1-minute load average above it means others compete for them
+
+
+def machine_busy() -> bool:
+    """Whether other work keeps this machine's CPUs busy now (the 1-minute load average): a measurement made then
+    may pick the wrong engine, so it is used but measured again once the machine is quiet."""
+    try:
+        return os.getloadavg()[0] > BUSY_LOAD * default_threads()
+    except OSError:  # no load average on this platform: taken as quiet
+        return False
+
+
+def stale(found: Tuning | None) -> bool:
+    """Whether a cached measurement should be made again now: it was made on a busy machine, and this one is
+    quiet."""
+    return found is not None and found.busy and not machine_busy()

@@ -239,3 +239,17 @@ def test_auto_measures_the_engines_once_announces_it_and_verify_retune_measures_
     assert "measuring" not in again.stderr  # cached for this machine and bundle
     retuned = edge_search("verify", "--retune", env=env)
     assert "measuring this machine's engines" in retuned.stderr and "engine OpenVINO fp32" in retuned.stdout
+
+
+def test_a_measurement_made_on_a_busy_machine_is_made_again_once_it_is_quiet(monkeypatch):
+    """Other work on the CPUs skews a measurement: it is used, and kept marked busy, until a quiet moment."""
+    import os
+
+    busy = measured("vnni")
+    busy = tuning.Tuning(busy.trials, busy.measured_at, busy=True)
+    assert tuning.Tuning.from_dict(busy.as_dict()) == busy  # cached with the mark
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 1.0, 1.0))  # far more than this machine's CPUs
+    assert tuning.machine_busy() and not tuning.stale(busy)  # still busy: no point in measuring again now
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not tuning.machine_busy() and tuning.stale(busy)
+    assert not tuning.stale(measured("vnni"))  # a quiet measurement is kept
