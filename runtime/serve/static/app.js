@@ -65,11 +65,14 @@ function shortName(path) {
   return visible(`${folder.length > 24 ? folder.slice(0, 23) + "…" : folder}/${parts[parts.length - 1]}`);
 }
 
-// A name shown in a tile: may break after / _ - . and spaces (a <wbr> there), never inside a word on a phone; on a
-// wide screen the folder gives way before the file name (two parts, the folder's ellipsised first).
+// A name shown in a tile: folder/name while both fit a tile's line, else the file name alone (the whole path on
+// hover): a long path shows the file, not its folder. It may break after / _ - . and spaces (a <wbr> there), never
+// inside a word, where a phone wraps it.
+const TILE_CHARACTERS = 32;
 function setName(element, path, suffix = "") {
-  const shown = shortName(path) + suffix;
-  const cut = shown.lastIndexOf("/");
+  let shown = shortName(path) + suffix;
+  let cut = shown.lastIndexOf("/");
+  if (cut >= 0 && shown.length > TILE_CHARACTERS) { shown = shown.slice(cut + 1); cut = -1; }
   const parts = cut >= 0 ? [shown.slice(0, cut + 1), shown.slice(cut + 1)] : [shown];
   element.replaceChildren(...parts.map((text, i) => {
     const part = document.createElement("span");
