@@ -31,7 +31,7 @@ from edge_search.runtime.errors import (
     IndexMissing,
     UsageError,
 )
-from edge_search.runtime.files import sha256_file, under
+from edge_search.runtime.files import under
 from edge_search.runtime.jobs import known_photos
 from edge_search.runtime.jobs.combined_query import Term, combine
 from edge_search.runtime.jobs.dates import DateRange
@@ -495,11 +495,10 @@ class Library:
             return None
         results = []
         for path in paths:
-            sha = known_photos.content_hash(path)
-            stored = catalog.embedding_of_content(sha) if sha else None
-            if stored is None:
+            known = known_photos.stored_vector(catalog, path)
+            if known is None:
                 return None
-            results.append(EmbedResult(Path(path), vector=stored[0], sha256=sha))
+            results.append(EmbedResult(Path(path), vector=known[1], sha256=known[0]))
         return results
 
     def photos_to_embed(self, terms: Sequence[Term]) -> list[int]:
@@ -728,10 +727,8 @@ def _self_paths(image: ImageSource) -> set[str]:
 
 
 def _sha256(image: ImageSource) -> str:
-    if isinstance(image, bytes):
-        return hashlib.sha256(image).hexdigest()
-    if isinstance(image, (str, os.PathLike)):
-        return sha256_file(image)
+    if isinstance(image, (bytes, str, os.PathLike)):
+        return known_photos.content_hash(image) or ""  # (hashed once per command: the query asked already)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return hashlib.sha256(buffer.getvalue()).hexdigest()

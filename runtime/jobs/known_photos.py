@@ -23,6 +23,12 @@ class ContentLookup(Protocol):
     def embedding_of_content(self, sha: str) -> tuple[np.ndarray, bytes | None] | None: ...
 
 
+# A query file's hash by the file's state (device, inode, size, modification and change times): one command asks
+# several times (the prewarm's guess, whether a model is needed, the query, --exclude-self); the file is read once.
+_HASHED: dict[tuple[int, ...], str] = {}
+_HASHED_KEPT = 64
+
+
 def content_hash(image: ImageSource) -> str | None:
     """The sha256 of a query photo's bytes (a path or uploaded bytes); None for a decoded picture, or a path that
     is not a readable regular file (the model's path then reports why)."""
@@ -31,22 +37,31 @@ def content_hash(image: ImageSource) -> str | None:
     if not isinstance(image, (str, os.PathLike)):
         return None
     try:
-        fd, _ = open_regular(image)  # a FIFO or device named as a query is not read here
+        fd, info = open_regular(image)  # a FIFO or device named as a query is not read here
     except OSError:
         return None
-    return sha256_file(fd)
+    state = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    if state in _HASHED:
+        os.close(fd)
+        return _HASHED[state]
+    if len(_HASHED) >= _HASHED_KEPT:
+        _HASHED.clear()
+    _HASHED[state] = sha = sha256_file(fd)
+    return sha
+
+
+def stored_vector(catalog: ContentLookup, image: ImageSource) -> tuple[str, np.ndarray] | None:
+    """(content hash, stored unit embedding) of a query photo the index holds; None for one it does not."""
+    sha = content_hash(image)
+    stored = catalog.embedding_of_content(sha) if sha else None
+    return None if stored is None or sha is None else (sha, stored[0])
 
 
 def stored_vectors(catalog: ContentLookup, terms: Sequence[Term]) -> dict[int, np.ndarray]:
     """Position among the photo terms -> the stored unit embedding, for the query photos the index holds."""
-    found: dict[int, np.ndarray] = {}
-    photos = [term for term in terms if term.image is not None]
-    for position, term in enumerate(photos):
-        sha = content_hash(term.image)  # type: ignore[arg-type]
-        stored = catalog.embedding_of_content(sha) if sha else None
-        if stored is not None:
-            found[position] = stored[0]
-    return found
+    photos = [term.image for term in terms if term.image is not None]
+    found = {position: stored_vector(catalog, image) for position, image in enumerate(photos)}
+    return {position: known[1] for position, known in found.items() if known is not None}
 
 
 def needs_model(terms: Sequence[Term], known: dict[int, np.ndarray]) -> bool:
