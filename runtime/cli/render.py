@@ -14,7 +14,9 @@ from typing import Any
 import typer
 
 from edge_search.runtime.files import cache_dir, write_atomically
+from edge_search.runtime.jobs.walk import LEADS_OUT
 from edge_search.runtime.model import video
+from edge_search.runtime.model.tuning import Trial
 from edge_search.runtime.model.video import format_time
 from edge_search.runtime.shell import (  # one stderr console, markup off: messages hold paths and "[extras]"
     err,
@@ -91,15 +93,8 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("folders", roots or "none"),
         ("size on disk", human_size(data["size_bytes"])),
         *((f"auto: {job}", engine) for job, engine in data.get("engines", {}).items()),
-        *((f"measured: {t['engine']}", _trial(t)) for t in data.get("engine_trials", [])),
+        *((f"measured: {t['engine']}", Trial.from_dict(t).summary()) for t in data.get("engine_trials", [])),
     ]
-
-
-def _trial(trial: dict[str, Any]) -> str:
-    if trial["error"]:
-        return f"cannot run here: {trial['error']}"
-    verdict = "passes" if trial["passes"] else "below its gate: not used"
-    return f"{trial['images_per_s']} images/s · first answer {trial['first_answer_s']} s · {verdict}"
 
 
 def emit_paths(paths: Iterable[str], *, nul: bool) -> None:
@@ -225,7 +220,7 @@ def _skipped(problems: list[tuple[str, str]]) -> str:
     """' · skipped 131 (131 symlinks leading out: --follow-links includes them)': what the lines above listed."""
     if not problems:
         return ""
-    links = sum("outside the indexed folders" in reason for _, reason in problems)
+    links = sum(LEADS_OUT in reason for _, reason in problems)
     why = f" ({links} symlink(s) leading out of the indexed folders: --follow-links includes them)" if links else ""
     return f" · skipped {len(problems)}{why}"
 

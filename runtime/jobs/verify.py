@@ -177,19 +177,10 @@ def check_providers(root: Path, retune: bool = False) -> list[Check]:
         checks.append(Check("provider openvino", "info", f"not installed ({OPENVINO_EXTRA})"))
     measured = tuning_of(bundle, None, measure=retune, again=retune)
     for trial in measured.trials if measured is not None else ():
-        checks.append(Check(f"engine {trial.candidate.label}", "info", trial_line(trial)))
+        checks.append(Check(f"engine {trial.candidate.label}", "info", trial.summary()))
     for job, plan in auto_choices(bundle).items():
         checks.append(Check(f"auto for {job}", "info", f"{plan_label(plan)} · {plan.why}"))
     return checks
-
-
-def trial_line(trial) -> str:
-    """'41.2 images/s · first answer 0.35 s · cosine 0.99991 to fp32 · passes': one measured engine."""
-    if trial.error:
-        return f"cannot run here: {trial.error}"
-    cosine = "" if trial.min_cosine is None else f" · cosine {trial.min_cosine:.5f} to fp32"
-    verdict = "passes" if trial.passes else f"below its {trial.candidate.gate} gate: not used"
-    return f"{trial.images_per_s:.1f} images/s · first answer {trial.first_answer_s:.2f} s{cosine} · {verdict}"
 
 
 def _starts(bundle: Bundle, device: str, failed: Status) -> Check:

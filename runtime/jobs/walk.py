@@ -18,6 +18,8 @@ from edge_search.runtime.files import not_regular
 from edge_search.runtime.model.video import is_video_name
 from edge_search.runtime.store.catalog import Root
 
+# Why a symlink leading out is skipped (the index summary counts these: cli/render.py)
+LEADS_OUT = "outside the indexed folders"
 IMAGE_SUFFIXES = frozenset(
     {
         ".jpg",
@@ -96,7 +98,7 @@ def walk(roots: Iterable[Root], stop: threading.Event | None = None, *, videos: 
         real = os.path.realpath(path)
         if inside_any(real, real_roots):
             return None
-        return f"symlink to {real}, outside the indexed folders (index with --follow-links to include it)"
+        return f"symlink to {real}, {LEADS_OUT} (index with --follow-links to include it)"
 
     def visit(directory: str, skip: tuple[str, ...], follow: bool) -> None:
         if stop is not None and stop.is_set():
