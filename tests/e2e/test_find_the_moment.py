@@ -53,12 +53,16 @@ def test_a_photo_of_the_video_finds_it_at_a_moment_inside_that_photos_span(libra
     first = json.loads(found.stdout)["results"][0]
     assert (first["path"], first["type"]) == (str(folder / "holiday.mp4"), "video")
     assert span.start <= first["at"] < span.end, (first, span)
-    if photo != SLIDESHOW_PHOTOS[0]:
-        return  # the text and path forms once
-    text = run_script("edge-search", "query", str(CALIBRATION_PHOTOS / f"{photo}.jpg"), "-k", "1", env=env)
-    minutes, seconds = divmod(int(first["at"]), 60)
+
+
+def test_the_text_and_path_forms_name_the_video_at_its_moment(library):
+    env, folder, _ = library
+    query = str(CALIBRATION_PHOTOS / f"{SLIDESHOW_PHOTOS[0]}.jpg")
+    found = run_script("edge-search", "query", query, "-k", "1", "--json", env=env)
+    minutes, seconds = divmod(int(json.loads(found.stdout)["results"][0]["at"]), 60)
+    text = run_script("edge-search", "query", query, "-k", "1", env=env)
     assert f"holiday.mp4 @ {minutes:02d}:{seconds:02d}" in text.stdout
-    paths = run_script("edge-search", "query", str(CALIBRATION_PHOTOS / f"{photo}.jpg"), "-k", "1", "-f", env=env)
+    paths = run_script("edge-search", "query", query, "-k", "1", "-f", env=env)
     assert paths.stdout == f"{folder / 'holiday.mp4'}\n"
 
 
